@@ -1,0 +1,24 @@
+// The configuration knobs of lockstep, declared once each in knobs.cc.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "lockstep/config.h"
+
+namespace lockstep::knobs {
+
+// core
+extern const Knob<std::string> log_level;
+extern const Knob<std::string> run_dir;
+extern const Knob<std::string> device;
+extern const Knob<std::int64_t> checkpoint_every;
+extern const Knob<bool> handle_signals;
+extern const Knob<std::int64_t> restart_count;
+extern const Knob<double> collective_timeout;
+
+// set by `lockstep run` for the ranks it starts
+extern const Knob<std::string> monitor_address;
+extern const Knob<std::string> monitor_token;
+
+}  // namespace lockstep::knobs

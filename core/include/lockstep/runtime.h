@@ -1,0 +1,105 @@
+// Runtime: one per process. Initialises MPI, learns the topology, binds a
+// device, installs signal handlers and resolves the configuration. On normal
+// exit it finalises MPI; an uncaught error on any rank aborts the whole job so
+// that no rank waits forever in a collective.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+#include "lockstep/config.h"
+#include "lockstep/mpi_comm.h"
+#include "lockstep/signals.h"
+#include "lockstep/tensor.h"
+
+namespace lockstep {
+
+class Runtime {
+ public:
+  // Initialises MPI with MPI_THREAD_MULTIPLE (or adopts an MPI the caller
+  // already initialised), removes --lockstep-* flags from argv, and sets
+  // everything up. Throws BackendError when MPI cannot provide
+  // MPI_THREAD_MULTIPLE, ConfigError on a bad configuration value, UsageError
+  // when there are more ranks on a node than GPUs to bind. Collective: every
+  // rank of MPI_COMM_WORLD must construct one.
+  Runtime(int& argc, char**& argv);
+  // For programs without command-line arguments (configuration from the
+  // environment only).
+  Runtime();
+
+  // One Runtime owns the process-wide MPI state: not copyable, not movable.
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  // Finalises MPI when this Runtime initialised it. When the destructor runs
+  // because an exception is propagating, it aborts the job instead: the
+  // other ranks may be waiting for this one in a collective.
+  ~Runtime();
+
+  int rank() const { return rank_; }
+  int world_size() const { return world_size_; }
+  int local_rank() const { return local_rank_; }
+  int local_size() const { return local_size_; }
+  int node_index() const { return node_index_; }
+  int node_count() const { return node_count_; }
+  const std::string& hostname() const { return hostname_; }
+  // The GPU bound to this rank (local rank i -> GPU i), or the CPU.
+  Device device() const { return device_; }
+  const std::filesystem::path& run_dir() const { return run_dir_; }
+  // How many times the job was restarted before this attempt: from
+  // LOCKSTEP_RESTART_COUNT (set by `lockstep run`), else SLURM_RESTART_COUNT.
+  std::int64_t restart_count() const { return restart_count_; }
+  const Config& config() const { return config_; }
+
+  // A private duplicate of MPI_COMM_WORLD for the caller's collectives.
+  MPI_Comm comm() const { return world_.get(); }
+  // The ranks on this node.
+  MPI_Comm node_comm() const { return node_.get(); }
+
+  // Collective decision: should every rank checkpoint after step `step`
+  // (0-based index of the step just finished)? True on the configured
+  // interval (LOCKSTEP_CHECKPOINT_EVERY), or when any rank received SIGUSR1,
+  // SIGTERM or SIGINT since the last decision. Every rank returns the same
+  // answer. Costs one small all-reduce on a private communicator; every rank
+  // must call it at the same points.
+  bool should_checkpoint(std::int64_t step);
+  // Collective decision: should every rank stop now (SIGTERM or SIGINT on any
+  // rank)? Reuses the answer of a should_checkpoint() call made since the
+  // last should_stop(); otherwise takes a decision of its own (one small
+  // all-reduce). Every rank returns the same answer.
+  bool should_stop();
+
+  // Takes the decision for `step` explicitly: both answers, one all-reduce.
+  Decision decide(std::int64_t step);
+
+  // Logs `message` and terminates every rank of the job with `exit_code`.
+  [[noreturn]] void abort(const std::string& message, int exit_code = 1) const;
+
+ private:
+  void init_mpi(int* argc, char*** argv);
+  void init_topology();
+  void bind_device();
+
+  bool owns_mpi_ = false;
+  int uncaught_at_start_ = 0;
+  Config config_;
+  MpiComm world_;
+  MpiComm node_;
+  MpiComm control_;  // decisions only, never shared with user traffic
+  int rank_ = 0;
+  int world_size_ = 1;
+  int local_rank_ = 0;
+  int local_size_ = 1;
+  int node_index_ = 0;
+  int node_count_ = 1;
+  std::string hostname_;
+  Device device_;
+  std::filesystem::path run_dir_;
+  std::int64_t restart_count_ = 0;
+  std::int64_t checkpoint_every_ = 0;
+  bool stop_pending_ = false;  // answer of the last decide() not yet read
+  bool stop_known_ = false;    // whether stop_pending_ is fresh
+};
+
+}  // namespace lockstep

@@ -1,0 +1,119 @@
+// The one table of lockstep's configuration knobs. Adding a knob here makes
+// it parseable from its LOCKSTEP_* variable and --lockstep-* flag, and lists
+// it in `lockstep config` and docs/CONFIG.md.
+#include "lockstep/knobs.h"
+
+#include <array>
+#include <string_view>
+
+namespace lockstep {
+namespace knobs {
+
+namespace {
+constexpr std::array<std::string_view, 6> kLogLevels = {"trace", "debug", "info",
+                                                        "warn",  "error", "off"};
+constexpr std::array<std::string_view, 3> kDevices = {"auto", "cpu", "cuda"};
+constexpr double kMaxSteps = 1e15;
+}  // namespace
+
+const Knob<std::string> log_level{{
+    .name = "log_level",
+    .env = "LOCKSTEP_LOG_LEVEL",
+    .type = KnobType::kEnum,
+    .default_value = "info",
+    .doc = "Least severe message that is printed.",
+    .choices = kLogLevels,
+}};
+
+const Knob<std::string> run_dir{{
+    .name = "run_dir",
+    .env = "LOCKSTEP_RUN_DIR",
+    .type = KnobType::kPath,
+    .default_value = "lockstep-run",
+    .doc = "Directory for this run's checkpoints, logs and reports; relative paths start at "
+           "the working directory. Created when missing.",
+}};
+
+const Knob<std::string> device{{
+    .name = "device",
+    .env = "LOCKSTEP_DEVICE",
+    .type = KnobType::kEnum,
+    .default_value = "auto",
+    .doc = "Where tensors live: 'auto' binds local rank i to GPU i when GPUs are visible and "
+           "uses the CPU otherwise; 'cuda' insists on a GPU; 'cpu' never uses one.",
+    .choices = kDevices,
+}};
+
+const Knob<std::int64_t> checkpoint_every{{
+    .name = "checkpoint_every",
+    .env = "LOCKSTEP_CHECKPOINT_EVERY",
+    .type = KnobType::kInt,
+    .default_value = "0",
+    .doc = "Checkpoint after every N-th step; 0 checkpoints only when a signal asks for it.",
+    .min = 0,
+    .max = kMaxSteps,
+}};
+
+const Knob<bool> handle_signals{{
+    .name = "handle_signals",
+    .env = "LOCKSTEP_HANDLE_SIGNALS",
+    .type = KnobType::kBool,
+    .default_value = "true",
+    .doc = "Turn SIGUSR1 into 'checkpoint now' and SIGTERM/SIGINT into 'checkpoint and stop'. "
+           "Set to false when the training program handles these signals itself.",
+}};
+
+const Knob<std::int64_t> restart_count{{
+    .name = "restart_count",
+    .env = "LOCKSTEP_RESTART_COUNT",
+    .type = KnobType::kInt,
+    .default_value = "0",
+    .doc = "How many times this job was restarted before the current attempt. When unset, "
+           "SLURM_RESTART_COUNT is used.",
+    .min = 0,
+    .max = 1e9,
+    .set_by_launcher = true,
+}};
+
+const Knob<double> collective_timeout{{
+    .name = "collective_timeout",
+    .env = "LOCKSTEP_COLLECTIVE_TIMEOUT",
+    .type = KnobType::kFloat,
+    .default_value = "600",
+    .doc = "Seconds a collective may take before the watchdog reports which ranks are behind "
+           "and aborts the job so that it can be restarted.",
+    .min = 0.001,
+    .max = 1e7,
+}};
+
+const Knob<std::string> monitor_address{{
+    .name = "monitor_address",
+    .env = "LOCKSTEP_MONITOR_ADDRESS",
+    .type = KnobType::kString,
+    .default_value = "",
+    .doc = "host:port of the launcher that receives heartbeats; empty when not started by "
+           "`lockstep run`.",
+    .set_by_launcher = true,
+}};
+
+const Knob<std::string> monitor_token{{
+    .name = "monitor_token",
+    .env = "LOCKSTEP_MONITOR_TOKEN",
+    .type = KnobType::kString,
+    .default_value = "",
+    .doc = "Per-run secret that authenticates heartbeats to the launcher.",
+    .set_by_launcher = true,
+}};
+
+}  // namespace knobs
+
+std::span<const KnobSpec* const> all_knobs() {
+  static const std::array<const KnobSpec*, 9> table = {
+      &knobs::log_level.spec,        &knobs::run_dir.spec,         &knobs::device.spec,
+      &knobs::checkpoint_every.spec, &knobs::handle_signals.spec,  &knobs::collective_timeout.spec,
+      &knobs::restart_count.spec,    &knobs::monitor_address.spec, &knobs::monitor_token.spec,
+  };
+  return table;
+}
+
+}  // namespace lockstep

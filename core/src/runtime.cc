@@ -1,0 +1,286 @@
+#include "lockstep/runtime.h"
+
+#include <unistd.h>
+
+#include <array>
+#include <cstdlib>
+#include <exception>
+#include <system_error>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "lockstep/build_config.h"
+#include "lockstep/cuda_check.h"
+#include "lockstep/knobs.h"
+#include "lockstep/log.h"
+#include "lockstep/mpi_check.h"
+
+#if LOCKSTEP_HAVE_CUDA
+#include "cuda_probe.h"
+#endif
+
+namespace lockstep {
+
+namespace {
+
+bool mpi_alive() {
+  int initialized = 0;
+  int finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  return initialized != 0 && finalized == 0;
+}
+
+[[noreturn]] void abort_job(const std::string& message, int exit_code) {
+  log::error("{}", message);
+  log::error("aborting every rank of the job (exit code {})", exit_code);
+  log::logger().flush();
+  if (mpi_alive()) MPI_Abort(MPI_COMM_WORLD, exit_code);
+  std::_Exit(exit_code);
+}
+
+// An exception nobody caught: say what it was, then take the whole job down
+// so that the other ranks do not wait for this one forever.
+[[noreturn]] void on_terminate() {
+  std::string what = "std::terminate called without an active exception";
+  if (const std::exception_ptr error = std::current_exception()) {
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      what = fmt::format("uncaught exception: {}", e.what());
+    } catch (...) {
+      what = "uncaught exception of a type not derived from std::exception";
+    }
+  }
+  abort_job(what, 1);
+}
+
+std::string local_hostname() {
+  std::array<char, 256> name{};
+  if (gethostname(name.data(), name.size() - 1) != 0) {
+    throw std::system_error(errno, std::generic_category(), "gethostname");
+  }
+  return name.data();
+}
+
+std::string_view thread_level_name(int level) {
+  switch (level) {
+    case MPI_THREAD_SINGLE:
+      return "MPI_THREAD_SINGLE";
+    case MPI_THREAD_FUNNELED:
+      return "MPI_THREAD_FUNNELED";
+    case MPI_THREAD_SERIALIZED:
+      return "MPI_THREAD_SERIALIZED";
+    case MPI_THREAD_MULTIPLE:
+      return "MPI_THREAD_MULTIPLE";
+    default:
+      return "an unknown thread level";
+  }
+}
+
+// Our communicators report errors as return codes so that the checked-call
+// macros can attach the call text instead of MPI aborting on its own.
+MpiComm private_dup(MPI_Comm comm) {
+  MpiComm copy = MpiComm::dup(comm);
+  LOCKSTEP_CHECK_MPI(MPI_Comm_set_errhandler(copy.get(), MPI_ERRORS_RETURN));
+  return copy;
+}
+
+}  // namespace
+
+// MPI_Init_thread may keep pointers to argc/argv, so the empty command line
+// of the argument-less constructor lives as long as the process.
+int g_no_argc = 0;
+char* g_no_argv_storage[] = {nullptr};
+char** g_no_argv = g_no_argv_storage;
+
+Runtime::Runtime() : Runtime(g_no_argc, g_no_argv) {}
+
+Runtime::Runtime(int& argc, char**& argv) : uncaught_at_start_(std::uncaught_exceptions()) {
+  std::set_terminate(on_terminate);
+  init_mpi(&argc, &argv);
+  config_ = Config::load(Config::take_flags(argc, argv));
+  log::set_level(log::parse_level(config_.get(knobs::log_level)));
+  init_topology();
+  log::set_identity(rank_, world_size_, hostname_);
+  if (rank_ == 0) {
+    for (const std::string& variable : config_.unknown_variables()) {
+      log::warn("ignoring unknown environment variable {}", variable);
+    }
+  }
+  bind_device();
+
+  std::error_code error;
+  run_dir_ = std::filesystem::absolute(config_.get(knobs::run_dir));
+  std::filesystem::create_directories(run_dir_, error);
+  if (!std::filesystem::is_directory(run_dir_)) {
+    throw IoError(
+        fmt::format("cannot create the run directory {} ({}); set LOCKSTEP_RUN_DIR to "
+                    "a writable directory",
+                    run_dir_.string(), error.message()));
+  }
+
+  restart_count_ = config_.get(knobs::restart_count);
+  if (config_.source(knobs::restart_count.spec) == "default") {
+    if (const char* slurm = std::getenv("SLURM_RESTART_COUNT"); slurm != nullptr) {
+      static constexpr KnobSpec kSlurmRestarts{.name = "restart_count",
+                                               .env = "SLURM_RESTART_COUNT",
+                                               .type = KnobType::kInt,
+                                               .default_value = "0",
+                                               .doc = "",
+                                               .min = 0,
+                                               .max = 1e9};
+      restart_count_ = parse_int_value(kSlurmRestarts, slurm);
+    }
+  }
+  checkpoint_every_ = config_.get(knobs::checkpoint_every);
+  if (config_.get(knobs::handle_signals)) signals::install();
+
+  log::debug("lockstep {}: rank {}/{} local {}/{} node {}/{} device {} run dir {} restarts {}",
+             LOCKSTEP_VERSION, rank_, world_size_, local_rank_, local_size_, node_index_,
+             node_count_, device_.str(), run_dir_.string(), restart_count_);
+}
+
+void Runtime::init_mpi(int* argc, char*** argv) {
+  int initialized = 0;
+  LOCKSTEP_CHECK_MPI(MPI_Initialized(&initialized));
+  int provided = MPI_THREAD_SINGLE;
+  if (initialized != 0) {
+    LOCKSTEP_CHECK_MPI(MPI_Query_thread(&provided));
+  } else {
+    LOCKSTEP_CHECK_MPI(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided));
+    owns_mpi_ = true;
+  }
+  if (provided < MPI_THREAD_MULTIPLE) {
+    throw BackendError(
+        "MPI", provided,
+        fmt::format("MPI provides {} but lockstep needs MPI_THREAD_MULTIPLE (its collectives and "
+                    "checkpoint writer run on background threads); use an MPI built with "
+                    "thread-multiple support, e.g. Debian's openmpi, and if you initialise MPI "
+                    "yourself, call MPI_Init_thread with MPI_THREAD_MULTIPLE",
+                    thread_level_name(provided)));
+  }
+}
+
+void Runtime::init_topology() {
+  world_ = private_dup(MPI_COMM_WORLD);
+  control_ = private_dup(MPI_COMM_WORLD);
+  node_ = MpiComm::split_shared(world_.get());
+  LOCKSTEP_CHECK_MPI(MPI_Comm_set_errhandler(node_.get(), MPI_ERRORS_RETURN));
+  rank_ = world_.rank();
+  world_size_ = world_.size();
+  local_rank_ = node_.rank();
+  local_size_ = node_.size();
+  hostname_ = local_hostname();
+
+  // Nodes are numbered by their lowest world rank: the first rank of each
+  // node learns its index among the first ranks, then tells its node.
+  const bool leader = local_rank_ == 0;
+  MpiComm leaders = MpiComm::split(world_.get(), leader ? 0 : MPI_UNDEFINED, rank_);
+  if (leader) {
+    node_index_ = leaders.rank();
+    node_count_ = leaders.size();
+  }
+  std::array<int, 2> node_info = {node_index_, node_count_};
+  LOCKSTEP_CHECK_MPI(MPI_Bcast(node_info.data(), 2, MPI_INT, 0, node_.get()));
+  node_index_ = node_info[0];
+  node_count_ = node_info[1];
+}
+
+void Runtime::bind_device() {
+  const std::string wanted = config_.get(knobs::device);
+  device_ = Device::cpu();
+  if (wanted == "cpu") return;
+#if LOCKSTEP_HAVE_CUDA
+  int count = 0;
+  const cudaError_t rc = cudaGetDeviceCount(&count);
+  cudaGetLastError();
+  if (rc != cudaSuccess || count == 0) {
+    if (wanted == "cuda") {
+      throw UsageError(
+          fmt::format("LOCKSTEP_DEVICE=cuda but no GPU is usable on {} ({}); check nvidia-smi and "
+                      "CUDA_VISIBLE_DEVICES, or set LOCKSTEP_DEVICE=cpu",
+                      hostname_, rc != cudaSuccess ? cudaGetErrorString(rc) : "no devices"));
+    }
+    log::debug("no usable GPU ({}); running on the CPU",
+               rc != cudaSuccess ? cudaGetErrorString(rc) : "none visible");
+    return;
+  }
+  // One GPU per local rank: NCCL refuses two ranks on one GPU. When each
+  // rank sees a single, different GPU (srun --gpus-per-task) index 0 is right
+  // for all of them, so the check below compares PCI addresses.
+  const int ordinal = local_rank_ % count;
+  LOCKSTEP_CHECK_CUDA(cudaSetDevice(ordinal));
+  std::array<char, 32> bus_id{};
+  LOCKSTEP_CHECK_CUDA(
+      cudaDeviceGetPCIBusId(bus_id.data(), static_cast<int>(bus_id.size()), ordinal));
+  std::vector<char> all_bus_ids(bus_id.size() * static_cast<std::size_t>(local_size_));
+  LOCKSTEP_CHECK_MPI(MPI_Allgather(bus_id.data(), static_cast<int>(bus_id.size()), MPI_CHAR,
+                                   all_bus_ids.data(), static_cast<int>(bus_id.size()), MPI_CHAR,
+                                   node_.get()));
+  for (int other = 0; other < local_size_; ++other) {
+    const std::string other_id(&all_bus_ids[static_cast<std::size_t>(other) * bus_id.size()]);
+    if (other != local_rank_ && other_id == bus_id.data()) {
+      throw UsageError(fmt::format(
+          "{} ranks run on {} but only {} GPU(s) are visible to each; local ranks {} and {} "
+          "would share GPU {} and NCCL refuses two ranks on one GPU. Start at most {} rank(s) "
+          "per node (mpirun --npernode {}, srun --ntasks-per-node={}) or set LOCKSTEP_DEVICE=cpu",
+          local_size_, hostname_, count, std::min(other, local_rank_), std::max(other, local_rank_),
+          bus_id.data(), count, count, count));
+    }
+  }
+  if (const std::string problem = detail::probe_current_device(); !problem.empty()) {
+    throw BackendError(
+        "CUDA", 0,
+        fmt::format("GPU {} ({}) on {} cannot run lockstep's kernels: {}. Rebuild with "
+                    "-DCMAKE_CUDA_ARCHITECTURES set to include this GPU's compute capability",
+                    ordinal, bus_id.data(), hostname_, problem));
+  }
+  device_ = Device::cuda(ordinal);
+#else
+  if (wanted == "cuda") {
+    throw UsageError(
+        "LOCKSTEP_DEVICE=cuda but this lockstep was built without CUDA; rebuild on a machine "
+        "with the CUDA toolkit (-DLOCKSTEP_CUDA=ON) or set LOCKSTEP_DEVICE=cpu");
+  }
+#endif
+}
+
+Runtime::~Runtime() {
+  if (std::uncaught_exceptions() > uncaught_at_start_) {
+    abort_job(fmt::format("an exception is leaving the scope of lockstep::Runtime on rank {}; "
+                          "catch errors inside that scope to handle them",
+                          rank_),
+              1);
+  }
+  signals::uninstall();
+  control_ = MpiComm();
+  node_ = MpiComm();
+  world_ = MpiComm();
+  if (owns_mpi_ && mpi_alive()) MPI_Finalize();
+}
+
+Decision Runtime::decide(std::int64_t step) {
+  const std::uint32_t local = signals::take();
+  std::uint32_t all = kRequestNone;
+  LOCKSTEP_CHECK_MPI(MPI_Allreduce(&local, &all, 1, MPI_UINT32_T, MPI_BOR, control_.get()));
+  const Decision decision = lockstep::decide(all, step, checkpoint_every_);
+  stop_pending_ = decision.stop;
+  stop_known_ = true;
+  return decision;
+}
+
+bool Runtime::should_checkpoint(std::int64_t step) { return decide(step).checkpoint; }
+
+bool Runtime::should_stop() {
+  if (!stop_known_) decide(-1);
+  stop_known_ = false;
+  return stop_pending_;
+}
+
+void Runtime::abort(const std::string& message, int exit_code) const {
+  abort_job(message, exit_code);
+}
+
+}  // namespace lockstep

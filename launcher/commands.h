@@ -1,0 +1,19 @@
+// Subcommands of the `lockstep` command. Each adds itself to the CLI11 app
+// and returns the exit code it wants through the callback it installs.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace lockstep::cli {
+
+// Exit codes of the `lockstep` command (documented in README.md).
+enum ExitCode : int {
+  kExitSuccess = 0,
+  kExitFailure = 1,  // the job failed and could not be recovered
+  kExitUsage = 2,    // bad command line or input; nothing was started
+};
+
+// `lockstep config [--markdown]`: every setting, its variable and default.
+void add_config_command(CLI::App& app, int& exit_code);
+
+}  // namespace lockstep::cli
