@@ -13,6 +13,7 @@ packages=(
   nlohmann-json3-dev                    # small metadata and reports
   libopenblas-dev                       # the CPU example trainer
   clang-format                          # format check in the test suite
+  python3 python3-h5py python3-numpy    # checks that checkpoints open in h5py
 )
 
 missing=()
