@@ -16,4 +16,7 @@ enum ExitCode : int {
 // `lockstep config [--markdown]`: every setting, its variable and default.
 void add_config_command(CLI::App& app, int& exit_code);
 
+// `lockstep run -n N ... -- program`: the supervised job.
+void add_run_command(CLI::App& app, int& exit_code);
+
 }  // namespace lockstep::cli

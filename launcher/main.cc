@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.footer("Run `lockstep <command> --help` for the options of a command.");
   int exit_code = kExitSuccess;
+  add_run_command(app, exit_code);
   add_config_command(app, exit_code);
   try {
     app.parse(argc, argv);

@@ -136,6 +136,10 @@ Runtime::Runtime(int& argc, char**& argv) : uncaught_at_start_(std::uncaught_exc
   }
   checkpoint_every_ = config_.get(knobs::checkpoint_every);
   if (config_.get(knobs::handle_signals)) signals::install();
+  if (const std::string monitor = config_.get(knobs::monitor_address); !monitor.empty()) {
+    heartbeat_ = HeartbeatClient(monitor, config_.get(knobs::monitor_token), rank_, world_size_,
+                                 hostname_, restart_count_);
+  }
 
   log::debug("lockstep {}: rank {}/{} local {}/{} node {}/{} device {} run dir {} restarts {}",
              LOCKSTEP_VERSION, rank_, world_size_, local_rank_, local_size_, node_index_,
@@ -255,6 +259,7 @@ Runtime::~Runtime() {
               1);
   }
   signals::uninstall();
+  heartbeat_.exit(0);
   control_ = MpiComm();
   node_ = MpiComm();
   world_ = MpiComm();
@@ -277,6 +282,17 @@ bool Runtime::should_stop() {
   if (!stop_known_) decide(-1);
   stop_known_ = false;
   return stop_pending_;
+}
+
+void Runtime::heartbeat(std::int64_t step, const std::map<std::string, double>& metrics) {
+  const auto now = std::chrono::steady_clock::now();
+  const double seconds = std::chrono::duration<double>(now - last_heartbeat_).count();
+  last_heartbeat_ = now;
+  heartbeat_.step(step, seconds, metrics);
+}
+
+void Runtime::report_checkpoint(std::int64_t step, double stall_seconds) {
+  heartbeat_.checkpoint(step, stall_seconds);
 }
 
 void Runtime::abort(const std::string& message, int exit_code) const {

@@ -4,6 +4,7 @@
 #include "lockstep/build_config.h"
 #include "lockstep/config.h"
 #include "lockstep/error.h"
+#include "lockstep/heartbeat.h"
 #include "lockstep/knobs.h"
 #include "lockstep/log.h"
 #include "lockstep/mpi_comm.h"

@@ -4,11 +4,14 @@
 // that no rank waits forever in a collective.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <string>
 
 #include "lockstep/config.h"
+#include "lockstep/heartbeat.h"
 #include "lockstep/mpi_comm.h"
 #include "lockstep/signals.h"
 #include "lockstep/tensor.h"
@@ -73,6 +76,14 @@ class Runtime {
   // Takes the decision for `step` explicitly: both answers, one all-reduce.
   Decision decide(std::int64_t step);
 
+  // Reports that step `step` (0-based) finished, with user metrics such as
+  // {{"loss", 0.25}}, to the launcher when started by `lockstep run`; a no-op
+  // otherwise. Cheap and never blocks; call it once per step on every rank.
+  void heartbeat(std::int64_t step, const std::map<std::string, double>& metrics = {});
+  // Reports a checkpoint of step `step` that stalled training for
+  // `stall_seconds`; the launcher counts it in the goodput summary.
+  void report_checkpoint(std::int64_t step, double stall_seconds);
+
   // Logs `message` and terminates every rank of the job with `exit_code`.
   [[noreturn]] void abort(const std::string& message, int exit_code = 1) const;
 
@@ -100,6 +111,8 @@ class Runtime {
   std::int64_t checkpoint_every_ = 0;
   bool stop_pending_ = false;  // answer of the last decide() not yet read
   bool stop_known_ = false;    // whether stop_pending_ is fresh
+  HeartbeatClient heartbeat_;
+  std::chrono::steady_clock::time_point last_heartbeat_ = std::chrono::steady_clock::now();
 };
 
 }  // namespace lockstep

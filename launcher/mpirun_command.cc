@@ -1,0 +1,55 @@
+#include "mpirun_command.h"
+
+#include <fmt/format.h>
+
+namespace lockstep::launcher {
+
+bool oversubscribed(const LaunchPlan& plan) {
+  const int slots = plan.hosts.empty() ? plan.local_cores : total_slots(plan.hosts);
+  return plan.ranks > slots;
+}
+
+std::vector<std::string> mpirun_argv(const LaunchPlan& plan) {
+  std::vector<std::string> argv = {plan.mpirun, "-n", std::to_string(plan.ranks)};
+  if (!plan.hosts.empty()) {
+    argv.insert(argv.end(), {"--host", host_list_string(plan.hosts)});
+  }
+  if (oversubscribed(plan)) {
+    // Pinning more ranks than cores to cores makes them fight for the same
+    // ones; let the kernel spread them instead.
+    argv.insert(argv.end(), {"--oversubscribe", "--bind-to", "none"});
+  } else {
+    argv.insert(argv.end(), {"--bind-to", "core", "--map-by", "slot"});
+  }
+  if (plan.as_root) argv.emplace_back("--allow-run-as-root");
+  argv.emplace_back("--tag-output");
+  for (const auto& [name, value] : plan.environment) argv.insert(argv.end(), {"-x", name});
+  argv.insert(argv.end(), plan.program.begin(), plan.program.end());
+  return argv;
+}
+
+std::string shell_quote(const std::vector<std::string>& argv) {
+  std::string line;
+  for (const std::string& argument : argv) {
+    if (!line.empty()) line += ' ';
+    const bool plain = !argument.empty() && argument.find_first_not_of(
+                                                "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVW"
+                                                "XYZ0123456789-_./:=,+@%") == std::string::npos;
+    if (plain) {
+      line += argument;
+    } else {
+      line += '\'';
+      for (const char c : argument) {
+        if (c == '\'') {
+          line += "'\\''";
+        } else {
+          line += c;
+        }
+      }
+      line += '\'';
+    }
+  }
+  return line;
+}
+
+}  // namespace lockstep::launcher

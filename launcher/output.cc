@@ -1,0 +1,71 @@
+#include "output.h"
+
+#include <regex>
+
+namespace lockstep::launcher {
+
+OutputLine parse_tagged_line(std::string_view line, bool from_stderr) {
+  static const std::regex kTag(R"(^\[(\d+),(\d+)\]<(stdout|stderr)>:(.*)$)");
+  std::match_results<std::string_view::const_iterator> match;
+  OutputLine parsed;
+  parsed.is_stderr = from_stderr;
+  if (std::regex_match(line.begin(), line.end(), match, kTag)) {
+    parsed.rank = std::stoi(match[2].str());
+    parsed.is_stderr = match[3].str() == "stderr";
+    parsed.text = match[4].str();
+  } else {
+    parsed.text = std::string(line);
+  }
+  return parsed;
+}
+
+void MpirunMessageParser::feed(std::string_view line) {
+  static const std::regex kSignal(R"(process rank (\d+) with PID \d+ on node \S+ exited on signal (\d+))");
+  static const std::regex kProcessName(R"(Process name:\s*\[\[\d+,\d+\],(\d+)\])");
+  static const std::regex kExitCode(R"(Exit code:\s*(\d+))");
+  static const std::regex kAbort(R"(MPI_ABORT was invoked on rank (\d+))");
+  static const std::regex kErrorCode(R"(errorcode (\d+))");
+  const std::string text(line);
+  std::smatch match;
+  // The first report wins: later lines describe the cascade, not the cause.
+  const bool decided = verdict_.rank >= 0 && (verdict_.signal != 0 || verdict_.exit_code);
+  if (std::regex_search(text, match, kSignal)) {
+    if (!decided) {
+      verdict_.rank = std::stoi(match[1].str());
+      verdict_.signal = std::stoi(match[2].str());
+    }
+  } else if (std::regex_search(text, match, kAbort)) {
+    if (!decided) {
+      verdict_.rank = std::stoi(match[1].str());
+      verdict_.called_abort = true;
+      expect_error_code_ = true;
+    }
+  } else if (std::regex_search(text, match, kProcessName)) {
+    if (!decided) {
+      verdict_.rank = std::stoi(match[1].str());
+      expect_exit_code_ = true;
+    }
+  }
+  if (expect_exit_code_ && std::regex_search(text, match, kExitCode)) {
+    verdict_.exit_code = std::stoi(match[1].str());
+    expect_exit_code_ = false;
+  }
+  if (expect_error_code_ && std::regex_search(text, match, kErrorCode)) {
+    verdict_.exit_code = std::stoi(match[1].str());
+    expect_error_code_ = false;
+  }
+}
+
+void OutputTails::add(const OutputLine& line) {
+  std::deque<std::string>& tail = tails_[line.rank];
+  tail.push_back(line.text);
+  if (tail.size() > capacity_) tail.pop_front();
+}
+
+const std::deque<std::string>& OutputTails::of(int rank) const {
+  static const std::deque<std::string> kEmpty;
+  const auto it = tails_.find(rank);
+  return it == tails_.end() ? kEmpty : it->second;
+}
+
+}  // namespace lockstep::launcher

@@ -1,0 +1,182 @@
+#include "process.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "lockstep/error.h"
+
+extern char** environ;
+
+namespace lockstep::launcher {
+
+void become_subreaper() { prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); }
+
+ExitStatus ExitStatus::from_wait_status(int status) {
+  ExitStatus result;
+  if (WIFEXITED(status)) result.code = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) result.signal = WTERMSIG(status);
+  return result;
+}
+
+std::string ExitStatus::str() const {
+  if (signal != 0) return fmt::format("signal {} ({})", signal, strsignal(signal));
+  return fmt::format("exit code {}", code);
+}
+
+ChildProcess ChildProcess::start(const std::vector<std::string>& argv,
+                                 const std::map<std::string, std::string>& environment) {
+  int out[2];
+  int err[2];
+  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
+    throw IoError(fmt::format("cannot create pipes: {}", std::strerror(errno)));
+  }
+  // Everything the child needs is prepared before fork(): after it, only
+  // async-signal-safe calls are allowed.
+  std::vector<std::string> env_storage;
+  for (char** entry = environ; *entry != nullptr; ++entry) {
+    const std::string_view text(*entry);
+    const std::string name(text.substr(0, text.find('=')));
+    if (!environment.contains(name)) env_storage.emplace_back(text);
+  }
+  for (const auto& [name, value] : environment) env_storage.push_back(name + "=" + value);
+  std::vector<char*> env_pointers;
+  for (std::string& entry : env_storage) env_pointers.push_back(entry.data());
+  env_pointers.push_back(nullptr);
+  std::vector<std::string> arg_storage = argv;
+  std::vector<char*> arg_pointers;
+  for (std::string& argument : arg_storage) arg_pointers.push_back(argument.data());
+  arg_pointers.push_back(nullptr);
+
+  const pid_t pid = fork();
+  if (pid < 0) throw IoError(fmt::format("fork failed: {}", std::strerror(errno)));
+  if (pid == 0) {
+    setpgid(0, 0);
+    dup2(out[1], STDOUT_FILENO);
+    dup2(err[1], STDERR_FILENO);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    execvpe(arg_pointers[0], arg_pointers.data(), env_pointers.data());
+    const char message[] = "lockstep: cannot execute the job command\n";
+    [[maybe_unused]] const ssize_t written = write(STDERR_FILENO, message, sizeof(message) - 1);
+    _exit(127);
+  }
+  setpgid(pid, pid);  // also from the parent, so there is no race with kill(-pid)
+  close(out[1]);
+  close(err[1]);
+  ChildProcess child;
+  child.pid_ = pid;
+  child.stdout_fd_ = out[0];
+  child.stderr_fd_ = err[0];
+  return child;
+}
+
+ChildProcess::ChildProcess(ChildProcess&& other) noexcept
+    : pid_(other.pid_),
+      stdout_fd_(other.stdout_fd_),
+      stderr_fd_(other.stderr_fd_),
+      status_(other.status_) {
+  other.pid_ = -1;
+  other.stdout_fd_ = -1;
+  other.stderr_fd_ = -1;
+}
+
+ChildProcess::~ChildProcess() {
+  close_stdout();
+  close_stderr();
+  if (pid_ > 0 && !status_) stop_all(std::chrono::milliseconds(2000));
+}
+
+void ChildProcess::close_stdout() {
+  if (stdout_fd_ >= 0) close(stdout_fd_);
+  stdout_fd_ = -1;
+}
+
+void ChildProcess::close_stderr() {
+  if (stderr_fd_ >= 0) close(stderr_fd_);
+  stderr_fd_ = -1;
+}
+
+std::optional<ExitStatus> ChildProcess::poll() {
+  if (!status_ && pid_ > 0) reap_all();
+  return status_;
+}
+
+std::vector<pid_t> descendants_of(pid_t root) {
+  std::map<pid_t, pid_t> parent_of;
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", error)) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(entry.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    // "pid (comm) state ppid ...": comm may contain spaces and parentheses.
+    const std::size_t close_paren = line.rfind(')');
+    if (close_paren == std::string::npos) continue;
+    char state = 0;
+    int ppid = 0;
+    if (std::sscanf(line.c_str() + close_paren + 1, " %c %d", &state, &ppid) != 2) continue;
+    if (state == 'Z') continue;  // already dead, only waiting to be reaped
+    parent_of[std::stoi(name)] = ppid;
+  }
+  std::vector<pid_t> found;
+  std::vector<pid_t> frontier = {root};
+  while (!frontier.empty()) {
+    const pid_t parent = frontier.back();
+    frontier.pop_back();
+    for (const auto& [pid, ppid] : parent_of) {
+      if (ppid == parent) {
+        found.push_back(pid);
+        frontier.push_back(pid);
+      }
+    }
+  }
+  return found;
+}
+
+void ChildProcess::reap_all() {
+  int status = 0;
+  pid_t pid = 0;
+  while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+    if (pid == pid_) status_ = ExitStatus::from_wait_status(status);
+  }
+}
+
+std::vector<pid_t> ChildProcess::stop_all(std::chrono::milliseconds grace) {
+  const auto alive = [this] {
+    // Our own descendants: mpirun, its ranks, and ranks orphaned to us.
+    std::vector<pid_t> pids = descendants_of(getpid());
+    std::erase_if(pids, [](pid_t pid) { return kill(pid, 0) != 0; });
+    return pids;
+  };
+  for (const pid_t pid : alive()) kill(pid, SIGTERM);
+  if (pid_ > 0) kill(-pid_, SIGTERM);
+  const auto deadline = std::chrono::steady_clock::now() + grace;
+  std::vector<pid_t> remaining = alive();
+  while (!remaining.empty() && std::chrono::steady_clock::now() < deadline) {
+    reap_all();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    remaining = alive();
+  }
+  for (const pid_t pid : remaining) kill(pid, SIGKILL);
+  if (pid_ > 0) kill(-pid_, SIGKILL);
+  for (int i = 0; i < 250 && !alive().empty(); ++i) {
+    reap_all();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  reap_all();
+  return remaining;
+}
+
+}  // namespace lockstep::launcher

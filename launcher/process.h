@@ -1,0 +1,73 @@
+// Child processes of the launcher: start one with its output on pipes, and
+// make sure that a stopped job leaves no process behind.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace lockstep::launcher {
+
+// Makes this process the reaper of its orphaned descendants, so that ranks
+// whose mpirun died are still ours to find, signal and reap.
+void become_subreaper();
+
+// How a process ended, from a wait status.
+struct ExitStatus {
+  int code = 0;    // exit code when exited normally
+  int signal = 0;  // terminating signal, 0 when exited
+  static ExitStatus from_wait_status(int status);
+  bool success() const { return signal == 0 && code == 0; }
+  std::string str() const;  // "exit code 1", "signal 9 (Killed)"
+};
+
+class ChildProcess {
+ public:
+  // Starts argv[0] (searched in PATH) in a process group of its own, with
+  // `environment` added to this process's environment, stdout and stderr on
+  // pipes. Throws IoError when it cannot be started.
+  static ChildProcess start(const std::vector<std::string>& argv,
+                            const std::map<std::string, std::string>& environment);
+
+  ChildProcess(ChildProcess&& other) noexcept;
+  ChildProcess& operator=(ChildProcess&&) = delete;
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+  ~ChildProcess();
+
+  pid_t pid() const { return pid_; }
+  int stdout_fd() const { return stdout_fd_; }
+  int stderr_fd() const { return stderr_fd_; }
+  void close_stdout();
+  void close_stderr();
+
+  // The exit status once the process has ended (reaped); nullopt before.
+  std::optional<ExitStatus> poll();
+
+  // Stops the process and every descendant: SIGTERM to all, then SIGKILL to
+  // whatever is left after `grace`. Returns the pids that needed SIGKILL.
+  std::vector<pid_t> stop_all(std::chrono::milliseconds grace);
+
+ private:
+  ChildProcess() = default;
+  // Reaps every ended child of this process without blocking (orphaned
+  // ranks included), keeping the status when it is ours.
+  void reap_all();
+
+  pid_t pid_ = -1;
+  int stdout_fd_ = -1;
+  int stderr_fd_ = -1;
+  std::optional<ExitStatus> status_;
+};
+
+// Every living descendant of `root` (children, their children, ...), read
+// from /proc. Includes orphans re-parented to this process when it is a
+// subreaper and `root` is this process.
+std::vector<pid_t> descendants_of(pid_t root);
+
+
+}  // namespace lockstep::launcher

@@ -1,0 +1,181 @@
+// `lockstep run`: start a job with mpirun and keep it running.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <iostream>
+#include <memory>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "commands.h"
+#include "host_list.h"
+#include "lockstep/error.h"
+#include "mpirun_command.h"
+#include "supervisor.h"
+
+namespace lockstep::cli {
+
+namespace {
+
+using launcher::InjectedFailure;
+
+struct RunOptions {
+  int ranks = 0;
+  std::string host_list;
+  std::string hostfile;
+  int max_restarts = 3;
+  double hang_timeout = 300;
+  double grace = 10;
+  std::string run_dir = "lockstep-run";
+  std::int64_t total_steps = 0;
+  double status_interval = 10;
+  std::string mpirun = "mpirun";
+  bool dry_run = false;
+  std::vector<std::string> inject;
+  std::vector<std::string> program;
+};
+
+// Finds `name` like execvp would; returns "" when absent.
+std::string find_program(const std::string& name) {
+  if (name.find('/') != std::string::npos) return name;
+  const char* path = std::getenv("PATH");
+  std::string_view directories = path != nullptr ? path : "/usr/bin:/bin";
+  while (!directories.empty()) {
+    const std::size_t colon = directories.find(':');
+    const std::string directory(directories.substr(0, colon));
+    const std::string candidate = (directory.empty() ? "." : directory) + "/" + name;
+    if (access(candidate.c_str(), X_OK) == 0) return candidate;
+    if (colon == std::string_view::npos) break;
+    directories.remove_prefix(colon + 1);
+  }
+  return "";
+}
+
+void check_program(const std::string& name, const char* what) {
+  const std::string found = find_program(name);
+  struct stat info = {};
+  if (found.empty() || stat(found.c_str(), &info) != 0) {
+    throw UsageError(fmt::format("{} '{}' does not exist{}", what, name,
+                                 name.find('/') == std::string::npos ? " in PATH" : ""));
+  }
+  if (S_ISDIR(info.st_mode)) throw UsageError(fmt::format("{} '{}' is a directory", what, name));
+  if (access(found.c_str(), X_OK) != 0) {
+    throw UsageError(fmt::format("{} '{}' is not executable (chmod +x {})", what, name, name));
+  }
+}
+
+launcher::SupervisorOptions plan_from(const RunOptions& options) {
+  if (options.ranks < 1) {
+    throw UsageError(fmt::format("-n must be at least 1 (got {}): the number of ranks to start",
+                                 options.ranks));
+  }
+  if (options.max_restarts < 0) throw UsageError("--max-restarts must be >= 0");
+  if (options.hang_timeout <= 0) throw UsageError("--hang-timeout must be > 0 seconds");
+  if (options.grace < 0) throw UsageError("--grace must be >= 0 seconds");
+  if (options.program.empty()) {
+    throw UsageError("no program to run; put it after '--': lockstep run -n 4 -- ./trainer");
+  }
+  launcher::SupervisorOptions plan;
+  if (!options.host_list.empty()) plan.plan.hosts = launcher::parse_host_list(options.host_list);
+  if (!options.hostfile.empty()) plan.plan.hosts = launcher::parse_hostfile(options.hostfile);
+  check_program(options.program[0], "program");
+  check_program(options.mpirun, "mpirun");
+  plan.plan.ranks = options.ranks;
+  plan.plan.local_cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  plan.plan.as_root = geteuid() == 0;
+  plan.plan.mpirun = options.mpirun;
+  plan.plan.program = options.program;
+  // The user's own LOCKSTEP_* settings travel to every rank.
+  for (char** entry = environ; *entry != nullptr; ++entry) {
+    const std::string_view text(*entry);
+    if (text.starts_with("LOCKSTEP_")) {
+      const std::size_t equals = text.find('=');
+      plan.plan.environment[std::string(text.substr(0, equals))] =
+          std::string(text.substr(equals + 1));
+    }
+  }
+  plan.run_dir = std::filesystem::absolute(options.run_dir);
+  plan.max_restarts = options.max_restarts;
+  plan.hang_timeout = options.hang_timeout;
+  plan.grace = options.grace;
+  plan.total_steps = options.total_steps;
+  plan.status_interval = options.status_interval;
+  char hostname[256] = {};
+  gethostname(hostname, sizeof(hostname) - 1);
+  for (const launcher::Host& host : plan.plan.hosts) {
+    if (host.name != "localhost" && host.name != hostname) plan.multi_host = true;
+  }
+  for (const std::string& text : options.inject) {
+    InjectedFailure failure = launcher::parse_injected_failure(text);
+    if (failure.rank >= options.ranks) {
+      throw UsageError(fmt::format("--inject-failure {}: rank {} does not exist with -n {}", text,
+                                   failure.rank, options.ranks));
+    }
+    plan.injected.push_back(failure);
+  }
+  return plan;
+}
+
+}  // namespace
+
+void add_run_command(CLI::App& app, int& exit_code) {
+  auto options = std::make_shared<RunOptions>();
+  CLI::App* command = app.add_subcommand(
+      "run", "Start a job with mpirun, watch it, and restart it from its newest checkpoint when "
+             "a rank crashes or hangs");
+  command->add_option("-n,--ranks", options->ranks, "Number of ranks to start")->required();
+  auto* hosts = command->add_option("-H,--host", options->host_list,
+                                    "Hosts and slots: node1:4,node2:4 (default: this machine)");
+  command->add_option("--hostfile", options->hostfile,
+                      "File with one host per line: 'node1 slots=4' or 'node1:4'; # comments")
+      ->excludes(hosts);
+  command->add_option("--max-restarts", options->max_restarts,
+                      "Restarts after failures before giving up")
+      ->capture_default_str();
+  command->add_option("--hang-timeout", options->hang_timeout,
+                      "Seconds without a heartbeat from any rank before the job counts as hung")
+      ->capture_default_str();
+  command->add_option("--grace", options->grace,
+                      "Seconds between SIGTERM and SIGKILL when stopping a job")
+      ->capture_default_str();
+  command->add_option("--run-dir", options->run_dir,
+                      "Directory for checkpoints, attempts.jsonl and summary.json")
+      ->capture_default_str();
+  command->add_option("--total-steps", options->total_steps,
+                      "Steps of the whole run, for progress and ETA (optional)");
+  command->add_option("--status-interval", options->status_interval,
+                      "Seconds between status lines when stderr is not a terminal")
+      ->capture_default_str();
+  command->add_option("--mpirun", options->mpirun, "The mpirun to use")->capture_default_str();
+  command->add_flag("--dry-run", options->dry_run, "Print the mpirun command and exit");
+  command->add_option("--inject-failure", options->inject,
+                      "Testing: send SIGNAL (default KILL; STOP makes a hang) to RANK once a "
+                      "rank reports STEP, as RANK:STEP[:SIGNAL]; repeatable")
+      ->allow_extra_args(false);
+  command->add_option("program", options->program, "The program and its arguments, after --")
+      ->required();
+  command->footer(
+      "Exit codes: 0 success, 1 failed (restarts exhausted, or the program fails before its "
+      "first step twice in a row), 2 usage error (nothing started), 3 stopped on request after "
+      "a checkpoint (SIGINT, SIGTERM or SIGUSR1 to lockstep; run again to resume).");
+  command->callback([options, &exit_code] {
+    const launcher::SupervisorOptions plan = plan_from(*options);
+    if (options->dry_run) {
+      // Show the variables every attempt adds; their values exist only then.
+      launcher::LaunchPlan shown = plan.plan;
+      for (const char* name : {"LOCKSTEP_RUN_DIR", "LOCKSTEP_RESTART_COUNT",
+                               "LOCKSTEP_MONITOR_ADDRESS", "LOCKSTEP_MONITOR_TOKEN"}) {
+        shown.environment[name] = "";
+      }
+      std::cout << launcher::shell_quote(launcher::mpirun_argv(shown)) << "\n";
+      exit_code = kExitSuccess;
+      return;
+    }
+    exit_code = launcher::supervise(plan);
+  });
+}
+
+}  // namespace lockstep::cli

@@ -1,0 +1,452 @@
+#include "supervisor.h"
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <map>
+
+#include <fmt/format.h>
+
+#include "attempt.h"
+#include "lockstep/error.h"
+#include "monitor.h"
+#include "output.h"
+#include "process.h"
+#include "status_line.h"
+
+namespace lockstep::launcher {
+
+namespace {
+
+std::atomic<int> g_stop_requests{0};
+void on_stop_signal(int) { g_stop_requests.fetch_add(1); }
+
+Clock::duration duration_of(double seconds) {
+  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+}
+
+std::string random_token() {
+  std::ifstream random("/dev/urandom", std::ios::binary);
+  unsigned char bytes[16] = {};
+  random.read(reinterpret_cast<char*>(bytes), sizeof(bytes));
+  if (!random) throw IoError("cannot read /dev/urandom for the run token");
+  std::string token;
+  for (const unsigned char byte : bytes) token += fmt::format("{:02x}", byte);
+  return token;
+}
+
+struct RankState {
+  int pid = 0;
+  std::string host;
+  Clock::time_point last_seen;
+  std::int64_t last_step = -1;
+  bool said_exit = false;
+  std::optional<Clock::time_point> died_at;
+};
+
+// Everything about the attempt in progress.
+class Attempt {
+ public:
+  Attempt(const SupervisorOptions& options, int index, Monitor& monitor, StatusLine& status,
+          std::vector<CheckpointEvent>& checkpoints, std::vector<InjectedFailure>& injected)
+      : options_(options), monitor_(monitor), status_(status), checkpoints_(checkpoints),
+        injected_(injected), tails_(20) {
+    record_.index = index;
+  }
+
+  AttemptRecord run(ChildProcess& job);
+
+ private:
+  void pump_output(ChildProcess& job, int timeout_ms);
+  void print(const OutputLine& line);
+  void handle(const RankEvent& event);
+  void inject(std::int64_t step);
+  void request_stop(ChildProcess& job);
+  void attribute_failure();
+
+  const SupervisorOptions& options_;
+  Monitor& monitor_;
+  StatusLine& status_;
+  std::vector<CheckpointEvent>& checkpoints_;
+  std::vector<InjectedFailure>& injected_;  // each fires once over the whole run
+  AttemptRecord record_;
+  std::map<int, RankState> ranks_;
+  OutputTails tails_;
+  MpirunMessageParser mpirun_messages_;
+  LineSplitter out_lines_;
+  LineSplitter err_lines_;
+  Clock::time_point last_activity_;
+  int stop_requests_seen_ = 0;
+  bool hang_ = false;
+};
+
+void Attempt::print(const OutputLine& line) {
+  tails_.add(line);
+  std::string prefix;
+  if (line.rank < 0) {
+    mpirun_messages_.feed(line.text);
+    prefix = "[mpirun] ";
+  } else if (!line.text.starts_with(fmt::format("[{}/", line.rank))) {
+    // Lines from lockstep's logger already carry "[rank/world host]".
+    const auto it = ranks_.find(line.rank);
+    prefix = options_.multi_host && it != ranks_.end() && !it->second.host.empty()
+                 ? fmt::format("[rank {} {}] ", line.rank, it->second.host)
+                 : fmt::format("[rank {}] ", line.rank);
+  }
+  status_.print_line(prefix + line.text, line.is_stderr);
+}
+
+void Attempt::pump_output(ChildProcess& job, int timeout_ms) {
+  pollfd fds[2] = {{job.stdout_fd(), POLLIN, 0}, {job.stderr_fd(), POLLIN, 0}};
+  if (poll(fds, 2, timeout_ms) <= 0) return;
+  char chunk[65536];
+  for (int i = 0; i < 2; ++i) {
+    if (fds[i].fd < 0 || (fds[i].revents & (POLLIN | POLLHUP)) == 0) continue;
+    const ssize_t got = read(fds[i].fd, chunk, sizeof(chunk));
+    LineSplitter& lines = i == 0 ? out_lines_ : err_lines_;
+    const auto emit = [&](std::string_view text) { print(parse_tagged_line(text, i == 1)); };
+    if (got > 0) {
+      lines.feed(std::string_view(chunk, static_cast<std::size_t>(got)), emit);
+    } else {
+      if (const std::string rest = lines.take_rest(); !rest.empty()) emit(rest);
+      i == 0 ? job.close_stdout() : job.close_stderr();
+    }
+  }
+}
+
+void Attempt::inject(std::int64_t step) {
+  for (InjectedFailure& failure : injected_) {
+    if (failure.fired || step < failure.step) continue;
+    const auto it = ranks_.find(failure.rank);
+    if (it == ranks_.end() || it->second.pid <= 0) continue;
+    failure.fired = true;
+    status_.print_line(fmt::format("lockstep: injecting a failure: signal {} ({}) to rank {} "
+                                   "(pid {}) at step {}",
+                                   failure.signal, strsignal(failure.signal), failure.rank,
+                                   it->second.pid, step),
+                       true);
+    kill(it->second.pid, failure.signal);
+  }
+}
+
+void Attempt::handle(const RankEvent& event) {
+  if (event.restart_count != record_.index) return;  // a straggler of an earlier attempt
+  RankState& rank = ranks_[event.rank];
+  last_activity_ = event.time;
+  rank.last_seen = event.time;
+  switch (event.kind) {
+    case RankEvent::Kind::kHello:
+      rank.pid = event.pid;
+      rank.host = event.host;
+      break;
+    case RankEvent::Kind::kStep:
+      rank.last_step = std::max(rank.last_step, event.step);
+      if (event.rank == 0) {
+        if (!record_.first_step_at) {
+          record_.first_step_at = event.time;
+          record_.first_step = event.step;
+        }
+        record_.last_step_at = event.time;
+        record_.last_step = event.step;
+        record_.step_seconds = event.step_time;
+        status_.on_step(event.step, event.metrics, event.time);
+      }
+      inject(event.step);
+      break;
+    case RankEvent::Kind::kCheckpoint:
+      if (event.rank == 0) {
+        checkpoints_.push_back({event.time, event.step, event.stall});
+        status_.on_checkpoint(event.step);
+      }
+      break;
+    case RankEvent::Kind::kExit:
+      rank.said_exit = true;
+      if (event.rank == 0 && event.step > record_.last_step) {
+        // Step heartbeats are rate-limited; the goodbye has the final step.
+        record_.last_step = event.step;
+        record_.last_step_at = event.time;
+        status_.on_step(event.step, {}, event.time);
+      }
+      break;
+    case RankEvent::Kind::kClosed:
+      if (!rank.said_exit && !rank.died_at) {
+        rank.died_at = event.time;
+        if (!record_.failure_at) record_.failure_at = event.time;
+      }
+      break;
+  }
+}
+
+void Attempt::request_stop(ChildProcess& job) {
+  const int requests = g_stop_requests.load();
+  if (requests == stop_requests_seen_) return;
+  stop_requests_seen_ = requests;
+  if (requests >= 2) {
+    status_.print_line("lockstep: second interrupt: stopping every rank now", true);
+    job.stop_all(std::chrono::milliseconds(0));
+    return;
+  }
+  status_.print_line("lockstep: stop requested: ranks will checkpoint and exit (interrupt again "
+                     "to stop at once)",
+                     true);
+  bool signalled = false;
+  for (const auto& [rank, state] : ranks_) {
+    if (state.pid > 0 && !state.died_at) signalled = kill(state.pid, SIGTERM) == 0 || signalled;
+  }
+  // Ranks not yet introduced cannot checkpoint; stop the job as a whole.
+  if (!signalled) job.stop_all(duration_cast<std::chrono::milliseconds>(duration_of(options_.grace)));
+}
+
+void Attempt::attribute_failure() {
+  // The first rank to die is the cause; mpirun's verdict fills in how it died.
+  std::optional<Clock::time_point> first;
+  for (const auto& [rank, state] : ranks_) {
+    if (state.died_at && (!first || *state.died_at < *first)) {
+      first = state.died_at;
+      record_.failed_rank = rank;
+    }
+  }
+  const MpirunVerdict& verdict = mpirun_messages_.verdict();
+  if (hang_) {
+    // The hung rank is the one that stopped reporting first.
+    std::optional<Clock::time_point> oldest;
+    for (const auto& [rank, state] : ranks_) {
+      if (!oldest || state.last_seen < *oldest) {
+        oldest = state.last_seen;
+        record_.failed_rank = rank;
+      }
+    }
+    record_.failure = fmt::format("no heartbeat for {:.0f} s (hang); its last step was {}",
+                                  options_.hang_timeout,
+                                  record_.failed_rank >= 0 ? ranks_[record_.failed_rank].last_step : -1);
+  } else if (record_.failed_rank < 0) {
+    record_.failed_rank = verdict.rank;
+  }
+  if (!hang_) {
+    if (verdict.rank >= 0 && verdict.rank == record_.failed_rank && verdict.signal != 0) {
+      record_.failure = fmt::format("killed by signal {} ({})", verdict.signal, strsignal(verdict.signal));
+    } else if (verdict.rank >= 0 && verdict.rank == record_.failed_rank && verdict.called_abort) {
+      record_.failure = fmt::format("called MPI_Abort (error code {})", verdict.exit_code.value_or(-1));
+    } else if (verdict.rank >= 0 && verdict.rank == record_.failed_rank && verdict.exit_code) {
+      record_.failure = fmt::format("exited with code {}", *verdict.exit_code);
+    } else if (record_.failed_rank >= 0) {
+      record_.failure = "lost its connection to the launcher (the process ended)";
+    } else {
+      record_.failure = record_.mpirun_status ? "mpirun ended with " + record_.mpirun_status->str()
+                                              : "unknown";
+    }
+  }
+  if (record_.failed_rank >= 0) {
+    record_.failed_host = ranks_[record_.failed_rank].host;
+    const auto& tail = tails_.of(record_.failed_rank);
+    record_.tail.assign(tail.begin(), tail.end());
+  } else {
+    const auto& tail = tails_.of(-1);
+    record_.tail.assign(tail.begin(), tail.end());
+  }
+}
+
+AttemptRecord Attempt::run(ChildProcess& job) {
+  record_.start = Clock::now();
+  last_activity_ = record_.start;
+  stop_requests_seen_ = g_stop_requests.load();
+  bool stopping = false;
+  std::optional<Clock::time_point> give_mpirun_until;
+  while (true) {
+    pump_output(job, 100);
+    for (const RankEvent& event : monitor_.drain()) handle(event);
+    if (g_stop_requests.load() != stop_requests_seen_) {
+      stopping = true;
+      request_stop(job);
+    }
+    status_.tick(Clock::now());
+    const auto now = Clock::now();
+    if (const auto status = job.poll()) {
+      record_.mpirun_status = *status;
+      while (job.stdout_fd() >= 0 || job.stderr_fd() >= 0) pump_output(job, 200);
+      break;
+    }
+    if (stopping) continue;
+    if (record_.failure_at && !give_mpirun_until) {
+      // mpirun notices a dead rank and ends the job itself, naming the rank
+      // and how it died; give it that chance before stopping everything.
+      give_mpirun_until = now + duration_of(std::min(options_.grace, 5.0));
+    }
+    if (give_mpirun_until && now > *give_mpirun_until) {
+      record_.killed_after_grace = job.stop_all(std::chrono::milliseconds(
+          static_cast<std::int64_t>(options_.grace * 1000)));
+    }
+    if (!record_.failure_at && now - last_activity_ > duration_of(options_.hang_timeout)) {
+      hang_ = true;
+      record_.failure_at = now;
+      status_.print_line(fmt::format("lockstep: no heartbeat for {:.0f} s: the job hangs; "
+                                     "stopping it",
+                                     options_.hang_timeout),
+                         true);
+      record_.killed_after_grace = job.stop_all(std::chrono::milliseconds(
+          static_cast<std::int64_t>(options_.grace * 1000)));
+    }
+  }
+  // Whatever happened, no process of this job may outlive it.
+  const auto leftovers = job.stop_all(std::chrono::milliseconds(
+      static_cast<std::int64_t>(options_.grace * 1000)));
+  record_.killed_after_grace.insert(record_.killed_after_grace.end(), leftovers.begin(),
+                                    leftovers.end());
+  record_.survivors = descendants_of(getpid()).size();
+  for (const RankEvent& event : monitor_.drain()) handle(event);
+  record_.end = Clock::now();
+  const bool clean = record_.mpirun_status && record_.mpirun_status->success() && !hang_;
+  if (clean && !record_.failure_at) {
+    record_.outcome = stopping ? "stopped" : "success";
+  } else {
+    record_.outcome = hang_ ? "hang" : "failed";
+    if (!record_.failure_at) record_.failure_at = record_.end;
+    attribute_failure();
+  }
+  return record_;
+}
+
+void report_failure(const AttemptRecord& record, StatusLine& status) {
+  const std::string where =
+      record.failed_rank >= 0
+          ? fmt::format("rank {}{}", record.failed_rank,
+                        record.failed_host.empty() ? "" : " on " + record.failed_host)
+          : std::string("the job");
+  status.print_line(fmt::format("lockstep: attempt {} {} at step {}: first failure: {} {}",
+                                record.index + 1, record.outcome, record.last_step, where,
+                                record.failure),
+                    true);
+  if (!record.tail.empty()) {
+    status.print_line(fmt::format("lockstep: last lines of {}:", where), true);
+    for (const std::string& line : record.tail) status.print_line("  | " + line, true);
+  }
+  if (record.survivors != 0) {
+    status.print_line(fmt::format("lockstep: error: {} processes of the job survived the stop",
+                                  record.survivors),
+                      true);
+  }
+}
+
+}  // namespace
+
+InjectedFailure parse_injected_failure(const std::string& text) {
+  static const std::map<std::string, int> kSignals = {
+      {"KILL", SIGKILL}, {"TERM", SIGTERM}, {"STOP", SIGSTOP}, {"SEGV", SIGSEGV},
+      {"ABRT", SIGABRT}, {"INT", SIGINT},   {"USR1", SIGUSR1}};
+  const auto fail = [&] {
+    return UsageError(fmt::format("--inject-failure '{}' is not RANK:STEP[:SIGNAL] (e.g. 2:50 or "
+                                  "1:30:STOP; SIGNAL: KILL, TERM, STOP, SEGV, ABRT, INT, USR1 or a "
+                                  "number)",
+                                  text));
+  };
+  InjectedFailure failure;
+  const std::size_t first = text.find(':');
+  if (first == std::string::npos) throw fail();
+  const std::size_t second = text.find(':', first + 1);
+  try {
+    std::size_t used = 0;
+    failure.rank = std::stoi(text.substr(0, first), &used);
+    if (used != first || failure.rank < 0) throw fail();
+    const std::string step = text.substr(first + 1, second == std::string::npos ? std::string::npos
+                                                                                  : second - first - 1);
+    failure.step = std::stoll(step, &used);
+    if (used != step.size() || failure.step < 0) throw fail();
+    if (second != std::string::npos) {
+      const std::string name = text.substr(second + 1);
+      if (const auto it = kSignals.find(name); it != kSignals.end()) {
+        failure.signal = it->second;
+      } else {
+        failure.signal = std::stoi(name, &used);
+        if (used != name.size() || failure.signal <= 0 || failure.signal >= NSIG) throw fail();
+      }
+    }
+  } catch (const std::logic_error&) {
+    throw fail();
+  }
+  return failure;
+}
+
+int supervise(SupervisorOptions options) {
+  become_subreaper();
+  struct sigaction action = {};
+  action.sa_handler = on_stop_signal;
+  sigemptyset(&action.sa_mask);
+  for (const int signal_number : {SIGINT, SIGTERM, SIGUSR1}) sigaction(signal_number, &action, nullptr);
+  g_stop_requests = 0;
+
+  std::filesystem::create_directories(options.run_dir);
+  const std::string token = random_token();
+  Monitor monitor(options.multi_host ? "0.0.0.0" : "127.0.0.1", token);
+  char hostname[256] = {};
+  gethostname(hostname, sizeof(hostname) - 1);
+  const std::string address =
+      fmt::format("{}:{}", options.multi_host ? hostname : "127.0.0.1", monitor.port());
+  std::ofstream attempts_log(options.run_dir / "attempts.jsonl", std::ios::app);
+  StatusLine status(options.total_steps, options.status_interval);
+  std::vector<AttemptRecord> attempts;
+  std::vector<CheckpointEvent> checkpoints;
+  const Clock::time_point run_start = Clock::now();
+  int exit_code = kRunFailed;
+  int no_progress_streak = 0;
+
+  for (int index = 0;; ++index) {
+    LaunchPlan plan = options.plan;
+    plan.environment["LOCKSTEP_RUN_DIR"] = options.run_dir.string();
+    plan.environment["LOCKSTEP_RESTART_COUNT"] = std::to_string(index);
+    plan.environment["LOCKSTEP_MONITOR_ADDRESS"] = address;
+    plan.environment["LOCKSTEP_MONITOR_TOKEN"] = token;
+    status.set_restarts(index);
+    ChildProcess job = ChildProcess::start(mpirun_argv(plan), plan.environment);
+    Attempt attempt(options, index, monitor, status, checkpoints, options.injected);
+    attempts.push_back(attempt.run(job));
+    const AttemptRecord& record = attempts.back();
+    attempts_log << to_json(record, run_start).dump() << std::endl;
+    if (record.outcome == "success") {
+      exit_code = kRunSuccess;
+      break;
+    }
+    if (record.outcome == "stopped") {
+      status.print_line("lockstep: stopped on request after a checkpoint; run again to resume", true);
+      exit_code = kRunStopped;
+      break;
+    }
+    report_failure(record, status);
+    if (g_stop_requests.load() > 0) break;
+    no_progress_streak = record.first_step < 0 ? no_progress_streak + 1 : 0;
+    if (no_progress_streak >= 2) {
+      status.print_line("lockstep: the job failed twice in a row before completing a step: "
+                        "this looks like a bug in the program, not a fault; not restarting",
+                        true);
+      break;
+    }
+    if (index >= options.max_restarts) {
+      status.print_line(fmt::format("lockstep: giving up after {} restarts (--max-restarts)",
+                                    options.max_restarts),
+                        true);
+      break;
+    }
+    status.print_line(fmt::format("lockstep: restarting the job ({} of {}); it resumes from the "
+                                  "newest committed checkpoint",
+                                  index + 1, options.max_restarts),
+                      true);
+  }
+  const Goodput goodput = compute_goodput(attempts, checkpoints, run_start, Clock::now());
+  nlohmann::json summary = to_json(goodput);
+  summary["exit_code"] = exit_code;
+  summary["outcome"] = attempts.back().outcome;
+  summary["heartbeats_refused"] = monitor.refused();
+  summary["heartbeats_malformed"] = monitor.malformed();
+  std::ofstream(options.run_dir / "summary.json") << summary.dump(2) << "\n";
+  status.finish();
+  std::cerr << describe(goodput) << "\n";
+  std::cerr << fmt::format("lockstep: attempts in {}, summary in {}\n",
+                           (options.run_dir / "attempts.jsonl").string(),
+                           (options.run_dir / "summary.json").string());
+  return exit_code;
+}
+
+}  // namespace lockstep::launcher

@@ -1,0 +1,54 @@
+// Supervisor: runs a job attempt after attempt until it succeeds, is
+// stopped, or runs out of restarts. It watches exits and heartbeats, stops
+// the whole job on the first failure or hang, reports the root cause, and
+// accounts for where the wall time went.
+#pragma once
+
+#include <csignal>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "mpirun_command.h"
+
+namespace lockstep::launcher {
+
+// A failure the launcher injects on purpose (demo, chaos tests): send
+// `signal` to `rank` once any rank has reported step `step`.
+struct InjectedFailure {
+  int rank = 0;
+  std::int64_t step = 0;
+  int signal = SIGKILL;
+  bool fired = false;
+};
+
+// Parses "RANK:STEP" or "RANK:STEP:SIGNAL" (SIGNAL: KILL, TERM, STOP, SEGV,
+// ABRT or a number). Throws UsageError.
+InjectedFailure parse_injected_failure(const std::string& text);
+
+struct SupervisorOptions {
+  LaunchPlan plan;
+  std::filesystem::path run_dir;
+  int max_restarts = 3;
+  double hang_timeout = 300;  // seconds without any heartbeat
+  double grace = 10;          // seconds between SIGTERM and SIGKILL
+  std::int64_t total_steps = 0;
+  double status_interval = 10;  // seconds between plain status lines
+  bool multi_host = false;
+  std::vector<InjectedFailure> injected;
+};
+
+// Exit codes of `lockstep run` (also in README.md).
+enum RunExit : int {
+  kRunSuccess = 0,
+  kRunFailed = 1,   // failed and not recovered (restarts exhausted or a bug)
+  kRunUsage = 2,    // bad command line; nothing was started
+  kRunStopped = 3,  // stopped on request after a checkpoint; run again to resume
+};
+
+// Runs the job; returns a RunExit code. Writes <run_dir>/attempts.jsonl and
+// <run_dir>/summary.json.
+int supervise(SupervisorOptions options);
+
+}  // namespace lockstep::launcher

@@ -1,0 +1,181 @@
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "attempt.h"
+#include "host_list.h"
+#include "lockstep/error.h"
+#include "mpirun_command.h"
+#include "output.h"
+#include "supervisor.h"
+
+namespace lockstep::launcher {
+namespace {
+
+std::string usage_error(const auto& body) {
+  try {
+    body();
+  } catch (const UsageError& error) {
+    return error.what();
+  }
+  return "";
+}
+
+TEST(HostList, ParsesSlotsAndDefaults) {
+  EXPECT_EQ(parse_host_list("a:4,b:2"), (std::vector<Host>{{"a", 4}, {"b", 2}}));
+  EXPECT_EQ(parse_host_list("node-1.example"), (std::vector<Host>{{"node-1.example", 1}}));
+  EXPECT_EQ(total_slots(parse_host_list("a:4, b:3")), 7);
+  EXPECT_EQ(host_list_string({{"a", 4}, {"b", 1}}), "a:4,b:1");
+}
+
+TEST(HostList, RejectsMalformedEntries) {
+  for (const char* bad : {"", "a,,b", "a:0", "a:-1", "a:x", "a:4:5", "bad host", ":4"}) {
+    const std::string message = usage_error([&] { parse_host_list(bad); });
+    EXPECT_NE(message.find("bad host list"), std::string::npos) << "'" << bad << "': " << message;
+  }
+}
+
+TEST(Hostfile, ParsesFormsAndComments) {
+  const auto path = std::filesystem::temp_directory_path() / "lockstep-hostfile-test";
+  std::ofstream(path) << "# cluster\nn1 slots=4\n\n  n2:2   # fast\nn3\n";
+  EXPECT_EQ(parse_hostfile(path), (std::vector<Host>{{"n1", 4}, {"n2", 2}, {"n3", 1}}));
+  std::filesystem::remove(path);
+}
+
+TEST(Hostfile, ErrorsCarryTheLineNumber) {
+  const auto path = std::filesystem::temp_directory_path() / "lockstep-hostfile-bad";
+  std::ofstream(path) << "n1 slots=4\n# ok\nn2 slots=0\n";
+  const std::string message = usage_error([&] { parse_hostfile(path); });
+  EXPECT_NE(message.find(path.string() + ":3:"), std::string::npos) << message;
+  std::ofstream(path) << "# nothing\n";
+  EXPECT_NE(usage_error([&] { parse_hostfile(path); }).find("names no host"), std::string::npos);
+  std::filesystem::remove(path);
+  EXPECT_NE(usage_error([&] { parse_hostfile(path); }).find("cannot read"), std::string::npos);
+}
+
+TEST(MpirunCommand, OversubscribesOnlyBeyondTheSlots) {
+  LaunchPlan plan;
+  plan.ranks = 4;
+  plan.local_cores = 2;
+  plan.program = {"./train", "--lr", "0.1"};
+  plan.environment = {{"LOCKSTEP_MONITOR_TOKEN", "secret"}};
+  const auto argv = mpirun_argv(plan);
+  const std::string line = shell_quote(argv);
+  EXPECT_EQ(line.find("mpirun -n 4 --oversubscribe --bind-to none"), 0u) << line;
+  EXPECT_NE(line.find("--tag-output"), std::string::npos);
+  EXPECT_NE(line.find("-x LOCKSTEP_MONITOR_TOKEN ./train --lr 0.1"), std::string::npos) << line;
+  EXPECT_EQ(line.find("secret"), std::string::npos) << "secrets stay off the command line";
+  plan.ranks = 2;
+  plan.as_root = true;
+  const std::string fitting = shell_quote(mpirun_argv(plan));
+  EXPECT_EQ(fitting.find("--oversubscribe"), std::string::npos) << fitting;
+  EXPECT_NE(fitting.find("--bind-to core"), std::string::npos);
+  EXPECT_NE(fitting.find("--allow-run-as-root"), std::string::npos);
+  plan.hosts = {{"a", 1}, {"b", 1}};
+  plan.ranks = 4;
+  const std::string hosts = shell_quote(mpirun_argv(plan));
+  EXPECT_NE(hosts.find("--host a:1,b:1 --oversubscribe"), std::string::npos) << hosts;
+}
+
+TEST(MpirunCommand, QuotesForTheShell) {
+  EXPECT_EQ(shell_quote({"a", "b c", "it's", ""}), "a 'b c' 'it'\\''s' ''");
+}
+
+TEST(Output, ParsesOpenMpiTags) {
+  const OutputLine line = parse_tagged_line("[1,3]<stderr>:loss nan", false);
+  EXPECT_EQ(line.rank, 3);
+  EXPECT_TRUE(line.is_stderr);
+  EXPECT_EQ(line.text, "loss nan");
+  const OutputLine plain = parse_tagged_line("mpirun noticed something", true);
+  EXPECT_EQ(plain.rank, -1);
+  EXPECT_EQ(plain.text, "mpirun noticed something");
+}
+
+TEST(Output, FirstMpirunVerdictWins) {
+  MpirunMessageParser parser;
+  parser.feed("mpirun noticed that process rank 2 with PID 1234 on node vm exited on signal 9 (Killed).");
+  parser.feed("mpirun noticed that process rank 0 with PID 1200 on node vm exited on signal 15 (Terminated).");
+  EXPECT_EQ(parser.verdict().rank, 2);
+  EXPECT_EQ(parser.verdict().signal, 9);
+
+  MpirunMessageParser exit_parser;
+  exit_parser.feed("  Process name: [[51863,1],1]");
+  exit_parser.feed("  Exit code:    7");
+  EXPECT_EQ(exit_parser.verdict().rank, 1);
+  EXPECT_EQ(exit_parser.verdict().exit_code, 7);
+
+  MpirunMessageParser abort_parser;
+  abort_parser.feed("MPI_ABORT was invoked on rank 3 in communicator MPI_COMM_WORLD");
+  abort_parser.feed("with errorcode 5.");
+  EXPECT_EQ(abort_parser.verdict().rank, 3);
+  EXPECT_TRUE(abort_parser.verdict().called_abort);
+  EXPECT_EQ(abort_parser.verdict().exit_code, 5);
+}
+
+TEST(Output, TailsKeepTheLastLinesPerRank) {
+  OutputTails tails(2);
+  for (int i = 0; i < 5; ++i) tails.add({1, false, std::to_string(i)});
+  tails.add({2, false, "x"});
+  EXPECT_EQ(tails.of(1), (std::deque<std::string>{"3", "4"}));
+  EXPECT_EQ(tails.of(2).size(), 1u);
+  EXPECT_TRUE(tails.of(7).empty());
+}
+
+TEST(InjectedFailure, Parses) {
+  const InjectedFailure kill = parse_injected_failure("2:50");
+  EXPECT_EQ(kill.rank, 2);
+  EXPECT_EQ(kill.step, 50);
+  EXPECT_EQ(kill.signal, SIGKILL);
+  EXPECT_EQ(parse_injected_failure("1:3:STOP").signal, SIGSTOP);
+  EXPECT_EQ(parse_injected_failure("0:0:15").signal, 15);
+  for (const char* bad : {"2", "a:1", "1:b", "1:2:NOPE", "-1:2", "1:2:0", "1:2:99", "1x:2"}) {
+    EXPECT_THROW(parse_injected_failure(bad), UsageError) << bad;
+  }
+}
+
+TEST(Goodput, SplitsWallTime) {
+  const Clock::time_point t0 = Clock::now();
+  const auto at = [&](double s) {
+    return t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+  };
+  // Attempt 0: starts at 0, steps 0..19 from 1 s to 20 s (1 s each),
+  // checkpoint after step 9, dies at 20.5 s. Attempt 1: starts at 21 s,
+  // resumes at step 10 at 25 s, runs to step 29 at 44 s, finishes at 45 s.
+  AttemptRecord first;
+  first.start = at(0);
+  first.first_step_at = at(1);
+  first.first_step = 0;
+  first.last_step_at = at(20);
+  first.last_step = 19;
+  first.step_seconds = 1;
+  first.failure_at = at(20.5);
+  first.end = at(21);
+  AttemptRecord second;
+  second.index = 1;
+  second.start = at(21);
+  second.first_step_at = at(25);
+  second.first_step = 10;
+  second.last_step_at = at(44);
+  second.last_step = 29;
+  second.step_seconds = 1;
+  second.end = at(45);
+  const std::vector<CheckpointEvent> checkpoints = {{at(10.2), 9, 0.2}};
+  const Goodput goodput = compute_goodput({first, second}, checkpoints, t0, at(45));
+  EXPECT_NEAR(goodput.wall_seconds, 45, 1e-6);
+  EXPECT_NEAR(goodput.lost_seconds, 10, 1e-6);    // steps 10..19 ran twice
+  EXPECT_NEAR(goodput.restart_seconds, 3.5, 1e-6);  // 20.5 s -> 24 s (step 10 began)
+  EXPECT_NEAR(goodput.checkpoint_seconds, 0.2, 1e-6);
+  EXPECT_NEAR(goodput.productive_seconds, 20 + 20 - 10 - 0.2, 1e-6);
+  EXPECT_NEAR(goodput.mean_time_to_recovery, 4.5, 1e-6);  // 20.5 s -> 25 s
+  EXPECT_EQ(goodput.steps_completed, 30);
+  EXPECT_EQ(goodput.restarts, 1);
+  EXPECT_NEAR(goodput.productive_seconds + goodput.lost_seconds + goodput.restart_seconds +
+                  goodput.checkpoint_seconds + goodput.other_seconds,
+              goodput.wall_seconds, 1e-6);
+}
+
+}  // namespace
+}  // namespace lockstep::launcher
