@@ -1,0 +1,61 @@
+// The example's model: a multi-layer perceptron with ReLU between layers and
+// softmax cross-entropy on top, trained with Adam. Parameters, gradients and
+// optimiser state are lockstep::Tensors, so GradSync averages the gradients
+// and the Checkpointer saves the rest.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <lockstep/tensor.h>
+
+namespace mlp {
+
+struct Batch {
+  std::vector<float> inputs;  // batch x input_dim, row-major
+  std::vector<int> labels;    // batch
+  int size = 0;
+};
+
+struct AdamOptions {
+  float learning_rate = 1e-3f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float epsilon = 1e-8f;
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+
+  // Runs forward and backward on `batch`; calls `on_gradient` for each
+  // gradient as soon as backward has produced it (last layer first). Returns
+  // the mean loss of the batch.
+  virtual double forward_backward(const Batch& batch,
+                                  const std::function<void(lockstep::Tensor&)>& on_gradient) = 0;
+  // One Adam step with the (averaged) gradients.
+  virtual void optimizer_step() = 0;
+  // Fraction of `batch` classified correctly.
+  virtual double accuracy(const Batch& batch) = 0;
+
+  // "fc0.weight", "fc0.bias", ... in forward order.
+  virtual std::vector<lockstep::Tensor> parameters() = 0;
+  virtual std::vector<lockstep::Tensor> gradients() = 0;
+  // Adam's moments and its step counter.
+  virtual std::vector<lockstep::Tensor> optimizer_state() = 0;
+  std::int64_t parameter_count();
+};
+
+// Layer widths, e.g. {64, 256, 256, 10}. Weights are initialised from `seed`
+// identically on every rank.
+std::unique_ptr<Model> make_cpu_model(const std::vector<int>& widths, std::uint64_t seed,
+                                      const AdamOptions& adam);
+#if LOCKSTEP_EXAMPLE_CUDA
+std::unique_ptr<Model> make_cuda_model(const std::vector<int>& widths, std::uint64_t seed,
+                                       const AdamOptions& adam, int device);
+#endif
+
+}  // namespace mlp
