@@ -24,16 +24,16 @@ struct AttemptRecord {
   std::optional<Clock::time_point> last_step_at;
   std::int64_t first_step = -1;  // step index of the first heartbeat
   std::int64_t last_step = -1;
-  double step_seconds = 0;     // last reported duration of one step
-  std::string outcome;         // "success", "failed", "hang", "stopped"
+  double step_seconds = 0;  // last reported duration of one step
+  std::string outcome;      // "success", "failed", "hang", "stopped"
   std::optional<ExitStatus> mpirun_status;
   std::optional<Clock::time_point> failure_at;  // first death, or hang detection
   int failed_rank = -1;
   std::string failed_host;
-  std::string failure;                // "killed by signal 9 (Killed)", ...
-  std::vector<std::string> tail;      // last lines of the failed rank
+  std::string failure;            // "killed by signal 9 (Killed)", ...
+  std::vector<std::string> tail;  // last lines of the failed rank
   std::vector<pid_t> killed_after_grace;
-  std::size_t survivors = 0;          // processes left after the stop (must be 0)
+  std::size_t survivors = 0;  // processes left after the stop (must be 0)
 };
 
 struct CheckpointEvent {
@@ -44,11 +44,11 @@ struct CheckpointEvent {
 
 struct Goodput {
   double wall_seconds = 0;
-  double productive_seconds = 0;   // training steps whose results were kept
-  double lost_seconds = 0;         // steps recomputed after failures
-  double restart_seconds = 0;      // from a failure to training again
-  double checkpoint_seconds = 0;   // training stalled by checkpoints
-  double other_seconds = 0;        // first start-up and final shut-down
+  double productive_seconds = 0;  // training steps whose results were kept
+  double lost_seconds = 0;        // steps recomputed after failures
+  double restart_seconds = 0;     // from a failure to training again
+  double checkpoint_seconds = 0;  // training stalled by checkpoints
+  double other_seconds = 0;       // first start-up and final shut-down
   std::int64_t steps_completed = 0;
   int restarts = 0;
   double mean_time_to_recovery = 0;  // failure to first step after restart

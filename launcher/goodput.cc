@@ -38,16 +38,18 @@ Goodput compute_goodput(const std::vector<AttemptRecord>& attempts,
       for (const CheckpointEvent& checkpoint : checkpoints) {
         if (checkpoint.at <= *attempt.failure_at) saved = std::max(saved, checkpoint.step);
       }
-      const auto lost_steps = static_cast<double>(std::max<std::int64_t>(0, attempt.last_step - saved));
-      goodput.lost_seconds += std::min(training_seconds(attempt), lost_steps * attempt.step_seconds);
+      const auto lost_steps =
+          static_cast<double>(std::max<std::int64_t>(0, attempt.last_step - saved));
+      goodput.lost_seconds +=
+          std::min(training_seconds(attempt), lost_steps * attempt.step_seconds);
     }
     if (i > 0 && attempts[i - 1].failure_at) {
       const Clock::time_point failed = *attempts[i - 1].failure_at;
       const Clock::time_point training_again =
-          attempt.first_step_at ? *attempt.first_step_at - std::chrono::duration_cast<Clock::duration>(
-                                                               std::chrono::duration<double>(
-                                                                   attempt.step_seconds))
-                                : attempt.end;
+          attempt.first_step_at
+              ? *attempt.first_step_at - std::chrono::duration_cast<Clock::duration>(
+                                             std::chrono::duration<double>(attempt.step_seconds))
+              : attempt.end;
       goodput.restart_seconds += std::max(0.0, seconds(training_again - failed));
       if (attempt.first_step_at) {
         recovery_total += seconds(*attempt.first_step_at - failed);

@@ -59,14 +59,14 @@ std::vector<Host> parse_host_list(std::string_view text) {
   std::size_t start = 0;
   while (start <= text.size()) {
     const std::size_t comma = text.find(',', start);
-    const std::string_view entry =
-        trim(text.substr(start, comma == std::string_view::npos ? std::string_view::npos
-                                                                : comma - start));
+    const std::string_view entry = trim(text.substr(
+        start, comma == std::string_view::npos ? std::string_view::npos : comma - start));
     Host host;
     if (const std::string problem = parse_entry(entry, &host); !problem.empty()) {
-      throw UsageError(fmt::format("bad host list '{}': {}; expected host:slots,host:slots "
-                                   "(e.g. node1:4,node2:4)",
-                                   text, entry.empty() ? "an entry is empty" : problem));
+      throw UsageError(
+          fmt::format("bad host list '{}': {}; expected host:slots,host:slots "
+                      "(e.g. node1:4,node2:4)",
+                      text, entry.empty() ? "an entry is empty" : problem));
     }
     hosts.push_back(host);
     if (comma == std::string_view::npos) break;
@@ -78,8 +78,8 @@ std::vector<Host> parse_host_list(std::string_view text) {
 std::vector<Host> parse_hostfile(const std::filesystem::path& path) {
   std::ifstream file(path);
   if (!file) {
-    throw UsageError(fmt::format("cannot read hostfile {}; check the path and permissions",
-                                 path.string()));
+    throw UsageError(
+        fmt::format("cannot read hostfile {}; check the path and permissions", path.string()));
   }
   std::vector<Host> hosts;
   std::string line;

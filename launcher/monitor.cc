@@ -47,7 +47,8 @@ Monitor::Monitor(const std::string& bind_address, std::string token) : token_(st
   }
   if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
       listen(listen_fd_, 1024) != 0) {
-    throw IoError(fmt::format("monitor cannot listen on {}: {}", bind_address, std::strerror(errno)));
+    throw IoError(
+        fmt::format("monitor cannot listen on {}: {}", bind_address, std::strerror(errno)));
   }
   socklen_t length = sizeof(address);
   getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&address), &length);

@@ -20,7 +20,8 @@ OutputLine parse_tagged_line(std::string_view line, bool from_stderr) {
 }
 
 void MpirunMessageParser::feed(std::string_view line) {
-  static const std::regex kSignal(R"(process rank (\d+) with PID \d+ on node \S+ exited on signal (\d+))");
+  static const std::regex kSignal(
+      R"(process rank (\d+) with PID \d+ on node \S+ exited on signal (\d+))");
   static const std::regex kProcessName(R"(Process name:\s*\[\[\d+,\d+\],(\d+)\])");
   static const std::regex kExitCode(R"(Exit code:\s*(\d+))");
   static const std::regex kAbort(R"(MPI_ABORT was invoked on rank (\d+))");

@@ -112,21 +112,36 @@ std::optional<ExitStatus> ChildProcess::poll() {
   return status_;
 }
 
+namespace {
+// Reads "pid (comm) state ppid ..." from /proc/<pid>/stat; comm may contain
+// spaces and parentheses, so parsing starts after the last ')'.
+bool read_stat(const std::filesystem::path& stat_path, char* state, int* ppid) {
+  std::ifstream stat(stat_path);
+  std::string line;
+  if (!std::getline(stat, line)) return false;
+  const std::size_t close_paren = line.rfind(')');
+  if (close_paren == std::string::npos) return false;
+  return std::sscanf(line.c_str() + close_paren + 1, " %c %d", state, ppid) == 2;
+}
+}  // namespace
+
+char process_state(pid_t pid) {
+  char state = 0;
+  int ppid = 0;
+  return read_stat(std::filesystem::path("/proc") / std::to_string(pid) / "stat", &state, &ppid)
+             ? state
+             : 0;
+}
+
 std::vector<pid_t> descendants_of(pid_t root) {
   std::map<pid_t, pid_t> parent_of;
   std::error_code error;
   for (const auto& entry : std::filesystem::directory_iterator("/proc", error)) {
     const std::string name = entry.path().filename().string();
     if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream stat(entry.path() / "stat");
-    std::string line;
-    if (!std::getline(stat, line)) continue;
-    // "pid (comm) state ppid ...": comm may contain spaces and parentheses.
-    const std::size_t close_paren = line.rfind(')');
-    if (close_paren == std::string::npos) continue;
     char state = 0;
     int ppid = 0;
-    if (std::sscanf(line.c_str() + close_paren + 1, " %c %d", &state, &ppid) != 2) continue;
+    if (!read_stat(entry.path() / "stat", &state, &ppid)) continue;
     if (state == 'Z') continue;  // already dead, only waiting to be reaped
     parent_of[std::stoi(name)] = ppid;
   }

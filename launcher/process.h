@@ -64,10 +64,13 @@ class ChildProcess {
   std::optional<ExitStatus> status_;
 };
 
+// The state letter of a local process from /proc ('R', 'S', 'T' for
+// stopped, ...), or 0 when it does not exist.
+char process_state(pid_t pid);
+
 // Every living descendant of `root` (children, their children, ...), read
 // from /proc. Includes orphans re-parented to this process when it is a
 // subreaper and `root` is this process.
 std::vector<pid_t> descendants_of(pid_t root);
-
 
 }  // namespace lockstep::launcher

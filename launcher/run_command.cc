@@ -69,8 +69,8 @@ void check_program(const std::string& name, const char* what) {
 
 launcher::SupervisorOptions plan_from(const RunOptions& options) {
   if (options.ranks < 1) {
-    throw UsageError(fmt::format("-n must be at least 1 (got {}): the number of ranks to start",
-                                 options.ranks));
+    throw UsageError(
+        fmt::format("-n must be at least 1 (got {}): the number of ranks to start", options.ranks));
   }
   if (options.max_restarts < 0) throw UsageError("--max-restarts must be >= 0");
   if (options.hang_timeout <= 0) throw UsageError("--hang-timeout must be > 0 seconds");
@@ -124,36 +124,44 @@ launcher::SupervisorOptions plan_from(const RunOptions& options) {
 void add_run_command(CLI::App& app, int& exit_code) {
   auto options = std::make_shared<RunOptions>();
   CLI::App* command = app.add_subcommand(
-      "run", "Start a job with mpirun, watch it, and restart it from its newest checkpoint when "
-             "a rank crashes or hangs");
+      "run",
+      "Start a job with mpirun, watch it, and restart it from its newest checkpoint when "
+      "a rank crashes or hangs");
   command->add_option("-n,--ranks", options->ranks, "Number of ranks to start")->required();
   auto* hosts = command->add_option("-H,--host", options->host_list,
                                     "Hosts and slots: node1:4,node2:4 (default: this machine)");
-  command->add_option("--hostfile", options->hostfile,
-                      "File with one host per line: 'node1 slots=4' or 'node1:4'; # comments")
+  command
+      ->add_option("--hostfile", options->hostfile,
+                   "File with one host per line: 'node1 slots=4' or 'node1:4'; # comments")
       ->excludes(hosts);
-  command->add_option("--max-restarts", options->max_restarts,
-                      "Restarts after failures before giving up")
+  command
+      ->add_option("--max-restarts", options->max_restarts,
+                   "Restarts after failures before giving up")
       ->capture_default_str();
-  command->add_option("--hang-timeout", options->hang_timeout,
-                      "Seconds without a heartbeat from any rank before the job counts as hung")
+  command
+      ->add_option("--hang-timeout", options->hang_timeout,
+                   "Seconds without a heartbeat from any rank before the job counts as hung")
       ->capture_default_str();
-  command->add_option("--grace", options->grace,
-                      "Seconds between SIGTERM and SIGKILL when stopping a job")
+  command
+      ->add_option("--grace", options->grace,
+                   "Seconds between SIGTERM and SIGKILL when stopping a job")
       ->capture_default_str();
-  command->add_option("--run-dir", options->run_dir,
-                      "Directory for checkpoints, attempts.jsonl and summary.json")
+  command
+      ->add_option("--run-dir", options->run_dir,
+                   "Directory for checkpoints, attempts.jsonl and summary.json")
       ->capture_default_str();
   command->add_option("--total-steps", options->total_steps,
                       "Steps of the whole run, for progress and ETA (optional)");
-  command->add_option("--status-interval", options->status_interval,
-                      "Seconds between status lines when stderr is not a terminal")
+  command
+      ->add_option("--status-interval", options->status_interval,
+                   "Seconds between status lines when stderr is not a terminal")
       ->capture_default_str();
   command->add_option("--mpirun", options->mpirun, "The mpirun to use")->capture_default_str();
   command->add_flag("--dry-run", options->dry_run, "Print the mpirun command and exit");
-  command->add_option("--inject-failure", options->inject,
-                      "Testing: send SIGNAL (default KILL; STOP makes a hang) to RANK once a "
-                      "rank reports STEP, as RANK:STEP[:SIGNAL]; repeatable")
+  command
+      ->add_option("--inject-failure", options->inject,
+                   "Testing: send SIGNAL (default KILL; STOP makes a hang) to RANK once a "
+                   "rank reports STEP, as RANK:STEP[:SIGNAL]; repeatable")
       ->allow_extra_args(false);
   command->add_option("program", options->program, "The program and its arguments, after --")
       ->required();

@@ -39,15 +39,15 @@ void StatusLine::on_step(std::int64_t step, const std::map<std::string, double>&
 }
 
 std::string StatusLine::text() const {
-  std::string line = step_ < 0 ? std::string("starting")
-                               : fmt::format("step {}", step_ + 1);
+  std::string line = step_ < 0 ? std::string("starting") : fmt::format("step {}", step_ + 1);
   if (total_steps_ > 0) line += fmt::format("/{}", total_steps_);
   if (steps_per_second_ > 0) line += fmt::format(" | {:.2f} steps/s", steps_per_second_);
   for (const auto& [name, value] : metrics_) line += fmt::format(" | {} {:.4g}", name, value);
   line += last_checkpoint_ ? fmt::format(" | ckpt {}", *last_checkpoint_ + 1) : " | no ckpt";
   line += fmt::format(" | restarts {}", restarts_);
   if (total_steps_ > 0 && steps_per_second_ > 0 && step_ >= 0) {
-    line += " | ETA " + duration_text(static_cast<double>(total_steps_ - step_ - 1) / steps_per_second_);
+    line += " | ETA " +
+            duration_text(static_cast<double>(total_steps_ - step_ - 1) / steps_per_second_);
   }
   return line;
 }
@@ -68,7 +68,8 @@ void StatusLine::tick(Clock::time_point now) {
     drawn_ = true;
   } else {
     if (since < interval_seconds_) return;
-    std::fprintf(stderr, "lockstep: %s\n", text().c_str());
+    last_printed_ = text();
+    std::fprintf(stderr, "lockstep: %s\n", last_printed_.c_str());
   }
   last_drawn_ = now;
 }
@@ -84,7 +85,7 @@ void StatusLine::print_line(const std::string& text, bool to_stderr) {
 
 void StatusLine::finish() {
   clear_live();
-  if (step_ >= 0) std::fprintf(stderr, "lockstep: %s\n", text().c_str());
+  if (step_ >= 0 && text() != last_printed_) std::fprintf(stderr, "lockstep: %s\n", text().c_str());
 }
 
 }  // namespace lockstep::launcher

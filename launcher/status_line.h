@@ -46,6 +46,7 @@ class StatusLine {
   double steps_per_second_ = 0;
   std::optional<std::pair<std::int64_t, Clock::time_point>> previous_;
   Clock::time_point last_drawn_{};
+  std::string last_printed_;  // the last plain line, not to repeat it
 };
 
 }  // namespace lockstep::launcher

@@ -23,6 +23,11 @@ namespace lockstep::launcher {
 namespace {
 
 std::atomic<int> g_stop_requests{0};
+
+// How long mpirun may take to notice a dead rank, end the job and say how
+// the rank died (about 2 s here) before the launcher stops it without that
+// report.
+constexpr auto kMpirunVerdictWait = std::chrono::seconds(10);
 void on_stop_signal(int) { g_stop_requests.fetch_add(1); }
 
 Clock::duration duration_of(double seconds) {
@@ -53,8 +58,12 @@ class Attempt {
  public:
   Attempt(const SupervisorOptions& options, int index, Monitor& monitor, StatusLine& status,
           std::vector<CheckpointEvent>& checkpoints, std::vector<InjectedFailure>& injected)
-      : options_(options), monitor_(monitor), status_(status), checkpoints_(checkpoints),
-        injected_(injected), tails_(20) {
+      : options_(options),
+        monitor_(monitor),
+        status_(status),
+        checkpoints_(checkpoints),
+        injected_(injected),
+        tails_(20) {
     record_.index = index;
   }
 
@@ -64,8 +73,9 @@ class Attempt {
   void pump_output(ChildProcess& job, int timeout_ms);
   void print(const OutputLine& line);
   void handle(const RankEvent& event);
-  void inject(std::int64_t step);
+  void inject(std::int64_t step, bool at_checkpoint);
   void request_stop(ChildProcess& job);
+  void find_hung_rank();
   void attribute_failure();
 
   const SupervisorOptions& options_;
@@ -82,6 +92,8 @@ class Attempt {
   Clock::time_point last_activity_;
   int stop_requests_seen_ = 0;
   bool hang_ = false;
+  int hung_rank_ = -1;
+  std::string hang_evidence_;  // why hung_rank_ is blamed
 };
 
 void Attempt::print(const OutputLine& line) {
@@ -118,17 +130,17 @@ void Attempt::pump_output(ChildProcess& job, int timeout_ms) {
   }
 }
 
-void Attempt::inject(std::int64_t step) {
+void Attempt::inject(std::int64_t step, bool at_checkpoint) {
   for (InjectedFailure& failure : injected_) {
-    if (failure.fired || step < failure.step) continue;
+    if (failure.fired || step < failure.step || failure.at_checkpoint != at_checkpoint) continue;
     const auto it = ranks_.find(failure.rank);
     if (it == ranks_.end() || it->second.pid <= 0) continue;
     failure.fired = true;
-    status_.print_line(fmt::format("lockstep: injecting a failure: signal {} ({}) to rank {} "
-                                   "(pid {}) at step {}",
-                                   failure.signal, strsignal(failure.signal), failure.rank,
-                                   it->second.pid, step),
-                       true);
+    status_.print_line(
+        fmt::format("lockstep: injecting a failure: signal {} ({}) to rank {} (pid {}) at {} {}",
+                    failure.signal, strsignal(failure.signal), failure.rank, it->second.pid,
+                    at_checkpoint ? "the checkpoint of step" : "step", step),
+        true);
     kill(it->second.pid, failure.signal);
   }
 }
@@ -155,12 +167,13 @@ void Attempt::handle(const RankEvent& event) {
         record_.step_seconds = event.step_time;
         status_.on_step(event.step, event.metrics, event.time);
       }
-      inject(event.step);
+      if (event.rank == 0) inject(event.step, false);
       break;
     case RankEvent::Kind::kCheckpoint:
       if (event.rank == 0) {
         checkpoints_.push_back({event.time, event.step, event.stall});
         status_.on_checkpoint(event.step);
+        inject(event.step, true);
       }
       break;
     case RankEvent::Kind::kExit:
@@ -190,15 +203,40 @@ void Attempt::request_stop(ChildProcess& job) {
     job.stop_all(std::chrono::milliseconds(0));
     return;
   }
-  status_.print_line("lockstep: stop requested: ranks will checkpoint and exit (interrupt again "
-                     "to stop at once)",
-                     true);
+  status_.print_line(
+      "lockstep: stop requested: ranks will checkpoint and exit (interrupt again "
+      "to stop at once)",
+      true);
   bool signalled = false;
   for (const auto& [rank, state] : ranks_) {
     if (state.pid > 0 && !state.died_at) signalled = kill(state.pid, SIGTERM) == 0 || signalled;
   }
   // Ranks not yet introduced cannot checkpoint; stop the job as a whole.
-  if (!signalled) job.stop_all(duration_cast<std::chrono::milliseconds>(duration_of(options_.grace)));
+  if (!signalled)
+    job.stop_all(duration_cast<std::chrono::milliseconds>(duration_of(options_.grace)));
+}
+
+void Attempt::find_hung_rank() {
+  // Before the job is stopped: a rank that is stopped or stuck in the kernel
+  // on this machine is the culprit; otherwise the one that reported the
+  // lowest step, and of those the one silent for longest.
+  const RankState* culprit = nullptr;
+  bool culprit_stuck = false;
+  for (const auto& [rank, state] : ranks_) {
+    const char process = state.pid > 0 && !options_.multi_host ? process_state(state.pid) : 0;
+    const bool stuck = process == 'T' || process == 't' || process == 'D';
+    const bool earlier =
+        culprit == nullptr || state.last_step < culprit->last_step ||
+        (state.last_step == culprit->last_step && state.last_seen < culprit->last_seen);
+    if ((stuck && !culprit_stuck) || (stuck == culprit_stuck && earlier)) {
+      culprit = &state;
+      culprit_stuck = stuck;
+      hung_rank_ = rank;
+      hang_evidence_ = stuck ? fmt::format("its process {} is {}", state.pid,
+                                           process == 'D' ? "stuck in the kernel" : "stopped")
+                             : fmt::format("it reported the lowest step, {}", state.last_step);
+    }
+  }
 }
 
 void Attempt::attribute_failure() {
@@ -212,32 +250,26 @@ void Attempt::attribute_failure() {
   }
   const MpirunVerdict& verdict = mpirun_messages_.verdict();
   if (hang_) {
-    // The hung rank is the one that stopped reporting first.
-    std::optional<Clock::time_point> oldest;
-    for (const auto& [rank, state] : ranks_) {
-      if (!oldest || state.last_seen < *oldest) {
-        oldest = state.last_seen;
-        record_.failed_rank = rank;
-      }
-    }
-    record_.failure = fmt::format("no heartbeat for {:.0f} s (hang); its last step was {}",
-                                  options_.hang_timeout,
-                                  record_.failed_rank >= 0 ? ranks_[record_.failed_rank].last_step : -1);
+    record_.failed_rank = hung_rank_;
+    record_.failure =
+        fmt::format("no heartbeat for {:.0f} s (hang); {}", options_.hang_timeout, hang_evidence_);
   } else if (record_.failed_rank < 0) {
     record_.failed_rank = verdict.rank;
   }
   if (!hang_) {
     if (verdict.rank >= 0 && verdict.rank == record_.failed_rank && verdict.signal != 0) {
-      record_.failure = fmt::format("killed by signal {} ({})", verdict.signal, strsignal(verdict.signal));
+      record_.failure =
+          fmt::format("killed by signal {} ({})", verdict.signal, strsignal(verdict.signal));
     } else if (verdict.rank >= 0 && verdict.rank == record_.failed_rank && verdict.called_abort) {
-      record_.failure = fmt::format("called MPI_Abort (error code {})", verdict.exit_code.value_or(-1));
+      record_.failure =
+          fmt::format("called MPI_Abort (error code {})", verdict.exit_code.value_or(-1));
     } else if (verdict.rank >= 0 && verdict.rank == record_.failed_rank && verdict.exit_code) {
       record_.failure = fmt::format("exited with code {}", *verdict.exit_code);
     } else if (record_.failed_rank >= 0) {
       record_.failure = "lost its connection to the launcher (the process ended)";
     } else {
-      record_.failure = record_.mpirun_status ? "mpirun ended with " + record_.mpirun_status->str()
-                                              : "unknown";
+      record_.failure =
+          record_.mpirun_status ? "mpirun ended with " + record_.mpirun_status->str() : "unknown";
     }
   }
   if (record_.failed_rank >= 0) {
@@ -274,26 +306,27 @@ AttemptRecord Attempt::run(ChildProcess& job) {
     if (record_.failure_at && !give_mpirun_until) {
       // mpirun notices a dead rank and ends the job itself, naming the rank
       // and how it died; give it that chance before stopping everything.
-      give_mpirun_until = now + duration_of(std::min(options_.grace, 5.0));
+      give_mpirun_until = now + kMpirunVerdictWait;
     }
     if (give_mpirun_until && now > *give_mpirun_until) {
-      record_.killed_after_grace = job.stop_all(std::chrono::milliseconds(
-          static_cast<std::int64_t>(options_.grace * 1000)));
+      record_.killed_after_grace =
+          job.stop_all(std::chrono::milliseconds(static_cast<std::int64_t>(options_.grace * 1000)));
     }
     if (!record_.failure_at && now - last_activity_ > duration_of(options_.hang_timeout)) {
       hang_ = true;
       record_.failure_at = now;
+      find_hung_rank();
       status_.print_line(fmt::format("lockstep: no heartbeat for {:.0f} s: the job hangs; "
                                      "stopping it",
                                      options_.hang_timeout),
                          true);
-      record_.killed_after_grace = job.stop_all(std::chrono::milliseconds(
-          static_cast<std::int64_t>(options_.grace * 1000)));
+      record_.killed_after_grace =
+          job.stop_all(std::chrono::milliseconds(static_cast<std::int64_t>(options_.grace * 1000)));
     }
   }
   // Whatever happened, no process of this job may outlive it.
-  const auto leftovers = job.stop_all(std::chrono::milliseconds(
-      static_cast<std::int64_t>(options_.grace * 1000)));
+  const auto leftovers =
+      job.stop_all(std::chrono::milliseconds(static_cast<std::int64_t>(options_.grace * 1000)));
   record_.killed_after_grace.insert(record_.killed_after_grace.end(), leftovers.begin(),
                                     leftovers.end());
   record_.survivors = descendants_of(getpid()).size();
@@ -316,18 +349,18 @@ void report_failure(const AttemptRecord& record, StatusLine& status) {
           ? fmt::format("rank {}{}", record.failed_rank,
                         record.failed_host.empty() ? "" : " on " + record.failed_host)
           : std::string("the job");
-  status.print_line(fmt::format("lockstep: attempt {} {} at step {}: first failure: {} {}",
-                                record.index + 1, record.outcome, record.last_step, where,
-                                record.failure),
-                    true);
+  status.print_line(
+      fmt::format("lockstep: attempt {} {} at step {}: first failure: {} {}", record.index + 1,
+                  record.outcome, record.last_step, where, record.failure),
+      true);
   if (!record.tail.empty()) {
     status.print_line(fmt::format("lockstep: last lines of {}:", where), true);
     for (const std::string& line : record.tail) status.print_line("  | " + line, true);
   }
   if (record.survivors != 0) {
-    status.print_line(fmt::format("lockstep: error: {} processes of the job survived the stop",
-                                  record.survivors),
-                      true);
+    status.print_line(
+        fmt::format("lockstep: error: {} processes of the job survived the stop", record.survivors),
+        true);
   }
 }
 
@@ -338,10 +371,12 @@ InjectedFailure parse_injected_failure(const std::string& text) {
       {"KILL", SIGKILL}, {"TERM", SIGTERM}, {"STOP", SIGSTOP}, {"SEGV", SIGSEGV},
       {"ABRT", SIGABRT}, {"INT", SIGINT},   {"USR1", SIGUSR1}};
   const auto fail = [&] {
-    return UsageError(fmt::format("--inject-failure '{}' is not RANK:STEP[:SIGNAL] (e.g. 2:50 or "
-                                  "1:30:STOP; SIGNAL: KILL, TERM, STOP, SEGV, ABRT, INT, USR1 or a "
-                                  "number)",
-                                  text));
+    return UsageError(
+        fmt::format("--inject-failure '{}' is not RANK:STEP[:SIGNAL] (e.g. 2:50, "
+                    "1:30:STOP, or 3:100c to wait for a checkpoint; SIGNAL: KILL, TERM, STOP, "
+                    "SEGV, ABRT, INT, USR1 or a "
+                    "number)",
+                    text));
   };
   InjectedFailure failure;
   const std::size_t first = text.find(':');
@@ -351,8 +386,12 @@ InjectedFailure parse_injected_failure(const std::string& text) {
     std::size_t used = 0;
     failure.rank = std::stoi(text.substr(0, first), &used);
     if (used != first || failure.rank < 0) throw fail();
-    const std::string step = text.substr(first + 1, second == std::string::npos ? std::string::npos
-                                                                                  : second - first - 1);
+    std::string step = text.substr(
+        first + 1, second == std::string::npos ? std::string::npos : second - first - 1);
+    if (!step.empty() && step.back() == 'c') {
+      failure.at_checkpoint = true;
+      step.pop_back();
+    }
     failure.step = std::stoll(step, &used);
     if (used != step.size() || failure.step < 0) throw fail();
     if (second != std::string::npos) {
@@ -375,7 +414,8 @@ int supervise(SupervisorOptions options) {
   struct sigaction action = {};
   action.sa_handler = on_stop_signal;
   sigemptyset(&action.sa_mask);
-  for (const int signal_number : {SIGINT, SIGTERM, SIGUSR1}) sigaction(signal_number, &action, nullptr);
+  for (const int signal_number : {SIGINT, SIGTERM, SIGUSR1})
+    sigaction(signal_number, &action, nullptr);
   g_stop_requests = 0;
 
   std::filesystem::create_directories(options.run_dir);
@@ -410,7 +450,8 @@ int supervise(SupervisorOptions options) {
       break;
     }
     if (record.outcome == "stopped") {
-      status.print_line("lockstep: stopped on request after a checkpoint; run again to resume", true);
+      status.print_line("lockstep: stopped on request after a checkpoint; run again to resume",
+                        true);
       exit_code = kRunStopped;
       break;
     }
@@ -418,9 +459,10 @@ int supervise(SupervisorOptions options) {
     if (g_stop_requests.load() > 0) break;
     no_progress_streak = record.first_step < 0 ? no_progress_streak + 1 : 0;
     if (no_progress_streak >= 2) {
-      status.print_line("lockstep: the job failed twice in a row before completing a step: "
-                        "this looks like a bug in the program, not a fault; not restarting",
-                        true);
+      status.print_line(
+          "lockstep: the job failed twice in a row before completing a step: "
+          "this looks like a bug in the program, not a fault; not restarting",
+          true);
       break;
     }
     if (index >= options.max_restarts) {

@@ -15,16 +15,20 @@
 namespace lockstep::launcher {
 
 // A failure the launcher injects on purpose (demo, chaos tests): send
-// `signal` to `rank` once any rank has reported step `step`.
+// `signal` to `rank` once rank 0 has reported step `step`, or, with
+// `at_checkpoint`, once it has reported a checkpoint of step `step` or later
+// (an asynchronous save is then still being written).
 struct InjectedFailure {
   int rank = 0;
   std::int64_t step = 0;
   int signal = SIGKILL;
+  bool at_checkpoint = false;
   bool fired = false;
 };
 
-// Parses "RANK:STEP" or "RANK:STEP:SIGNAL" (SIGNAL: KILL, TERM, STOP, SEGV,
-// ABRT or a number). Throws UsageError.
+// Parses "RANK:STEP[:SIGNAL]"; a STEP ending in 'c' ("2:100c") waits for a
+// checkpoint. SIGNAL: KILL, TERM, STOP, SEGV, ABRT, INT, USR1 or a number.
+// Throws UsageError.
 InjectedFailure parse_injected_failure(const std::string& text);
 
 struct SupervisorOptions {

@@ -96,8 +96,11 @@ TEST(Output, ParsesOpenMpiTags) {
 
 TEST(Output, FirstMpirunVerdictWins) {
   MpirunMessageParser parser;
-  parser.feed("mpirun noticed that process rank 2 with PID 1234 on node vm exited on signal 9 (Killed).");
-  parser.feed("mpirun noticed that process rank 0 with PID 1200 on node vm exited on signal 15 (Terminated).");
+  parser.feed(
+      "mpirun noticed that process rank 2 with PID 1234 on node vm exited on signal 9 (Killed).");
+  parser.feed(
+      "mpirun noticed that process rank 0 with PID 1200 on node vm exited on signal 15 "
+      "(Terminated).");
   EXPECT_EQ(parser.verdict().rank, 2);
   EXPECT_EQ(parser.verdict().signal, 9);
 
@@ -129,9 +132,14 @@ TEST(InjectedFailure, Parses) {
   EXPECT_EQ(kill.rank, 2);
   EXPECT_EQ(kill.step, 50);
   EXPECT_EQ(kill.signal, SIGKILL);
+  EXPECT_FALSE(kill.at_checkpoint);
   EXPECT_EQ(parse_injected_failure("1:3:STOP").signal, SIGSTOP);
+  const InjectedFailure during_save = parse_injected_failure("3:100c:KILL");
+  EXPECT_TRUE(during_save.at_checkpoint);
+  EXPECT_EQ(during_save.step, 100);
   EXPECT_EQ(parse_injected_failure("0:0:15").signal, 15);
-  for (const char* bad : {"2", "a:1", "1:b", "1:2:NOPE", "-1:2", "1:2:0", "1:2:99", "1x:2"}) {
+  for (const char* bad :
+       {"2", "a:1", "1:b", "1:2:NOPE", "-1:2", "1:2:0", "1:2:99", "1x:2", "1:c"}) {
     EXPECT_THROW(parse_injected_failure(bad), UsageError) << bad;
   }
 }
@@ -165,7 +173,7 @@ TEST(Goodput, SplitsWallTime) {
   const std::vector<CheckpointEvent> checkpoints = {{at(10.2), 9, 0.2}};
   const Goodput goodput = compute_goodput({first, second}, checkpoints, t0, at(45));
   EXPECT_NEAR(goodput.wall_seconds, 45, 1e-6);
-  EXPECT_NEAR(goodput.lost_seconds, 10, 1e-6);    // steps 10..19 ran twice
+  EXPECT_NEAR(goodput.lost_seconds, 10, 1e-6);      // steps 10..19 ran twice
   EXPECT_NEAR(goodput.restart_seconds, 3.5, 1e-6);  // 20.5 s -> 24 s (step 10 began)
   EXPECT_NEAR(goodput.checkpoint_seconds, 0.2, 1e-6);
   EXPECT_NEAR(goodput.productive_seconds, 20 + 20 - 10 - 0.2, 1e-6);

@@ -77,9 +77,7 @@ TEST(Monitor, ReceivesHeartbeatsFromAnAuthenticatedRank) {
 
 TEST(Monitor, AConnectionThatEndsWithoutGoodbyeIsADeath) {
   Monitor monitor("127.0.0.1", "t");
-  {
-    HeartbeatClient client("127.0.0.1:" + std::to_string(monitor.port()), "t", 1, 2, "h", 0);
-  }
+  { HeartbeatClient client("127.0.0.1:" + std::to_string(monitor.port()), "t", 1, 2, "h", 0); }
   const std::vector<RankEvent> events = wait_for(monitor, 2);
   ASSERT_EQ(events.size(), 2u);
   EXPECT_EQ(events[1].kind, RankEvent::Kind::kClosed);
@@ -89,9 +87,9 @@ TEST(Monitor, AConnectionThatEndsWithoutGoodbyeIsADeath) {
 
 TEST(Monitor, RefusesWrongOrMissingTokens) {
   Monitor monitor("127.0.0.1", "right-token");
-  HeartbeatClient wrong("127.0.0.1:" + std::to_string(monitor.port()), "wrong-token", 0, 1, "h",
-                        0);
-  send_raw(monitor.port(), R"({"type":"step","step":1})" "\n");
+  HeartbeatClient wrong("127.0.0.1:" + std::to_string(monitor.port()), "wrong-token", 0, 1, "h", 0);
+  send_raw(monitor.port(), R"({"type":"step","step":1})"
+                           "\n");
   send_raw(monitor.port(), "GET / HTTP/1.1\r\n\r\n");
   wait_until([&] { return monitor.refused() >= 3; });
   EXPECT_EQ(monitor.refused(), 3);
@@ -100,14 +98,18 @@ TEST(Monitor, RefusesWrongOrMissingTokens) {
 
 TEST(Monitor, DropsAndCountsMalformedMessagesButKeepsTheRank) {
   Monitor monitor("127.0.0.1", "t");
-  send_raw(monitor.port(),
-           R"({"type":"hello","token":"t","rank":0,"pid":1})" "\n"
-           "this is not json\n"
-           R"({"type":"step"})" "\n"
-           R"({"type":"step","step":"seven"})" "\n"
-           R"({"type":"teleport","step":1})" "\n"
-           R"({"type":"step","step":7,"metrics":{"loss":0.5}})" "\n" +
-               std::string(70 * 1024, 'x'));
+  send_raw(monitor.port(), R"({"type":"hello","token":"t","rank":0,"pid":1})"
+                           "\n"
+                           "this is not json\n"
+                           R"({"type":"step"})"
+                           "\n"
+                           R"({"type":"step","step":"seven"})"
+                           "\n"
+                           R"({"type":"teleport","step":1})"
+                           "\n"
+                           R"({"type":"step","step":7,"metrics":{"loss":0.5}})"
+                           "\n" +
+                               std::string(70 * 1024, 'x'));
   wait_until([&] { return monitor.malformed() >= 5; });
   EXPECT_EQ(monitor.malformed(), 5);
   EXPECT_EQ(monitor.refused(), 0);

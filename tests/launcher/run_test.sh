@@ -85,6 +85,7 @@ hang)
   [ "$(cat "$dir/toy-result" 2>/dev/null)" = "$want" ] && ok "result equals the uninterrupted run" || fail "result differs"
   expect_grep '"outcome":"hang"' "$dir/attempts.jsonl" "the hang is recorded"
   expect_grep "no heartbeat for 4 s" "$dir.log" "the hang is reported"
+  expect_grep '"failed_rank":1,.*"failure":"no heartbeat.*its process [0-9]+ is stopped' "$dir/attempts.jsonl" "the stopped rank is blamed"
   expect_no_survivors "$dir"
   ;;
 giveup)
