@@ -36,7 +36,8 @@ int connect_to(const std::string& address) {
   }
   int fd = -1;
   for (addrinfo* candidate = found; candidate != nullptr; candidate = candidate->ai_next) {
-    fd = socket(candidate->ai_family, candidate->ai_socktype | SOCK_CLOEXEC, candidate->ai_protocol);
+    fd =
+        socket(candidate->ai_family, candidate->ai_socktype | SOCK_CLOEXEC, candidate->ai_protocol);
     if (fd < 0) continue;
     if (connect(fd, candidate->ai_addr, candidate->ai_addrlen) == 0) break;
     close(fd);
@@ -58,9 +59,12 @@ HeartbeatClient::HeartbeatClient(const std::string& address, const std::string& 
                                  int world_size, const std::string& host,
                                  std::int64_t restart_count)
     : socket_(connect_to(address)) {
-  nlohmann::json hello = {{"type", "hello"},       {"token", token},
-                          {"rank", rank},          {"world_size", world_size},
-                          {"pid", ::getpid()},     {"host", host},
+  nlohmann::json hello = {{"type", "hello"},
+                          {"token", token},
+                          {"rank", rank},
+                          {"world_size", world_size},
+                          {"pid", ::getpid()},
+                          {"host", host},
                           {"restart_count", restart_count}};
   send_line(hello.dump());
 }
@@ -104,10 +108,8 @@ void HeartbeatClient::step(std::int64_t step, double step_seconds,
   const auto now = std::chrono::steady_clock::now();
   if (now - last_step_sent_ < min_interval_) return;
   last_step_sent_ = now;
-  send_line(nlohmann::json{{"type", "step"},
-                           {"step", step},
-                           {"step_time", step_seconds},
-                           {"metrics", metrics}}
+  send_line(nlohmann::json{
+      {"type", "step"}, {"step", step}, {"step_time", step_seconds}, {"metrics", metrics}}
                 .dump());
 }
 

@@ -105,13 +105,28 @@ const Knob<std::string> monitor_token{{
     .set_by_launcher = true,
 }};
 
+// collectives
+
+const Knob<double> mpi_segment_mb{{
+    .name = "mpi_segment_mb",
+    .env = "LOCKSTEP_MPI_SEGMENT_MB",
+    .type = KnobType::kFloat,
+    .default_value = "4",
+    .doc = "The MPI backend splits all-reduces and broadcasts of host tensors into pieces of at "
+           "most this many MiB; Open MPI moves one very large message several times slower per "
+           "byte than a few medium ones.",
+    .min = 0.001,
+    .max = 1024,
+}};
+
 }  // namespace knobs
 
 std::span<const KnobSpec* const> all_knobs() {
-  static const std::array<const KnobSpec*, 9> table = {
+  static const std::array<const KnobSpec*, 10> table = {
       &knobs::log_level.spec,        &knobs::run_dir.spec,         &knobs::device.spec,
       &knobs::checkpoint_every.spec, &knobs::handle_signals.spec,  &knobs::collective_timeout.spec,
       &knobs::restart_count.spec,    &knobs::monitor_address.spec, &knobs::monitor_token.spec,
+      &knobs::mpi_segment_mb.spec,
   };
   return table;
 }

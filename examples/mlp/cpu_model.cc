@@ -84,7 +84,8 @@ class CpuModel final : public Model {
       float* db = layer.bias_grad.data_as<float>();
       std::fill(db, db + layer.out, 0.0f);
       for (int i = 0; i < batch.size; ++i) {
-        for (int o = 0; o < layer.out; ++o) db[o] += delta[static_cast<std::size_t>(i * layer.out + o)];
+        for (int o = 0; o < layer.out; ++o)
+          db[o] += delta[static_cast<std::size_t>(i * layer.out + o)];
       }
       on_gradient(layer.weight_grad);
       on_gradient(layer.bias_grad);

@@ -39,8 +39,10 @@ TeacherDataset::TeacherDataset(std::uint64_t seed, int input_dim, int classes)
   const std::uint64_t teacher_seed = seed ^ 0x7EAC4E5ULL;
   const float scale1 = 1.0f / std::sqrt(static_cast<float>(input_dim));
   const float scale2 = 1.0f / std::sqrt(static_cast<float>(teacher_hidden_));
-  for (std::size_t i = 0; i < teacher_w1_.size(); ++i) teacher_w1_[i] = scale1 * normal(teacher_seed, 1, i);
-  for (std::size_t i = 0; i < teacher_w2_.size(); ++i) teacher_w2_[i] = scale2 * normal(teacher_seed, 2, i);
+  for (std::size_t i = 0; i < teacher_w1_.size(); ++i)
+    teacher_w1_[i] = scale1 * normal(teacher_seed, 1, i);
+  for (std::size_t i = 0; i < teacher_w2_.size(); ++i)
+    teacher_w2_[i] = scale2 * normal(teacher_seed, 2, i);
 }
 
 int TeacherDataset::sample(std::uint64_t index, float* x) const {
@@ -51,7 +53,7 @@ int TeacherDataset::sample(std::uint64_t index, float* x) const {
     for (int k = 0; k < input_dim_; ++k) {
       sum += teacher_w1_[static_cast<std::size_t>(h * input_dim_ + k)] * x[k];
     }
-    hidden[static_cast<std::size_t>(h)] = std::tanh(2.0f * sum);
+    hidden[static_cast<std::size_t>(h)] = std::tanh(sum);
   }
   int best = 0;
   float best_score = -1e30f;
@@ -80,8 +82,9 @@ Sampler::Sampler(std::uint64_t dataset_size, int global_batch, int rank, int wor
 }
 
 std::uint64_t Sampler::index(std::int64_t step, int j) const {
-  const auto position = static_cast<std::uint64_t>(step) * static_cast<std::uint64_t>(global_batch_) +
-                        static_cast<std::uint64_t>(rank_ * local_batch_ + j);
+  const auto position =
+      static_cast<std::uint64_t>(step) * static_cast<std::uint64_t>(global_batch_) +
+      static_cast<std::uint64_t>(rank_ * local_batch_ + j);
   // Each epoch visits the data set in another order: an affine bijection of
   // the indices modulo a power of two, with an odd multiplier per epoch.
   const std::uint64_t epoch = position / dataset_size_;

@@ -12,11 +12,8 @@
 #include <sstream>
 #include <thread>
 
-#include <CLI/CLI.hpp>
-#include <lockstep/checkpointer.h>
-#include <lockstep/communicator.h>
-#include <lockstep/grad_sync.h>
 #include <lockstep/lockstep.h>
+#include <CLI/CLI.hpp>
 
 #include "dataset.h"
 #include "model.h"
@@ -70,7 +67,8 @@ mlp::Batch make_batch(const mlp::TeacherDataset& data, int size,
 void write_weights(const std::string& path, const std::vector<lockstep::Tensor>& parameters) {
   std::ofstream file(path, std::ios::binary);
   for (const lockstep::Tensor& tensor : parameters) {
-    file.write(static_cast<const char*>(tensor.data()), static_cast<std::streamsize>(tensor.nbytes()));
+    file.write(static_cast<const char*>(tensor.data()),
+               static_cast<std::streamsize>(tensor.nbytes()));
   }
   if (!file) throw lockstep::IoError("cannot write the weights to " + path);
 }
@@ -87,7 +85,8 @@ int main(int argc, char** argv) {
   app.add_option("--batch", options.global_batch, "Global batch (split across ranks)")
       ->capture_default_str();
   app.add_option("--lr", options.learning_rate, "Adam learning rate")->capture_default_str();
-  app.add_option("--seed", options.seed, "Seed of data, teacher and weights")->capture_default_str();
+  app.add_option("--seed", options.seed, "Seed of data, teacher and weights")
+      ->capture_default_str();
   app.add_option("--device", options.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_option("--keep", options.keep_last, "Checkpoints to keep")->capture_default_str();
   app.add_flag("--sync-checkpoints", options.sync_checkpoints, "Save checkpoints synchronously");
@@ -99,7 +98,8 @@ int main(int argc, char** argv) {
     return rt.rank() == 0 ? app.exit(error) : 2;
   }
   if (options.device == "cuda") {
-    throw lockstep::UsageError("--device cuda is not built into this example yet; use --device cpu");
+    throw lockstep::UsageError(
+        "--device cuda is not built into this example yet; use --device cpu");
   }
   // One BLAS thread per rank: ranks already fill the cores, and a fixed
   // thread count keeps results bit-identical from run to run.
@@ -112,13 +112,12 @@ int main(int argc, char** argv) {
 
   auto communicator = lockstep::make_communicator(rt);
   lockstep::GradSync sync(*communicator, model->gradients());
-  lockstep::Checkpointer checkpointer(
-      rt, {.dir = rt.run_dir() / "checkpoints", .keep_last = options.keep_last,
-           .async = !options.sync_checkpoints});
+  lockstep::Checkpointer checkpointer(rt, {.dir = rt.run_dir() / "checkpoints",
+                                           .keep_last = options.keep_last,
+                                           .async = !options.sync_checkpoints});
   lockstep::KeyValues progress = {{"next_step", 0}, {"seed", options.seed}};
-  lockstep::State state{{"model", model->parameters()},
-                        {"optim", model->optimizer_state()},
-                        {"data", progress}};
+  lockstep::State state{
+      {"model", model->parameters()}, {"optim", model->optimizer_state()}, {"data", progress}};
   std::int64_t step = 0;
   if (checkpointer.restore_latest(state)) {
     step = progress.at("next_step").get<std::int64_t>();
@@ -135,18 +134,21 @@ int main(int argc, char** argv) {
 
   double loss = 0;
   for (; step < options.steps; ++step) {
-    const mlp::Batch batch = make_batch(data, sampler.local_batch(),
-                                        [&](int j) { return sampler.index(step, j); });
-    loss = model->forward_backward(batch, [&](lockstep::Tensor& gradient) { sync.ready(gradient); });
+    const mlp::Batch batch =
+        make_batch(data, sampler.local_batch(), [&](int j) { return sampler.index(step, j); });
+    loss =
+        model->forward_backward(batch, [&](lockstep::Tensor& gradient) { sync.ready(gradient); });
     sync.wait();
     model->optimizer_step();
-    if (options.step_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(options.step_ms));
+    if (options.step_ms > 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(options.step_ms));
     rt.heartbeat(step, {{"loss", loss}});
     if (rt.should_checkpoint(step)) {
       progress["next_step"] = step + 1;
       const auto begin = std::chrono::steady_clock::now();
       checkpointer.save(step, state);
-      rt.report_checkpoint(step, std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count());
+      rt.report_checkpoint(
+          step, std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count());
     }
     if (rt.should_stop()) {
       checkpointer.wait();

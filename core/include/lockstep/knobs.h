@@ -21,4 +21,7 @@ extern const Knob<double> collective_timeout;
 extern const Knob<std::string> monitor_address;
 extern const Knob<std::string> monitor_token;
 
+// collectives
+extern const Knob<double> mpi_segment_mb;
+
 }  // namespace lockstep::knobs

@@ -1,0 +1,98 @@
+// GradSync: averages gradients across ranks while the backward pass is still
+// running. Gradients are packed into buckets in reverse registration order
+// (the order backward usually produces them); a bucket's all-reduce starts as
+// soon as its last gradient is ready and every earlier bucket has started, so
+// that every rank starts the same buckets in the same order whatever order
+// its gradients arrive in.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "lockstep/communicator.h"
+#include "lockstep/tensor.h"
+#include "lockstep/work.h"
+
+namespace lockstep {
+
+// The dtype gradients travel in. kNone keeps each gradient's own dtype;
+// kBF16 and kF16 halve the bytes of f32 gradients (f64 ones too), and the
+// sum is still accumulated in float.
+enum class WireDType : std::uint8_t { kNone, kBF16, kF16 };
+
+struct GradSyncOptions {
+  // Size of every bucket but the first, in MiB.
+  double bucket_mb = 25;
+  // The first bucket holds the last layers' gradients, which backward
+  // produces first; keeping it small starts communication early.
+  double first_bucket_mb = 1;
+  WireDType wire_dtype = WireDType::kNone;
+  // Per bucket all-reduce; zero means the communicator's default.
+  CollectiveTimeout timeout{0};
+};
+
+class GradSync {
+ public:
+  // Registers `gradients` (named host tensors of a floating dtype; the names
+  // must be unique) and checks that every rank registered the same names,
+  // shapes and dtypes in the same order. Collective over `communicator`,
+  // which must outlive this object. Throws UsageError naming the first
+  // differing parameter and the ranks on each side when the ranks disagree
+  // (on every rank, within the time of two small exchanges), or when a
+  // gradient is not usable.
+  GradSync(Communicator& communicator, std::vector<Tensor> gradients,
+           const GradSyncOptions& options = {});
+  // Holds buffers that in-flight all-reduces write: neither copyable nor
+  // movable.
+  GradSync(const GradSync&) = delete;
+  GradSync& operator=(const GradSync&) = delete;
+  // Waits for the all-reduces still in flight (their buffers die here);
+  // never throws.
+  ~GradSync();
+
+  // The gradient named like `gradient` (the same storage as registered)
+  // holds its final local value for this step; may start bucket
+  // all-reduces. Throws UsageError for an unknown gradient or one already
+  // marked in this step. Call ready() and wait() from one thread.
+  void ready(const Tensor& gradient);
+
+  // Finishes every bucket and leaves the average over all ranks in every
+  // registered gradient, then starts a new step. Throws UsageError naming
+  // the first gradient that was not marked ready (nothing is then changed),
+  // and rethrows a communication failure.
+  void wait();
+
+  // The names in each bucket, in launch order (for tests and logs).
+  std::vector<std::vector<std::string>> bucket_layout() const;
+
+ private:
+  struct Slot {
+    Tensor gradient;
+    std::size_t bucket = 0;
+    std::size_t offset = 0;  // elements into the bucket's buffer
+    bool ready = false;
+  };
+  struct Bucket {
+    Tensor buffer;  // wire dtype, the gradients back to back
+    std::vector<std::size_t> slots;
+    std::size_t waiting_for = 0;  // gradients not yet ready in this step
+    std::shared_ptr<Work> work;   // in flight since launch
+  };
+
+  void plan_buckets();
+  void check_same_registration() const;
+  void launch_full_buckets();
+  void finish_in_flight() noexcept;
+
+  Communicator& communicator_;
+  GradSyncOptions options_;
+  std::vector<Slot> slots_;  // registration order
+  std::unordered_map<std::string, std::size_t> slot_by_name_;
+  std::vector<Bucket> buckets_;  // launch order
+  std::size_t next_launch_ = 0;  // first bucket not yet launched in this step
+};
+
+}  // namespace lockstep

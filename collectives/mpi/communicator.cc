@@ -1,0 +1,290 @@
+#include "communicator.h"
+
+#include <algorithm>
+#include <climits>
+
+#include <fmt/format.h>
+
+#include "../src/element_ops.h"
+#include "../src/metadata_exchange.h"
+#include "../src/unsupported.h"
+#include "lockstep/log.h"
+#include "lockstep/mpi_check.h"
+
+namespace lockstep::detail {
+
+namespace {
+
+constexpr std::string_view kBackend = "mpi";
+
+void check_host(const Tensor& tensor, std::string_view operation) {
+  if (!tensor.device().is_cpu()) {
+    throw_unsupported(kBackend, fmt::format("{} on tensors in {} memory ('{}'); use the nccl "
+                                            "backend for GPU tensors",
+                                            operation, tensor.device().str(), tensor.name()));
+  }
+}
+
+int checked_count(std::size_t count, std::string_view operation) {
+  if (count > static_cast<std::size_t>(INT_MAX)) {
+    throw_unsupported(kBackend, fmt::format("{} of more than {} elements in one call ({})",
+                                            operation, INT_MAX, count));
+  }
+  return static_cast<int>(count);
+}
+
+std::string describe(std::string_view operation, const Tensor& tensor) {
+  return fmt::format("{} ({} bytes, {})", operation, tensor.nbytes(), dtype_name(tensor.dtype()));
+}
+
+std::string describe(std::string_view operation, const Tensor& tensor, ReduceOp op) {
+  return fmt::format("{} ({} bytes, {}, {})", operation, tensor.nbytes(),
+                     dtype_name(tensor.dtype()), reduce_op_name(op));
+}
+
+void check_blocks(const Tensor& whole, const Tensor& block, int size, std::string_view operation) {
+  if (whole.dtype() != block.dtype() || whole.numel() != block.numel() * size) {
+    throw UsageError(fmt::format(
+        "{}: expected the larger tensor to hold {} blocks of the smaller one with the same dtype, "
+        "found '{}' and '{}'",
+        operation, size, whole.describe(), block.describe()));
+  }
+}
+
+char* bytes_of(Tensor& tensor) { return static_cast<char*>(tensor.data()); }
+
+}  // namespace
+
+MpiCommunicator::MpiCommunicator(MPI_Comm comm, const CommunicatorOptions& options)
+    : data_(MpiComm::dup(comm)),
+      control_(MpiComm::dup(comm)),
+      rank_(data_.rank()),
+      size_(data_.size()),
+      options_(options),
+      board_(control_.get()),
+      watchdog_(std::string(kBackend), board_),
+      communication_thread_([this] { communicate(); }) {
+  LOCKSTEP_CHECK_MPI(MPI_Comm_set_errhandler(data_.get(), MPI_ERRORS_RETURN));
+  LOCKSTEP_CHECK_MPI(MPI_Comm_set_errhandler(control_.get(), MPI_ERRORS_RETURN));
+}
+
+MpiCommunicator::~MpiCommunicator() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  queue_changed_.notify_all();
+  communication_thread_.join();
+}
+
+std::shared_ptr<MpiWork> MpiCommunicator::enqueue(Wake wake, std::string description,
+                                                  CollectiveTimeout timeout,
+                                                  std::function<void()> body) {
+  if (timeout.count() <= 0) timeout = options_.timeout;
+  std::shared_ptr<MpiWork> work;
+  {
+    std::lock_guard lock(mutex_);
+    work = std::make_shared<MpiWork>(++issued_, std::move(description), timeout, std::move(body));
+    queue_.push_back(work);
+  }
+  if (wake == Wake::kNow) queue_changed_.notify_one();
+  return work;
+}
+
+void MpiCommunicator::complete(const std::shared_ptr<MpiWork>& work) {
+  bool inline_run = false;
+  {
+    std::lock_guard lock(mutex_);
+    // Running a blocking call on the caller's thread saves two thread
+    // switches (about 15 us); allowed only when it is next in line and the
+    // communication thread is idle, which keeps the issue order.
+    if (!busy_ && !queue_.empty() && queue_.front() == work) {
+      queue_.pop_front();
+      busy_ = true;
+      inline_run = true;
+    }
+  }
+  bool wake = !inline_run;
+  if (inline_run) {
+    execute(*work);
+    std::lock_guard lock(mutex_);
+    busy_ = false;
+    wake = !queue_.empty() || stopping_;  // others issued meanwhile wait for busy_
+  }
+  if (wake) queue_changed_.notify_one();
+  work->wait(std::chrono::duration<double>(-1));  // rethrows a failure
+}
+
+void MpiCommunicator::execute(MpiWork& work) {
+  try {
+    board_.publish(work.sequence_number());
+  } catch (const std::exception& error) {
+    log::warn("could not publish progress of {}: {}", work.describe(), error.what());
+  }
+  watchdog_.started(work.sequence_number(), work.describe(), work.timeout());
+  work.run();
+  watchdog_.finished(work.sequence_number());
+}
+
+void MpiCommunicator::communicate() {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    queue_changed_.wait(lock,
+                        [this] { return (stopping_ && !busy_) || (!queue_.empty() && !busy_); });
+    if (queue_.empty()) return;  // stopping, and everything issued is done
+    std::shared_ptr<MpiWork> work = std::move(queue_.front());
+    queue_.pop_front();
+    busy_ = true;
+    lock.unlock();
+    execute(*work);
+    lock.lock();
+    busy_ = false;
+  }
+}
+
+// --- the MPI calls, run on the communication thread ---
+
+void MpiCommunicator::run_allreduce(Tensor& tensor, ReduceOp op) {
+  const std::size_t element = dtype_size(tensor.dtype());
+  const std::size_t total = static_cast<std::size_t>(tensor.numel());
+  const std::size_t segment = std::clamp<std::size_t>(options_.segment_bytes / element, 1,
+                                                      static_cast<std::size_t>(INT_MAX));
+  const MPI_Datatype datatype = reduce_ops_.datatype(tensor.dtype());
+  const MPI_Op mpi_op = reduce_ops_.op(tensor.dtype(), op);
+  for (std::size_t offset = 0; offset < total; offset += segment) {
+    const int count = static_cast<int>(std::min(segment, total - offset));
+    LOCKSTEP_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, bytes_of(tensor) + offset * element, count,
+                                     datatype, mpi_op, data_.get()));
+  }
+  if (op == ReduceOp::kAvg) divide_in_place(tensor.data(), tensor.dtype(), total, size_);
+}
+
+void MpiCommunicator::run_broadcast(Tensor& tensor, int root) {
+  const std::size_t total = tensor.nbytes();
+  const std::size_t segment =
+      std::clamp<std::size_t>(options_.segment_bytes, 1, static_cast<std::size_t>(INT_MAX));
+  for (std::size_t offset = 0; offset < total; offset += segment) {
+    const int count = static_cast<int>(std::min(segment, total - offset));
+    LOCKSTEP_CHECK_MPI(MPI_Bcast(bytes_of(tensor) + offset, count, MPI_BYTE, root, data_.get()));
+  }
+}
+
+void MpiCommunicator::run_allgather(const Tensor& input, Tensor& output) {
+  const int count = checked_count(input.nbytes(), "allgather");
+  LOCKSTEP_CHECK_MPI(
+      MPI_Allgather(input.data(), count, MPI_BYTE, output.data(), count, MPI_BYTE, data_.get()));
+}
+
+void MpiCommunicator::run_reduce_scatter(const Tensor& input, Tensor& output, ReduceOp op) {
+  const int count = checked_count(static_cast<std::size_t>(output.numel()), "reduce_scatter");
+  LOCKSTEP_CHECK_MPI(MPI_Reduce_scatter_block(input.data(), output.data(), count,
+                                              reduce_ops_.datatype(input.dtype()),
+                                              reduce_ops_.op(input.dtype(), op), data_.get()));
+  if (op == ReduceOp::kAvg) {
+    divide_in_place(output.data(), output.dtype(), static_cast<std::size_t>(count), size_);
+  }
+}
+
+// --- the public operations: check on the caller's thread, run on ours ---
+
+std::shared_ptr<MpiWork> MpiCommunicator::start_allreduce(Tensor tensor,
+                                                          const AllreduceOptions& options,
+                                                          Wake wake) {
+  check_host(tensor, "allreduce");
+  const ReduceOp op = options.op;
+  return enqueue(wake, describe("allreduce", tensor, op), options.timeout,
+                 [this, tensor, op]() mutable { run_allreduce(tensor, op); });
+}
+
+std::shared_ptr<MpiWork> MpiCommunicator::start_broadcast(Tensor tensor,
+                                                          const BroadcastOptions& options,
+                                                          Wake wake) {
+  check_host(tensor, "broadcast");
+  if (options.root < 0 || options.root >= size_) {
+    throw UsageError(fmt::format("broadcast: root {} is not a rank of this communicator (0..{})",
+                                 options.root, size_ - 1));
+  }
+  const int root = options.root;
+  return enqueue(wake, describe("broadcast", tensor), options.timeout,
+                 [this, tensor, root]() mutable { run_broadcast(tensor, root); });
+}
+
+std::shared_ptr<MpiWork> MpiCommunicator::start_allgather(Tensor input, Tensor output,
+                                                          const AllgatherOptions& options,
+                                                          Wake wake) {
+  check_host(input, "allgather");
+  check_host(output, "allgather");
+  check_blocks(output, input, size_, "allgather");
+  checked_count(input.nbytes(), "allgather");
+  return enqueue(wake, describe("allgather", input), options.timeout,
+                 [this, input, output]() mutable { run_allgather(input, output); });
+}
+
+std::shared_ptr<MpiWork> MpiCommunicator::start_reduce_scatter(Tensor input, Tensor output,
+                                                               const ReduceScatterOptions& options,
+                                                               Wake wake) {
+  check_host(input, "reduce_scatter");
+  check_host(output, "reduce_scatter");
+  check_blocks(input, output, size_, "reduce_scatter");
+  checked_count(static_cast<std::size_t>(output.numel()), "reduce_scatter");
+  const ReduceOp op = options.op;
+  return enqueue(wake, describe("reduce_scatter", input, op), options.timeout,
+                 [this, input, output, op]() mutable { run_reduce_scatter(input, output, op); });
+}
+
+std::shared_ptr<MpiWork> MpiCommunicator::start_barrier(const BarrierOptions& options, Wake wake) {
+  return enqueue(wake, "barrier", options.timeout,
+                 [this] { LOCKSTEP_CHECK_MPI(MPI_Barrier(data_.get())); });
+}
+
+std::shared_ptr<Work> MpiCommunicator::allreduce_async(Tensor tensor,
+                                                       const AllreduceOptions& options) {
+  return start_allreduce(std::move(tensor), options, Wake::kNow);
+}
+
+void MpiCommunicator::allreduce(Tensor& tensor, const AllreduceOptions& options) {
+  complete(start_allreduce(tensor, options, Wake::kLater));
+}
+
+std::shared_ptr<Work> MpiCommunicator::broadcast_async(Tensor tensor,
+                                                       const BroadcastOptions& options) {
+  return start_broadcast(std::move(tensor), options, Wake::kNow);
+}
+
+void MpiCommunicator::broadcast(Tensor& tensor, const BroadcastOptions& options) {
+  complete(start_broadcast(tensor, options, Wake::kLater));
+}
+
+std::shared_ptr<Work> MpiCommunicator::allgather_async(Tensor input, Tensor output,
+                                                       const AllgatherOptions& options) {
+  return start_allgather(std::move(input), std::move(output), options, Wake::kNow);
+}
+
+void MpiCommunicator::allgather(const Tensor& input, Tensor& output,
+                                const AllgatherOptions& options) {
+  complete(start_allgather(input, output, options, Wake::kLater));
+}
+
+std::shared_ptr<Work> MpiCommunicator::reduce_scatter_async(Tensor input, Tensor output,
+                                                            const ReduceScatterOptions& options) {
+  return start_reduce_scatter(std::move(input), std::move(output), options, Wake::kNow);
+}
+
+void MpiCommunicator::reduce_scatter(const Tensor& input, Tensor& output,
+                                     const ReduceScatterOptions& options) {
+  complete(start_reduce_scatter(input, output, options, Wake::kLater));
+}
+
+std::shared_ptr<Work> MpiCommunicator::barrier_async(const BarrierOptions& options) {
+  return start_barrier(options, Wake::kNow);
+}
+
+void MpiCommunicator::barrier(const BarrierOptions& options) {
+  complete(start_barrier(options, Wake::kLater));
+}
+
+std::vector<std::string> MpiCommunicator::exchange_metadata(const std::string& mine) {
+  return allgather_strings(control_.get(), mine);
+}
+
+}  // namespace lockstep::detail

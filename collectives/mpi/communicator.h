@@ -1,0 +1,103 @@
+// MpiCommunicator: collectives on host tensors over MPI. One communication
+// thread executes the collectives in the order they were issued, so that
+// non-blocking operations progress while the caller computes, and so that
+// every rank enters them in the same order. A blocking call made while that
+// thread is idle runs on the caller's thread instead (lower latency); at
+// most one collective runs at any time.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "../src/sequence_board.h"
+#include "../src/watchdog.h"
+#include "lockstep/communicator.h"
+#include "lockstep/mpi_comm.h"
+#include "reduce_ops.h"
+#include "work.h"
+
+namespace lockstep::detail {
+
+class MpiCommunicator final : public Communicator {
+ public:
+  // Collective over `comm`, which it duplicates.
+  MpiCommunicator(MPI_Comm comm, const CommunicatorOptions& options);
+  // Owns a thread that refers to it: neither copyable nor movable.
+  MpiCommunicator(const MpiCommunicator&) = delete;
+  MpiCommunicator& operator=(const MpiCommunicator&) = delete;
+  // Finishes the collectives already issued (the other ranks expect them),
+  // then frees its communicators. Collective.
+  ~MpiCommunicator() override;
+
+  std::string_view backend_name() const override { return "mpi"; }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+
+  void allreduce(Tensor& tensor, const AllreduceOptions& options) override;
+  std::shared_ptr<Work> allreduce_async(Tensor tensor, const AllreduceOptions& options) override;
+  void broadcast(Tensor& tensor, const BroadcastOptions& options) override;
+  std::shared_ptr<Work> broadcast_async(Tensor tensor, const BroadcastOptions& options) override;
+  void allgather(const Tensor& input, Tensor& output, const AllgatherOptions& options) override;
+  std::shared_ptr<Work> allgather_async(Tensor input, Tensor output,
+                                        const AllgatherOptions& options) override;
+  void reduce_scatter(const Tensor& input, Tensor& output,
+                      const ReduceScatterOptions& options) override;
+  std::shared_ptr<Work> reduce_scatter_async(Tensor input, Tensor output,
+                                             const ReduceScatterOptions& options) override;
+  void barrier(const BarrierOptions& options) override;
+  std::shared_ptr<Work> barrier_async(const BarrierOptions& options) override;
+  std::vector<std::string> exchange_metadata(const std::string& mine) override;
+
+ private:
+  // Whether to wake the communication thread for a new collective. Blocking
+  // calls do not: they try to run it on the caller's thread (complete()).
+  enum class Wake : std::uint8_t { kNow, kLater };
+
+  std::shared_ptr<MpiWork> enqueue(Wake wake, std::string description, CollectiveTimeout timeout,
+                                   std::function<void()> body);
+  // Finishes `work` for a blocking call: on the caller's thread when the
+  // communication thread is idle and `work` is next, else by waiting.
+  void complete(const std::shared_ptr<MpiWork>& work);
+  // Publishes, guards and runs one collective, on whichever thread runs it.
+  void execute(MpiWork& work);
+  void communicate();  // the communication thread
+
+  std::shared_ptr<MpiWork> start_allreduce(Tensor tensor, const AllreduceOptions& options,
+                                           Wake wake);
+  std::shared_ptr<MpiWork> start_broadcast(Tensor tensor, const BroadcastOptions& options,
+                                           Wake wake);
+  std::shared_ptr<MpiWork> start_allgather(Tensor input, Tensor output,
+                                           const AllgatherOptions& options, Wake wake);
+  std::shared_ptr<MpiWork> start_reduce_scatter(Tensor input, Tensor output,
+                                                const ReduceScatterOptions& options, Wake wake);
+  std::shared_ptr<MpiWork> start_barrier(const BarrierOptions& options, Wake wake);
+
+  void run_allreduce(Tensor& tensor, ReduceOp op);
+  void run_broadcast(Tensor& tensor, int root);
+  void run_allgather(const Tensor& input, Tensor& output);
+  void run_reduce_scatter(const Tensor& input, Tensor& output, ReduceOp op);
+
+  MpiComm data_;     // collectives only
+  MpiComm control_;  // metadata exchange and the sequence board
+  int rank_ = 0;
+  int size_ = 1;
+  CommunicatorOptions options_;
+  MpiReduceOps reduce_ops_;
+  SequenceBoard board_;
+  Watchdog watchdog_;
+
+  std::mutex mutex_;
+  std::condition_variable queue_changed_;
+  std::deque<std::shared_ptr<MpiWork>> queue_;  // guarded by mutex_
+  std::uint64_t issued_ = 0;                    // guarded by mutex_
+  bool busy_ = false;      // a collective is running, on either thread; guarded by mutex_
+  bool stopping_ = false;  // guarded by mutex_
+  std::thread communication_thread_;  // last: starts once the rest exists
+};
+
+}  // namespace lockstep::detail

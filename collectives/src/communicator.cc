@@ -1,0 +1,53 @@
+#include "lockstep/communicator.h"
+
+#include <cmath>
+
+#include "../mpi/communicator.h"
+#include "lockstep/build_config.h"
+#include "lockstep/knobs.h"
+#include "lockstep/runtime.h"
+#include "unsupported.h"
+#if LOCKSTEP_HAVE_NCCL
+#include "../nccl/communicator.h"
+#endif
+
+namespace lockstep {
+
+std::string_view reduce_op_name(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum:
+      return "sum";
+    case ReduceOp::kAvg:
+      return "avg";
+    case ReduceOp::kMax:
+      return "max";
+    case ReduceOp::kMin:
+      return "min";
+  }
+  return "?";
+}
+
+CommunicatorOptions communicator_options(const Runtime& runtime) {
+  CommunicatorOptions options;
+  options.timeout = CollectiveTimeout(runtime.config().get(knobs::collective_timeout));
+  const double segment_mib = runtime.config().get(knobs::mpi_segment_mb);
+  options.segment_bytes = static_cast<std::size_t>(std::llround(segment_mib * 1024 * 1024));
+  return options;
+}
+
+std::unique_ptr<Communicator> make_communicator(MPI_Comm comm, Device device,
+                                                const CommunicatorOptions& options) {
+  if (device.is_cpu()) return std::make_unique<detail::MpiCommunicator>(comm, options);
+#if LOCKSTEP_HAVE_NCCL
+  return std::make_unique<detail::NcclCommunicator>(comm, device, options);
+#else
+  detail::throw_unsupported("nccl", "this build: lockstep was built without NCCL, so tensors on " +
+                                        device.str() + " cannot be communicated");
+#endif
+}
+
+std::unique_ptr<Communicator> make_communicator(const Runtime& runtime) {
+  return make_communicator(runtime.comm(), runtime.device(), communicator_options(runtime));
+}
+
+}  // namespace lockstep

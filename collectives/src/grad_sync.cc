@@ -1,0 +1,186 @@
+#include "lockstep/grad_sync.h"
+
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "element_ops.h"
+#include "lockstep/log.h"
+#include "registration_check.h"
+
+namespace lockstep {
+
+namespace {
+
+constexpr double kMiB = 1024.0 * 1024.0;
+
+bool is_floating(DType dtype) {
+  return dtype == DType::kF32 || dtype == DType::kF64 || dtype == DType::kF16 ||
+         dtype == DType::kBF16;
+}
+
+// The dtype a gradient of `dtype` travels in.
+DType wire_dtype_for(DType dtype, WireDType wire) {
+  const bool wide = dtype == DType::kF32 || dtype == DType::kF64;
+  if (wide && wire == WireDType::kBF16) return DType::kBF16;
+  if (wide && wire == WireDType::kF16) return DType::kF16;
+  return dtype;
+}
+
+std::string describe_entry(const Tensor& gradient) {
+  return fmt::format("{} {}{}", gradient.name(), dtype_name(gradient.dtype()),
+                     shape_str(gradient.shape()));
+}
+
+}  // namespace
+
+GradSync::GradSync(Communicator& communicator, std::vector<Tensor> gradients,
+                   const GradSyncOptions& options)
+    : communicator_(communicator), options_(options) {
+  if (!(options_.bucket_mb > 0) || !(options_.first_bucket_mb > 0)) {
+    throw UsageError(fmt::format("GradSync: bucket_mb ({}) and first_bucket_mb ({}) must be > 0",
+                                 options_.bucket_mb, options_.first_bucket_mb));
+  }
+  std::vector<std::string> entries;
+  for (Tensor& gradient : gradients) {
+    if (!gradient.device().is_cpu()) {
+      throw UsageError(
+          fmt::format("GradSync: '{}' is in {} memory; this version packs host gradients only",
+                      gradient.name(), gradient.device().str()));
+    }
+    if (!is_floating(gradient.dtype())) {
+      throw UsageError(
+          fmt::format("GradSync: '{}' has dtype {}; gradients must be f32, f64, f16 "
+                      "or bf16",
+                      gradient.name(), dtype_name(gradient.dtype())));
+    }
+    if (!slot_by_name_.emplace(gradient.name(), slots_.size()).second) {
+      throw UsageError(fmt::format("GradSync: two gradients are named '{}'; names must be unique",
+                                   gradient.name()));
+    }
+    entries.push_back(describe_entry(gradient));
+    slots_.push_back(Slot{std::move(gradient)});
+  }
+  detail::check_same_on_every_rank(communicator_, entries, "GradSync");
+  plan_buckets();
+}
+
+GradSync::~GradSync() { finish_in_flight(); }
+
+void GradSync::plan_buckets() {
+  // Walk backwards: the last registered gradients are ready first.
+  std::size_t index = slots_.size();
+  while (index > 0) {
+    const double limit_mb = buckets_.empty() ? options_.first_bucket_mb : options_.bucket_mb;
+    const auto limit = static_cast<std::size_t>(limit_mb * kMiB);
+    const DType own_dtype = slots_[index - 1].gradient.dtype();
+    Bucket bucket;
+    std::size_t elements = 0;
+    std::size_t bytes = 0;
+    // A bucket holds one dtype and at least one gradient, even an oversized one.
+    while (index > 0 && slots_[index - 1].gradient.dtype() == own_dtype &&
+           (bucket.slots.empty() || bytes + slots_[index - 1].gradient.nbytes() <= limit)) {
+      Slot& slot = slots_[index - 1];
+      slot.bucket = buckets_.size();
+      slot.offset = elements;
+      elements += static_cast<std::size_t>(slot.gradient.numel());
+      bytes += slot.gradient.nbytes();
+      bucket.slots.push_back(index - 1);
+      --index;
+    }
+    bucket.buffer = Tensor::allocate(fmt::format("grad_sync/bucket{}", buckets_.size()),
+                                     wire_dtype_for(own_dtype, options_.wire_dtype),
+                                     {static_cast<std::int64_t>(elements)});
+    bucket.waiting_for = bucket.slots.size();
+    buckets_.push_back(std::move(bucket));
+  }
+}
+
+void GradSync::ready(const Tensor& gradient) {
+  const auto found = slot_by_name_.find(gradient.name());
+  if (found == slot_by_name_.end()) {
+    throw UsageError(fmt::format("GradSync::ready: '{}' was not registered", gradient.name()));
+  }
+  Slot& slot = slots_[found->second];
+  if (gradient.data() != slot.gradient.data()) {
+    throw UsageError(
+        fmt::format("GradSync::ready: '{}' is not the tensor registered under that "
+                    "name (different storage)",
+                    gradient.name()));
+  }
+  if (slot.ready) {
+    throw UsageError(
+        fmt::format("GradSync::ready: '{}' was marked ready twice in one step; call "
+                    "wait() before the next step",
+                    gradient.name()));
+  }
+  slot.ready = true;
+  Bucket& bucket = buckets_[slot.bucket];
+  const std::size_t wire_element = dtype_size(bucket.buffer.dtype());
+  detail::convert_scaled(slot.gradient.data(), slot.gradient.dtype(),
+                         static_cast<char*>(bucket.buffer.data()) + slot.offset * wire_element,
+                         bucket.buffer.dtype(), static_cast<std::size_t>(slot.gradient.numel()),
+                         1.0);
+  if (--bucket.waiting_for == 0) launch_full_buckets();
+}
+
+void GradSync::launch_full_buckets() {
+  // Strictly in bucket order, so that every rank issues the same sequence
+  // of all-reduces whatever order its gradients became ready in.
+  while (next_launch_ < buckets_.size() && buckets_[next_launch_].waiting_for == 0) {
+    Bucket& bucket = buckets_[next_launch_];
+    bucket.work = communicator_.allreduce_async(
+        bucket.buffer, AllreduceOptions{.op = ReduceOp::kSum, .timeout = options_.timeout});
+    ++next_launch_;
+  }
+}
+
+void GradSync::wait() {
+  for (const Slot& slot : slots_) {
+    if (!slot.ready) {
+      throw UsageError(
+          fmt::format("GradSync::wait: '{}' was never marked ready in this step; "
+                      "call ready() for every registered gradient first",
+                      slot.gradient.name()));
+    }
+  }
+  const double inverse_size = 1.0 / communicator_.size();
+  for (Bucket& bucket : buckets_) {
+    bucket.work->wait();
+    bucket.work.reset();
+    const std::size_t wire_element = dtype_size(bucket.buffer.dtype());
+    for (std::size_t index : bucket.slots) {
+      Slot& slot = slots_[index];
+      detail::convert_scaled(
+          static_cast<const char*>(bucket.buffer.data()) + slot.offset * wire_element,
+          bucket.buffer.dtype(), slot.gradient.data(), slot.gradient.dtype(),
+          static_cast<std::size_t>(slot.gradient.numel()), inverse_size);
+      slot.ready = false;
+    }
+    bucket.waiting_for = bucket.slots.size();
+  }
+  next_launch_ = 0;
+}
+
+void GradSync::finish_in_flight() noexcept {
+  for (Bucket& bucket : buckets_) {
+    if (!bucket.work) continue;
+    try {
+      bucket.work->wait();
+    } catch (const std::exception& error) {
+      log::warn("GradSync: an all-reduce failed while shutting down: {}", error.what());
+    }
+    bucket.work.reset();
+  }
+}
+
+std::vector<std::vector<std::string>> GradSync::bucket_layout() const {
+  std::vector<std::vector<std::string>> layout;
+  for (const Bucket& bucket : buckets_) {
+    auto& names = layout.emplace_back();
+    for (std::size_t index : bucket.slots) names.push_back(slots_[index].gradient.name());
+  }
+  return layout;
+}
+
+}  // namespace lockstep

@@ -1,0 +1,271 @@
+// Every operation and dtype of the MPI backend against a reference computed
+// in double precision on every rank, at sizes around the segment boundaries.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <lockstep/communicator.h>
+
+#include "mpi_test.h"
+#include "tensor_values.h"
+
+namespace lockstep {
+namespace {
+
+using testing::element;
+using testing::input_value;
+using testing::is_integer;
+using testing::precision;
+using testing::runtime;
+using testing::set_element;
+
+constexpr DType kDTypes[] = {DType::kF32,  DType::kF64, DType::kF16,
+                             DType::kBF16, DType::kI32, DType::kI64};
+constexpr ReduceOp kOps[] = {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax, ReduceOp::kMin};
+// Small segments, so that small tensors already straddle segment boundaries.
+constexpr std::size_t kSegmentBytes = 256;
+
+Communicator& small_segments() {
+  static std::unique_ptr<Communicator> comm =
+      make_communicator(runtime().comm(), Device::cpu(),
+                        {.timeout = CollectiveTimeout(120), .segment_bytes = kSegmentBytes});
+  return *comm;
+}
+
+Communicator& default_segments() {
+  static std::unique_ptr<Communicator> comm = make_communicator(runtime());
+  return *comm;
+}
+
+// Sizes 0, 1, odd primes, and one below, at and above segment boundaries of
+// every element size.
+std::vector<std::size_t> sizes_for(DType dtype) {
+  const std::size_t per_segment = kSegmentBytes / dtype_size(dtype);
+  return {0, 1, 3, 13, 101, per_segment - 1, per_segment, per_segment + 1, 3 * per_segment + 7};
+}
+
+Tensor filled(const std::string& name, DType dtype, std::size_t count, int rank) {
+  Tensor tensor = Tensor::allocate(name, dtype, {static_cast<std::int64_t>(count)});
+  for (std::size_t i = 0; i < count; ++i) set_element(tensor, i, input_value(rank, i, dtype));
+  return tensor;
+}
+
+double reference(ReduceOp op, DType dtype, std::size_t index, int size) {
+  double sum = 0;
+  double max = -1e300;
+  double min = 1e300;
+  for (int rank = 0; rank < size; ++rank) {
+    const double value = input_value(rank, index, dtype);
+    sum += value;
+    max = std::max(max, value);
+    min = std::min(min, value);
+  }
+  switch (op) {
+    case ReduceOp::kSum:
+      return sum;
+    case ReduceOp::kAvg:
+      return is_integer(dtype) ? std::trunc(sum / size) : sum / size;
+    case ReduceOp::kMax:
+      return max;
+    case ReduceOp::kMin:
+      return min;
+  }
+  return 0;
+}
+
+// Stops at the first wrong element so that a broken op prints one line.
+void expect_reduced(const Tensor& result, ReduceOp op, std::size_t offset, int size,
+                    const std::string& context) {
+  const auto count = static_cast<std::size_t>(result.numel());
+  for (std::size_t i = 0; i < count; ++i) {
+    const double expected = reference(op, result.dtype(), offset + i, size);
+    const double tolerance =
+        op == ReduceOp::kAvg ? precision(result.dtype()) * std::max(1.0, std::abs(expected)) : 0;
+    if (std::abs(element(result, i) - expected) > tolerance) {
+      ADD_FAILURE() << context << ": element " << i << " is " << element(result, i) << ", expected "
+                    << expected;
+      return;
+    }
+  }
+}
+
+std::string context_of(std::string_view what, DType dtype, ReduceOp op, std::size_t count) {
+  return std::string(what) + " " + std::string(dtype_name(dtype)) + " " +
+         std::string(reduce_op_name(op)) + " n=" + std::to_string(count);
+}
+
+TEST(Communicator, AllreduceEveryOpDtypeAndSize) {
+  Communicator& comm = small_segments();
+  for (DType dtype : kDTypes) {
+    for (ReduceOp op : kOps) {
+      for (std::size_t count : sizes_for(dtype)) {
+        Tensor tensor = filled("t", dtype, count, comm.rank());
+        comm.allreduce(tensor, {.op = op});
+        expect_reduced(tensor, op, 0, comm.size(), context_of("allreduce", dtype, op, count));
+      }
+    }
+  }
+}
+
+TEST(Communicator, ReduceScatterEveryOpDtypeAndSize) {
+  Communicator& comm = small_segments();
+  for (DType dtype : kDTypes) {
+    for (ReduceOp op : kOps) {
+      for (std::size_t block :
+           {std::size_t{0}, std::size_t{1}, std::size_t{13}, std::size_t{101}}) {
+        Tensor input =
+            filled("in", dtype, block * static_cast<std::size_t>(comm.size()), comm.rank());
+        Tensor output = Tensor::allocate("out", dtype, {static_cast<std::int64_t>(block)});
+        comm.reduce_scatter(input, output, {.op = op});
+        expect_reduced(output, op, block * static_cast<std::size_t>(comm.rank()), comm.size(),
+                       context_of("reduce_scatter", dtype, op, block));
+      }
+    }
+  }
+}
+
+TEST(Communicator, BroadcastEveryDtypeAndSize) {
+  Communicator& comm = small_segments();
+  const int root = comm.size() - 1;
+  for (DType dtype : kDTypes) {
+    for (std::size_t count : sizes_for(dtype)) {
+      Tensor tensor = filled("t", dtype, count, comm.rank());
+      comm.broadcast(tensor, {.root = root});
+      for (std::size_t i = 0; i < count; ++i) {
+        ASSERT_EQ(element(tensor, i), input_value(root, i, dtype))
+            << dtype_name(dtype) << " n=" << count << " element " << i;
+      }
+    }
+  }
+}
+
+TEST(Communicator, AllgatherEveryDtypeAndSize) {
+  Communicator& comm = small_segments();
+  const auto size = static_cast<std::size_t>(comm.size());
+  for (DType dtype : kDTypes) {
+    for (std::size_t count : {std::size_t{0}, std::size_t{1}, std::size_t{13}, std::size_t{257}}) {
+      Tensor input = filled("in", dtype, count, comm.rank());
+      Tensor output = Tensor::allocate("out", dtype, {static_cast<std::int64_t>(count * size)});
+      comm.allgather(input, output);
+      for (std::size_t rank = 0; rank < size; ++rank) {
+        for (std::size_t i = 0; i < count; ++i) {
+          ASSERT_EQ(element(output, rank * count + i),
+                    input_value(static_cast<int>(rank), i, dtype))
+              << dtype_name(dtype) << " n=" << count << " block " << rank << " element " << i;
+        }
+      }
+    }
+  }
+}
+
+// 64 MiB, which the default segmenting splits into many pieces: the sum in
+// every dtype, and every op in f32 and bf16 (the native and the user-defined
+// MPI reduction).
+TEST(Communicator, AllreduceSixtyFourMebibytes) {
+  Communicator& comm = default_segments();
+  constexpr std::size_t kBytes = std::size_t{64} << 20;
+  for (DType dtype : kDTypes) {
+    const bool every_op = dtype == DType::kF32 || dtype == DType::kBF16;
+    for (ReduceOp op : kOps) {
+      if (op != ReduceOp::kSum && !every_op) continue;
+      const std::size_t count = kBytes / dtype_size(dtype);
+      Tensor tensor = filled("big", dtype, count, comm.rank());
+      comm.allreduce(tensor, {.op = op});
+      expect_reduced(tensor, op, 0, comm.size(), context_of("allreduce", dtype, op, count));
+    }
+  }
+}
+
+TEST(Communicator, NonBlockingOperationsFinishInAnyWaitOrder) {
+  Communicator& comm = small_segments();
+  constexpr std::size_t kCount = 1000;
+  for (int round = 0; round < 3; ++round) {
+    std::vector<Tensor> tensors;
+    std::vector<std::shared_ptr<Work>> works;
+    for (int i = 0; i < 6; ++i) {
+      tensors.push_back(filled("t" + std::to_string(i), DType::kF32,
+                               kCount + static_cast<std::size_t>(i), comm.rank()));
+      works.push_back(comm.allreduce_async(tensors.back(), {.op = ReduceOp::kSum}));
+    }
+    Tensor gathered = Tensor::allocate("g", DType::kI32, {comm.size()});
+    Tensor mine = Tensor::allocate("m", DType::kI32, {1});
+    mine.data_as<std::int32_t>()[0] = comm.rank();
+    works.push_back(comm.allgather_async(mine, gathered));
+    works.push_back(comm.barrier_async());
+    // Sequence numbers follow the issue order.
+    for (std::size_t i = 1; i < works.size(); ++i) {
+      EXPECT_EQ(works[i]->sequence_number(), works[i - 1]->sequence_number() + 1);
+    }
+    // Wait in reverse on round 0, by polling test() on round 1, rotated on round 2.
+    std::vector<std::size_t> order(works.size());
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+    if (round == 0) std::reverse(order.begin(), order.end());
+    if (round == 2) std::rotate(order.begin(), order.begin() + 3, order.end());
+    for (std::size_t index : order) {
+      if (round == 1) {
+        while (!works[index]->test()) std::this_thread::yield();
+      } else {
+        works[index]->wait(std::chrono::seconds(60));
+      }
+    }
+    for (std::size_t i = 0; i < tensors.size(); ++i) {
+      expect_reduced(tensors[i], ReduceOp::kSum, 0, comm.size(),
+                     "async allreduce " + std::to_string(i));
+      EXPECT_TRUE(works[i]->test());
+    }
+    for (int rank = 0; rank < comm.size(); ++rank) {
+      EXPECT_EQ(gathered.data_as<std::int32_t>()[rank], rank);
+    }
+  }
+}
+
+TEST(Communicator, WaitWithTimeoutThrowsAndTheOperationStillFinishes) {
+  Communicator& comm = small_segments();
+  if (comm.size() < 2) GTEST_SKIP() << "needs two ranks";
+  if (comm.rank() == 1) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  auto work = comm.barrier_async();
+  if (comm.rank() == 0) {
+    EXPECT_THROW(work->wait(std::chrono::milliseconds(50)), TimeoutError);
+  }
+  work->wait();
+  EXPECT_TRUE(work->test());
+}
+
+TEST(Communicator, RejectsWhatItCannotDo) {
+  Communicator& comm = small_segments();
+  EXPECT_EQ(comm.backend_name(), "mpi");
+  float value = 1;
+  Tensor on_gpu = Tensor::borrow("on_gpu", &value, DType::kF32, {1}, Device::cuda(0));
+  try {
+    comm.allreduce(on_gpu);
+    ADD_FAILURE() << "an allreduce of a CUDA tensor on the mpi backend did not throw";
+  } catch (const UsageError& error) {
+    EXPECT_NE(std::string(error.what()).find("backend mpi does not support"), std::string::npos)
+        << error.what();
+  }
+  Tensor input = Tensor::allocate("in", DType::kF32, {3});
+  Tensor wrong = Tensor::allocate("out", DType::kF32, {3});
+  if (comm.size() > 1) {
+    EXPECT_THROW(comm.allgather(input, wrong), UsageError);
+  }
+  EXPECT_THROW(comm.broadcast(input, {.root = comm.size()}), UsageError);
+}
+
+TEST(Communicator, ExchangesMetadata) {
+  Communicator& comm = small_segments();
+  const std::vector<std::string> all =
+      comm.exchange_metadata(std::string(static_cast<std::size_t>(comm.rank()), 'x'));
+  ASSERT_EQ(all.size(), static_cast<std::size_t>(comm.size()));
+  for (int rank = 0; rank < comm.size(); ++rank) {
+    EXPECT_EQ(all[static_cast<std::size_t>(rank)],
+              std::string(static_cast<std::size_t>(rank), 'x'));
+  }
+}
+
+}  // namespace
+}  // namespace lockstep
