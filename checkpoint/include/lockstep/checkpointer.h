@@ -1,0 +1,156 @@
+// Checkpointer: saves and restores the training state as HDF5 checkpoints in
+// <dir>/step-<N>/. Each rank writes about 1/N of the bytes; a step becomes
+// visible by one atomic rename after every rank's data is durable; every
+// slice carries a CRC-32C that is checked on load; saves can run in a
+// background thread. See docs/CHECKPOINTS.md for the format and guarantees.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <mpi.h>
+
+#include <nlohmann/json.hpp>
+
+#include "lockstep/file_env.h"
+#include "lockstep/mpi_comm.h"
+#include "lockstep/runtime.h"
+#include "lockstep/tensor.h"
+
+namespace lockstep {
+
+// Small user values saved beside the tensors: data-loader position, RNG
+// state, counters. Must be a JSON object.
+using KeyValues = nlohmann::json;
+
+// What a checkpoint contains: named groups of tensors ("model", "optim") and
+// named key/value objects ("data"). A State refers to the caller's tensors
+// and values; it owns no data. In this version every rank holds the full
+// tensors (replicated data-parallel state) and passes the same State.
+class State {
+ public:
+  struct Item {
+    // A group of tensors, saved as datasets "<name>/<tensor name>". The
+    // Tensor handles share storage with the caller's tensors, so a restore
+    // fills the caller's memory.
+    Item(std::string name, std::vector<Tensor> tensors);
+    // Key/values that the caller keeps alive; a restore assigns into them.
+    Item(std::string name, KeyValues& values);
+
+    std::string name;
+    std::vector<Tensor> tensors;
+    KeyValues* values = nullptr;
+  };
+
+  State() = default;
+  State(std::initializer_list<Item> items) : items_(items) {}
+  void add(Item item) { items_.push_back(std::move(item)); }
+  const std::vector<Item>& items() const { return items_; }
+
+ private:
+  std::vector<Item> items_;
+};
+
+struct CheckpointOptions {
+  // Where step-<N>/ directories go; created when missing.
+  std::filesystem::path dir = {};
+  // Keep the newest keep_last committed checkpoints (by step number); 0 keeps all.
+  int keep_last = 3;
+  // Also keep every checkpoint whose step is a multiple of keep_every; 0: none.
+  std::int64_t keep_every = 0;
+  // save() returns after copying the state to host memory; a background
+  // thread writes it. When false, save() returns once the step is committed.
+  bool async = true;
+  // File system; null means the real one. Tests pass one that injects faults.
+  std::shared_ptr<FileEnv> env = nullptr;
+};
+
+// What the last completed save cost.
+struct SaveStats {
+  std::int64_t step = -1;
+  std::uint64_t bytes_written = 0;  // by this rank, data and HDF5 metadata
+  double stall_seconds = 0;         // time save() blocked the caller
+  double write_seconds = 0;         // background time from staging to commit
+};
+
+class Checkpointer {
+ public:
+  // Collective over `runtime.comm()`. Creates options.dir, checks that it is
+  // writable (IoError otherwise, on every rank), and removes what crashed
+  // saves left behind (step-<N>.tmp-* directories).
+  Checkpointer(const Runtime& runtime, CheckpointOptions options);
+  // The same over any communicator (a subset of ranks, a test's world).
+  Checkpointer(MPI_Comm comm, CheckpointOptions options);
+
+  // Not copyable or movable: a background save refers to this object.
+  Checkpointer(const Checkpointer&) = delete;
+  Checkpointer& operator=(const Checkpointer&) = delete;
+
+  // Waits for a save in flight. An error it had is logged, not thrown; call
+  // wait() first to see it. Collective, like the save it waits for.
+  ~Checkpointer();
+
+  // Collective: every rank calls it with the same step and a State of the
+  // same names, shapes and dtypes. First waits for the previous save and
+  // throws its error, if it had one (IoError; nothing of it was committed).
+  // Then copies this rank's share of the state to host memory (from GPU
+  // memory through pinned buffers), and either returns (async) or writes and
+  // commits before returning (sync; throws IoError when the step could not be
+  // committed). Throws UsageError for names that are empty, hold "..", "."
+  // or control characters, or repeat, and for a step below 0. After it
+  // returns the caller may modify the tensors.
+  void save(std::int64_t step, const State& state);
+
+  // Collective. Blocks until the save in flight, if any, is committed or has
+  // failed; throws the failure (IoError) once.
+  void wait();
+
+  // Collective. Restores the newest committed checkpoint that passes its
+  // checks into `state` and returns its step (the number passed to save()),
+  // or nullopt when there is none. A corrupt, truncated or incomplete
+  // checkpoint is skipped with a warning naming what failed, and the next
+  // older one is tried. Throws UsageError when a checkpoint does not match
+  // `state` (a missing or extra tensor, another shape or dtype: the message
+  // names the tensor and both shapes) or was written by a newer format.
+  std::optional<std::int64_t> restore_latest(State& state);
+
+  // Collective. Restores step `step`; throws IoError when it is missing or
+  // fails a check, UsageError as restore_latest does.
+  void restore(std::int64_t step, State& state);
+
+  // Committed steps in `dir`, oldest first, as this rank sees them.
+  std::vector<std::int64_t> committed_steps() const;
+
+  // Warnings of the last restore_latest(), one per checkpoint it skipped.
+  const std::vector<std::string>& skipped_checkpoints() const { return skipped_; }
+
+  // Costs of the last completed save (after wait() or the next save()).
+  SaveStats last_save_stats() const { return last_stats_; }
+
+  const CheckpointOptions& options() const { return options_; }
+
+ private:
+  class SaveJob;
+
+  void finish_in_flight(bool rethrow);
+  // Throws IoError if `step` could not be restored; returns false instead
+  // for a checkpoint that is corrupt (with the reason in `why`).
+  bool try_restore(std::int64_t step, State& state, std::string& why);
+
+  CheckpointOptions options_;
+  MpiComm comm_;         // restore and the caller's thread
+  MpiComm writer_comm_;  // the background writer's own collectives
+  std::unique_ptr<SaveJob> in_flight_;
+  // Reused by every save (free whenever no save is in flight): fresh memory
+  // for each save would cost more in page faults than the copies themselves.
+  Tensor staging_;
+  Tensor image_buffer_;
+  std::vector<std::string> skipped_;
+  SaveStats last_stats_;
+};
+
+}  // namespace lockstep

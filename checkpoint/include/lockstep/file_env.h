@@ -1,0 +1,64 @@
+// FileEnv: every file-system operation of the checkpoint layer goes through
+// this interface, so that tests can make any step fail the way a real disk
+// does (short write, ENOSPC, EIO, a crash between write and rename) and check
+// that no committed checkpoint is ever damaged.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace lockstep {
+
+// A file being written from its start. Not thread-safe; one owner.
+class WritableFile {
+ public:
+  virtual ~WritableFile() = default;
+  // Appends every byte of `bytes` (retrying partial writes); throws IoError
+  // naming the file and the system's reason (e.g. "No space left on device").
+  virtual void append(std::span<const std::byte> bytes) = 0;
+  // Makes the appended bytes durable (fsync); throws IoError on failure.
+  virtual void sync() = 0;
+  // Closes the file; throws IoError when the close reports a write error.
+  // The destructor closes silently when close() was not called.
+  virtual void close() = 0;
+};
+
+// The file-system operations of the checkpoint layer. Implementations must be
+// safe to call from several threads at once (the background writer and the
+// training thread). Every method throws IoError naming the path and the
+// system's reason on failure.
+class FileEnv {
+ public:
+  virtual ~FileEnv() = default;
+
+  // Creates or truncates `path` for writing.
+  virtual std::unique_ptr<WritableFile> new_writable_file(const std::filesystem::path& path) = 0;
+  // Reads a whole (small) file.
+  virtual std::string read_file(const std::filesystem::path& path) = 0;
+  // Creates `path` and missing parents; succeeds when it exists already.
+  virtual void create_directories(const std::filesystem::path& path) = 0;
+  // Makes the entries of directory `path` durable (fsync of the directory),
+  // which a rename or a new file needs before it survives a power loss.
+  virtual void sync_directory(const std::filesystem::path& path) = 0;
+  // rename(2): atomic replacement of `to` (which must not be a non-empty
+  // directory).
+  virtual void rename(const std::filesystem::path& from, const std::filesystem::path& to) = 0;
+  // Removes `path` and everything below it; succeeds when it does not exist.
+  virtual void remove_all(const std::filesystem::path& path) = 0;
+  // Names of the entries of directory `path`; empty when it does not exist.
+  virtual std::vector<std::string> list_directory(const std::filesystem::path& path) = 0;
+  virtual bool exists(const std::filesystem::path& path) = 0;
+  virtual std::uint64_t file_size(const std::filesystem::path& path) = 0;
+  // Throws IoError unless the process may create files in directory `path`.
+  virtual void check_writable(const std::filesystem::path& path) = 0;
+};
+
+// The real file system (POSIX calls). One shared instance.
+std::shared_ptr<FileEnv> posix_file_env();
+
+}  // namespace lockstep

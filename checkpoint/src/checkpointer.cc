@@ -1,0 +1,201 @@
+#include "lockstep/checkpointer.h"
+
+#include <chrono>
+#include <exception>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "collective_text.h"
+#include "directory.h"
+#include "layout.h"
+#include "lockstep/log.h"
+#include "restore.h"
+#include "save_job.h"
+
+namespace lockstep {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+}  // namespace
+
+State::Item::Item(std::string item_name, std::vector<Tensor> item_tensors)
+    : name(std::move(item_name)), tensors(std::move(item_tensors)) {}
+
+State::Item::Item(std::string item_name, KeyValues& item_values)
+    : name(std::move(item_name)), values(&item_values) {}
+
+// A save between staging and commit. Owns the background thread; the
+// thread's result is read only after join().
+class Checkpointer::SaveJob {
+ public:
+  explicit SaveJob(checkpoint::StagedSave staged) : staged_(std::move(staged)) {}
+
+  // Runs the writing half; never throws (the error is kept for finish()).
+  void run(MPI_Comm comm, FileEnv& env, const CheckpointOptions& options) noexcept {
+    const auto start = Clock::now();
+    try {
+      stats_.bytes_written = checkpoint::write_and_commit(staged_, comm, env, options);
+    } catch (...) {
+      error_ = std::current_exception();
+    }
+    stats_.write_seconds = seconds_since(start);
+  }
+
+  void start(MPI_Comm comm, FileEnv& env, const CheckpointOptions& options) {
+    thread_ = std::thread([this, comm, &env, &options] { run(comm, env, options); });
+  }
+
+  // Joins the thread, if any; returns the error of the save, if any.
+  std::exception_ptr finish() {
+    if (thread_.joinable()) thread_.join();
+    return error_;
+  }
+
+  SaveStats& stats() { return stats_; }
+  const Tensor& staging() const { return staged_.staging; }
+  const Tensor& image_buffer() const { return staged_.image_buffer; }
+  std::int64_t step() const { return staged_.step; }
+
+ private:
+  checkpoint::StagedSave staged_;
+  std::thread thread_;
+  std::exception_ptr error_;
+  SaveStats stats_;
+};
+
+Checkpointer::Checkpointer(const Runtime& runtime, CheckpointOptions options)
+    : Checkpointer(runtime.comm(), std::move(options)) {}
+
+Checkpointer::Checkpointer(MPI_Comm comm, CheckpointOptions options)
+    : options_(std::move(options)), comm_(MpiComm::dup(comm)), writer_comm_(MpiComm::dup(comm)) {
+  if (options_.dir.empty()) throw UsageError("CheckpointOptions::dir is empty; name a directory");
+  if (options_.keep_last < 0 || options_.keep_every < 0) {
+    throw UsageError(
+        fmt::format("CheckpointOptions: keep_last ({}) and keep_every ({}) must not "
+                    "be negative",
+                    options_.keep_last, options_.keep_every));
+  }
+  if (!options_.env) options_.env = posix_file_env();
+  std::string error;
+  if (comm_.rank() == 0) {
+    try {
+      options_.env->create_directories(options_.dir);
+      options_.env->check_writable(options_.dir);
+      checkpoint::remove_leftovers(*options_.env, options_.dir);
+    } catch (const Error& failure) {
+      error = failure.what();
+    }
+  }
+  checkpoint::broadcast_text(comm_.get(), 0, error);
+  if (!error.empty()) throw IoError(error);
+}
+
+Checkpointer::~Checkpointer() {
+  try {
+    finish_in_flight(false);
+  } catch (...) {
+    // finish_in_flight(false) only logs; nothing may leave a destructor.
+  }
+}
+
+void Checkpointer::finish_in_flight(bool rethrow) {
+  if (!in_flight_) return;
+  std::exception_ptr error = in_flight_->finish();
+  const std::int64_t step = in_flight_->step();
+  last_stats_ = in_flight_->stats();
+  staging_ = in_flight_->staging();
+  image_buffer_ = in_flight_->image_buffer();
+  in_flight_.reset();
+  if (!error) return;
+  if (rethrow) std::rethrow_exception(error);
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& failure) {
+    log::error("background save of step {} failed: {}", step, failure.what());
+  }
+}
+
+void Checkpointer::save(std::int64_t step, const State& state) {
+  const auto start = Clock::now();
+  finish_in_flight(true);
+  if (step < 0) throw UsageError(fmt::format("checkpoint step {} is negative", step));
+  auto job = std::make_unique<SaveJob>(
+      checkpoint::stage(step, state, comm_.rank(), comm_.size(), staging_, image_buffer_));
+  job->stats().step = step;
+  if (options_.async) {
+    job->start(writer_comm_.get(), *options_.env, options_);
+    job->stats().stall_seconds = seconds_since(start);
+    in_flight_ = std::move(job);
+    return;
+  }
+  job->run(writer_comm_.get(), *options_.env, options_);
+  job->stats().stall_seconds = seconds_since(start);
+  in_flight_ = std::move(job);
+  finish_in_flight(true);
+}
+
+void Checkpointer::wait() { finish_in_flight(true); }
+
+std::vector<std::int64_t> Checkpointer::committed_steps() const {
+  return checkpoint::committed_steps(*options_.env, options_.dir);
+}
+
+std::optional<std::int64_t> Checkpointer::restore_latest(State& state) {
+  finish_in_flight(true);
+  skipped_.clear();
+  // Rank 0's view of the directory decides for all, so that every rank
+  // tries the same steps in the same order.
+  std::string listing;
+  if (comm_.rank() == 0) {
+    std::string error;
+    try {
+      listing = nlohmann::json(committed_steps()).dump();
+    } catch (const Error& failure) {
+      error = failure.what();
+    }
+    if (!error.empty()) listing = nlohmann::json{{"error", error}}.dump();
+  }
+  checkpoint::broadcast_text(comm_.get(), 0, listing);
+  const auto parsed = nlohmann::json::parse(listing);
+  if (parsed.is_object()) throw IoError(parsed.at("error").get<std::string>());
+  const auto steps = parsed.get<std::vector<std::int64_t>>();
+  for (auto it = steps.rbegin(); it != steps.rend(); ++it) {
+    std::string why;
+    if (try_restore(*it, state, why)) {
+      if (comm_.rank() == 0) log::info("restored step {} from {}", *it, options_.dir.string());
+      return *it;
+    }
+    const std::string warning = fmt::format("skipping checkpoint of step {}: {}", *it, why);
+    if (comm_.rank() == 0) log::warn("{}", warning);
+    skipped_.push_back(warning);
+  }
+  return std::nullopt;
+}
+
+void Checkpointer::restore(std::int64_t step, State& state) {
+  finish_in_flight(true);
+  std::string why;
+  if (!try_restore(step, state, why)) {
+    throw IoError(fmt::format("cannot restore step {}: {}", step, why));
+  }
+}
+
+bool Checkpointer::try_restore(std::int64_t step, State& state, std::string& why) {
+  const auto step_dir = options_.dir / checkpoint::step_directory_name(step);
+  try {
+    checkpoint::restore_step(*options_.env, step_dir, step, state, comm_.get());
+    return true;
+  } catch (const checkpoint::CorruptCheckpoint& corrupt) {
+    why = corrupt.what();
+    return false;
+  }
+}
+
+}  // namespace lockstep

@@ -1,0 +1,43 @@
+// The checkpoint directory: which steps are committed, which entries are
+// leftovers of crashed saves, and which checkpoints retention removes.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "lockstep/file_env.h"
+
+namespace lockstep::checkpoint {
+
+// "step-42"
+std::string step_directory_name(std::int64_t step);
+// The step of a committed directory name ("step-42" -> 42); nullopt for
+// anything else, including "step-42.tmp-ab12" and "step-042".
+std::optional<std::int64_t> parse_step_directory(std::string_view name);
+// Whether `name` is something a save in progress or an interrupted removal
+// left behind ("step-<N>.<anything>"), which no reader ever looks at.
+bool is_leftover(std::string_view name);
+
+// Committed steps in `dir`, oldest first (by number, not by name).
+std::vector<std::int64_t> committed_steps(FileEnv& env, const std::filesystem::path& dir);
+
+// Removes every leftover entry in `dir`. Failures are logged, not thrown: a
+// leftover is harmless apart from its space.
+void remove_leftovers(FileEnv& env, const std::filesystem::path& dir);
+
+// The steps retention removes: all but the newest `keep_last` (0 keeps all)
+// and the multiples of `keep_every` (0: none).
+std::vector<std::int64_t> steps_to_remove(std::vector<std::int64_t> steps, int keep_last,
+                                          std::int64_t keep_every);
+
+// Takes a committed step out of sight with one rename, then deletes it, so
+// that a crash halfway through a deletion leaves a leftover instead of a
+// committed checkpoint with files missing.
+void remove_step(FileEnv& env, const std::filesystem::path& dir, std::int64_t step,
+                 std::string_view token);
+
+}  // namespace lockstep::checkpoint

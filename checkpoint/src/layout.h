@@ -1,0 +1,69 @@
+// How a State maps onto a checkpoint: dataset paths, which rank writes which
+// slice, and how a slice lands in a tensor's global shape.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "lockstep/checkpointer.h"
+#include "lockstep/error.h"
+#include "lockstep/tensor.h"
+
+namespace lockstep::checkpoint {
+
+// A checkpoint that cannot be trusted (checksum, size, missing file, bad
+// metadata). restore_latest() skips it; restore() reports it.
+class CorruptCheckpoint : public IoError {
+ public:
+  using IoError::IoError;
+};
+
+// Throws UsageError unless `name` is a safe relative path inside the
+// checkpoint: non-empty components separated by '/', none "." or "..", no
+// backslash or control character. `what` names it in the message.
+void check_name(std::string_view name, std::string_view what);
+
+struct TensorLayout {
+  std::string path;  // "model/fc1.weight"
+  DType dtype = DType::kF32;
+  Shape shape;
+  std::int64_t numel = 0;
+  std::size_t nbytes() const { return static_cast<std::size_t>(numel) * dtype_size(dtype); }
+};
+
+// One contiguous run of a tensor's flattened elements, stored in the file of
+// one saving rank.
+struct Piece {
+  int file = 0;  // saving rank
+  std::int64_t begin = 0;
+  std::int64_t count = 0;
+  std::uint32_t crc32c = 0;  // over the bytes of the run
+};
+
+// The tensors of a State in order, with their dataset paths. Throws
+// UsageError for unsafe or repeated names.
+struct FlatState {
+  std::vector<TensorLayout> layouts;
+  std::vector<Tensor> tensors;
+};
+FlatState flatten(const State& state);
+
+// Splits the concatenation of all tensors' bytes into `files` contiguous,
+// nearly equal ranges, cut at element boundaries, so that every rank writes
+// about 1/files of the bytes however the sizes of the tensors vary. Returns,
+// per tensor, its non-empty pieces in file order.
+std::vector<std::vector<Piece>> split_bytes(const std::vector<TensorLayout>& layouts, int files);
+
+// A rectangular block of an N-dimensional array.
+struct Box {
+  std::vector<std::int64_t> start;
+  std::vector<std::int64_t> count;
+};
+// The flattened (row-major) element range [begin, begin + count) of an array
+// of `shape` as at most 2·ndim − 1 boxes, in flattened order. HDF5 virtual
+// datasets can only map boxes.
+std::vector<Box> flat_range_boxes(const Shape& shape, std::int64_t begin, std::int64_t count);
+
+}  // namespace lockstep::checkpoint

@@ -1,0 +1,283 @@
+#include "save_job.h"
+
+#include <chrono>
+#include <cstring>
+#include <random>
+
+#include <fmt/chrono.h>
+#include <fmt/format.h>
+
+#include "collective_text.h"
+#include "crc32c.h"
+#include "directory.h"
+#include "hdf5_files.h"
+#include "lockstep/build_config.h"
+#include "lockstep/cuda_check.h"
+#include "lockstep/log.h"
+#include "lockstep/mpi_check.h"
+#include "metadata.h"
+
+namespace lockstep::checkpoint {
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// Large enough to stream at disk speed, small enough that a fault injected
+// "after N bytes" can land inside a file.
+constexpr std::size_t kWriteChunk = 8U << 20;
+
+std::string random_token() {
+  std::random_device device;
+  const std::uint64_t value = (static_cast<std::uint64_t>(device()) << 32) | device();
+  return fmt::format("{:016x}", value);
+}
+
+void copy_to_host(const Tensor& tensor, std::size_t offset, std::size_t bytes, std::byte* out) {
+  const auto* source = static_cast<const std::byte*>(tensor.data()) + offset;
+  if (tensor.device().is_cpu()) {
+    std::memcpy(out, source, bytes);
+    return;
+  }
+#if LOCKSTEP_HAVE_CUDA
+  LOCKSTEP_CHECK_CUDA(cudaMemcpy(out, source, bytes, cudaMemcpyDeviceToHost));
+#else
+  throw UsageError(fmt::format("tensor {} lives on {}, but lockstep was built without CUDA",
+                               tensor.name(), tensor.device().str()));
+#endif
+}
+
+// Writes `bytes` to `path` through `env` and makes them durable. A file
+// system that acknowledges fewer bytes than it was given is caught by the
+// size check, before anything is committed.
+void write_durably(FileEnv& env, const fs::path& path, std::span<const std::byte> bytes) {
+  auto file = env.new_writable_file(path);
+  for (std::size_t offset = 0; offset < bytes.size(); offset += kWriteChunk) {
+    file->append(bytes.subspan(offset, std::min(kWriteChunk, bytes.size() - offset)));
+  }
+  file->sync();
+  file->close();
+  const std::uint64_t size = env.file_size(path);
+  if (size != bytes.size()) {
+    throw IoError(fmt::format("short write: {} holds {} of {} bytes after fsync", path.string(),
+                              size, bytes.size()));
+  }
+}
+
+std::string utc_now(double* unix_seconds) {
+  const auto now = std::chrono::system_clock::now();
+  *unix_seconds = std::chrono::duration<double>(now.time_since_epoch()).count();
+  return fmt::format("{:%Y-%m-%dT%H:%M:%S}Z",
+                     fmt::gmtime(std::chrono::system_clock::to_time_t(now)));
+}
+
+double seconds_between(std::chrono::steady_clock::time_point start,
+                       std::chrono::steady_clock::time_point end) {
+  return std::chrono::duration<double>(end - start).count();
+}
+
+}  // namespace
+
+StagedSave stage(std::int64_t step, const State& state, int rank, int world_size, Tensor staging,
+                 Tensor image_buffer) {
+  StagedSave staged;
+  staged.image_buffer = std::move(image_buffer);
+  staged.step = step;
+  staged.rank = rank;
+  staged.world_size = world_size;
+  FlatState flat = flatten(state);
+  staged.layouts = std::move(flat.layouts);
+  staged.pieces = split_bytes(staged.layouts, world_size);
+  staged.own_pieces.resize(staged.layouts.size());
+  for (std::size_t t = 0; t < staged.layouts.size(); ++t) {
+    for (const auto& piece : staged.pieces[t]) {
+      if (piece.file == rank) {
+        staged.own_pieces[t].push_back(piece);
+        staged.staged_bytes +=
+            static_cast<std::size_t>(piece.count) * dtype_size(staged.layouts[t].dtype);
+      }
+    }
+  }
+  if (staging.nbytes() < staged.staged_bytes) {
+    staging = Tensor::allocate("checkpoint staging", DType::kU8,
+                               {static_cast<std::int64_t>(staged.staged_bytes)});
+  }
+  staged.staging = staging;
+  auto* out = static_cast<std::byte*>(staged.staging.data());
+  for (std::size_t t = 0; t < staged.layouts.size(); ++t) {
+    const std::size_t element = dtype_size(staged.layouts[t].dtype);
+    for (const auto& piece : staged.own_pieces[t]) {
+      const std::size_t bytes = static_cast<std::size_t>(piece.count) * element;
+      copy_to_host(flat.tensors[t], static_cast<std::size_t>(piece.begin) * element, bytes, out);
+      out += bytes;
+    }
+    if (rank == 0 && staged.layouts[t].shape.empty()) {
+      const std::size_t offset = staged.scalars.size();
+      staged.scalars.resize(offset + element);
+      copy_to_host(flat.tensors[t], 0, element, staged.scalars.data() + offset);
+    }
+  }
+  for (const auto& item : state.items()) {
+    if (item.values == nullptr) continue;
+    if (!item.values->is_object()) {
+      throw UsageError(fmt::format("key/values '{}' must be a JSON object, found {}", item.name,
+                                   item.values->type_name()));
+    }
+    staged.values[item.name] = *item.values;
+  }
+  return staged;
+}
+
+std::uint64_t write_and_commit(StagedSave& staged, MPI_Comm comm, FileEnv& env,
+                               const CheckpointOptions& options) {
+  const fs::path& dir = options.dir;
+  const int rank = staged.rank;
+
+  // The temporary directory's name is new for every attempt, so a leftover
+  // of an earlier crash can never be mistaken for this save's files.
+  std::string token;
+  std::string error;
+  if (rank == 0) {
+    try {
+      token = random_token();
+      env.create_directories(dir / fmt::format("step-{}.tmp-{}", staged.step, token));
+    } catch (const std::exception& failure) {
+      error = failure.what();
+    }
+  }
+  broadcast_text(comm, 0, error);
+  if (!error.empty()) {
+    throw IoError(fmt::format("checkpoint of step {} was not committed: {}", staged.step, error));
+  }
+  broadcast_text(comm, 0, token);
+  const fs::path temporary = dir / fmt::format("step-{}.tmp-{}", staged.step, token);
+
+  // Every rank writes and fsyncs its own file.
+  std::uint64_t bytes_written = 0;
+  json outcome = {{"error", ""}};
+  try {
+    const std::span<const std::byte> data(static_cast<const std::byte*>(staged.staging.data()),
+                                          staged.staged_bytes);
+    const auto started = std::chrono::steady_clock::now();
+    std::size_t offset = 0;
+    json checksums = json::array();
+    for (std::size_t t = 0; t < staged.layouts.size(); ++t) {
+      for (auto& piece : staged.own_pieces[t]) {
+        const std::size_t bytes =
+            static_cast<std::size_t>(piece.count) * dtype_size(staged.layouts[t].dtype);
+        piece.crc32c = crc32c(data.subspan(offset, bytes));
+        checksums.push_back(piece.crc32c);
+        offset += bytes;
+      }
+    }
+    const auto checksummed = std::chrono::steady_clock::now();
+    const auto image =
+        build_rank_file(staged.layouts, staged.own_pieces, data, staged.image_buffer);
+    const auto built = std::chrono::steady_clock::now();
+    write_durably(env, temporary / rank_file_name(rank), image);
+    log::debug("step {}: checksums {:.3f} s, HDF5 image {:.3f} s, write and fsync {:.3f} s",
+               staged.step, seconds_between(started, checksummed),
+               seconds_between(checksummed, built),
+               seconds_between(built, std::chrono::steady_clock::now()));
+    bytes_written += image.size();
+    outcome = {{"error", ""},
+               {"size", image.size()},
+               {"crc32c", crc32c(image)},
+               {"pieces", std::move(checksums)}};
+  } catch (const std::exception& failure) {
+    outcome = {{"error", fmt::format("rank {}: {}", rank, failure.what())}};
+  }
+
+  // Rank 0 hears from every rank; only when all wrote and synced does it
+  // write the metadata and commit.
+  const auto outcomes = gather_text(comm, 0, outcome.dump());
+  error.clear();
+  if (rank == 0) {
+    bool committed = false;
+    bool moved_aside = false;
+    const fs::path final_path = dir / step_directory_name(staged.step);
+    const fs::path replaced = dir / fmt::format("step-{}.replaced-{}", staged.step, token);
+    try {
+      Metadata metadata;
+      metadata.library_version = LOCKSTEP_VERSION;
+      metadata.step = staged.step;
+      metadata.world_size = staged.world_size;
+      metadata.wall_time = utc_now(&metadata.unix_time);
+      metadata.values = staged.values;
+      std::vector<std::size_t> next_checksum(outcomes.size(), 0);
+      std::vector<json> parsed;
+      for (const auto& text : outcomes) {
+        parsed.push_back(json::parse(text));
+        const auto message = parsed.back().at("error").get<std::string>();
+        if (!message.empty()) {
+          if (!error.empty()) error += "; ";
+          error += message;
+        }
+      }
+      if (!error.empty()) throw IoError(error);
+      for (std::size_t r = 0; r < parsed.size(); ++r) {
+        metadata.rank_files.push_back({.name = rank_file_name(static_cast<int>(r)),
+                                       .size = parsed[r].at("size").get<std::uint64_t>(),
+                                       .crc32c = parsed[r].at("crc32c").get<std::uint32_t>()});
+      }
+      for (std::size_t t = 0; t < staged.layouts.size(); ++t) {
+        TensorRecord record{.layout = staged.layouts[t], .pieces = staged.pieces[t]};
+        for (auto& piece : record.pieces) {
+          const auto file = static_cast<std::size_t>(piece.file);
+          piece.crc32c = parsed[file].at("pieces").at(next_checksum[file]++).get<std::uint32_t>();
+        }
+        metadata.tensors.push_back(std::move(record));
+      }
+      const auto master = build_master_file(metadata, staged.scalars);
+      write_durably(env, temporary / kMasterFile, master);
+      metadata.master_file = {.name = kMasterFile, .size = master.size(), .crc32c = crc32c(master)};
+      const std::string text = serialize(metadata);
+      write_durably(env, temporary / kMetadataFile, std::as_bytes(std::span(text)));
+      bytes_written += master.size() + text.size();
+      env.sync_directory(temporary);
+
+      // The commit: one rename, made durable by syncing the parent.
+      // A step saved again (after a restart) replaces the old copy, which
+      // rename(2) cannot do for a non-empty directory: move it aside first.
+      if (env.exists(final_path)) {
+        env.rename(final_path, replaced);
+        moved_aside = true;
+      }
+      env.rename(temporary, final_path);
+      committed = true;
+      env.sync_directory(dir);
+      if (moved_aside) env.remove_all(replaced);
+    } catch (const std::exception& failure) {
+      if (!committed) {
+        error = failure.what();
+        try {
+          if (moved_aside) env.rename(replaced, final_path);
+          env.remove_all(temporary);
+        } catch (const std::exception& cleanup) {
+          log::warn("cannot remove {} of the failed save: {}", temporary.string(), cleanup.what());
+        }
+      } else {
+        log::warn("step {} is committed, but finishing up failed: {}", staged.step, failure.what());
+      }
+    }
+    if (committed) {
+      try {
+        for (const auto step :
+             steps_to_remove(committed_steps(env, dir), options.keep_last, options.keep_every)) {
+          remove_step(env, dir, step, token);
+        }
+        remove_leftovers(env, dir);
+      } catch (const std::exception& failure) {
+        log::warn("retention after step {} failed: {}", staged.step, failure.what());
+      }
+    }
+  }
+  broadcast_text(comm, 0, error);
+  if (!error.empty()) {
+    throw IoError(fmt::format("checkpoint of step {} was not committed: {}", staged.step, error));
+  }
+  return bytes_written;
+}
+
+}  // namespace lockstep::checkpoint

@@ -1,0 +1,46 @@
+// One save, in two halves: staging (on the caller's thread, quick: a copy
+// of this rank's share into host memory) and writing (possibly on the
+// background thread: HDF5 files, fsync, agreement, rename, retention).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <vector>
+
+#include <mpi.h>
+
+#include <nlohmann/json.hpp>
+
+#include "layout.h"
+#include "lockstep/checkpointer.h"
+
+namespace lockstep::checkpoint {
+
+struct StagedSave {
+  std::int64_t step = 0;
+  int rank = 0;
+  int world_size = 1;
+  std::vector<TensorLayout> layouts;
+  std::vector<std::vector<Piece>> pieces;      // every rank's, per tensor
+  std::vector<std::vector<Piece>> own_pieces;  // this rank's, per tensor
+  Tensor staging;                              // this rank's bytes, tensor order
+  Tensor image_buffer;                         // reused memory of the HDF5 file image
+  std::size_t staged_bytes = 0;
+  std::vector<std::byte> scalars;  // rank 0: the scalar tensors, for the master file
+  nlohmann::json values = nlohmann::json::object();
+};
+
+// Copies this rank's share of `state` into `staging` (grown when too small,
+// page-locked when CUDA is usable) and returns everything the writer needs.
+// Throws UsageError for bad names.
+StagedSave stage(std::int64_t step, const State& state, int rank, int world_size, Tensor staging,
+                 Tensor image_buffer);
+
+// Collective over `comm`: writes the staged save into a temporary directory,
+// makes it durable, and, when every rank succeeded, commits it with one
+// rename and applies retention. Throws IoError (the same message on every
+// rank) when the step was not committed. Returns the bytes this rank wrote.
+std::uint64_t write_and_commit(StagedSave& staged, MPI_Comm comm, FileEnv& env,
+                               const CheckpointOptions& options);
+
+}  // namespace lockstep::checkpoint

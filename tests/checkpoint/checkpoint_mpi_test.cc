@@ -1,0 +1,306 @@
+// Multi-rank tests of saving and restoring: every dtype and awkward shapes,
+// asynchronous snapshots, resharding, corruption fallback, retention, the
+// order of asynchronous commits, and errors for bad input.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "checkpoint_test_util.h"
+#include "fault_injection_env.h"
+
+namespace lockstep::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+MPI_Comm world() { return runtime().comm(); }
+int world_rank() { return runtime().rank(); }
+int world_size() { return runtime().world_size(); }
+
+std::string error_of(const std::function<void()>& action) {
+  try {
+    action();
+  } catch (const std::exception& error) {
+    return error.what();
+  }
+  return "(no error)";
+}
+
+void round_trip(bool async) {
+  const auto dir = fresh_dir(async ? "round-trip-async" : "round-trip-sync", world());
+  TestModel saved = every_dtype_model();
+  saved.fill_all(7);
+  {
+    Checkpointer checkpointer(world(), {.dir = dir, .async = async});
+    auto state = saved.state();
+    checkpointer.save(3, state);
+    // The snapshot was taken when save() returned: later changes are not saved.
+    saved.fill_all(8);
+    checkpointer.wait();
+    EXPECT_EQ(checkpointer.last_save_stats().step, 3);
+    EXPECT_GT(checkpointer.last_save_stats().bytes_written, 0U);
+  }
+  TestModel loaded = every_dtype_model();
+  Checkpointer checkpointer(world(), {.dir = dir});
+  auto state = loaded.state();
+  EXPECT_EQ(checkpointer.restore_latest(state), 3);
+  EXPECT_EQ(loaded.mismatch(7), "");
+  EXPECT_TRUE(checkpointer.skipped_checkpoints().empty());
+}
+
+TEST(CheckpointRoundTrip, EveryDtypeAndShapeSynchronously) { round_trip(false); }
+TEST(CheckpointRoundTrip, EveryDtypeAndShapeAsynchronously) { round_trip(true); }
+
+TEST(CheckpointRoundTrip, NothingToRestoreGivesNullopt) {
+  const auto dir = fresh_dir("empty", world());
+  Checkpointer checkpointer(world(), {.dir = dir});
+  TestModel model = every_dtype_model();
+  auto state = model.state();
+  EXPECT_EQ(checkpointer.restore_latest(state), std::nullopt);
+}
+
+// The first `ranks` ranks of the world, or MPI_COMM_NULL on the others.
+MpiComm first_ranks(int ranks) {
+  return MpiComm::split(world(), world_rank() < ranks ? 0 : MPI_UNDEFINED, world_rank());
+}
+
+TEST(CheckpointResharding, LoadsAtEveryWorldSize) {
+  std::vector<int> save_sizes = {world_size()};
+  if (world_size() > 2) save_sizes.push_back(2);
+  for (const int saved_at : save_sizes) {
+    const auto dir = fresh_dir(fmt::format("reshard-from-{}", saved_at), world());
+    {
+      MpiComm savers = first_ranks(saved_at);
+      if (savers.get() != MPI_COMM_NULL) {
+        TestModel model = every_dtype_model();
+        model.fill_all(static_cast<std::uint64_t>(saved_at));
+        Checkpointer checkpointer(savers.get(), {.dir = dir, .async = false});
+        checkpointer.save(saved_at, model.state());
+      }
+    }
+    for (int loaded_at = 1; loaded_at <= world_size(); ++loaded_at) {
+      MPI_Barrier(world());
+      MpiComm loaders = first_ranks(loaded_at);
+      if (loaders.get() == MPI_COMM_NULL) continue;
+      TestModel model = every_dtype_model();
+      Checkpointer checkpointer(loaders.get(), {.dir = dir});
+      auto state = model.state();
+      EXPECT_EQ(checkpointer.restore_latest(state), saved_at);
+      EXPECT_EQ(model.mismatch(static_cast<std::uint64_t>(saved_at)), "")
+          << "saved at " << saved_at << " ranks, loaded at " << loaded_at;
+    }
+  }
+}
+
+// Saves steps 1 and 2, damages step 2 with `damage` (run on rank 0), and
+// expects restore_latest() to fall back to step 1 with a warning naming
+// `expected_in_warning`.
+void expect_fallback(const std::string& name, const std::function<void(const fs::path&)>& damage,
+                     const std::string& expected_in_warning) {
+  const auto dir = fresh_dir(name, world());
+  {
+    TestModel model = large_model();
+    Checkpointer checkpointer(world(), {.dir = dir, .async = false});
+    model.fill_all(1);
+    checkpointer.save(1, model.state());
+    model.fill_all(2);
+    checkpointer.save(2, model.state());
+  }
+  if (world_rank() == 0) damage(dir / "step-2");
+  MPI_Barrier(world());
+
+  TestModel model = large_model();
+  model.fill_all(5);
+  Checkpointer checkpointer(world(), {.dir = dir});
+  auto state = model.state();
+  // Restoring the damaged step alone fails and leaves the state as it was.
+  const std::string error = error_of([&] { checkpointer.restore(2, state); });
+  EXPECT_NE(error.find(expected_in_warning), std::string::npos) << error;
+  EXPECT_EQ(model.mismatch(5), "");
+  EXPECT_EQ(checkpointer.restore_latest(state), 1);
+  EXPECT_EQ(model.mismatch(1), "");
+  ASSERT_EQ(checkpointer.skipped_checkpoints().size(), 1U);
+  EXPECT_NE(checkpointer.skipped_checkpoints()[0].find(expected_in_warning), std::string::npos)
+      << checkpointer.skipped_checkpoints()[0];
+}
+
+std::string last_rank_file() { return fmt::format("rank-{:05d}.h5", world_size() - 1); }
+
+TEST(CheckpointVerification, OneFlippedByteFallsBackToTheOlderStep) {
+  expect_fallback(
+      "flipped-byte",
+      [](const fs::path& step_dir) {
+        const auto path = step_dir / last_rank_file();
+        std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+        const auto middle = static_cast<std::streamoff>(fs::file_size(path) / 2);
+        file.seekg(middle);
+        const char byte = static_cast<char>(file.get());
+        file.seekp(middle);
+        file.put(static_cast<char>(byte ^ 0x01));
+      },
+      last_rank_file());
+}
+
+TEST(CheckpointVerification, TruncatedFileFallsBackToTheOlderStep) {
+  expect_fallback(
+      "truncated",
+      [](const fs::path& step_dir) {
+        const auto path = step_dir / last_rank_file();
+        fs::resize_file(path, fs::file_size(path) / 2);
+      },
+      "truncated");
+}
+
+TEST(CheckpointVerification, MissingMetadataFallsBackToTheOlderStep) {
+  expect_fallback(
+      "no-metadata", [](const fs::path& step_dir) { fs::remove(step_dir / "metadata.json"); },
+      "incomplete");
+}
+
+TEST(CheckpointVerification, MissingRankFileFallsBackToTheOlderStep) {
+  expect_fallback(
+      "no-rank-file", [](const fs::path& step_dir) { fs::remove(step_dir / last_rank_file()); },
+      "missing");
+}
+
+TEST(CheckpointRetention, KeepsTheNewestKByStepNumber) {
+  const auto dir = fresh_dir("retention", world());
+  TestModel model = large_model();
+  Checkpointer checkpointer(world(), {.dir = dir, .keep_last = 2, .async = true});
+  for (const std::int64_t step : {9, 10, 100}) {
+    model.fill_all(static_cast<std::uint64_t>(step));
+    checkpointer.save(step, model.state());
+  }
+  checkpointer.wait();
+  EXPECT_EQ(checkpointer.committed_steps(), steps({10, 100}));
+  if (world_rank() == 0) {
+    std::vector<std::string> entries;
+    for (const auto& entry : fs::directory_iterator(dir)) {
+      entries.push_back(entry.path().filename().string());
+    }
+    std::sort(entries.begin(), entries.end());
+    EXPECT_EQ(entries, (std::vector<std::string>{"step-10", "step-100"}));
+  }
+  auto state = model.state();
+  EXPECT_EQ(checkpointer.restore_latest(state), 100);
+  EXPECT_EQ(model.mismatch(100), "");
+}
+
+TEST(CheckpointRetention, AlsoKeepsEveryMthStep) {
+  const auto dir = fresh_dir("retention-every", world());
+  TestModel model = large_model();
+  Checkpointer checkpointer(world(),
+                            {.dir = dir, .keep_last = 1, .keep_every = 10, .async = false});
+  for (const std::int64_t step : {5, 10, 15, 20, 25}) checkpointer.save(step, model.state());
+  EXPECT_EQ(checkpointer.committed_steps(), steps({10, 20, 25}));
+}
+
+TEST(CheckpointRetention, SavingAStepAgainReplacesIt) {
+  const auto dir = fresh_dir("save-again", world());
+  TestModel model = large_model();
+  Checkpointer checkpointer(world(), {.dir = dir, .async = false});
+  model.fill_all(1);
+  checkpointer.save(4, model.state());
+  model.fill_all(2);
+  checkpointer.save(4, model.state());
+  EXPECT_EQ(checkpointer.committed_steps(), steps({4}));
+  model.fill_all(3);
+  auto state = model.state();
+  EXPECT_EQ(checkpointer.restore_latest(state), 4);
+  EXPECT_EQ(model.mismatch(2), "");
+}
+
+TEST(CheckpointAsync, StepNPlusOneCannotCommitBeforeStepN) {
+  const auto dir = fresh_dir("async-order", world());
+  auto env = std::make_shared<FaultInjectionEnv>();
+  // Slow writes keep step 1 in flight when step 2 is requested.
+  env->set_append_delay(std::chrono::milliseconds(100));
+  TestModel model = large_model();
+  Checkpointer checkpointer(world(), {.dir = dir, .async = true, .env = env});
+  model.fill_all(1);
+  checkpointer.save(1, model.state());
+  model.fill_all(2);
+  checkpointer.save(2, model.state());
+  // save(2) returned, so step 1 is committed already; step 2 may still be in flight.
+  EXPECT_EQ(checkpointer.committed_steps().front(), 1);
+  checkpointer.wait();
+  if (world_rank() == 0) {
+    std::vector<std::string> commits;
+    for (const auto& name : env->renamed_to()) {
+      if (name.find('.') == std::string::npos) commits.push_back(name);
+    }
+    EXPECT_EQ(commits, (std::vector<std::string>{"step-1", "step-2"}));
+  }
+  auto state = model.state();
+  EXPECT_EQ(checkpointer.restore_latest(state), 2);
+  EXPECT_EQ(model.mismatch(2), "");
+}
+
+TEST(CheckpointErrors, MismatchedStateNamesTheTensorAndBothShapes) {
+  const auto dir = fresh_dir("mismatch", world());
+  Checkpointer checkpointer(world(), {.dir = dir, .async = false});
+  std::vector<Tensor> saved = {Tensor::allocate("w", DType::kF32, {2, 3})};
+  checkpointer.save(1, State{{"model", saved}});
+
+  State other_shape{{"model", {Tensor::allocate("w", DType::kF32, {3, 2})}}};
+  std::string error = error_of([&] { checkpointer.restore_latest(other_shape); });
+  EXPECT_NE(error.find("model/w"), std::string::npos) << error;
+  EXPECT_NE(error.find("[3, 2]"), std::string::npos) << error;
+  EXPECT_NE(error.find("[2, 3]"), std::string::npos) << error;
+
+  State other_dtype{{"model", {Tensor::allocate("w", DType::kF64, {2, 3})}}};
+  error = error_of([&] { checkpointer.restore_latest(other_dtype); });
+  EXPECT_NE(error.find("f64[2, 3]"), std::string::npos) << error;
+
+  State missing{
+      {"model",
+       {Tensor::allocate("w", DType::kF32, {2, 3}), Tensor::allocate("b", DType::kF32, {3})}}};
+  error = error_of([&] { checkpointer.restore_latest(missing); });
+  EXPECT_NE(error.find("model/b"), std::string::npos) << error;
+  EXPECT_THROW(checkpointer.restore_latest(missing), UsageError);
+}
+
+TEST(CheckpointErrors, NewerFormatVersionIsRefused) {
+  const auto dir = fresh_dir("newer-format", world());
+  Checkpointer checkpointer(world(), {.dir = dir, .async = false});
+  TestModel model = large_model();
+  checkpointer.save(1, model.state());
+  if (world_rank() == 0) {
+    const auto path = dir / "step-1" / "metadata.json";
+    std::ifstream in(path);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    text.replace(text.find("\"format_version\": 1"), 19, "\"format_version\": 99");
+    std::ofstream(path, std::ios::trunc) << text;
+  }
+  MPI_Barrier(world());
+  auto state = model.state();
+  const std::string error = error_of([&] { checkpointer.restore_latest(state); });
+  EXPECT_NE(error.find("format version 99"), std::string::npos) << error;
+}
+
+TEST(CheckpointErrors, NamesThatLeaveTheCheckpointAreRefused) {
+  const auto dir = fresh_dir("escape", world());
+  Checkpointer checkpointer(world(), {.dir = dir, .async = false});
+  State escaping{{"model", {Tensor::allocate("../../escape", DType::kF32, {2})}}};
+  EXPECT_THROW(checkpointer.save(1, escaping), UsageError);
+  State absolute{{"/etc", {Tensor::allocate("w", DType::kF32, {2})}}};
+  const std::string error = error_of([&] { checkpointer.save(1, absolute); });
+  EXPECT_NE(error.find("'/etc'"), std::string::npos) << error;
+  EXPECT_TRUE(checkpointer.committed_steps().empty());
+}
+
+TEST(CheckpointErrors, UnwritableDirectoryIsAnIoError) {
+  const auto dir = fresh_dir("unwritable", world());
+  if (world_rank() == 0) {
+    fs::create_directories(dir);
+    std::ofstream(dir / "a-file") << "not a directory";
+  }
+  MPI_Barrier(world());
+  const std::string error =
+      error_of([&] { Checkpointer checkpointer(world(), {.dir = dir / "a-file" / "ckpt"}); });
+  EXPECT_NE(error.find("a-file/ckpt"), std::string::npos) << error;
+  EXPECT_THROW(Checkpointer(world(), {.dir = dir / "a-file" / "ckpt"}), IoError);
+}
+
+}  // namespace
+}  // namespace lockstep::testing

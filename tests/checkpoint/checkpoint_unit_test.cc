@@ -1,0 +1,219 @@
+// Single-process tests of the checkpoint layer's pure parts.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+
+#include <lockstep/checkpoint_policy.h>
+
+#include "crc32c.h"
+#include "directory.h"
+#include "layout.h"
+#include "metadata.h"
+
+namespace lockstep::checkpoint {
+namespace {
+
+std::uint32_t crc_of(std::string_view text) {
+  return crc32c(std::as_bytes(std::span(text.data(), text.size())));
+}
+
+TEST(Crc32c, MatchesTheStandardCheckValue) {
+  EXPECT_EQ(crc_of("123456789"), 0xE3069283U);  // RFC 3720 / iSCSI check value
+  EXPECT_EQ(crc_of(""), 0U);
+}
+
+TEST(Crc32c, IsIncrementalAndDetectsOneFlippedBit) {
+  std::string text(1000, '\0');
+  for (std::size_t i = 0; i < text.size(); ++i) text[i] = static_cast<char>(i * 7 + 3);
+  const auto whole = crc_of(text);
+  const auto bytes = std::as_bytes(std::span(text.data(), text.size()));
+  EXPECT_EQ(crc32c(bytes.subspan(333), crc32c(bytes.first(333))), whole);
+  text[517] = static_cast<char>(text[517] ^ 0x10);
+  EXPECT_NE(crc_of(text), whole);
+}
+
+TEST(CheckName, AcceptsNestedNamesAndRejectsEscapes) {
+  EXPECT_NO_THROW(check_name("layers.0/weight", "tensor"));
+  EXPECT_NO_THROW(check_name("a..b", "tensor"));
+  for (const std::string& bad : std::initializer_list<std::string>{
+           "", "/abs", "../up", "a/../../b", "a//b", "a/", ".", "a\\b", std::string("a\nb")}) {
+    try {
+      check_name(bad, "tensor name");
+      ADD_FAILURE() << "accepted '" << bad << "'";
+    } catch (const UsageError& error) {
+      EXPECT_NE(std::string(error.what()).find("tensor name"), std::string::npos);
+    }
+  }
+}
+
+TEST(SplitBytes, GivesEveryRankAboutItsShareAndTilesEveryTensor) {
+  std::vector<TensorLayout> layouts = {
+      {.path = "a", .dtype = DType::kF32, .shape = {1000}, .numel = 1000},
+      {.path = "b", .dtype = DType::kU8, .shape = {3}, .numel = 3},
+      {.path = "c", .dtype = DType::kF64, .shape = {}, .numel = 1},
+      {.path = "d", .dtype = DType::kI64, .shape = {0, 5}, .numel = 0},
+      {.path = "e", .dtype = DType::kBF16, .shape = {17, 3}, .numel = 51},
+  };
+  std::size_t total = 0;
+  for (const auto& layout : layouts) total += layout.nbytes();
+  for (int files : {1, 2, 3, 4, 7}) {
+    const auto pieces = split_bytes(layouts, files);
+    std::vector<std::size_t> per_file(static_cast<std::size_t>(files), 0);
+    for (std::size_t t = 0; t < layouts.size(); ++t) {
+      std::int64_t next = 0;
+      int last_file = -1;
+      for (const auto& piece : pieces[t]) {
+        EXPECT_EQ(piece.begin, next) << layouts[t].path << " files=" << files;
+        EXPECT_GT(piece.count, 0);
+        EXPECT_GT(piece.file, last_file);
+        last_file = piece.file;
+        next += piece.count;
+        per_file[static_cast<std::size_t>(piece.file)] +=
+            static_cast<std::size_t>(piece.count) * dtype_size(layouts[t].dtype);
+      }
+      EXPECT_EQ(next, layouts[t].numel) << layouts[t].path << " files=" << files;
+    }
+    for (const auto bytes : per_file) {
+      // Within one element of the largest dtype of an even share.
+      EXPECT_LE(bytes, total / static_cast<std::size_t>(files) + 8) << "files=" << files;
+      EXPECT_GE(bytes + 8, total / static_cast<std::size_t>(files)) << "files=" << files;
+    }
+  }
+}
+
+// Marks every element a box covers and checks that the boxes cover exactly
+// the range, in order.
+void expect_boxes_tile(const Shape& shape, std::int64_t begin, std::int64_t count) {
+  const auto boxes = flat_range_boxes(shape, begin, count);
+  EXPECT_LE(boxes.size(), 2 * shape.size() - 1);
+  std::vector<std::int64_t> covered;
+  for (const auto& box : boxes) {
+    ASSERT_EQ(box.start.size(), shape.size());
+    std::int64_t box_numel = 1;
+    for (const auto extent : box.count) box_numel *= extent;
+    for (std::int64_t i = 0; i < box_numel; ++i) {
+      // The i-th element of the box in row-major order, as a flat index.
+      std::int64_t rest = i;
+      std::vector<std::int64_t> index(shape.size());
+      for (std::size_t d = shape.size(); d-- > 0;) {
+        index[d] = box.start[d] + rest % box.count[d];
+        rest /= box.count[d];
+      }
+      std::int64_t flat = 0;
+      for (std::size_t d = 0; d < shape.size(); ++d) flat = flat * shape[d] + index[d];
+      covered.push_back(flat);
+    }
+  }
+  ASSERT_EQ(covered.size(), static_cast<std::size_t>(count));
+  for (std::int64_t i = 0; i < count; ++i)
+    EXPECT_EQ(covered[static_cast<std::size_t>(i)], begin + i);
+}
+
+TEST(FlatRangeBoxes, TileAnyRangeInOrder) {
+  const Shape shape = {4, 3, 5};
+  for (std::int64_t begin = 0; begin < 60; begin += 7) {
+    for (std::int64_t end = begin + 1; end <= 60; end += 5) {
+      SCOPED_TRACE(::testing::Message() << "[" << begin << ", " << end << ")");
+      expect_boxes_tile(shape, begin, end - begin);
+    }
+  }
+  expect_boxes_tile({10}, 3, 4);
+  expect_boxes_tile({1, 1, 13}, 2, 9);
+}
+
+TEST(Directory, ParsesOnlyCommittedNames) {
+  EXPECT_EQ(parse_step_directory("step-42"), 42);
+  EXPECT_EQ(parse_step_directory("step-0"), 0);
+  EXPECT_FALSE(parse_step_directory("step-042"));
+  EXPECT_FALSE(parse_step_directory("step-42.tmp-00ff"));
+  EXPECT_FALSE(parse_step_directory("step-"));
+  EXPECT_FALSE(parse_step_directory("steps-4"));
+  EXPECT_TRUE(is_leftover("step-42.tmp-00ff"));
+  EXPECT_TRUE(is_leftover("step-7.deleted-1"));
+  EXPECT_FALSE(is_leftover("step-42"));
+  EXPECT_FALSE(is_leftover("notes.txt"));
+}
+
+TEST(Retention, KeepsTheNewestByNumberAndEveryMth) {
+  EXPECT_EQ(steps_to_remove({100, 9, 10}, 2, 0), (std::vector<std::int64_t>{9}));
+  EXPECT_EQ(steps_to_remove({9, 10, 100}, 3, 0), (std::vector<std::int64_t>{}));
+  EXPECT_EQ(steps_to_remove({5, 10, 15, 20, 25}, 1, 10), (std::vector<std::int64_t>{5, 15}));
+  EXPECT_EQ(steps_to_remove({1, 2, 3}, 0, 0), (std::vector<std::int64_t>{}));
+}
+
+Metadata sample_metadata() {
+  Metadata metadata;
+  metadata.library_version = "0.1.0";
+  metadata.step = 12;
+  metadata.world_size = 2;
+  metadata.wall_time = "2026-01-01T00:00:00Z";
+  metadata.rank_files = {{"rank-00000.h5", 10, 1}, {"rank-00001.h5", 20, 2}};
+  metadata.master_file = {"checkpoint.h5", 30, 3};
+  metadata.tensors.push_back(
+      {.layout = {.path = "model/w", .dtype = DType::kBF16, .shape = {2, 3}, .numel = 6},
+       .pieces = {{0, 0, 4, 77}, {1, 4, 2, 88}}});
+  metadata.values = {{"data", {{"position", 5}}}};
+  return metadata;
+}
+
+TEST(Metadata, RoundTripsAndRejectsDamage) {
+  const std::string text = serialize(sample_metadata());
+  const Metadata parsed = parse_metadata(text, "m");
+  EXPECT_EQ(parsed.step, 12);
+  EXPECT_EQ(parsed.tensors.at(0).layout.shape, (Shape{2, 3}));
+  EXPECT_EQ(parsed.tensors.at(0).pieces.at(1).crc32c, 88U);
+  EXPECT_EQ(parsed.values["data"]["position"], 5);
+
+  std::string damaged = text;
+  damaged.replace(damaged.find("\"step\": 12"), 10, "\"step\": 13");
+  EXPECT_THROW(parse_metadata(damaged, "m"), CorruptCheckpoint);
+  EXPECT_THROW(parse_metadata(text.substr(0, text.size() / 2), "m"), CorruptCheckpoint);
+}
+
+TEST(Metadata, NewerFormatIsAUsageError) {
+  std::string text = serialize(sample_metadata());
+  text.replace(text.find("\"format_version\": 1"), 19, "\"format_version\": 9");
+  try {
+    parse_metadata(text, "step-12/metadata.json");
+    FAIL() << "accepted a newer format";
+  } catch (const CorruptCheckpoint&) {
+    FAIL() << "a newer format is not corruption";
+  } catch (const UsageError& error) {
+    EXPECT_NE(std::string(error.what()).find("format version 9"), std::string::npos);
+  }
+}
+
+TEST(Policy, EveryStepsAndEverySeconds) {
+  const auto steps = CheckpointPolicy::every_steps(5);
+  EXPECT_FALSE(steps.due(3, 0));
+  EXPECT_TRUE(steps.due(4, 0));
+  EXPECT_TRUE(steps.due(9, 0));
+  auto seconds = CheckpointPolicy::every_seconds(10);
+  EXPECT_FALSE(seconds.due(0, 5));
+  EXPECT_TRUE(seconds.due(0, 10));
+  seconds.record_save(10, 0.5);
+  EXPECT_FALSE(seconds.due(1, 19));
+  EXPECT_TRUE(seconds.due(2, 20.5));
+  EXPECT_THROW(CheckpointPolicy::every_steps(0), UsageError);
+}
+
+TEST(Policy, AutomaticUsesYoungDalyWithMeasuredStallAndLearnedMtbf) {
+  EXPECT_DOUBLE_EQ(young_daly_interval(2, 3600), std::sqrt(2.0 * 2 * 3600));
+  auto policy = CheckpointPolicy::automatic(0, 10000);
+  EXPECT_TRUE(policy.due(0, 0)) << "the first save measures the cost";
+  policy.record_save(0, 4);
+  policy.record_save(1, 8);  // mean stall 6 s
+  EXPECT_DOUBLE_EQ(policy.interval_seconds(), std::sqrt(2.0 * 6 * 10000));
+  policy.observe_restarts(7200, 3);  // MTBF 2400 s learned
+  EXPECT_DOUBLE_EQ(policy.mtbf_seconds(), 2400);
+  const double interval = std::sqrt(2.0 * 6 * 2400);
+  EXPECT_DOUBLE_EQ(policy.interval_seconds(), interval);
+  EXPECT_FALSE(policy.due(5, 1 + interval * 0.9));
+  EXPECT_TRUE(policy.due(6, 1 + interval));
+  EXPECT_DOUBLE_EQ(CheckpointPolicy::automatic(100).mtbf_seconds(), 100);
+  EXPECT_FALSE(estimate_mtbf(1000, 0).has_value());
+}
+
+}  // namespace
+}  // namespace lockstep::checkpoint
