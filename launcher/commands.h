@@ -19,4 +19,7 @@ void add_config_command(CLI::App& app, int& exit_code);
 // `lockstep run -n N ... -- program`: the supervised job.
 void add_run_command(CLI::App& app, int& exit_code);
 
+// `lockstep ckpt list|verify|inspect DIR`: runs the sibling lockstep-ckpt.
+void add_ckpt_command(CLI::App& app, int& exit_code);
+
 }  // namespace lockstep::cli

@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   int exit_code = kExitSuccess;
   add_run_command(app, exit_code);
   add_config_command(app, exit_code);
+  add_ckpt_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {

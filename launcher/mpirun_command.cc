@@ -28,6 +28,23 @@ std::vector<std::string> mpirun_argv(const LaunchPlan& plan) {
   return argv;
 }
 
+std::vector<std::string> srun_argv(const LaunchPlan& plan) {
+  std::vector<std::string> argv = {plan.srun, "--mpi=pmix", "--kill-on-bad-exit=1", "--label",
+                                   "--unbuffered"};
+  if (plan.ranks > 0) argv.insert(argv.end(), {"-n", std::to_string(plan.ranks)});
+  if (!plan.excluded_nodes.empty()) {
+    std::string nodes;
+    for (const std::string& node : plan.excluded_nodes) nodes += (nodes.empty() ? "" : ",") + node;
+    argv.push_back("--exclude=" + nodes);
+  }
+  argv.insert(argv.end(), plan.program.begin(), plan.program.end());
+  return argv;
+}
+
+std::vector<std::string> launch_argv(const LaunchPlan& plan) {
+  return plan.starter == Starter::kSrun ? srun_argv(plan) : mpirun_argv(plan);
+}
+
 std::string shell_quote(const std::vector<std::string>& argv) {
   std::string line;
   for (const std::string& argument : argv) {

@@ -1,4 +1,5 @@
-// The mpirun command line of one attempt of a job.
+// The command line of one attempt of a job: mpirun outside Slurm, srun
+// inside an allocation.
 #pragma once
 
 #include <filesystem>
@@ -10,13 +11,18 @@
 
 namespace lockstep::launcher {
 
+enum class Starter { kMpirun, kSrun };
+
 struct LaunchPlan {
-  int ranks = 1;
+  Starter starter = Starter::kMpirun;
+  int ranks = 1;            // with srun, 0 takes the tasks of the allocation
   std::vector<Host> hosts;  // empty: all ranks on this machine
   int local_cores = 1;      // cores of this machine, for oversubscription
   bool as_root = false;
   std::string mpirun = "mpirun";
-  std::vector<std::string> program;  // trainer and its arguments
+  std::string srun = "srun";
+  std::vector<std::string> excluded_nodes;  // srun --exclude
+  std::vector<std::string> program;         // trainer and its arguments
   // Variables the ranks get (exported with -x NAME, values travel in the
   // environment of mpirun so that secrets never appear on a command line).
   std::map<std::string, std::string> environment;
@@ -29,6 +35,15 @@ bool oversubscribed(const LaunchPlan& plan);
 // otherwise), --oversubscribe, --allow-run-as-root as root, --tag-output so
 // that every line names its rank, -x for each variable, then the program.
 std::vector<std::string> mpirun_argv(const LaunchPlan& plan);
+
+// srun argv inside a Slurm allocation: --mpi=pmix (Open MPI starts under
+// srun only with PMIx), --kill-on-bad-exit=1 (one failed task ends the
+// step), --label so that every line names its task, --unbuffered, the task
+// count when given, and the nodes to leave out.
+std::vector<std::string> srun_argv(const LaunchPlan& plan);
+
+// mpirun_argv or srun_argv, as the plan's starter says.
+std::vector<std::string> launch_argv(const LaunchPlan& plan);
 
 // The argv as one shell-quoted line, for --dry-run and logs.
 std::string shell_quote(const std::vector<std::string>& argv);

@@ -1,15 +1,24 @@
 #include "output.h"
 
+#include <map>
 #include <regex>
 
 namespace lockstep::launcher {
 
-OutputLine parse_tagged_line(std::string_view line, bool from_stderr) {
+OutputLine parse_tagged_line(std::string_view line, bool from_stderr, bool srun_labels) {
   static const std::regex kTag(R"(^\[(\d+),(\d+)\]<(stdout|stderr)>:(.*)$)");
+  static const std::regex kLabel(R"(^ *(\d+): (.*)$)");
   std::match_results<std::string_view::const_iterator> match;
   OutputLine parsed;
   parsed.is_stderr = from_stderr;
-  if (std::regex_match(line.begin(), line.end(), match, kTag)) {
+  if (srun_labels) {
+    if (std::regex_match(line.begin(), line.end(), match, kLabel)) {
+      parsed.rank = std::stoi(match[1].str());
+      parsed.text = match[2].str();
+    } else {
+      parsed.text = std::string(line);
+    }
+  } else if (std::regex_match(line.begin(), line.end(), match, kTag)) {
     parsed.rank = std::stoi(match[2].str());
     parsed.is_stderr = match[3].str() == "stderr";
     parsed.text = match[4].str();
@@ -26,11 +35,24 @@ void MpirunMessageParser::feed(std::string_view line) {
   static const std::regex kExitCode(R"(Exit code:\s*(\d+))");
   static const std::regex kAbort(R"(MPI_ABORT was invoked on rank (\d+))");
   static const std::regex kErrorCode(R"(errorcode (\d+))");
+  static const std::regex kSrunTask(
+      R"(srun: error: \S+: task (\d+): (Killed|Terminated|Segmentation fault|Aborted|Exited with exit code (\d+)))");
   const std::string text(line);
   std::smatch match;
   // The first report wins: later lines describe the cascade, not the cause.
   const bool decided = verdict_.rank >= 0 && (verdict_.signal != 0 || verdict_.exit_code);
-  if (std::regex_search(text, match, kSignal)) {
+  if (std::regex_search(text, match, kSrunTask)) {
+    if (!decided) {
+      static const std::map<std::string, int> kSignals = {
+          {"Killed", 9}, {"Terminated", 15}, {"Segmentation fault", 11}, {"Aborted", 6}};
+      verdict_.rank = std::stoi(match[1].str());
+      if (match[3].matched) {
+        verdict_.exit_code = std::stoi(match[3].str());
+      } else {
+        verdict_.signal = kSignals.at(match[2].str());
+      }
+    }
+  } else if (std::regex_search(text, match, kSignal)) {
     if (!decided) {
       verdict_.rank = std::stoi(match[1].str());
       verdict_.signal = std::stoi(match[2].str());

@@ -19,9 +19,9 @@ struct OutputLine {
   std::string text;
 };
 
-// Parses "[1,3]<stdout>:text" (Open MPI's --tag-output). Untagged lines
-// come from mpirun itself.
-OutputLine parse_tagged_line(std::string_view line, bool from_stderr);
+// Parses "[1,3]<stdout>:text" (mpirun's --tag-output) or "3: text" (srun's
+// --label). Untagged lines come from mpirun or srun itself.
+OutputLine parse_tagged_line(std::string_view line, bool from_stderr, bool srun_labels = false);
 
 // What mpirun said about the process that ended the job.
 struct MpirunVerdict {
@@ -33,7 +33,8 @@ struct MpirunVerdict {
 
 // Reads mpirun's messages ("process rank 2 with PID ... exited on signal 9",
 // "Process name: [[x,1],2] / Exit code: 1", "MPI_ABORT was invoked on rank 1
-// ... errorcode 3") line by line.
+// ... errorcode 3") and srun's ("srun: error: n1: task 2: Killed",
+// "... task 1: Exited with exit code 3") line by line.
 class MpirunMessageParser {
  public:
   void feed(std::string_view line);

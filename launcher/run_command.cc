@@ -33,6 +33,9 @@ struct RunOptions {
   std::int64_t total_steps = 0;
   double status_interval = 10;
   std::string mpirun = "mpirun";
+  std::string srun = "srun";
+  bool slurm = false;
+  bool no_slurm = false;
   bool dry_run = false;
   std::vector<std::string> inject;
   std::vector<std::string> program;
@@ -67,10 +70,33 @@ void check_program(const std::string& name, const char* what) {
   }
 }
 
-launcher::SupervisorOptions plan_from(const RunOptions& options) {
-  if (options.ranks < 1) {
+// Inside a Slurm allocation ranks start with srun, unless told otherwise.
+bool use_slurm(const RunOptions& options) {
+  const bool in_allocation = std::getenv("SLURM_JOB_ID") != nullptr;
+  if (options.slurm && !in_allocation) {
     throw UsageError(
-        fmt::format("-n must be at least 1 (got {}): the number of ranks to start", options.ranks));
+        "--slurm: not inside a Slurm allocation (SLURM_JOB_ID is unset); submit the job with "
+        "sbatch (see slurm/train.sbatch) or get an allocation with salloc, or drop --slurm to "
+        "start the ranks with mpirun");
+  }
+  if (options.slurm && (!options.host_list.empty() || !options.hostfile.empty())) {
+    throw UsageError("--slurm takes its nodes from the allocation; drop -H/--hostfile");
+  }
+  return options.slurm || (in_allocation && !options.no_slurm && options.host_list.empty() &&
+                           options.hostfile.empty());
+}
+
+int slurm_nodes() {
+  const char* nodes = std::getenv("SLURM_JOB_NUM_NODES");
+  return nodes != nullptr ? std::atoi(nodes) : 1;
+}
+
+launcher::SupervisorOptions plan_from(const RunOptions& options) {
+  const bool slurm = use_slurm(options);
+  if (options.ranks < 1 && !(slurm && options.ranks == 0)) {
+    throw UsageError(
+        fmt::format("-n must be at least 1 (got {}): the number of ranks to start{}", options.ranks,
+                    slurm ? "; leave it out to use every task of the allocation" : ""));
   }
   if (options.max_restarts < 0) throw UsageError("--max-restarts must be >= 0");
   if (options.hang_timeout <= 0) throw UsageError("--hang-timeout must be > 0 seconds");
@@ -82,7 +108,14 @@ launcher::SupervisorOptions plan_from(const RunOptions& options) {
   if (!options.host_list.empty()) plan.plan.hosts = launcher::parse_host_list(options.host_list);
   if (!options.hostfile.empty()) plan.plan.hosts = launcher::parse_hostfile(options.hostfile);
   check_program(options.program[0], "program");
-  check_program(options.mpirun, "mpirun");
+  if (slurm) {
+    check_program(options.srun, "srun");
+    plan.plan.starter = launcher::Starter::kSrun;
+    plan.plan.srun = options.srun;
+    plan.multi_host = slurm_nodes() > 1;
+  } else {
+    check_program(options.mpirun, "mpirun");
+  }
   plan.plan.ranks = options.ranks;
   plan.plan.local_cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   plan.plan.as_root = geteuid() == 0;
@@ -108,11 +141,14 @@ launcher::SupervisorOptions plan_from(const RunOptions& options) {
   for (const launcher::Host& host : plan.plan.hosts) {
     if (host.name != "localhost" && host.name != hostname) plan.multi_host = true;
   }
+  // Without -n, srun starts every task of the allocation.
+  const char* tasks = std::getenv("SLURM_NTASKS");
+  const int ranks = options.ranks > 0 ? options.ranks : (tasks != nullptr ? std::atoi(tasks) : 1);
   for (const std::string& text : options.inject) {
     InjectedFailure failure = launcher::parse_injected_failure(text);
-    if (failure.rank >= options.ranks) {
-      throw UsageError(fmt::format("--inject-failure {}: rank {} does not exist with -n {}", text,
-                                   failure.rank, options.ranks));
+    if (failure.rank >= ranks) {
+      throw UsageError(fmt::format("--inject-failure {}: rank {} does not exist with {} ranks",
+                                   text, failure.rank, ranks));
     }
     plan.injected.push_back(failure);
   }
@@ -127,7 +163,9 @@ void add_run_command(CLI::App& app, int& exit_code) {
       "run",
       "Start a job with mpirun, watch it, and restart it from its newest checkpoint when "
       "a rank crashes or hangs");
-  command->add_option("-n,--ranks", options->ranks, "Number of ranks to start")->required();
+  command->add_option("-n,--ranks", options->ranks,
+                      "Number of ranks to start (inside Slurm: default all tasks of the "
+                      "allocation)");
   auto* hosts = command->add_option("-H,--host", options->host_list,
                                     "Hosts and slots: node1:4,node2:4 (default: this machine)");
   command
@@ -157,6 +195,15 @@ void add_run_command(CLI::App& app, int& exit_code) {
                    "Seconds between status lines when stderr is not a terminal")
       ->capture_default_str();
   command->add_option("--mpirun", options->mpirun, "The mpirun to use")->capture_default_str();
+  auto* slurm = command->add_flag(
+      "--slurm", options->slurm,
+      "Start ranks with srun --mpi=pmix (the default inside an allocation, when SLURM_JOB_ID "
+      "is set); an error outside one");
+  command
+      ->add_flag("--no-slurm", options->no_slurm,
+                 "Start ranks with mpirun even inside a Slurm allocation")
+      ->excludes(slurm);
+  command->add_option("--srun", options->srun, "The srun to use")->capture_default_str();
   command->add_flag("--dry-run", options->dry_run, "Print the mpirun command and exit");
   command
       ->add_option("--inject-failure", options->inject,
@@ -178,7 +225,7 @@ void add_run_command(CLI::App& app, int& exit_code) {
                                "LOCKSTEP_MONITOR_ADDRESS", "LOCKSTEP_MONITOR_TOKEN"}) {
         shown.environment[name] = "";
       }
-      std::cout << launcher::shell_quote(launcher::mpirun_argv(shown)) << "\n";
+      std::cout << launcher::shell_quote(launcher::launch_argv(shown)) << "\n";
       exit_code = kExitSuccess;
       return;
     }

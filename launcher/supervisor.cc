@@ -101,7 +101,7 @@ void Attempt::print(const OutputLine& line) {
   std::string prefix;
   if (line.rank < 0) {
     mpirun_messages_.feed(line.text);
-    prefix = "[mpirun] ";
+    prefix = options_.plan.starter == Starter::kSrun ? "[srun] " : "[mpirun] ";
   } else if (!line.text.starts_with(fmt::format("[{}/", line.rank))) {
     // Lines from lockstep's logger already carry "[rank/world host]".
     const auto it = ranks_.find(line.rank);
@@ -120,7 +120,8 @@ void Attempt::pump_output(ChildProcess& job, int timeout_ms) {
     if (fds[i].fd < 0 || (fds[i].revents & (POLLIN | POLLHUP)) == 0) continue;
     const ssize_t got = read(fds[i].fd, chunk, sizeof(chunk));
     LineSplitter& lines = i == 0 ? out_lines_ : err_lines_;
-    const auto emit = [&](std::string_view text) { print(parse_tagged_line(text, i == 1)); };
+    const bool srun = options_.plan.starter == Starter::kSrun;
+    const auto emit = [&](std::string_view text) { print(parse_tagged_line(text, i == 1, srun)); };
     if (got > 0) {
       lines.feed(std::string_view(chunk, static_cast<std::size_t>(got)), emit);
     } else {
@@ -440,7 +441,7 @@ int supervise(SupervisorOptions options) {
     plan.environment["LOCKSTEP_MONITOR_ADDRESS"] = address;
     plan.environment["LOCKSTEP_MONITOR_TOKEN"] = token;
     status.set_restarts(index);
-    ChildProcess job = ChildProcess::start(mpirun_argv(plan), plan.environment);
+    ChildProcess job = ChildProcess::start(launch_argv(plan), plan.environment);
     Attempt attempt(options, index, monitor, status, checkpoints, options.injected);
     attempts.push_back(attempt.run(job));
     const AttemptRecord& record = attempts.back();

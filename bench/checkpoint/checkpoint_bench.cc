@@ -1,8 +1,19 @@
-// Checkpoint benchmark: a synchronous save against `dd bs=1M conv=fsync` of
-// the same number of bytes, the time an asynchronous save() blocks training,
-// and a restore against `cat` of the step's files, both from a cold page
-// cache (the files are dropped from the cache before each).
-// Usage: mpiexec -n <ranks> bench_checkpoint [--megabytes M] [--dir D] [--repeat R]
+// Checkpoint benchmark on the state of GPT-2 small with Adam (124M parameters,
+// each with two moments: 3 f32 tensors per parameter, about 1.5 GB), against
+// the disk itself and a peer, all on the same file system:
+//   (a) a synchronous save against `dd bs=1M conv=fsync` of the same bytes;
+//   (b) the same save against torch.save + fsync (bench/peers/torch_save.py,
+//       run by bench/checkpoint/run.sh on the tensors --shapes-only lists);
+//   (c) how long an asynchronous save() blocks, and the step throughput a
+//       training loop loses when it saves asynchronously every K steps;
+//   (d) a restore against `cat` of the step's files, both from a cold page
+//       cache (the files are dropped from the cache before each).
+// Rank 0 prints a summary and one `RESULT key=value ...` line for run.sh.
+//
+// Usage: mpiexec -n <ranks> bench_checkpoint [--scale S] [--dir D] [--repeat R]
+//            [--every K] [--steps N] [--step-ms M] [--shapes-only FILE]
+// --every 0 (the default) spaces the loop's saves three synchronous saves
+// apart; the loop then runs at least 3·K steps.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -11,8 +22,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -32,6 +45,37 @@ double seconds_since(Clock::time_point start) {
 double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   return values[values.size() / 2];
+}
+
+// GPT-2 small (124M parameters): token and position embeddings, 12 blocks
+// of attention and MLP with their layer norms, a final layer norm. `scale`
+// shrinks the large dimensions (vocabulary, context, MLP width) so that the
+// same mix of a few huge and many small tensors fits a smaller machine.
+std::vector<std::pair<std::string, lockstep::Shape>> gpt2_small_shapes(double scale) {
+  const auto scaled = [scale](std::int64_t n) {
+    return std::max<std::int64_t>(1, static_cast<std::int64_t>(static_cast<double>(n) * scale));
+  };
+  const std::int64_t d = 768;
+  std::vector<std::pair<std::string, lockstep::Shape>> shapes = {{"wte", {scaled(50257), d}},
+                                                                 {"wpe", {scaled(1024), d}}};
+  for (int layer = 0; layer < 12; ++layer) {
+    const auto block = [layer](const char* name) { return fmt::format("h{}.{}", layer, name); };
+    shapes.push_back({block("ln_1.weight"), {d}});
+    shapes.push_back({block("ln_1.bias"), {d}});
+    shapes.push_back({block("attn.c_attn.weight"), {d, scaled(3 * d)}});
+    shapes.push_back({block("attn.c_attn.bias"), {scaled(3 * d)}});
+    shapes.push_back({block("attn.c_proj.weight"), {d, scaled(d)}});
+    shapes.push_back({block("attn.c_proj.bias"), {d}});
+    shapes.push_back({block("ln_2.weight"), {d}});
+    shapes.push_back({block("ln_2.bias"), {d}});
+    shapes.push_back({block("mlp.c_fc.weight"), {d, scaled(4 * d)}});
+    shapes.push_back({block("mlp.c_fc.bias"), {scaled(4 * d)}});
+    shapes.push_back({block("mlp.c_proj.weight"), {scaled(4 * d), d}});
+    shapes.push_back({block("mlp.c_proj.bias"), {d}});
+  }
+  shapes.push_back({"ln_f.weight", {d}});
+  shapes.push_back({"ln_f.bias", {d}});
+  return shapes;
 }
 
 // Evicts the files below `dir` from the page cache, so reads hit the disk.
@@ -60,38 +104,73 @@ double timed_command(const lockstep::Runtime& runtime, const std::string& comman
   return seconds;
 }
 
+// A training step's stand-in: `work` passes of arithmetic over a buffer that
+// fits in cache (compute, like a forward/backward), then the gradient
+// all-reduce's synchronisation (a small all-reduce).
+struct FakeStep {
+  std::vector<float> values = std::vector<float>(1 << 18, 1.0F);
+  int work = 1;
+
+  void run(MPI_Comm comm) {
+    for (int pass = 0; pass < work; ++pass) {
+      for (auto& value : values) value = value * 0.999F + 0.001F;
+    }
+    float sum = values[7];
+    MPI_Allreduce(MPI_IN_PLACE, &sum, 1, MPI_FLOAT, MPI_SUM, comm);
+    values[7] = sum / 1e6F;
+  }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
   lockstep::Runtime runtime(argc, argv);
-  std::int64_t megabytes = 512;
+  double scale = 1.0;
   int repeat = 3;
+  int every = 0;  // 0: saves 3 synchronous save times apart
+  int loop_steps = 100;
+  double step_ms = 100;
+  std::string shapes_only;
   fs::path dir = runtime.run_dir() / "bench-checkpoint";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
-    if (flag == "--megabytes") megabytes = std::stoll(argv[i + 1]);
+    if (flag == "--scale") scale = std::stod(argv[i + 1]);
     if (flag == "--dir") dir = argv[i + 1];
     if (flag == "--repeat") repeat = std::stoi(argv[i + 1]);
+    if (flag == "--every") every = std::stoi(argv[i + 1]);
+    if (flag == "--steps") loop_steps = std::stoi(argv[i + 1]);
+    if (flag == "--step-ms") step_ms = std::stod(argv[i + 1]);
+    if (flag == "--shapes-only") shapes_only = argv[i + 1];
+  }
+  const auto shapes = gpt2_small_shapes(scale);
+  if (!shapes_only.empty()) {
+    // The tensors for the torch.save peer: every parameter and both moments.
+    if (runtime.rank() == 0) {
+      nlohmann::json list = nlohmann::json::object();
+      for (const char* group : {"model", "exp_avg", "exp_avg_sq"}) {
+        for (const auto& [name, shape] : shapes) list[fmt::format("{}.{}", group, name)] = shape;
+      }
+      std::ofstream(shapes_only) << list.dump() << "\n";
+    }
+    return 0;
   }
   if (runtime.rank() == 0) fs::remove_all(dir);
   MPI_Barrier(runtime.comm());
 
-  // A model-like mix: a few large matrices and many small vectors.
-  std::vector<lockstep::Tensor> tensors;
-  const std::int64_t bytes = megabytes << 20;
-  const std::int64_t large = bytes / 8 / 4;  // 8 matrices of f32 hold nearly everything
-  for (int i = 0; i < 8; ++i) {
-    tensors.push_back(lockstep::Tensor::allocate(fmt::format("layer{}.weight", i),
-                                                 lockstep::DType::kF32, {large / 1024, 1024}));
-    tensors.push_back(
-        lockstep::Tensor::allocate(fmt::format("layer{}.bias", i), lockstep::DType::kF32, {1024}));
-  }
+  std::vector<lockstep::Tensor> parameters;
+  std::vector<lockstep::Tensor> exp_avg;
+  std::vector<lockstep::Tensor> exp_avg_sq;
   std::uint64_t total = 0;
-  for (auto& tensor : tensors) {
-    std::memset(tensor.data(), 0x5A, tensor.nbytes());
-    total += tensor.nbytes();
+  std::int64_t parameter_count = 0;
+  for (const auto& [name, shape] : shapes) {
+    for (auto* group : {&parameters, &exp_avg, &exp_avg_sq}) {
+      group->push_back(lockstep::Tensor::allocate(name, lockstep::DType::kF32, shape));
+      std::memset(group->back().data(), 0x3F, group->back().nbytes());
+      total += group->back().nbytes();
+    }
+    parameter_count += parameters.back().numel();
   }
-  lockstep::State state{{"model", tensors}};
+  lockstep::State state{{"model", parameters}, {"exp_avg", exp_avg}, {"exp_avg_sq", exp_avg_sq}};
   const double gigabytes = static_cast<double>(total) / 1e9;
 
   std::vector<double> sync_times;
@@ -99,10 +178,16 @@ int main(int argc, char** argv) {
   std::vector<double> stall_times;
   std::vector<double> restore_times;
   std::vector<double> cat_times;
+  double plain_loop = 0;
+  double checkpointed_loop = 0;
+  int loop_saves = 0;
   {
     lockstep::Checkpointer sync(runtime, {.dir = dir / "sync", .keep_last = 1, .async = false});
     lockstep::Checkpointer async(runtime, {.dir = dir / "async", .keep_last = 1, .async = true});
-    async.save(0, state);  // warms the staging buffer, like every save after the first
+    // The first save of each allocates its staging buffer and lays out its
+    // HDF5 files; every later save reuses them, as in training.
+    sync.save(0, state);
+    async.save(0, state);
     async.wait();
     for (int r = 1; r <= repeat; ++r) {
       MPI_Barrier(runtime.comm());
@@ -112,8 +197,9 @@ int main(int argc, char** argv) {
       sync_times.push_back(seconds_since(start));
 
       dd_times.push_back(timed_command(
-          runtime, fmt::format("dd if=/dev/zero of={} bs=1M count={} conv=fsync status=none",
-                               (dir / "dd.bin").string(), total >> 20)));
+          runtime, fmt::format("dd if=/dev/zero of={} bs=1M count={} conv=fsync status=none && "
+                               "rm {}",
+                               (dir / "dd.bin").string(), total >> 20, (dir / "dd.bin").string())));
 
       MPI_Barrier(runtime.comm());
       start = Clock::now();
@@ -133,6 +219,49 @@ int main(int argc, char** argv) {
       cat_times.push_back(
           timed_command(runtime, fmt::format("cat {}/* > /dev/null", step_dir.string())));
     }
+
+    // (c) A training loop: calibrate the fake step to about step_ms on rank
+    // 0 (broadcast, so every rank does the same work), run it plain, then
+    // with an asynchronous save every `every` steps.
+    FakeStep step;
+    if (runtime.rank() == 0) {
+      const auto start = Clock::now();
+      for (int i = 0; i < 5; ++i) step.run(MPI_COMM_SELF);
+      const double one_pass = seconds_since(start) / 5;
+      step.work = std::max(1, static_cast<int>(step_ms / 1000 / one_pass));
+    }
+    MPI_Bcast(&step.work, 1, MPI_INT, 0, runtime.comm());
+    if (every <= 0) {
+      // Saves spaced three synchronous saves apart, so that a save finishes
+      // before the next begins, as with any sensible interval (Young/Daly
+      // gives minutes); closer saves measure waiting for the disk instead.
+      const auto start = Clock::now();
+      for (int i = 0; i < 5; ++i) step.run(runtime.comm());
+      const double measured_step = seconds_since(start) / 5;
+      every = std::max(1, static_cast<int>(3 * median(sync_times) / measured_step));
+      MPI_Bcast(&every, 1, MPI_INT, 0, runtime.comm());
+      loop_steps = std::max(loop_steps, 3 * every);
+      MPI_Bcast(&loop_steps, 1, MPI_INT, 0, runtime.comm());
+    }
+    for (int trial = 0; trial < 2; ++trial) {
+      MPI_Barrier(runtime.comm());
+      auto start = Clock::now();
+      for (int i = 0; i < loop_steps; ++i) step.run(runtime.comm());
+      MPI_Barrier(runtime.comm());
+      plain_loop += seconds_since(start);
+
+      start = Clock::now();
+      for (int i = 0; i < loop_steps; ++i) {
+        step.run(runtime.comm());
+        if ((i + 1) % every == 0) {
+          async.save(1000 + trial * loop_steps + i, state);
+          if (trial == 0) ++loop_saves;
+        }
+      }
+      MPI_Barrier(runtime.comm());
+      checkpointed_loop += seconds_since(start);
+      async.wait();  // the last save finishes outside the measured loop
+    }
   }
   if (runtime.rank() == 0) {
     const double sync_save = median(sync_times);
@@ -140,16 +269,26 @@ int main(int argc, char** argv) {
     const double stall = median(stall_times);
     const double restore = median(restore_times);
     const double cat = median(cat_times);
+    const double step_seconds = plain_loop / (2.0 * loop_steps);
+    const double loop_loss = 1 - plain_loop / checkpointed_loop;
     std::cout << fmt::format(
-        "checkpoint bench: {} ranks, {:.3f} GB of state, median of {}\n"
-        "  sync save   {:7.3f} s  {:6.2f} GB/s   dd bs=1M conv=fsync {:7.3f} s  {:6.2f} GB/s  "
-        "ratio save/dd throughput {:.2f}\n"
-        "  async save() blocked {:7.4f} s = {:.1f}% of a sync save\n"
-        "  restore     {:7.3f} s  {:6.2f} GB/s   cat (cold cache)    {:7.3f} s  {:6.2f} GB/s  "
-        "ratio restore/cat throughput {:.2f}\n",
-        runtime.world_size(), gigabytes, repeat, sync_save, gigabytes / sync_save, dd,
-        gigabytes / dd, dd / sync_save, stall, 100 * stall / sync_save, restore,
-        gigabytes / restore, cat, gigabytes / cat, cat / restore);
+        "checkpoint bench: {} ranks, {:.1f}M parameters x 3 f32 tensors = {:.3f} GB, median of "
+        "{}\n"
+        "  (a) sync save {:7.3f} s {:6.3f} GB/s | dd bs=1M conv=fsync {:7.3f} s {:6.3f} GB/s | "
+        "save/dd {:.2f}\n"
+        "  (c) async save() blocked {:.4f} s = {:.1f}% of a sync save; loop of {} steps of "
+        "{:.0f} ms saving every {} steps ({} saves) loses {:.1f}% of its step throughput\n"
+        "  (d) restore   {:7.3f} s {:6.3f} GB/s | cat (cold cache)    {:7.3f} s {:6.3f} GB/s | "
+        "restore/cat {:.2f}\n",
+        runtime.world_size(), static_cast<double>(parameter_count) / 1e6, gigabytes, repeat,
+        sync_save, gigabytes / sync_save, dd, gigabytes / dd, dd / sync_save, stall,
+        100 * stall / sync_save, loop_steps, step_seconds * 1000, every, loop_saves,
+        100 * loop_loss, restore, gigabytes / restore, cat, gigabytes / cat, cat / restore);
+    std::cout << fmt::format(
+        "RESULT ranks={} bytes={} sync_s={:.4f} dd_s={:.4f} stall_s={:.4f} step_ms={:.1f} "
+        "every={} loop_loss={:.4f} restore_s={:.4f} cat_s={:.4f}\n",
+        runtime.world_size(), total, sync_save, dd, stall, step_seconds * 1000, every, loop_loss,
+        restore, cat);
   }
   if (runtime.rank() == 0) fs::remove_all(dir);
   return 0;

@@ -1,71 +1,180 @@
-// One synthetic training step: a backward pass of fixed work per layer that
-// produces one gradient per layer, then the averaged gradients. Three ways:
+// GradSync on the gradients of GPT-2 small (124M parameters, 148 tensors in
+// the order of its named_parameters()), two parts:
 //
-//   no_overlap       backward first, then GradSync (every bucket after compute)
-//   grad_sync        GradSync::ready() as each gradient appears; a
-//                    communication thread runs the buckets meanwhile
-//   mpi_nonblocking  the same buckets with MPI_Iallreduce, progressed by
-//                    MPI_Test after each layer (no extra thread)
+// comm     the time to average all gradients with GradSync (every gradient
+//          marked ready, then wait()), against one MPI_Allreduce of the same
+//          bytes in one buffer, and against the same buffer in 4 MiB pieces;
+//          plus the memory GradSync adds (resident set growth when it is
+//          constructed and runs its first step, and the bytes of its bucket
+//          buffers) against the gradient bytes.
+// overlap  a synthetic backward pass that produces the gradients in reverse
+//          order, each after "work" proportional to its element count,
+//          calibrated to about --work-ratio times the communication alone.
+//          `serial` marks every gradient ready after the backward pass;
+//          `overlap` marks each as it appears. hidden = (serial - overlap) /
+//          communication alone. Two kinds of work: `cpu` (arithmetic on the
+//          calling thread, as a CPU backward pass) and `sleep` (the thread
+//          waits, as a host thread whose backward runs on an accelerator).
 //
-//   mpiexec -n 2 gradsync_bench [--layers 24] [--layer-mb 1] [--steps 8] [--bucket-mb 4]
+//   mpiexec -n 2 gradsync_bench [--scale 1] [--steps 5] [--bucket-mb 25]
+//                               [--first-bucket-mb 1] [--in-place-min-mb 0.25]
+//                               [--work-ratio 1]
+//                               [--parts comm,overlap] [--work cpu,sleep]
 //
-// Prints the mean step time of each way on rank 0 and its ratio to
-// no_overlap. The work per layer is calibrated so that the whole backward
-// pass takes about as long as communicating all gradients alone.
+// --scale F divides every dimension by sqrt(F), so that the matrices (and
+// the total) shrink by about F. Every figure is the median over --steps
+// steps after one warm-up step, each step timed on the slowest rank. Rank 0
+// prints one "key value" line per figure (run.sh turns them into tables).
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <lockstep/communicator.h>
 #include <lockstep/grad_sync.h>
-#include <lockstep/lockstep.h>
+#include <lockstep/runtime.h>
+#include <lockstep/tensor.h>
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
 struct Settings {
-  int layers = 24;
-  double layer_mb = 1;
-  int steps = 8;
-  double bucket_mb = 4;
+  double scale = 1;
+  int steps = 5;
+  double bucket_mb = 25;
+  double first_bucket_mb = 1;
+  double in_place_min_mb = lockstep::GradSyncOptions{}.in_place_min_mb;
+  double work_ratio = 1;
+  std::string parts = "comm,overlap";
+  std::string work = "cpu,sleep";
 };
 
 Settings parse(int argc, char** argv) {
   Settings settings;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
-    if (flag == "--layers") settings.layers = std::atoi(argv[i + 1]);
-    if (flag == "--layer-mb") settings.layer_mb = std::atof(argv[i + 1]);
-    if (flag == "--steps") settings.steps = std::atoi(argv[i + 1]);
-    if (flag == "--bucket-mb") settings.bucket_mb = std::atof(argv[i + 1]);
+    const char* value = argv[i + 1];
+    if (flag == "--scale") settings.scale = std::atof(value);
+    if (flag == "--steps") settings.steps = std::max(1, std::atoi(value));
+    if (flag == "--bucket-mb") settings.bucket_mb = std::atof(value);
+    if (flag == "--first-bucket-mb") settings.first_bucket_mb = std::atof(value);
+    if (flag == "--in-place-min-mb") settings.in_place_min_mb = std::atof(value);
+    if (flag == "--work-ratio") settings.work_ratio = std::atof(value);
+    if (flag == "--parts") settings.parts = value;
+    if (flag == "--work") settings.work = value;
   }
   return settings;
 }
 
-// A fixed amount of arithmetic, standing in for one layer's backward pass.
-float layer_work(std::vector<float>& scratch, int passes) {
-  float total = 0;
-  for (int pass = 0; pass < passes; ++pass) {
-    for (float& value : scratch) {
-      value = value * 0.999F + 0.001F;
-      total += value;
-    }
+bool listed(const std::string& list, const std::string& item) {
+  return ("," + list + ",").find("," + item + ",") != std::string::npos;
+}
+
+struct Parameter {
+  std::string name;
+  lockstep::Shape shape;
+};
+
+// GPT-2 small (n_layer 12, n_embd 768, vocab 50257, context 1024), every
+// dimension divided by sqrt(scale). The language-model head shares wte.
+std::vector<Parameter> gpt2_small(double scale) {
+  const double divisor = std::sqrt(std::max(scale, 1.0));
+  auto dim = [&](std::int64_t size) {
+    return std::max<std::int64_t>(1, std::llround(static_cast<double>(size) / divisor));
+  };
+  const std::int64_t embd = dim(768);
+  std::vector<Parameter> parameters{{"wte.weight", {dim(50257), embd}},
+                                    {"wpe.weight", {dim(1024), embd}}};
+  for (int block = 0; block < 12; ++block) {
+    const std::string prefix = "h." + std::to_string(block) + ".";
+    auto add = [&](const std::string& name, lockstep::Shape shape) {
+      parameters.push_back({prefix + name, std::move(shape)});
+    };
+    add("ln_1.weight", {embd});
+    add("ln_1.bias", {embd});
+    add("attn.c_attn.weight", {embd, dim(2304)});
+    add("attn.c_attn.bias", {dim(2304)});
+    add("attn.c_proj.weight", {embd, embd});
+    add("attn.c_proj.bias", {embd});
+    add("ln_2.weight", {embd});
+    add("ln_2.bias", {embd});
+    add("mlp.c_fc.weight", {embd, dim(3072)});
+    add("mlp.c_fc.bias", {dim(3072)});
+    add("mlp.c_proj.weight", {dim(3072), embd});
+    add("mlp.c_proj.bias", {embd});
   }
-  return total;
+  parameters.push_back({"ln_f.weight", {embd}});
+  parameters.push_back({"ln_f.bias", {embd}});
+  return parameters;
 }
 
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-double slowest(MPI_Comm comm, double mine) {
-  double result = 0;
-  MPI_Allreduce(&mine, &result, 1, MPI_DOUBLE, MPI_MAX, comm);
-  return result;
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const std::size_t middle = values.size() / 2;
+  return values.size() % 2 == 1 ? values[middle] : (values[middle - 1] + values[middle]) / 2;
+}
+
+// For each of `ways`, the median over `steps` of the slowest rank's time
+// for one call, after one warm-up call each. The ways take turns step by
+// step, so that a change in the machine's load affects them alike.
+std::vector<double> time_steps(MPI_Comm comm, int steps,
+                               const std::vector<std::function<void()>>& ways) {
+  for (const auto& way : ways) way();
+  std::vector<std::vector<double>> times(ways.size());
+  for (int i = 0; i < steps; ++i) {
+    for (std::size_t w = 0; w < ways.size(); ++w) {
+      MPI_Barrier(comm);
+      const auto start = Clock::now();
+      ways[w]();
+      const double mine = seconds_since(start);
+      double slowest = 0;
+      MPI_Allreduce(&mine, &slowest, 1, MPI_DOUBLE, MPI_MAX, comm);
+      times[w].push_back(slowest);
+    }
+  }
+  std::vector<double> medians;
+  for (auto& way_times : times) medians.push_back(median(way_times));
+  return medians;
+}
+
+// Resident set size of this process in bytes (VmRSS, or VmHWM for the peak).
+double resident_bytes(const std::string& field) {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind(field + ":", 0) == 0) return std::atof(line.c_str() + field.size() + 1) * 1024;
+  }
+  return 0;
+}
+
+// Arithmetic on a cache-resident scratch array: `elements` element updates.
+float cpu_work(std::vector<float>& scratch, std::int64_t elements) {
+  float total = 0;
+  while (elements > 0) {
+    const auto count =
+        static_cast<std::size_t>(std::min<std::int64_t>(elements, std::ssize(scratch)));
+    for (std::size_t i = 0; i < count; ++i) {
+      scratch[i] = scratch[i] * 0.999F + 0.001F;
+      total += scratch[i];
+    }
+    elements -= static_cast<std::int64_t>(count);
+  }
+  return total;
+}
+
+void print(int rank, const std::string& key, double value) {
+  if (rank == 0) std::printf("%s %.10g\n", key.c_str(), value);
 }
 
 }  // namespace
@@ -73,115 +182,154 @@ double slowest(MPI_Comm comm, double mine) {
 int main(int argc, char** argv) {
   lockstep::Runtime rt(argc, argv);
   const Settings settings = parse(argc, argv);
+  const int rank = rt.rank();
+  const MPI_Comm world = rt.comm();
   auto comm = lockstep::make_communicator(rt);
-  const auto layer_elements = static_cast<std::int64_t>(settings.layer_mb * 1024 * 1024 / 4);
+
   std::vector<lockstep::Tensor> gradients;
-  for (int layer = 0; layer < settings.layers; ++layer) {
-    gradients.push_back(lockstep::Tensor::allocate("layer" + std::to_string(layer) + ".grad",
-                                                   lockstep::DType::kF32, {layer_elements}));
+  std::int64_t total_elements = 0;
+  for (const Parameter& parameter : gpt2_small(settings.scale)) {
+    gradients.push_back(
+        lockstep::Tensor::allocate(parameter.name, lockstep::DType::kF32, parameter.shape));
+    std::fill_n(gradients.back().data_as<float>(), gradients.back().numel(),
+                static_cast<float>(rank + 1));
+    total_elements += gradients.back().numel();
   }
-  lockstep::GradSync sync(*comm, gradients, {.bucket_mb = settings.bucket_mb});
-  std::vector<float> scratch(64 * 1024, 1.0F);
-  volatile float sink = 0;
+  const double gradient_bytes = static_cast<double>(total_elements) * sizeof(float);
+  print(rank, "ranks", rt.world_size());
+  print(rank, "tensors", static_cast<double>(gradients.size()));
+  print(rank, "parameters", static_cast<double>(total_elements));
+  print(rank, "gradient_mib", gradient_bytes / 1048576.0);
 
-  // Calibration: communication alone (after a warm-up), and one pass of
-  // layer work.
-  for (auto& gradient : gradients) sync.ready(gradient);
-  sync.wait();
-  MPI_Barrier(rt.comm());
-  auto start = Clock::now();
-  for (auto& gradient : gradients) sync.ready(gradient);
-  sync.wait();
-  const double communication = slowest(rt.comm(), seconds_since(start));
-  start = Clock::now();
-  sink = sink + layer_work(scratch, 10);
-  const double per_pass = slowest(rt.comm(), seconds_since(start)) / 10;
-  const int passes =
-      std::max(1, static_cast<int>(communication / settings.layers / std::max(per_pass, 1e-9)));
-
-  auto backward = [&](auto&& on_gradient) {
-    for (int layer = settings.layers - 1; layer >= 0; --layer) {
-      sink = sink + layer_work(scratch, passes);
-      on_gradient(static_cast<std::size_t>(layer));
-    }
+  // Memory: what constructing GradSync and running its first step adds.
+  const double resident_before = resident_bytes("VmRSS");
+  lockstep::GradSync sync(*comm, gradients,
+                          {.bucket_mb = settings.bucket_mb,
+                           .first_bucket_mb = settings.first_bucket_mb,
+                           .in_place_min_mb = settings.in_place_min_mb});
+  auto sync_step = [&] {
+    for (const lockstep::Tensor& gradient : gradients) sync.ready(gradient);
+    sync.wait();
   };
-
-  // The same buckets for the MPI non-blocking way.
+  sync_step();
+  const double resident_growth = resident_bytes("VmRSS") - resident_before;
   const auto layout = sync.bucket_layout();
-  std::vector<std::vector<float>> buckets;
-  std::vector<int> bucket_of(static_cast<std::size_t>(settings.layers));
-  std::vector<std::size_t> offset_of(static_cast<std::size_t>(settings.layers));
-  std::vector<std::size_t> missing;
-  for (std::size_t b = 0; b < layout.size(); ++b) {
-    std::size_t elements = 0;
-    for (const std::string& name : layout[b]) {
-      const auto layer = static_cast<std::size_t>(std::stoi(name.substr(5)));
-      bucket_of[layer] = static_cast<int>(b);
-      offset_of[layer] = elements;
-      elements += static_cast<std::size_t>(layer_elements);
-    }
-    buckets.emplace_back(elements);
-    missing.push_back(layout[b].size());
+  // Every gradient is f32 and so is the wire: the buffers hold the
+  // gradients that are not reduced in place, once each.
+  double packed_bytes = 0;
+  for (const lockstep::Tensor& gradient : gradients) {
+    const auto bytes = static_cast<double>(gradient.nbytes());
+    if (bytes < settings.in_place_min_mb * 1048576.0) packed_bytes += bytes;
   }
-  lockstep::MpiComm private_comm = lockstep::MpiComm::dup(rt.comm());
+  print(rank, "buckets", static_cast<double>(layout.size()));
+  print(rank, "bucket_buffer_mib", packed_bytes / 1048576.0);
+  print(rank, "rss_growth_mib", resident_growth / 1048576.0);
 
-  auto step_no_overlap = [&] {
-    backward([](std::size_t) {});
-    for (auto& gradient : gradients) sync.ready(gradient);
-    sync.wait();
-  };
-  auto step_grad_sync = [&] {
-    backward([&](std::size_t layer) { sync.ready(gradients[layer]); });
-    sync.wait();
-  };
-  auto step_mpi_nonblocking = [&] {
-    std::vector<MPI_Request> requests(buckets.size(), MPI_REQUEST_NULL);
-    std::vector<std::size_t> waiting = missing;
-    std::size_t next = 0;
-    backward([&](std::size_t layer) {
-      const auto b = static_cast<std::size_t>(bucket_of[layer]);
-      std::copy_n(gradients[layer].data_as<float>(), layer_elements,
-                  buckets[b].data() + offset_of[layer]);
-      --waiting[b];
-      while (next < buckets.size() && waiting[next] == 0) {
-        MPI_Iallreduce(MPI_IN_PLACE, buckets[next].data(), static_cast<int>(buckets[next].size()),
-                       MPI_FLOAT, MPI_SUM, private_comm.get(), &requests[next]);
-        ++next;
-      }
-      int done = 0;
-      MPI_Testall(static_cast<int>(requests.size()), requests.data(), &done, MPI_STATUSES_IGNORE);
-    });
-    MPI_Waitall(static_cast<int>(requests.size()), requests.data(), MPI_STATUSES_IGNORE);
-    const float inverse = 1.0F / static_cast<float>(rt.world_size());
-    for (std::size_t layer = 0; layer < gradients.size(); ++layer) {
-      const float* source =
-          buckets[static_cast<std::size_t>(bucket_of[layer])].data() + offset_of[layer];
-      float* target = gradients[layer].data_as<float>();
-      for (std::int64_t i = 0; i < layer_elements; ++i) target[i] = source[i] * inverse;
+  // Correctness of the step above, every element: rank r contributed r + 1.
+  const float expected = static_cast<float>(rt.world_size() + 1) / 2.0F;
+  for (const lockstep::Tensor& gradient : gradients) {
+    const float* values = gradient.data_as<float>();
+    const float* wrong = std::find_if(values, values + gradient.numel(),
+                                      [&](float value) { return value != expected; });
+    if (wrong != values + gradient.numel()) {
+      std::fprintf(stderr, "gradsync_bench: '%s' holds %g at %td, expected %g\n",
+                   gradient.name().c_str(), static_cast<double>(*wrong), wrong - values,
+                   static_cast<double>(expected));
+      return 1;
     }
-  };
-
-  auto measure = [&](auto&& step) {
-    step();  // warm-up
-    MPI_Barrier(rt.comm());
-    const auto begin = Clock::now();
-    for (int i = 0; i < settings.steps; ++i) step();
-    return slowest(rt.comm(), seconds_since(begin) / settings.steps);
-  };
-  const double no_overlap = measure(step_no_overlap);
-  const double grad_sync = measure(step_grad_sync);
-  const double mpi_nonblocking = measure(step_mpi_nonblocking);
-  if (rt.rank() == 0) {
-    std::printf(
-        "# %d ranks, %d layers x %.3g MiB f32 (%zu buckets), communication alone %.1f ms, "
-        "%d passes of layer work per layer\n",
-        rt.world_size(), settings.layers, settings.layer_mb, layout.size(), communication * 1e3,
-        passes);
-    std::printf("%-16s %12s %10s\n", "way", "step ms", "vs none");
-    std::printf("%-16s %12.1f %10.2f\n", "no_overlap", no_overlap * 1e3, 1.0);
-    std::printf("%-16s %12.1f %10.2f\n", "grad_sync", grad_sync * 1e3, no_overlap / grad_sync);
-    std::printf("%-16s %12.1f %10.2f\n", "mpi_nonblocking", mpi_nonblocking * 1e3,
-                no_overlap / mpi_nonblocking);
   }
+
+  if (listed(settings.parts, "comm")) {
+    // (a) the same bytes in one buffer: one MPI_Allreduce, and the same
+    // buffer in 4 MiB pieces (what lockstep's MPI backend sends).
+    std::vector<float> flat(static_cast<std::size_t>(total_elements), static_cast<float>(rank));
+    const std::size_t piece = std::size_t{4} << 20 >> 2;
+    const std::vector<double> medians =
+        time_steps(world, settings.steps,
+                   {sync_step,
+                    [&] {
+                      MPI_Allreduce(MPI_IN_PLACE, flat.data(), static_cast<int>(flat.size()),
+                                    MPI_FLOAT, MPI_SUM, world);
+                    },
+                    [&] {
+                      for (std::size_t offset = 0; offset < flat.size(); offset += piece) {
+                        MPI_Allreduce(MPI_IN_PLACE, flat.data() + offset,
+                                      static_cast<int>(std::min(piece, flat.size() - offset)),
+                                      MPI_FLOAT, MPI_SUM, world);
+                      }
+                    }});
+    print(rank, "gradsync_ms", medians[0] * 1e3);
+    print(rank, "mpi_allreduce_ms", medians[1] * 1e3);
+    print(rank, "mpi_allreduce_4mib_pieces_ms", medians[2] * 1e3);
+  }
+
+  if (listed(settings.parts, "overlap")) {
+    // Work per element of gradient so that the backward pass takes about
+    // work_ratio times the communication alone.
+    std::vector<float> scratch(16 * 1024, 1.0F);
+    volatile float sink = 0;
+    const std::int64_t probe = 50'000'000;
+    double probe_time = 1e30;
+    for (int i = 0; i < 3; ++i) {
+      const auto start = Clock::now();
+      sink = sink + cpu_work(scratch, probe);
+      probe_time = std::min(probe_time, seconds_since(start));
+    }
+    double slowest_probe = 0;
+    MPI_Allreduce(&probe_time, &slowest_probe, 1, MPI_DOUBLE, MPI_MAX, world);
+    const double communication = time_steps(world, settings.steps, {sync_step})[0];
+    const double backward_seconds = settings.work_ratio * communication;
+    const double updates_per_element =
+        backward_seconds / (slowest_probe / probe) / static_cast<double>(total_elements);
+
+    for (const std::string kind : {"cpu", "sleep"}) {
+      if (!listed(settings.work, kind)) continue;
+      // Runs the backward pass from the last gradient to the first.
+      auto backward = [&](const std::function<void(std::size_t)>& on_gradient) {
+        const auto start = Clock::now();
+        double planned = 0;
+        for (std::size_t index = gradients.size(); index-- > 0;) {
+          const double share =
+              static_cast<double>(gradients[index].numel()) / static_cast<double>(total_elements);
+          if (kind == "cpu") {
+            sink = sink +
+                   cpu_work(scratch, std::llround(updates_per_element *
+                                                  static_cast<double>(gradients[index].numel())));
+          } else {
+            planned += share * backward_seconds;
+            std::this_thread::sleep_until(start + std::chrono::duration_cast<Clock::duration>(
+                                                      std::chrono::duration<double>(planned)));
+          }
+          on_gradient(index);
+        }
+      };
+      const std::vector<double> medians =
+          time_steps(world, settings.steps,
+                     {sync_step, [&] { backward([](std::size_t) {}); },
+                      [&] {
+                        backward([](std::size_t) {});
+                        sync_step();
+                      },
+                      [&] {
+                        backward([&](std::size_t index) { sync.ready(gradients[index]); });
+                        sync.wait();
+                      }});
+      const double alone = medians[1];
+      const double serial = medians[2];
+      const double overlapped = medians[3];
+      const std::string prefix = "overlap_" + kind + "_";
+      print(rank, prefix + "comm_ms", medians[0] * 1e3);
+      print(rank, prefix + "backward_ms", alone * 1e3);
+      print(rank, prefix + "serial_ms", serial * 1e3);
+      print(rank, prefix + "overlap_ms", overlapped * 1e3);
+      print(rank, prefix + "hidden_pct", 100.0 * (serial - overlapped) / medians[0]);
+    }
+    // The last bucket (wte, produced last) cannot start before the backward
+    // pass ends: its share of the bytes bounds what can be hidden.
+    print(rank, "last_bucket_share_pct",
+          100.0 * static_cast<double>(gradients.front().numel()) /
+              static_cast<double>(total_elements));
+  }
+  print(rank, "peak_rss_mib", resident_bytes("VmHWM") / 1048576.0);
   return 0;
 }

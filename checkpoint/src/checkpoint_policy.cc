@@ -1,10 +1,17 @@
 #include "lockstep/checkpoint_policy.h"
 
 #include <cmath>
+#include <fstream>
+#include <string>
 
 #include <fmt/format.h>
 
+#include <nlohmann/json.hpp>
+
 #include "lockstep/error.h"
+#include "lockstep/knobs.h"
+#include "lockstep/mpi_check.h"
+#include "lockstep/runtime.h"
 
 namespace lockstep {
 
@@ -21,6 +28,47 @@ double young_daly_interval(double save_cost_seconds, double mtbf_seconds) {
 std::optional<double> estimate_mtbf(double run_seconds, std::int64_t restarts) {
   if (restarts <= 0 || !(run_seconds > 0)) return std::nullopt;
   return run_seconds / static_cast<double>(restarts);
+}
+
+std::optional<RunHistory> read_run_history(const std::filesystem::path& attempts_jsonl) {
+  std::ifstream file(attempts_jsonl);
+  if (!file) return std::nullopt;
+  RunHistory history;
+  std::string line;
+  while (std::getline(file, line)) {
+    // A line being appended while we read, or damaged: it tells nothing.
+    const auto record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!record.is_object()) continue;
+    const double start = record.value("start_s", 0.0);
+    const double end = record.value("end_s", start);
+    if (end > start) history.seconds += end - start;
+    const std::string outcome = record.value("outcome", "");
+    if (outcome == "failed" || outcome == "hang") ++history.failures;
+  }
+  return history;
+}
+
+CheckpointPolicy CheckpointPolicy::never() { return CheckpointPolicy(Mode::kNever); }
+
+CheckpointPolicy& CheckpointPolicy::agree_over(MPI_Comm comm) {
+  comm_ = std::make_shared<MpiComm>(MpiComm::dup(comm));
+  return *this;
+}
+
+void CheckpointPolicy::set_history(RunHistory history) { history_ = history; }
+
+bool CheckpointPolicy::should_checkpoint(std::int64_t step, double now_seconds) {
+  if (mode_ == Mode::kNever) return false;
+  if (mode_ == Mode::kSteps) return due(step, now_seconds);  // the same on every rank
+  if (mode_ == Mode::kAutomatic && history_.failures > 0) {
+    const double earlier = history_.seconds_unknown
+                               ? now_seconds * static_cast<double>(history_.failures)
+                               : history_.seconds;
+    observe_restarts(earlier + now_seconds, history_.failures);
+  }
+  int answer = due(step, now_seconds) ? 1 : 0;
+  if (comm_) LOCKSTEP_CHECK_MPI(MPI_Bcast(&answer, 1, MPI_INT, 0, comm_->get()));
+  return answer != 0;
 }
 
 CheckpointPolicy CheckpointPolicy::every_steps(std::int64_t steps) {
@@ -59,6 +107,7 @@ double CheckpointPolicy::mtbf_seconds() const {
 
 double CheckpointPolicy::interval_seconds() const {
   switch (mode_) {
+    case Mode::kNever:
     case Mode::kSteps:
       return 0;
     case Mode::kSeconds:
@@ -70,6 +119,7 @@ double CheckpointPolicy::interval_seconds() const {
 }
 
 bool CheckpointPolicy::due(std::int64_t step, double now_seconds) const {
+  if (mode_ == Mode::kNever) return false;
   if (mode_ == Mode::kSteps) return (step + 1) % every_steps_ == 0;
   if (!last_save_at_) return mode_ == Mode::kAutomatic || now_seconds >= every_seconds_;
   return now_seconds - *last_save_at_ >= interval_seconds();
@@ -85,6 +135,30 @@ void CheckpointPolicy::record_save(double now_seconds, double stall_seconds) {
 
 void CheckpointPolicy::observe_restarts(double run_seconds, std::int64_t restarts) {
   learned_mtbf_ = estimate_mtbf(run_seconds, restarts);
+}
+
+CheckpointPolicy checkpoint_policy(const Runtime& runtime) {
+  const Config& config = runtime.config();
+  const std::string mode = config.get(knobs::checkpoint_policy);
+  CheckpointPolicy policy = CheckpointPolicy::never();
+  if (mode == "steps") {
+    const std::int64_t every = config.get(knobs::checkpoint_every);
+    if (every > 0) policy = CheckpointPolicy::every_steps(every);
+  } else if (mode == "seconds") {
+    policy = CheckpointPolicy::every_seconds(config.get(knobs::checkpoint_seconds));
+  } else {
+    policy = CheckpointPolicy::automatic(config.get(knobs::mtbf));
+    // Only rank 0's history matters (it decides), but reading it everywhere
+    // keeps every rank's policy the same object.
+    if (auto history = read_run_history(runtime.run_dir() / "attempts.jsonl")) {
+      policy.set_history(*history);
+    } else if (runtime.restart_count() > 0) {
+      policy.set_history(
+          {.seconds = 0, .failures = runtime.restart_count(), .seconds_unknown = true});
+    }
+  }
+  policy.agree_over(runtime.comm());
+  return policy;
 }
 
 }  // namespace lockstep

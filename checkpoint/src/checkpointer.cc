@@ -9,6 +9,7 @@
 #include "collective_text.h"
 #include "directory.h"
 #include "layout.h"
+#include "lockstep/knobs.h"
 #include "lockstep/log.h"
 #include "restore.h"
 #include "save_job.h"
@@ -24,6 +25,16 @@ double seconds_since(Clock::time_point start) {
 }
 
 }  // namespace
+
+CheckpointOptions checkpoint_options(const Runtime& runtime) {
+  const Config& config = runtime.config();
+  const std::string dir = config.get(knobs::checkpoint_dir);
+  return {.dir = dir.empty() ? runtime.run_dir() / "checkpoints" : std::filesystem::path(dir),
+          .keep_last = static_cast<int>(config.get(knobs::checkpoint_keep)),
+          .keep_every = config.get(knobs::checkpoint_keep_every),
+          .async = config.get(knobs::checkpoint_async),
+          .env = nullptr};
+}
 
 State::Item::Item(std::string item_name, std::vector<Tensor> item_tensors)
     : name(std::move(item_name)), tensors(std::move(item_tensors)) {}
@@ -60,7 +71,9 @@ class Checkpointer::SaveJob {
 
   SaveStats& stats() { return stats_; }
   const Tensor& staging() const { return staged_.staging; }
-  const Tensor& image_buffer() const { return staged_.image_buffer; }
+  const std::shared_ptr<const checkpoint::RankFilePlan>& rank_file() const {
+    return staged_.rank_file;
+  }
   std::int64_t step() const { return staged_.step; }
 
  private:
@@ -111,7 +124,7 @@ void Checkpointer::finish_in_flight(bool rethrow) {
   const std::int64_t step = in_flight_->step();
   last_stats_ = in_flight_->stats();
   staging_ = in_flight_->staging();
-  image_buffer_ = in_flight_->image_buffer();
+  rank_file_ = in_flight_->rank_file();
   in_flight_.reset();
   if (!error) return;
   if (rethrow) std::rethrow_exception(error);
@@ -127,7 +140,7 @@ void Checkpointer::save(std::int64_t step, const State& state) {
   finish_in_flight(true);
   if (step < 0) throw UsageError(fmt::format("checkpoint step {} is negative", step));
   auto job = std::make_unique<SaveJob>(
-      checkpoint::stage(step, state, comm_.rank(), comm_.size(), staging_, image_buffer_));
+      checkpoint::stage(step, state, comm_.rank(), comm_.size(), staging_, rank_file_));
   job->stats().step = step;
   if (options_.async) {
     job->start(writer_comm_.get(), *options_.env, options_);

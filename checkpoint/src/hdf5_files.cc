@@ -1,5 +1,6 @@
 #include "hdf5_files.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -136,35 +137,98 @@ H5PropertyList intermediate_groups() {
 
 }  // namespace
 
-std::span<const std::byte> build_rank_file(const std::vector<TensorLayout>& layouts,
-                                           const std::vector<std::vector<Piece>>& pieces,
-                                           std::span<const std::byte> data, Tensor& image_buffer) {
-  auto lock = lock_hdf5();
-  H5File file = create_in_memory(data.size(), &image_buffer);
-  const H5PropertyList link_create = intermediate_groups();
-  std::size_t offset = 0;
+std::vector<std::string> rank_file_key(const std::vector<TensorLayout>& layouts,
+                                       const std::vector<std::vector<Piece>>& pieces) {
+  std::vector<std::string> key;
   for (std::size_t t = 0; t < layouts.size(); ++t) {
     for (const auto& piece : pieces[t]) {
-      const auto& layout = layouts[t];
-      const H5Datatype type = file_type(layout.dtype);
-      const H5Dataspace space = simple_space({piece.count});
-      const H5Dataset dataset(
-          LOCKSTEP_CHECK_HDF5(H5Dcreate2(file.get(), layout.path.c_str(), type.get(), space.get(),
-                                         link_create.get(), H5P_DEFAULT, H5P_DEFAULT)));
-      const std::size_t bytes = static_cast<std::size_t>(piece.count) * dtype_size(layout.dtype);
-      LOCKSTEP_CHECK_HDF5(H5Dwrite(dataset.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT,
-                                   data.subspan(offset, bytes).data()));
-      write_string_attribute(dataset.get(), "lockstep_dtype",
-                             std::string(dtype_name(layout.dtype)));
-      write_int_attribute(dataset.get(), "lockstep_begin", piece.begin);
-      offset += bytes;
+      key.push_back(fmt::format("{}:{}:{}:{}", layouts[t].path, dtype_name(layouts[t].dtype),
+                                piece.begin, piece.count));
     }
   }
-  LOCKSTEP_CHECK_HDF5(H5Fflush(file.get(), H5F_SCOPE_LOCAL));
-  const auto size =
-      static_cast<std::size_t>(LOCKSTEP_CHECK_HDF5(H5Fget_file_image(file.get(), nullptr, 0)));
-  file = H5File();  // closing writes nothing more after the flush; the bytes stay in the buffer
-  return {static_cast<const std::byte*>(image_buffer.data()), size};
+  return key;
+}
+
+RankFilePlan plan_rank_file(const std::vector<TensorLayout>& layouts,
+                            const std::vector<std::vector<Piece>>& pieces) {
+  struct DataRegion {
+    haddr_t address = 0;
+    std::size_t bytes = 0;
+    std::size_t staged_offset = 0;
+  };
+  std::vector<DataRegion> regions;
+  std::size_t data_bytes = 0;
+  for (std::size_t t = 0; t < layouts.size(); ++t) {
+    for (const auto& piece : pieces[t]) {
+      data_bytes += static_cast<std::size_t>(piece.count) * dtype_size(layouts[t].dtype);
+    }
+  }
+  Tensor image;  // the temporary file image, freed on return
+  std::size_t file_size = 0;
+  {
+    auto lock = lock_hdf5();
+    H5File file = create_in_memory(data_bytes, &image);
+    const H5PropertyList link_create = intermediate_groups();
+    // Space for the data at creation, never written by HDF5: the save writes
+    // it. Without timestamps the file's own bytes are the same every time.
+    H5PropertyList create(LOCKSTEP_CHECK_HDF5(H5Pcreate(H5P_DATASET_CREATE)));
+    LOCKSTEP_CHECK_HDF5(H5Pset_layout(create.get(), H5D_CONTIGUOUS));
+    LOCKSTEP_CHECK_HDF5(H5Pset_alloc_time(create.get(), H5D_ALLOC_TIME_EARLY));
+    LOCKSTEP_CHECK_HDF5(H5Pset_fill_time(create.get(), H5D_FILL_TIME_NEVER));
+    LOCKSTEP_CHECK_HDF5(H5Pset_obj_track_times(create.get(), 0));
+    std::size_t staged_offset = 0;
+    for (std::size_t t = 0; t < layouts.size(); ++t) {
+      for (const auto& piece : pieces[t]) {
+        const auto& layout = layouts[t];
+        const H5Datatype type = file_type(layout.dtype);
+        const H5Dataspace space = simple_space({piece.count});
+        const H5Dataset dataset(
+            LOCKSTEP_CHECK_HDF5(H5Dcreate2(file.get(), layout.path.c_str(), type.get(), space.get(),
+                                           link_create.get(), create.get(), H5P_DEFAULT)));
+        write_string_attribute(dataset.get(), "lockstep_dtype",
+                               std::string(dtype_name(layout.dtype)));
+        write_int_attribute(dataset.get(), "lockstep_begin", piece.begin);
+        const std::size_t bytes = static_cast<std::size_t>(piece.count) * dtype_size(layout.dtype);
+        const haddr_t address = H5Dget_offset(dataset.get());
+        if (address == HADDR_UNDEF) {
+          throw BackendError(
+              "HDF5", -1, fmt::format("no file space was allocated for dataset {}", layout.path));
+        }
+        regions.push_back({address, bytes, staged_offset});
+        staged_offset += bytes;
+      }
+    }
+    LOCKSTEP_CHECK_HDF5(H5Fflush(file.get(), H5F_SCOPE_LOCAL));
+    file_size =
+        static_cast<std::size_t>(LOCKSTEP_CHECK_HDF5(H5Fget_file_image(file.get(), nullptr, 0)));
+    file = H5File();  // closing writes nothing more after the flush; the bytes stay in `image`
+  }
+
+  // The file in order: HDF5's bytes between the data regions.
+  std::sort(regions.begin(), regions.end(),
+            [](const auto& a, const auto& b) { return a.address < b.address; });
+  RankFilePlan plan;
+  plan.file_size = file_size;
+  plan.key = rank_file_key(layouts, pieces);
+  const auto* bytes = static_cast<const std::byte*>(image.data());
+  std::size_t cursor = 0;
+  const auto add_header = [&](std::size_t end) {
+    if (end <= cursor) return;
+    plan.segments.push_back(
+        {.size = end - cursor, .data = false, .offset = plan.header_bytes.size()});
+    plan.header_bytes.insert(plan.header_bytes.end(), bytes + cursor, bytes + end);
+  };
+  for (const auto& region : regions) {
+    const auto address = static_cast<std::size_t>(region.address);
+    if (address < cursor || address + region.bytes > file_size) {
+      throw BackendError("HDF5", -1, "the data regions of a rank file overlap or exceed it");
+    }
+    add_header(address);
+    plan.segments.push_back({.size = region.bytes, .data = true, .offset = region.staged_offset});
+    cursor = address + region.bytes;
+  }
+  add_header(file_size);
+  return plan;
 }
 
 std::vector<std::byte> build_master_file(const Metadata& metadata,

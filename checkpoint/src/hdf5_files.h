@@ -15,14 +15,32 @@
 namespace lockstep::checkpoint {
 
 // A rank's file: one 1-D dataset per piece it owns, named by the tensor's
-// path. `pieces[t]` lists tensor t's pieces of this rank (zero or one);
-// `data` holds their bytes back to back in tensor order. The file is built
-// in `image_buffer` (grown when too small) and the returned bytes point into
-// it: reusing one buffer for every save spares the page faults of fresh
-// memory, which cost more than the copy itself.
-std::span<const std::byte> build_rank_file(const std::vector<TensorLayout>& layouts,
-                                           const std::vector<std::vector<Piece>>& pieces,
-                                           std::span<const std::byte> data, Tensor& image_buffer);
+// path, stored contiguously. Its bytes other than the tensor data (HDF5's
+// superblock, object headers, attributes) depend only on which pieces the
+// rank owns, so they are built once, in memory, and every save then writes
+// them interleaved with the staged data: no image of the whole file is ever
+// built, and the staging buffer is the only copy of the rank's share.
+struct RankFilePlan {
+  struct Segment {
+    std::uint64_t size = 0;
+    bool data = false;       // tensor data, else HDF5's own bytes
+    std::size_t offset = 0;  // into the staged data, or into `header_bytes`
+  };
+  std::vector<Segment> segments;  // in file order, covering the whole file
+  std::vector<std::byte> header_bytes;
+  std::uint64_t file_size = 0;
+  // What the plan was built for: tensor path, dtype, piece begin and count.
+  std::vector<std::string> key;
+};
+
+// The plan for a rank that owns `pieces[t]` of tensor t (zero or one each);
+// the staged data holds their bytes back to back in tensor order. Builds the
+// file once in temporary memory (about the size of the data).
+RankFilePlan plan_rank_file(const std::vector<TensorLayout>& layouts,
+                            const std::vector<std::vector<Piece>>& pieces);
+// The `key` a plan for these pieces has; equal keys give equal files.
+std::vector<std::string> rank_file_key(const std::vector<TensorLayout>& layouts,
+                                       const std::vector<std::vector<Piece>>& pieces);
 
 // The file users open: one dataset per tensor with its global shape, a
 // virtual dataset stitched from the rank files (a scalar or empty tensor is

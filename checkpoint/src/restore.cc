@@ -25,8 +25,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// MPI counts are ints; broadcasts go in pieces below that.
-constexpr std::size_t kBroadcastChunk = 1U << 30;
+// Broadcasts go in pieces of this size: MPI counts are ints, and Open MPI
+// moves one very large message several times slower per byte than a series
+// of medium ones (see LOCKSTEP_MPI_SEGMENT_MB).
+constexpr std::size_t kBroadcastChunk = 8U << 20;
 
 void broadcast_bytes(MPI_Comm comm, int root, std::byte* data, std::size_t bytes) {
   for (std::size_t offset = 0; offset < bytes; offset += kBroadcastChunk) {
@@ -211,37 +213,86 @@ void restore_step(FileEnv& env, const fs::path& step_dir, std::int64_t step, Sta
   }
   if (!error.empty()) throw CorruptCheckpoint(error);
 
-  // Every piece goes from its reader to all ranks, straight into the
-  // tensors (through a host buffer for GPU tensors).
-  std::size_t cursor = 0;
+  // Where each tensor's bytes land on this rank: the tensor itself, or a
+  // host bounce buffer for a GPU tensor, copied to the device at the end.
+  std::vector<std::byte*> targets(records.size());
+  std::vector<Tensor> bounces(records.size());
   for (std::size_t t = 0; t < records.size(); ++t) {
     Tensor& tensor = flat.tensors[t];
-    const std::size_t element = dtype_size(tensor.dtype());
-    std::byte* target = static_cast<std::byte*>(tensor.data());
-    Tensor bounce;
-    if (!tensor.device().is_cpu()) {
-      bounce = Tensor::allocate("restore bounce", DType::kU8,
-                                {static_cast<std::int64_t>(tensor.nbytes())});
-      target = static_cast<std::byte*>(bounce.data());
+    if (tensor.device().is_cpu()) {
+      targets[t] = static_cast<std::byte*>(tensor.data());
+      continue;
     }
-    for (const auto& piece : records[t]->pieces) {
-      const int root = owner[static_cast<std::size_t>(piece.file)];
-      std::byte* destination = target + static_cast<std::size_t>(piece.begin) * element;
-      const std::size_t bytes = static_cast<std::size_t>(piece.count) * element;
-      if (root == rank) {
-        std::memcpy(destination, buffer->data() + loaded[cursor++].offset, bytes);
+    bounces[t] = Tensor::allocate("restore bounce", DType::kU8,
+                                  {static_cast<std::int64_t>(tensor.nbytes())});
+    targets[t] = static_cast<std::byte*>(bounces[t].data());
+  }
+
+  // Every piece goes from its reader to all ranks, in the reader's buffer
+  // order, so that the root's bytes of a run of pieces are contiguous.
+  // Large pieces travel straight into the tensors; runs of small ones travel
+  // together through a batch buffer, because each broadcast costs a round
+  // trip that, for hundreds of small tensors, outweighs their bytes.
+  struct Destination {
+    std::byte* target;
+    std::size_t bytes;
+    std::size_t offset;  // in the root's read buffer
+  };
+  constexpr std::size_t kSmallPiece = 1U << 20;
+  constexpr std::size_t kBatchBytes = 32U << 20;
+  std::vector<std::byte> batch;
+  std::vector<Destination> pending;
+  int pending_root = -1;
+  const auto flush = [&] {
+    if (pending.empty()) return;
+    const std::size_t first = pending.front().offset;
+    const std::size_t bytes = pending.back().offset + pending.back().bytes - first;
+    std::byte* data = nullptr;
+    if (pending_root == rank) {
+      data = buffer->data() + first;
+    } else {
+      batch.resize(bytes);
+      data = batch.data();
+    }
+    broadcast_bytes(comm, pending_root, data, bytes);
+    for (const auto& piece : pending)
+      std::memcpy(piece.target, data + piece.offset - first, piece.bytes);
+    pending.clear();
+  };
+  for (int root = 0; root < ranks; ++root) {
+    std::size_t offset = 0;  // the same walk as `loaded` on the root
+    for (std::size_t t = 0; t < records.size(); ++t) {
+      const std::size_t element = dtype_size(flat.layouts[t].dtype);
+      for (const auto& piece : records[t]->pieces) {
+        if (owner[static_cast<std::size_t>(piece.file)] != root) continue;
+        const std::size_t bytes = static_cast<std::size_t>(piece.count) * element;
+        std::byte* destination = targets[t] + static_cast<std::size_t>(piece.begin) * element;
+        if (bytes >= kSmallPiece) {
+          flush();
+          if (root == rank) std::memcpy(destination, buffer->data() + offset, bytes);
+          broadcast_bytes(comm, root, destination, bytes);
+        } else {
+          const bool fits =
+              pending.empty() || offset + bytes - pending.front().offset <= kBatchBytes;
+          if (!fits) flush();
+          pending_root = root;
+          pending.push_back({destination, bytes, offset});
+        }
+        offset += bytes;
       }
-      broadcast_bytes(comm, root, destination, bytes);
     }
-    if (!tensor.device().is_cpu()) {
+    flush();
+  }
+  for (std::size_t t = 0; t < records.size(); ++t) {
+    Tensor& tensor = flat.tensors[t];
+    if (tensor.device().is_cpu()) continue;
 #if LOCKSTEP_HAVE_CUDA
-      LOCKSTEP_CHECK_CUDA(
-          cudaMemcpy(tensor.data(), bounce.data(), tensor.nbytes(), cudaMemcpyHostToDevice));
+    LOCKSTEP_CHECK_CUDA(
+        cudaMemcpy(tensor.data(), bounces[t].data(), tensor.nbytes(), cudaMemcpyHostToDevice));
 #else
-      throw UsageError(fmt::format("tensor {} lives on {}, but lockstep was built without CUDA",
-                                   tensor.name(), tensor.device().str()));
+    throw UsageError(fmt::format("tensor {} lives on {}, but lockstep was built without CUDA",
+                                 tensor.name(), tensor.device().str()));
 #endif
-    }
   }
   for (const auto& item : state.items()) {
     if (item.values != nullptr) *item.values = metadata.values.at(item.name);

@@ -65,6 +65,33 @@ void write_durably(FileEnv& env, const fs::path& path, std::span<const std::byte
   }
 }
 
+// Writes this rank's file: HDF5's bytes from the plan, interleaved with the
+// staged data, then fsync and a size check. Returns the file's CRC-32C.
+std::uint32_t write_rank_file(FileEnv& env, const fs::path& path, const RankFilePlan& plan,
+                              std::span<const std::byte> data) {
+  auto file = env.new_writable_file(path);
+  std::uint32_t crc = 0;
+  for (const auto& segment : plan.segments) {
+    const auto bytes =
+        segment.data
+            ? data.subspan(segment.offset, segment.size)
+            : std::span<const std::byte>(plan.header_bytes).subspan(segment.offset, segment.size);
+    for (std::size_t offset = 0; offset < bytes.size(); offset += kWriteChunk) {
+      const auto chunk = bytes.subspan(offset, std::min(kWriteChunk, bytes.size() - offset));
+      file->append(chunk);
+      crc = crc32c(chunk, crc);
+    }
+  }
+  file->sync();
+  file->close();
+  const std::uint64_t size = env.file_size(path);
+  if (size != plan.file_size) {
+    throw IoError(fmt::format("short write: {} holds {} of {} bytes after fsync", path.string(),
+                              size, plan.file_size));
+  }
+  return crc;
+}
+
 std::string utc_now(double* unix_seconds) {
   const auto now = std::chrono::system_clock::now();
   *unix_seconds = std::chrono::duration<double>(now.time_since_epoch()).count();
@@ -80,9 +107,8 @@ double seconds_between(std::chrono::steady_clock::time_point start,
 }  // namespace
 
 StagedSave stage(std::int64_t step, const State& state, int rank, int world_size, Tensor staging,
-                 Tensor image_buffer) {
+                 std::shared_ptr<const RankFilePlan> rank_file) {
   StagedSave staged;
-  staged.image_buffer = std::move(image_buffer);
   staged.step = step;
   staged.rank = rank;
   staged.world_size = world_size;
@@ -99,6 +125,12 @@ StagedSave stage(std::int64_t step, const State& state, int rank, int world_size
       }
     }
   }
+  if (!rank_file || rank_file->key != rank_file_key(staged.layouts, staged.own_pieces)) {
+    rank_file = nullptr;  // the old plan's memory goes before the new one is built
+    rank_file =
+        std::make_shared<const RankFilePlan>(plan_rank_file(staged.layouts, staged.own_pieces));
+  }
+  staged.rank_file = std::move(rank_file);
   if (staging.nbytes() < staged.staged_bytes) {
     staging = Tensor::allocate("checkpoint staging", DType::kU8,
                                {static_cast<std::int64_t>(staged.staged_bytes)});
@@ -172,18 +204,16 @@ std::uint64_t write_and_commit(StagedSave& staged, MPI_Comm comm, FileEnv& env,
       }
     }
     const auto checksummed = std::chrono::steady_clock::now();
-    const auto image =
-        build_rank_file(staged.layouts, staged.own_pieces, data, staged.image_buffer);
-    const auto built = std::chrono::steady_clock::now();
-    write_durably(env, temporary / rank_file_name(rank), image);
-    log::debug("step {}: checksums {:.3f} s, HDF5 image {:.3f} s, write and fsync {:.3f} s",
-               staged.step, seconds_between(started, checksummed),
-               seconds_between(checksummed, built),
-               seconds_between(built, std::chrono::steady_clock::now()));
-    bytes_written += image.size();
+    const RankFilePlan& plan = *staged.rank_file;
+    const std::uint32_t file_crc =
+        write_rank_file(env, temporary / rank_file_name(rank), plan, data);
+    log::debug("step {}: checksums {:.3f} s, write and fsync {:.3f} s", staged.step,
+               seconds_between(started, checksummed),
+               seconds_between(checksummed, std::chrono::steady_clock::now()));
+    bytes_written += plan.file_size;
     outcome = {{"error", ""},
-               {"size", image.size()},
-               {"crc32c", crc32c(image)},
+               {"size", plan.file_size},
+               {"crc32c", file_crc},
                {"pieces", std::move(checksums)}};
   } catch (const std::exception& failure) {
     outcome = {{"error", fmt::format("rank {}: {}", rank, failure.what())}};
@@ -191,7 +221,9 @@ std::uint64_t write_and_commit(StagedSave& staged, MPI_Comm comm, FileEnv& env,
 
   // Rank 0 hears from every rank; only when all wrote and synced does it
   // write the metadata and commit.
+  const auto gathering = std::chrono::steady_clock::now();
   const auto outcomes = gather_text(comm, 0, outcome.dump());
+  const auto gathered = std::chrono::steady_clock::now();
   error.clear();
   if (rank == 0) {
     bool committed = false;
@@ -230,6 +262,7 @@ std::uint64_t write_and_commit(StagedSave& staged, MPI_Comm comm, FileEnv& env,
         metadata.tensors.push_back(std::move(record));
       }
       const auto master = build_master_file(metadata, staged.scalars);
+      const auto master_built = std::chrono::steady_clock::now();
       write_durably(env, temporary / kMasterFile, master);
       metadata.master_file = {.name = kMasterFile, .size = master.size(), .crc32c = crc32c(master)};
       const std::string text = serialize(metadata);
@@ -247,6 +280,12 @@ std::uint64_t write_and_commit(StagedSave& staged, MPI_Comm comm, FileEnv& env,
       env.rename(temporary, final_path);
       committed = true;
       env.sync_directory(dir);
+      log::debug(
+          "step {}: waiting for the other ranks {:.3f} s, master file {:.3f} s, metadata and "
+          "commit {:.3f} s",
+          staged.step, seconds_between(gathering, gathered),
+          seconds_between(gathered, master_built),
+          seconds_between(master_built, std::chrono::steady_clock::now()));
       if (moved_aside) env.remove_all(replaced);
     } catch (const std::exception& failure) {
       if (!committed) {

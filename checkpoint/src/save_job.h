@@ -5,12 +5,14 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <vector>
 
 #include <mpi.h>
 
 #include <nlohmann/json.hpp>
 
+#include "hdf5_files.h"
 #include "layout.h"
 #include "lockstep/checkpointer.h"
 
@@ -24,7 +26,8 @@ struct StagedSave {
   std::vector<std::vector<Piece>> pieces;      // every rank's, per tensor
   std::vector<std::vector<Piece>> own_pieces;  // this rank's, per tensor
   Tensor staging;                              // this rank's bytes, tensor order
-  Tensor image_buffer;                         // reused memory of the HDF5 file image
+  // HDF5's bytes of this rank's file, kept between saves of the same layout.
+  std::shared_ptr<const RankFilePlan> rank_file;
   std::size_t staged_bytes = 0;
   std::vector<std::byte> scalars;  // rank 0: the scalar tensors, for the master file
   nlohmann::json values = nlohmann::json::object();
@@ -32,9 +35,12 @@ struct StagedSave {
 
 // Copies this rank's share of `state` into `staging` (grown when too small,
 // page-locked when CUDA is usable) and returns everything the writer needs.
-// Throws UsageError for bad names.
+// `rank_file` is the plan of the previous save, reused when the layout is
+// the same (and built first otherwise, before the staging buffer grows, so
+// that the two never take memory at once on a first save). Throws
+// UsageError for bad names.
 StagedSave stage(std::int64_t step, const State& state, int rank, int world_size, Tensor staging,
-                 Tensor image_buffer);
+                 std::shared_ptr<const RankFilePlan> rank_file);
 
 // Collective over `comm`: writes the staged save into a temporary directory,
 // makes it durable, and, when every rank succeeded, commits it with one

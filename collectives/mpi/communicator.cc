@@ -152,11 +152,14 @@ void MpiCommunicator::run_allreduce(Tensor& tensor, ReduceOp op) {
   const MPI_Datatype datatype = reduce_ops_.datatype(tensor.dtype());
   const MPI_Op mpi_op = reduce_ops_.op(tensor.dtype(), op);
   for (std::size_t offset = 0; offset < total; offset += segment) {
-    const int count = static_cast<int>(std::min(segment, total - offset));
-    LOCKSTEP_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, bytes_of(tensor) + offset * element, count,
-                                     datatype, mpi_op, data_.get()));
+    const std::size_t count = std::min(segment, total - offset);
+    char* data = bytes_of(tensor) + offset * element;
+    LOCKSTEP_CHECK_MPI(
+        MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(count), datatype, mpi_op, data_.get()));
+    // Each segment right after its sum, while it is still in cache: a
+    // second pass over a large tensor would read it from memory again.
+    if (op == ReduceOp::kAvg) divide_in_place(data, tensor.dtype(), count, size_);
   }
-  if (op == ReduceOp::kAvg) divide_in_place(tensor.data(), tensor.dtype(), total, size_);
 }
 
 void MpiCommunicator::run_broadcast(Tensor& tensor, int root) {

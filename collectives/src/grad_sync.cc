@@ -37,9 +37,11 @@ std::string describe_entry(const Tensor& gradient) {
 GradSync::GradSync(Communicator& communicator, std::vector<Tensor> gradients,
                    const GradSyncOptions& options)
     : communicator_(communicator), options_(options) {
-  if (!(options_.bucket_mb > 0) || !(options_.first_bucket_mb > 0)) {
-    throw UsageError(fmt::format("GradSync: bucket_mb ({}) and first_bucket_mb ({}) must be > 0",
-                                 options_.bucket_mb, options_.first_bucket_mb));
+  if (!(options_.bucket_mb > 0) || !(options_.first_bucket_mb > 0) ||
+      !(options_.in_place_min_mb >= 0)) {
+    throw UsageError(fmt::format(
+        "GradSync: bucket_mb ({}) and first_bucket_mb ({}) must be > 0, in_place_min_mb ({}) >= 0",
+        options_.bucket_mb, options_.first_bucket_mb, options_.in_place_min_mb));
   }
   std::vector<std::string> entries;
   for (Tensor& gradient : gradients) {
@@ -74,22 +76,27 @@ void GradSync::plan_buckets() {
     const double limit_mb = buckets_.empty() ? options_.first_bucket_mb : options_.bucket_mb;
     const auto limit = static_cast<std::size_t>(limit_mb * kMiB);
     const DType own_dtype = slots_[index - 1].gradient.dtype();
+    const DType wire_dtype = wire_dtype_for(own_dtype, options_.wire_dtype);
     Bucket bucket;
-    std::size_t elements = 0;
-    std::size_t bytes = 0;
+    std::size_t elements = 0;  // packed into the buffer
+    std::size_t bytes = 0;     // of every gradient in the bucket
     // A bucket holds one dtype and at least one gradient, even an oversized one.
     while (index > 0 && slots_[index - 1].gradient.dtype() == own_dtype &&
            (bucket.slots.empty() || bytes + slots_[index - 1].gradient.nbytes() <= limit)) {
       Slot& slot = slots_[index - 1];
       slot.bucket = buckets_.size();
-      slot.offset = elements;
-      elements += static_cast<std::size_t>(slot.gradient.numel());
+      // Same dtypes and shapes on every rank, so the same choice everywhere.
+      slot.in_place = wire_dtype == own_dtype && static_cast<double>(slot.gradient.nbytes()) >=
+                                                     options_.in_place_min_mb * kMiB;
+      if (!slot.in_place) {
+        slot.offset = elements;
+        elements += static_cast<std::size_t>(slot.gradient.numel());
+      }
       bytes += slot.gradient.nbytes();
       bucket.slots.push_back(index - 1);
       --index;
     }
-    bucket.buffer = Tensor::allocate(fmt::format("grad_sync/bucket{}", buckets_.size()),
-                                     wire_dtype_for(own_dtype, options_.wire_dtype),
+    bucket.buffer = Tensor::allocate(fmt::format("grad_sync/bucket{}", buckets_.size()), wire_dtype,
                                      {static_cast<std::int64_t>(elements)});
     bucket.waiting_for = bucket.slots.size();
     buckets_.push_back(std::move(bucket));
@@ -116,6 +123,10 @@ void GradSync::ready(const Tensor& gradient) {
   }
   slot.ready = true;
   Bucket& bucket = buckets_[slot.bucket];
+  if (slot.in_place) {
+    if (--bucket.waiting_for == 0) launch_full_buckets();
+    return;
+  }
   const std::size_t wire_element = dtype_size(bucket.buffer.dtype());
   detail::convert_scaled(slot.gradient.data(), slot.gradient.dtype(),
                          static_cast<char*>(bucket.buffer.data()) + slot.offset * wire_element,
@@ -129,8 +140,19 @@ void GradSync::launch_full_buckets() {
   // of all-reduces whatever order its gradients became ready in.
   while (next_launch_ < buckets_.size() && buckets_[next_launch_].waiting_for == 0) {
     Bucket& bucket = buckets_[next_launch_];
-    bucket.work = communicator_.allreduce_async(
-        bucket.buffer, AllreduceOptions{.op = ReduceOp::kSum, .timeout = options_.timeout});
+    // In-place gradients are averaged by the backend, piece by piece while
+    // the data is still in cache; the packed buffer is summed and averaged
+    // while unpacking it in wait().
+    for (std::size_t index : bucket.slots) {
+      if (!slots_[index].in_place) continue;
+      bucket.works.push_back(communicator_.allreduce_async(
+          slots_[index].gradient,
+          AllreduceOptions{.op = ReduceOp::kAvg, .timeout = options_.timeout}));
+    }
+    if (bucket.buffer.numel() > 0) {
+      bucket.works.push_back(communicator_.allreduce_async(
+          bucket.buffer, AllreduceOptions{.op = ReduceOp::kSum, .timeout = options_.timeout}));
+    }
     ++next_launch_;
   }
 }
@@ -146,16 +168,17 @@ void GradSync::wait() {
   }
   const double inverse_size = 1.0 / communicator_.size();
   for (Bucket& bucket : buckets_) {
-    bucket.work->wait();
-    bucket.work.reset();
+    for (const std::shared_ptr<Work>& work : bucket.works) work->wait();
+    bucket.works.clear();
     const std::size_t wire_element = dtype_size(bucket.buffer.dtype());
     for (std::size_t index : bucket.slots) {
       Slot& slot = slots_[index];
+      slot.ready = false;
+      if (slot.in_place) continue;
       detail::convert_scaled(
           static_cast<const char*>(bucket.buffer.data()) + slot.offset * wire_element,
           bucket.buffer.dtype(), slot.gradient.data(), slot.gradient.dtype(),
           static_cast<std::size_t>(slot.gradient.numel()), inverse_size);
-      slot.ready = false;
     }
     bucket.waiting_for = bucket.slots.size();
   }
@@ -164,13 +187,14 @@ void GradSync::wait() {
 
 void GradSync::finish_in_flight() noexcept {
   for (Bucket& bucket : buckets_) {
-    if (!bucket.work) continue;
-    try {
-      bucket.work->wait();
-    } catch (const std::exception& error) {
-      log::warn("GradSync: an all-reduce failed while shutting down: {}", error.what());
+    for (const std::shared_ptr<Work>& work : bucket.works) {
+      try {
+        work->wait();
+      } catch (const std::exception& error) {
+        log::warn("GradSync: an all-reduce failed while shutting down: {}", error.what());
+      }
     }
-    bucket.work.reset();
+    bucket.works.clear();
   }
 }
 

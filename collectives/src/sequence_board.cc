@@ -9,8 +9,20 @@ SequenceBoard::SequenceBoard(MPI_Comm comm) {
   LOCKSTEP_CHECK_MPI(MPI_Comm_rank(comm, &rank_));
   LOCKSTEP_CHECK_MPI(MPI_Comm_size(comm, &size_));
   std::uint64_t* slot = nullptr;
-  LOCKSTEP_CHECK_MPI(MPI_Win_allocate(sizeof(std::uint64_t), sizeof(std::uint64_t), MPI_INFO_NULL,
-                                      comm, &slot, &window_));
+  // Open MPI has no one-sided component for MPI_THREAD_MULTIPLE over plain
+  // TCP between nodes (osc/rdma needs RDMA, osc/pt2pt refuses threads). The
+  // board is then absent: the watchdog still aborts a hung job, it just
+  // cannot name the ranks that are behind.
+  if (MPI_Win_allocate(sizeof(std::uint64_t), sizeof(std::uint64_t), MPI_INFO_NULL, comm, &slot,
+                       &window_) != MPI_SUCCESS) {
+    window_ = MPI_WIN_NULL;
+    if (rank_ == 0) {
+      log::warn(
+          "no MPI one-sided communication on this network (MPI_Win_allocate failed); the "
+          "collective watchdog will not be able to name the ranks behind a hang");
+    }
+    return;
+  }
   *slot = 0;
   LOCKSTEP_CHECK_MPI(MPI_Win_set_errhandler(window_, MPI_ERRORS_RETURN));
   // No rank may read a slot before its owner has zeroed it.
@@ -30,6 +42,7 @@ SequenceBoard::~SequenceBoard() {
 }
 
 void SequenceBoard::publish(std::uint64_t sequence) {
+  if (window_ == MPI_WIN_NULL) return;
   // An atomic replace, so that a concurrent read never sees a torn value.
   LOCKSTEP_CHECK_MPI(
       MPI_Accumulate(&sequence, 1, MPI_UINT64_T, rank_, 0, 1, MPI_UINT64_T, MPI_REPLACE, window_));
@@ -37,6 +50,9 @@ void SequenceBoard::publish(std::uint64_t sequence) {
 }
 
 std::vector<std::uint64_t> SequenceBoard::read_all() {
+  if (window_ == MPI_WIN_NULL) {
+    throw BackendError("MPI", 0, "no one-sided MPI window on this network");
+  }
   std::vector<std::uint64_t> values(static_cast<std::size_t>(size_), 0);
   const std::uint64_t unused = 0;
   for (int rank = 0; rank < size_; ++rank) {

@@ -26,7 +26,8 @@ class SequenceBoard {
   // Records that this rank started collective `sequence`. Thread-safe.
   void publish(std::uint64_t sequence);
   // The last sequence number each rank published, in rank order.
-  // Thread-safe; does not need the other ranks to call anything.
+  // Thread-safe; does not need the other ranks to call anything. Throws
+  // BackendError when the network offers no one-sided MPI (no board).
   std::vector<std::uint64_t> read_all();
 
  private:

@@ -119,14 +119,106 @@ const Knob<double> mpi_segment_mb{{
     .max = 1024,
 }};
 
+// checkpoint
+
+namespace {
+constexpr std::array<std::string_view, 3> kCheckpointPolicies = {"steps", "seconds", "auto"};
+}  // namespace
+
+const Knob<std::string> checkpoint_dir{{
+    .name = "checkpoint_dir",
+    .env = "LOCKSTEP_CHECKPOINT_DIR",
+    .type = KnobType::kString,
+    .default_value = "",
+    .doc = "Where checkpoint_options() puts the step-<N>/ directories; empty means "
+           "<run_dir>/checkpoints.",
+}};
+
+const Knob<std::int64_t> checkpoint_keep{{
+    .name = "checkpoint_keep",
+    .env = "LOCKSTEP_CHECKPOINT_KEEP",
+    .type = KnobType::kInt,
+    .default_value = "3",
+    .doc = "Keep the newest N committed checkpoints (by step number) and delete older ones; "
+           "0 keeps all.",
+    .min = 0,
+    .max = 1e6,
+}};
+
+const Knob<std::int64_t> checkpoint_keep_every{{
+    .name = "checkpoint_keep_every",
+    .env = "LOCKSTEP_CHECKPOINT_KEEP_EVERY",
+    .type = KnobType::kInt,
+    .default_value = "0",
+    .doc = "Also keep every checkpoint whose step is a multiple of N, beyond "
+           "LOCKSTEP_CHECKPOINT_KEEP; 0 keeps none extra.",
+    .min = 0,
+    .max = kMaxSteps,
+}};
+
+const Knob<bool> checkpoint_async{{
+    .name = "checkpoint_async",
+    .env = "LOCKSTEP_CHECKPOINT_ASYNC",
+    .type = KnobType::kBool,
+    .default_value = "true",
+    .doc = "save() copies the state to host memory and returns; a background thread writes "
+           "and commits it. false: save() returns after the commit.",
+}};
+
+const Knob<std::string> checkpoint_policy{{
+    .name = "checkpoint_policy",
+    .env = "LOCKSTEP_CHECKPOINT_POLICY",
+    .type = KnobType::kEnum,
+    .default_value = "steps",
+    .doc = "When checkpoint_policy() asks for a save: 'steps' every LOCKSTEP_CHECKPOINT_EVERY "
+           "steps (0: never), 'seconds' every LOCKSTEP_CHECKPOINT_SECONDS, 'auto' at the "
+           "Young/Daly interval sqrt(2 x save stall x MTBF).",
+    .choices = kCheckpointPolicies,
+}};
+
+const Knob<double> checkpoint_seconds{{
+    .name = "checkpoint_seconds",
+    .env = "LOCKSTEP_CHECKPOINT_SECONDS",
+    .type = KnobType::kFloat,
+    .default_value = "1800",
+    .doc = "Interval of the 'seconds' checkpoint policy, in seconds.",
+    .min = 0.001,
+    .max = 1e9,
+}};
+
+const Knob<double> mtbf{{
+    .name = "mtbf",
+    .env = "LOCKSTEP_MTBF",
+    .type = KnobType::kFloat,
+    .default_value = "0",
+    .doc = "Mean time between failures of the job, in seconds, for the 'auto' checkpoint "
+           "policy; 0 learns it from the run's restarts (<run_dir>/attempts.jsonl), assuming "
+           "24 hours until the first failure.",
+    .min = 0,
+    .max = 1e10,
+}};
+
 }  // namespace knobs
 
 std::span<const KnobSpec* const> all_knobs() {
-  static const std::array<const KnobSpec*, 10> table = {
-      &knobs::log_level.spec,        &knobs::run_dir.spec,         &knobs::device.spec,
-      &knobs::checkpoint_every.spec, &knobs::handle_signals.spec,  &knobs::collective_timeout.spec,
-      &knobs::restart_count.spec,    &knobs::monitor_address.spec, &knobs::monitor_token.spec,
+  static const std::array<const KnobSpec*, 17> table = {
+      &knobs::log_level.spec,
+      &knobs::run_dir.spec,
+      &knobs::device.spec,
+      &knobs::checkpoint_every.spec,
+      &knobs::handle_signals.spec,
+      &knobs::collective_timeout.spec,
+      &knobs::restart_count.spec,
+      &knobs::monitor_address.spec,
+      &knobs::monitor_token.spec,
       &knobs::mpi_segment_mb.spec,
+      &knobs::checkpoint_dir.spec,
+      &knobs::checkpoint_keep.spec,
+      &knobs::checkpoint_keep_every.spec,
+      &knobs::checkpoint_async.spec,
+      &knobs::checkpoint_policy.spec,
+      &knobs::checkpoint_seconds.spec,
+      &knobs::mtbf.spec,
   };
   return table;
 }

@@ -3,7 +3,10 @@
 // order of asynchronous commits, and errors for bad input.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <fstream>
+
+#include <lockstep/checkpoint_policy.h>
 
 #include "checkpoint_test_util.h"
 #include "fault_injection_env.h"
@@ -300,6 +303,17 @@ TEST(CheckpointErrors, UnwritableDirectoryIsAnIoError) {
       error_of([&] { Checkpointer checkpointer(world(), {.dir = dir / "a-file" / "ckpt"}); });
   EXPECT_NE(error.find("a-file/ckpt"), std::string::npos) << error;
   EXPECT_THROW(Checkpointer(world(), {.dir = dir / "a-file" / "ckpt"}), IoError);
+}
+
+TEST(CheckpointPolicyDecision, EveryRankGetsRankZerosAnswer) {
+  // Clocks disagree between ranks; the decision must not.
+  auto policy = CheckpointPolicy::every_seconds(10).agree_over(world());
+  EXPECT_TRUE(policy.should_checkpoint(0, world_rank() == 0 ? 20 : 0));
+  EXPECT_FALSE(policy.should_checkpoint(1, world_rank() == 0 ? 5 : 50));
+  auto automatic = CheckpointPolicy::automatic(3600).agree_over(world());
+  automatic.record_save(0, world_rank() == 0 ? 1 : 1000);  // rank 0's stall decides
+  const double interval = std::sqrt(2.0 * 1 * 3600);
+  EXPECT_TRUE(automatic.should_checkpoint(2, world_rank() == 0 ? interval + 1 : 1));
 }
 
 }  // namespace

@@ -1,9 +1,16 @@
 // Single-process tests of the checkpoint layer's pure parts.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <cmath>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <string>
 
+#include <fmt/format.h>
+
+#include <lockstep/checkpoint_inspect.h>
 #include <lockstep/checkpoint_policy.h>
 
 #include "crc32c.h"
@@ -213,6 +220,87 @@ TEST(Policy, AutomaticUsesYoungDalyWithMeasuredStallAndLearnedMtbf) {
   EXPECT_TRUE(policy.due(6, 1 + interval));
   EXPECT_DOUBLE_EQ(CheckpointPolicy::automatic(100).mtbf_seconds(), 100);
   EXPECT_FALSE(estimate_mtbf(1000, 0).has_value());
+}
+
+TEST(Policy, NeverAndStepsNeedNoCommunicator) {
+  auto never = CheckpointPolicy::never();
+  EXPECT_FALSE(never.should_checkpoint(0, 1e9));
+  auto steps = CheckpointPolicy::every_steps(3);
+  EXPECT_FALSE(steps.should_checkpoint(0, 0));
+  EXPECT_TRUE(steps.should_checkpoint(2, 0));
+}
+
+std::filesystem::path scratch_dir(const std::string& name) {
+  const auto dir =
+      std::filesystem::temp_directory_path() / fmt::format("lockstep-unit-{}-{}", name, ::getpid());
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+TEST(Policy, LearnsTheMtbfFromTheAttemptsLog) {
+  const auto dir = scratch_dir("attempts");
+  EXPECT_FALSE(read_run_history(dir / "attempts.jsonl").has_value());
+  std::ofstream(dir / "attempts.jsonl")
+      << R"({"index":0,"outcome":"failed","start_s":0,"end_s":1000})"
+      << "\n"
+      << R"({"index":1,"outcome":"hang","start_s":1010,"end_s":3010})"
+      << "\n"
+      << "{not json\n"
+      << R"({"index":2,"outcome":"stopped","start_s":3020,"end_s":4020})"
+      << "\n";
+  const auto history = read_run_history(dir / "attempts.jsonl");
+  ASSERT_TRUE(history.has_value());
+  EXPECT_DOUBLE_EQ(history->seconds, 4000);
+  EXPECT_EQ(history->failures, 2);
+
+  auto policy = CheckpointPolicy::automatic(0, 1e6);
+  policy.set_history(*history);
+  policy.record_save(990, 2);
+  // (4000 s before + 1000 s now) / 2 failures.
+  const double interval = std::sqrt(2.0 * 2 * 2500);
+  EXPECT_FALSE(policy.should_checkpoint(10, 1000));
+  EXPECT_DOUBLE_EQ(policy.mtbf_seconds(), 2500);
+  EXPECT_DOUBLE_EQ(policy.interval_seconds(), interval);
+  EXPECT_TRUE(policy.should_checkpoint(11, 990 + interval + 1));
+
+  // Only a restart count: earlier attempts are taken to be as long as this one.
+  auto counted = CheckpointPolicy::automatic(0, 1e6);
+  counted.set_history({.seconds = 0, .failures = 2, .seconds_unknown = true});
+  counted.record_save(0, 1);
+  counted.should_checkpoint(1, 300);
+  EXPECT_DOUBLE_EQ(counted.mtbf_seconds(), 450);  // 3 × 300 s / 2
+  // A fixed MTBF wins over the history.
+  auto fixed = CheckpointPolicy::automatic(5000);
+  fixed.set_history(*history);
+  fixed.should_checkpoint(0, 10);
+  EXPECT_DOUBLE_EQ(fixed.mtbf_seconds(), 5000);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Inspect, ListsCommittedAndTornEntriesByStep) {
+  const auto dir = scratch_dir("inspect");
+  std::filesystem::create_directories(dir / "step-10");
+  std::filesystem::create_directories(dir / "step-9");
+  std::filesystem::create_directories(dir / "step-10.tmp-abc");
+  std::ofstream(dir / "step-10.tmp-abc" / "rank-00000.h5") << "12345";
+  std::ofstream(dir / ".write-probe-1") << "";
+  const auto entries = list_checkpoint_entries(dir);
+  ASSERT_EQ(entries.size(), 3U);
+  EXPECT_EQ(entries[0].name, "step-9");
+  EXPECT_EQ(entries[1].name, "step-10");
+  EXPECT_TRUE(entries[1].committed);
+  EXPECT_EQ(entries[2].name, "step-10.tmp-abc");
+  EXPECT_FALSE(entries[2].committed);
+  EXPECT_EQ(entries[2].step, 10);
+  EXPECT_EQ(entries[2].bytes, 5U);
+  // A step without metadata fails verification instead of throwing.
+  const auto report = verify_checkpoint(dir / "step-9");
+  EXPECT_FALSE(report.ok());
+  EXPECT_THROW(list_checkpoint_entries(dir / "missing"), UsageError);
+  std::ofstream(dir / "step-9" / "notes.txt") << "x";
+  EXPECT_THROW(list_checkpoint_entries(dir / "step-9"), UsageError);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -124,6 +124,15 @@ TEST(GradSync, AveragesInAnyReadyOrderWithManyBuckets) {
 
 TEST(GradSync, AveragesWithDefaultBuckets) { run_steps({}, 1e-6); }
 
+TEST(GradSync, AveragesEveryGradientInPlace) {
+  run_steps({.bucket_mb = 4.0 / 1024, .first_bucket_mb = 1.0 / 1024, .in_place_min_mb = 0}, 1e-6);
+}
+
+TEST(GradSync, AveragesInPlaceAndPackedTogether) {
+  run_steps({.bucket_mb = 4.0 / 1024, .first_bucket_mb = 1.0 / 1024, .in_place_min_mb = 1.0 / 1024},
+            1e-6);
+}
+
 TEST(GradSync, AveragesWithBf16OnTheWire) {
   run_steps(
       {.bucket_mb = 4.0 / 1024, .first_bucket_mb = 1.0 / 1024, .wire_dtype = WireDType::kBF16},

@@ -23,6 +23,10 @@
 
 namespace lockstep {
 
+namespace checkpoint {
+struct RankFilePlan;
+}  // namespace checkpoint
+
 // Small user values saved beside the tensors: data-loader position, RNG
 // state, counters. Must be a JSON object.
 using KeyValues = nlohmann::json;
@@ -68,6 +72,10 @@ struct CheckpointOptions {
   // File system; null means the real one. Tests pass one that injects faults.
   std::shared_ptr<FileEnv> env = nullptr;
 };
+
+// Options from the configuration (LOCKSTEP_CHECKPOINT_DIR, _KEEP,
+// _KEEP_EVERY, _ASYNC); the directory defaults to <run_dir>/checkpoints.
+CheckpointOptions checkpoint_options(const Runtime& runtime);
 
 // What the last completed save cost.
 struct SaveStats {
@@ -148,7 +156,8 @@ class Checkpointer {
   // Reused by every save (free whenever no save is in flight): fresh memory
   // for each save would cost more in page faults than the copies themselves.
   Tensor staging_;
-  Tensor image_buffer_;
+  // HDF5's bytes of this rank's file, the same for every save of one layout.
+  std::shared_ptr<const checkpoint::RankFilePlan> rank_file_;
   std::vector<std::string> skipped_;
   SaveStats last_stats_;
 };

@@ -30,6 +30,11 @@ struct GradSyncOptions {
   // produces first; keeping it small starts communication early.
   double first_bucket_mb = 1;
   WireDType wire_dtype = WireDType::kNone;
+  // Gradients of at least this many MiB that already have the wire dtype are
+  // all-reduced in their own storage rather than copied into their bucket's
+  // buffer and back: that saves two passes over their bytes and their copy
+  // in memory. Smaller ones are packed, which saves a collective each.
+  double in_place_min_mb = 0.25;
   // Per bucket all-reduce; zero means the communicator's default.
   CollectiveTimeout timeout{0};
 };
@@ -55,14 +60,16 @@ class GradSync {
 
   // The gradient named like `gradient` (the same storage as registered)
   // holds its final local value for this step; may start bucket
-  // all-reduces. Throws UsageError for an unknown gradient or one already
+  // all-reduces. From here until wait() returns, GradSync owns the
+  // gradient's storage (large gradients are reduced in place): neither read
+  // nor write it. Throws UsageError for an unknown gradient or one already
   // marked in this step. Call ready() and wait() from one thread.
   void ready(const Tensor& gradient);
 
   // Finishes every bucket and leaves the average over all ranks in every
   // registered gradient, then starts a new step. Throws UsageError naming
-  // the first gradient that was not marked ready (nothing is then changed),
-  // and rethrows a communication failure.
+  // the first gradient that was not marked ready (the step stays open: mark
+  // it ready and call wait() again), and rethrows a communication failure.
   void wait();
 
   // The names in each bucket, in launch order (for tests and logs).
@@ -72,14 +79,15 @@ class GradSync {
   struct Slot {
     Tensor gradient;
     std::size_t bucket = 0;
-    std::size_t offset = 0;  // elements into the bucket's buffer
+    bool in_place = false;   // all-reduced in its own storage, averaged there
+    std::size_t offset = 0;  // packed: elements into the bucket's buffer
     bool ready = false;
   };
   struct Bucket {
-    Tensor buffer;  // wire dtype, the gradients back to back
+    Tensor buffer;  // wire dtype, the packed gradients back to back; may be empty
     std::vector<std::size_t> slots;
-    std::size_t waiting_for = 0;  // gradients not yet ready in this step
-    std::shared_ptr<Work> work;   // in flight since launch
+    std::size_t waiting_for = 0;               // gradients not yet ready in this step
+    std::vector<std::shared_ptr<Work>> works;  // in flight since launch
   };
 
   void plan_buckets();

@@ -24,4 +24,13 @@ extern const Knob<std::string> monitor_token;
 // collectives
 extern const Knob<double> mpi_segment_mb;
 
+// checkpoint
+extern const Knob<std::string> checkpoint_dir;
+extern const Knob<std::int64_t> checkpoint_keep;
+extern const Knob<std::int64_t> checkpoint_keep_every;
+extern const Knob<bool> checkpoint_async;
+extern const Knob<std::string> checkpoint_policy;
+extern const Knob<double> checkpoint_seconds;
+extern const Knob<double> mtbf;
+
 }  // namespace lockstep::knobs

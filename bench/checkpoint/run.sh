@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Runs the whole checkpoint benchmark and prints one table: lockstep's save
+# and restore at 1, 2 and 4 ranks against dd, cat and torch.save + fsync of
+# the same bytes, all on the same file system, plus the machine load.
+#
+# Usage: bench/checkpoint/run.sh [BUILD_DIR] [SCRATCH_DIR]
+# Environment: SCALE (1.0 = GPT-2 small with Adam, 1.5 GB), REPEAT (3),
+#   RANKS ("1 2 4"), EVERY (the loop saves every K steps; 0, the default,
+#   spaces saves three synchronous save times apart), STEPS (at least 100),
+#   STEP_MS (100).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+build=${1:-build}
+scratch=${2:-/tmp/lockstep-bench-ckpt}
+scale=${SCALE:-1.0}
+repeat=${REPEAT:-3}
+ranks_list=${RANKS:-1 2 4}
+every=${EVERY:-0}
+steps=${STEPS:-100}
+step_ms=${STEP_MS:-100}
+bench=$build/bench/checkpoint/bench_checkpoint
+python=/usr/bin/python3
+[[ -x $bench ]] || { echo "build $bench first: cmake --build $build --target bench_checkpoint"; exit 2; }
+export OMPI_MCA_mpi_yield_when_idle=1 OMPI_MCA_rmaps_base_oversubscribe=1
+if [[ $(id -u) -eq 0 ]]; then  # containers often run as root
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+fi
+mkdir -p "$scratch"
+results=$scratch/results.txt
+: >"$results"
+
+# The peer needs PyTorch; Debian packages it.
+if ! "$python" -c "import torch" 2>/dev/null; then
+  echo "installing python3-torch for the torch.save peer"
+  apt-get install -y python3-torch >/dev/null || { echo "cannot install python3-torch"; exit 2; }
+fi
+
+echo "load before: $(uptime)"
+mpiexec -n 1 "$bench" --scale "$scale" --shapes-only "$scratch/shapes.json"
+"$python" "$here/../peers/torch_save.py" "$scratch/shapes.json" "$scratch/torch" "$repeat" |
+  tee -a "$results"
+for ranks in $ranks_list; do
+  mpiexec --oversubscribe -n "$ranks" "$bench" --scale "$scale" --repeat "$repeat" \
+    --every "$every" --steps "$steps" --step-ms "$step_ms" --dir "$scratch/np$ranks" |
+    tee -a "$results"
+done
+echo "load after: $(uptime)"
+
+"$python" - "$results" <<'PYTHON'
+import re, sys
+rows, torch_s = [], None
+for line in open(sys.argv[1]):
+    if not line.startswith("RESULT "):
+        continue
+    fields = dict(item.split("=") for item in line.split()[1:])
+    if "torch_save_s" in fields:
+        torch_s = float(fields["torch_save_s"])
+    else:
+        rows.append({k: float(v) for k, v in fields.items()})
+gb = lambda r, s: r["bytes"] / 1e9 / s
+print()
+print(f"{'ranks':>5} {'GB':>6} | {'save GB/s':>9} {'dd GB/s':>8} {'save/dd':>7} | "
+      f"{'torch GB/s':>10} {'save/torch':>10} | {'stall s':>7} {'stall/sync':>10} "
+      f"{'loop loss':>9} | {'restore GB/s':>12} {'cat GB/s':>8} {'rest/cat':>8}")
+for r in rows:
+    torch_cols = (f"{gb(r, torch_s):10.3f} {torch_s / r['sync_s']:10.2f}" if torch_s
+                  else f"{'-':>10} {'-':>10}")
+    print(f"{int(r['ranks']):5d} {r['bytes'] / 1e9:6.3f} | {gb(r, r['sync_s']):9.3f} "
+          f"{gb(r, r['dd_s']):8.3f} {r['dd_s'] / r['sync_s']:7.2f} | {torch_cols} | "
+          f"{r['stall_s']:7.3f} {100 * r['stall_s'] / r['sync_s']:9.1f}% "
+          f"{100 * r['loop_loss']:8.1f}% | {gb(r, r['restore_s']):12.3f} "
+          f"{gb(r, r['cat_s']):8.3f} {r['cat_s'] / r['restore_s']:8.2f}")
+print("targets: save/dd >= 0.80, save/torch >= 1.00, stall/sync <= 10%, loop loss <= 5%, "
+      "rest/cat >= 0.80")
+PYTHON

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# `lockstep ckpt list|verify|inspect` on a real 3-rank checkpoint: it lists
+# committed and torn steps, verifies a good step, names the step and file of
+# a flipped byte, shows the tensors, and answers bad input with exit code 2.
+# Usage: ckpt_command_test.sh <writer binary> <lockstep> <python3> <scratch dir> <mpiexec...>
+set -uo pipefail
+writer=$1 lockstep=$2 python=$3 scratch=$4
+shift 4
+rm -rf "$scratch"
+mkdir -p "$scratch"
+"$@" -n 3 "$writer" "$scratch" || { echo "FAIL: the writer failed"; exit 1; }
+dir="$scratch/ckpt"
+failures=0
+
+# expect <exit code> <pattern or ""> -- <lockstep arguments...>
+expect() {
+  local code=$1 pattern=$2
+  shift 3
+  local output status
+  output=$("$lockstep" "$@" 2>&1)
+  status=$?
+  if [[ $status -ne $code ]]; then
+    echo "FAIL: lockstep $* exited $status, expected $code"
+    echo "$output" | sed 's/^/    /'
+    failures=$((failures + 1))
+  elif [[ -n $pattern ]] && ! grep -qE -- "$pattern" <<<"$output"; then
+    echo "FAIL: lockstep $* does not print /$pattern/"
+    echo "$output" | sed 's/^/    /'
+    failures=$((failures + 1))
+  else
+    echo "ok: lockstep $* (exit $status)"
+  fi
+}
+
+# A save killed in the middle leaves a temporary directory.
+mkdir "$dir/step-9.tmp-0123456789abcdef"
+head -c 4096 /dev/zero >"$dir/step-9.tmp-0123456789abcdef/rank-00000.h5"
+
+expect 0 "list" -- ckpt --help
+expect 0 "ckpt" -- --help
+expect 0 " 5  committed .* 3  .*step-5$" -- ckpt list "$dir"
+expect 0 " 9  torn .*step-9.tmp-0123456789abcdef" -- ckpt list "$dir"
+expect 0 "^step-5: ok" -- ckpt verify "$dir"
+expect 0 "^step-5: ok" -- ckpt verify --step 5 "$dir"
+expect 0 "model/f32/shape5 +f32 +\[129, 33\] +17028" -- ckpt inspect "$dir"
+expect 0 "world size +3" -- ckpt inspect --step 5 "$dir"
+expect 0 "data: .*\"sample\":12345" -- ckpt inspect "$dir"
+
+# Bad input: exit code 2 and a message.
+expect 2 "does not exist" -- ckpt list "$scratch/missing"
+expect 2 "does not exist" -- ckpt verify "$scratch/missing"
+expect 2 "not a checkpoint directory" -- ckpt inspect "$scratch/expected"
+expect 2 "not a directory" -- ckpt list "$scratch/expected/manifest.json"
+expect 2 "step 6 is not a committed checkpoint" -- ckpt inspect --step 6 "$dir"
+expect 2 "step 6 is not a committed checkpoint" -- ckpt verify --step 6 "$dir"
+expect 2 "" -- ckpt frobnicate "$dir"
+expect 2 "" -- ckpt list
+
+# Flip one byte of tensor data inside rank 1's file.
+"$python" - "$dir/step-5/rank-00001.h5" "$scratch/expected" <<'PYTHON' || exit 1
+import pathlib, sys
+rank_file = pathlib.Path(sys.argv[1])
+data = bytearray(rank_file.read_bytes())
+for expected in sorted(pathlib.Path(sys.argv[2]).glob("*.bin"), key=lambda p: -p.stat().st_size):
+    raw = expected.read_bytes()
+    for start in range(0, max(len(raw) - 64, 0), 64):
+        at = data.find(raw[start:start + 64])
+        if at >= 0:
+            data[at + 17] ^= 0x01
+            rank_file.write_bytes(data)
+            print(f"flipped byte {at + 17} of {rank_file.name}")
+            sys.exit(0)
+sys.exit("no tensor bytes found in " + str(rank_file))
+PYTHON
+expect 1 "step-5: FAILED" -- ckpt verify "$dir"
+expect 1 "step-5: .*rank-00001.h5: checksum mismatch in tensor '" -- ckpt verify "$dir"
+expect 1 "step-5: .*rank-00001.h5: file checksum mismatch" -- ckpt verify --step 5 "$dir"
+
+if [[ $failures -ne 0 ]]; then
+  echo "$failures checks failed"
+  exit 1
+fi
+echo "all lockstep ckpt checks passed"
