@@ -237,7 +237,7 @@ std::map<std::string, std::string, std::less<>> Config::take_flags(int& argc, ch
     const std::size_t equals = body.find('=');
     const std::string name = flag_name_to_knob(body.substr(0, equals));
     if (find_knob(name) == nullptr) {
-      throw ConfigError(fmt::format("unknown flag '{}'; run `lockstep config` for the list",
+      throw ConfigError(fmt::format("unknown flag '{}'; --lockstep-help lists the settings",
                                     argument.substr(0, argument.find('='))));
     }
     if (equals != std::string_view::npos) {

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <system_error>
@@ -100,6 +101,7 @@ Runtime::Runtime() : Runtime(g_no_argc, g_no_argv) {}
 Runtime::Runtime(int& argc, char**& argv) : uncaught_at_start_(std::uncaught_exceptions()) {
   std::set_terminate(on_terminate);
   init_mpi(&argc, &argv);
+  print_help_if_asked(argc, argv);
   config_ = Config::load(Config::take_flags(argc, argv));
   log::set_level(log::parse_level(config_.get(knobs::log_level)));
   init_topology();
@@ -144,6 +146,20 @@ Runtime::Runtime(int& argc, char**& argv) : uncaught_at_start_(std::uncaught_exc
   log::debug("lockstep {}: rank {}/{} local {}/{} node {}/{} device {} run dir {} restarts {}",
              LOCKSTEP_VERSION, rank_, world_size_, local_rank_, local_size_, node_index_,
              node_count_, device_.str(), run_dir_.string(), restart_count_);
+}
+
+void Runtime::print_help_if_asked(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view argument(argv[i]);
+    if (argument == "--") return;
+    if (argument != "--lockstep-help") continue;
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    if (rank == 0) std::fputs(config_help_text().c_str(), stdout);
+    std::fflush(stdout);
+    if (owns_mpi_) MPI_Finalize();
+    std::exit(EXIT_SUCCESS);
+  }
 }
 
 void Runtime::init_mpi(int* argc, char*** argv) {

@@ -40,6 +40,13 @@ expect_failure "uncaught exception message" - uncaught "uncaught exception: inje
 expect_failure "exception leaving Runtime scope" - scope "exception is leaving the scope of lockstep::Runtime on rank 1"
 expect_failure "bad configuration" LOCKSTEP_LOG_LEVEL=loud ok "LOCKSTEP_LOG_LEVEL='loud' is not a known choice"
 
+help=$(timeout 120 "${mpiexec[@]}" -n 2 "$binary" ok --lockstep-help 2>&1)
+if [ "$(grep -c 'LOCKSTEP_LOG_LEVEL' <<<"$help")" -ne 1 ]; then
+  echo "FAIL --lockstep-help: the settings were not printed once"; status=1
+else
+  echo "ok   --lockstep-help prints the settings once"
+fi
+
 if ! timeout 120 "${mpiexec[@]}" -n 4 "$binary" ok >/dev/null 2>&1; then
   echo "FAIL healthy job: non-zero exit"; status=1
 else

@@ -22,7 +22,8 @@ class Runtime {
  public:
   // Initialises MPI with MPI_THREAD_MULTIPLE (or adopts an MPI the caller
   // already initialised), removes --lockstep-* flags from argv, and sets
-  // everything up. Throws BackendError when MPI cannot provide
+  // everything up. With --lockstep-help, rank 0 prints every setting and the
+  // program exits 0. Throws BackendError when MPI cannot provide
   // MPI_THREAD_MULTIPLE, ConfigError on a bad configuration value, UsageError
   // when there are more ranks on a node than GPUs to bind. Collective: every
   // rank of MPI_COMM_WORLD must construct one.
@@ -89,6 +90,8 @@ class Runtime {
 
  private:
   void init_mpi(int* argc, char*** argv);
+  // --lockstep-help: rank 0 prints every setting, then the program exits 0.
+  void print_help_if_asked(int argc, char** argv);
   void init_topology();
   void bind_device();
 
