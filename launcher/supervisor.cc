@@ -23,12 +23,18 @@ namespace lockstep::launcher {
 namespace {
 
 std::atomic<int> g_stop_requests{0};
+// Only a second SIGINT (an impatient user) stops at once; a SIGTERM sent
+// twice, as `timeout` does to its child and its process group, does not.
+std::atomic<int> g_interrupts{0};
 
 // How long mpirun may take to notice a dead rank, end the job and say how
 // the rank died (about 2 s here) before the launcher stops it without that
 // report.
 constexpr auto kMpirunVerdictWait = std::chrono::seconds(10);
-void on_stop_signal(int) { g_stop_requests.fetch_add(1); }
+void on_stop_signal(int signal_number) {
+  if (signal_number == SIGINT) g_interrupts.fetch_add(1);
+  g_stop_requests.fetch_add(1);
+}
 
 Clock::duration duration_of(double seconds) {
   return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
@@ -199,7 +205,7 @@ void Attempt::request_stop(ChildProcess& job) {
   const int requests = g_stop_requests.load();
   if (requests == stop_requests_seen_) return;
   stop_requests_seen_ = requests;
-  if (requests >= 2) {
+  if (g_interrupts.load() >= 2) {
     status_.print_line("lockstep: second interrupt: stopping every rank now", true);
     job.stop_all(std::chrono::milliseconds(0));
     return;
@@ -418,6 +424,7 @@ int supervise(SupervisorOptions options) {
   for (const int signal_number : {SIGINT, SIGTERM, SIGUSR1})
     sigaction(signal_number, &action, nullptr);
   g_stop_requests = 0;
+  g_interrupts = 0;
 
   std::filesystem::create_directories(options.run_dir);
   const std::string token = random_token();
