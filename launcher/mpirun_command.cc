@@ -31,6 +31,7 @@ std::vector<std::string> mpirun_argv(const LaunchPlan& plan) {
 std::vector<std::string> srun_argv(const LaunchPlan& plan) {
   std::vector<std::string> argv = {plan.srun, "--mpi=pmix", "--kill-on-bad-exit=1", "--label",
                                    "--unbuffered"};
+  if (plan.nodes > 0) argv.insert(argv.end(), {"-N", std::to_string(plan.nodes)});
   if (plan.ranks > 0) argv.insert(argv.end(), {"-n", std::to_string(plan.ranks)});
   if (!plan.excluded_nodes.empty()) {
     std::string nodes;

@@ -21,6 +21,7 @@ struct LaunchPlan {
   bool as_root = false;
   std::string mpirun = "mpirun";
   std::string srun = "srun";
+  int nodes = 0;                            // srun -N; 0 takes the allocation's
   std::vector<std::string> excluded_nodes;  // srun --exclude
   std::vector<std::string> program;         // trainer and its arguments
   // Variables the ranks get (exported with -x NAME, values travel in the

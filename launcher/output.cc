@@ -28,15 +28,36 @@ OutputLine parse_tagged_line(std::string_view line, bool from_stderr, bool srun_
   return parsed;
 }
 
+namespace {
+
+// "2", "0-1", "0,2-3" -> the ranks they name.
+std::vector<int> parse_task_list(const std::string& text) {
+  std::vector<int> ranks;
+  std::size_t begin = 0;
+  while (begin < text.size()) {
+    std::size_t end = text.find(',', begin);
+    if (end == std::string::npos) end = text.size();
+    const std::string item = text.substr(begin, end - begin);
+    const std::size_t dash = item.find('-');
+    const int first = std::stoi(item.substr(0, dash));
+    const int last = dash == std::string::npos ? first : std::stoi(item.substr(dash + 1));
+    for (int rank = first; rank <= last; ++rank) ranks.push_back(rank);
+    begin = end + 1;
+  }
+  return ranks;
+}
+
+}  // namespace
+
 void MpirunMessageParser::feed(std::string_view line) {
   static const std::regex kSignal(
-      R"(process rank (\d+) with PID \d+ on node \S+ exited on signal (\d+))");
+      R"(process rank (\d+) with PID \d+ on node (\S+) exited on signal (\d+))");
   static const std::regex kProcessName(R"(Process name:\s*\[\[\d+,\d+\],(\d+)\])");
   static const std::regex kExitCode(R"(Exit code:\s*(\d+))");
   static const std::regex kAbort(R"(MPI_ABORT was invoked on rank (\d+))");
   static const std::regex kErrorCode(R"(errorcode (\d+))");
   static const std::regex kSrunTask(
-      R"(srun: error: \S+: task (\d+): (Killed|Terminated|Segmentation fault|Aborted|Exited with exit code (\d+)))");
+      R"(srun: error: (\S+): tasks? (\d+(?:-\d+)?(?:,\d+(?:-\d+)?)*): (Killed|Terminated|Segmentation fault|Aborted|Exited with exit code (\d+)))");
   const std::string text(line);
   std::smatch match;
   // The first report wins: later lines describe the cascade, not the cause.
@@ -45,17 +66,20 @@ void MpirunMessageParser::feed(std::string_view line) {
     if (!decided) {
       static const std::map<std::string, int> kSignals = {
           {"Killed", 9}, {"Terminated", 15}, {"Segmentation fault", 11}, {"Aborted", 6}};
-      verdict_.rank = std::stoi(match[1].str());
-      if (match[3].matched) {
-        verdict_.exit_code = std::stoi(match[3].str());
+      verdict_.node = match[1].str();
+      verdict_.ranks = parse_task_list(match[2].str());
+      verdict_.rank = verdict_.ranks.front();
+      if (match[4].matched) {
+        verdict_.exit_code = std::stoi(match[4].str());
       } else {
-        verdict_.signal = kSignals.at(match[2].str());
+        verdict_.signal = kSignals.at(match[3].str());
       }
     }
   } else if (std::regex_search(text, match, kSignal)) {
     if (!decided) {
       verdict_.rank = std::stoi(match[1].str());
-      verdict_.signal = std::stoi(match[2].str());
+      verdict_.node = match[2].str();
+      verdict_.signal = std::stoi(match[3].str());
     }
   } else if (std::regex_search(text, match, kAbort)) {
     if (!decided) {

@@ -3,12 +3,14 @@
 // the root-cause report, and reads mpirun's own failure messages.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <map>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace lockstep::launcher {
 
@@ -26,9 +28,15 @@ OutputLine parse_tagged_line(std::string_view line, bool from_stderr, bool srun_
 // What mpirun said about the process that ended the job.
 struct MpirunVerdict {
   int rank = -1;
+  std::vector<int> ranks;  // every rank the message names (srun: "tasks 0-1,3")
+  std::string node;        // where they ran, when the message says
   int signal = 0;
   std::optional<int> exit_code;
   bool called_abort = false;
+
+  bool names(int r) const {
+    return r >= 0 && (r == rank || std::find(ranks.begin(), ranks.end(), r) != ranks.end());
+  }
 };
 
 // Reads mpirun's messages ("process rank 2 with PID ... exited on signal 9",

@@ -34,6 +34,10 @@ struct RunOptions {
   double status_interval = 10;
   std::string mpirun = "mpirun";
   std::string srun = "srun";
+  std::string scontrol = "scontrol";
+  int min_nodes = 1;
+  int exclude_after = 2;
+  bool no_requeue = false;
   bool slurm = false;
   bool no_slurm = false;
   bool dry_run = false;
@@ -86,9 +90,30 @@ bool use_slurm(const RunOptions& options) {
                            options.hostfile.empty());
 }
 
-int slurm_nodes() {
-  const char* nodes = std::getenv("SLURM_JOB_NUM_NODES");
-  return nodes != nullptr ? std::atoi(nodes) : 1;
+int environment_int(const char* name, int fallback) {
+  const char* value = std::getenv(name);
+  return value != nullptr && std::atoi(value) > 0 ? std::atoi(value) : fallback;
+}
+
+// The allocation as Slurm describes it to the batch script.
+launcher::SlurmOptions slurm_options(const RunOptions& options) {
+  launcher::SlurmOptions slurm;
+  slurm.job_id = std::getenv("SLURM_JOB_ID");
+  slurm.nodes = environment_int("SLURM_JOB_NUM_NODES", 1);
+  const int tasks = options.ranks > 0 ? options.ranks : environment_int("SLURM_NTASKS", 1);
+  slurm.ranks_per_node = options.ranks > 0 ? std::max(1, tasks / slurm.nodes)
+                                           : environment_int("SLURM_NTASKS_PER_NODE",
+                                                             std::max(1, tasks / slurm.nodes));
+  slurm.min_nodes = options.min_nodes;
+  slurm.exclude_after = options.exclude_after;
+  slurm.requeue = !options.no_requeue;
+  slurm.restart_count = std::max(0, environment_int("SLURM_RESTART_COUNT", 0));
+  slurm.scontrol = options.scontrol;
+  if (slurm.min_nodes > slurm.nodes) {
+    throw UsageError(fmt::format("--min-nodes {} exceeds the {} node(s) of the allocation",
+                                 slurm.min_nodes, slurm.nodes));
+  }
+  return slurm;
 }
 
 launcher::SupervisorOptions plan_from(const RunOptions& options) {
@@ -101,6 +126,8 @@ launcher::SupervisorOptions plan_from(const RunOptions& options) {
   if (options.max_restarts < 0) throw UsageError("--max-restarts must be >= 0");
   if (options.hang_timeout <= 0) throw UsageError("--hang-timeout must be > 0 seconds");
   if (options.grace < 0) throw UsageError("--grace must be >= 0 seconds");
+  if (options.min_nodes < 1) throw UsageError("--min-nodes must be at least 1");
+  if (options.exclude_after < 1) throw UsageError("--exclude-after must be at least 1");
   if (options.program.empty()) {
     throw UsageError("no program to run; put it after '--': lockstep run -n 4 -- ./trainer");
   }
@@ -112,7 +139,8 @@ launcher::SupervisorOptions plan_from(const RunOptions& options) {
     check_program(options.srun, "srun");
     plan.plan.starter = launcher::Starter::kSrun;
     plan.plan.srun = options.srun;
-    plan.multi_host = slurm_nodes() > 1;
+    plan.slurm = slurm_options(options);
+    plan.multi_host = plan.slurm.nodes > 1;
   } else {
     check_program(options.mpirun, "mpirun");
   }
@@ -161,7 +189,8 @@ void add_run_command(CLI::App& app, int& exit_code) {
   auto options = std::make_shared<RunOptions>();
   CLI::App* command = app.add_subcommand(
       "run",
-      "Start a job with mpirun, watch it, and restart it from its newest checkpoint when "
+      "Start a job with mpirun (srun inside Slurm), watch it, and restart it from its newest "
+      "checkpoint when "
       "a rank crashes or hangs");
   command->add_option("-n,--ranks", options->ranks,
                       "Number of ranks to start (inside Slurm: default all tasks of the "
@@ -204,6 +233,20 @@ void add_run_command(CLI::App& app, int& exit_code) {
                  "Start ranks with mpirun even inside a Slurm allocation")
       ->excludes(slurm);
   command->add_option("--srun", options->srun, "The srun to use")->capture_default_str();
+  command
+      ->add_option("--min-nodes", options->min_nodes,
+                   "Slurm: fewest nodes to go on with after leaving out failing ones")
+      ->capture_default_str();
+  command
+      ->add_option("--exclude-after", options->exclude_after,
+                   "Slurm: failed attempts that implicate a node before later attempts leave it "
+                   "out (srun --exclude)")
+      ->capture_default_str();
+  command->add_flag("--no-requeue", options->no_requeue,
+                    "Slurm: after SIGUSR1 (sbatch --signal=B:USR1@LEAD) checkpoint and stop, but "
+                    "do not requeue the job");
+  command->add_option("--scontrol", options->scontrol, "The scontrol to use")
+      ->capture_default_str();
   command->add_flag("--dry-run", options->dry_run, "Print the mpirun command and exit");
   command
       ->add_option("--inject-failure", options->inject,
@@ -215,7 +258,8 @@ void add_run_command(CLI::App& app, int& exit_code) {
   command->footer(
       "Exit codes: 0 success, 1 failed (restarts exhausted, or the program fails before its "
       "first step twice in a row), 2 usage error (nothing started), 3 stopped on request after "
-      "a checkpoint (SIGINT, SIGTERM or SIGUSR1 to lockstep; run again to resume).");
+      "a checkpoint (SIGINT, SIGTERM or SIGUSR1 to lockstep; run again to resume; inside "
+      "Slurm SIGUSR1 also requeues the job).");
   command->callback([options, &exit_code] {
     const launcher::SupervisorOptions plan = plan_from(*options);
     if (options->dry_run) {

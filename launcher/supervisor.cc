@@ -10,12 +10,14 @@
 #include <map>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "attempt.h"
 #include "lockstep/error.h"
 #include "monitor.h"
 #include "output.h"
 #include "process.h"
+#include "slurm_job.h"
 #include "status_line.h"
 
 namespace lockstep::launcher {
@@ -26,6 +28,9 @@ std::atomic<int> g_stop_requests{0};
 // Only a second SIGINT (an impatient user) stops at once; a SIGTERM sent
 // twice, as `timeout` does to its child and its process group, does not.
 std::atomic<int> g_interrupts{0};
+// The signal of the latest stop request: SIGUSR1 is Slurm's warning before
+// the time limit (sbatch --signal=B:USR1@LEAD), which ends in a requeue.
+std::atomic<int> g_last_signal{0};
 
 // How long mpirun may take to notice a dead rank, end the job and say how
 // the rank died (about 2 s here) before the launcher stops it without that
@@ -33,6 +38,7 @@ std::atomic<int> g_interrupts{0};
 constexpr auto kMpirunVerdictWait = std::chrono::seconds(10);
 void on_stop_signal(int signal_number) {
   if (signal_number == SIGINT) g_interrupts.fetch_add(1);
+  g_last_signal.store(signal_number);
   g_stop_requests.fetch_add(1);
 }
 
@@ -215,8 +221,15 @@ void Attempt::request_stop(ChildProcess& job) {
       "to stop at once)",
       true);
   bool signalled = false;
-  for (const auto& [rank, state] : ranks_) {
-    if (state.pid > 0 && !state.died_at) signalled = kill(state.pid, SIGTERM) == 0 || signalled;
+  if (options_.plan.starter == Starter::kSrun) {
+    // Ranks may run on other nodes. srun forwards SIGUSR2 to every task
+    // (a SIGTERM it would turn into SIGKILL); the runtime takes SIGUSR2 as
+    // "checkpoint and stop".
+    signalled = !ranks_.empty() && kill(job.pid(), SIGUSR2) == 0;
+  } else {
+    for (const auto& [rank, state] : ranks_) {
+      if (state.pid > 0 && !state.died_at) signalled = kill(state.pid, SIGTERM) == 0 || signalled;
+    }
   }
   // Ranks not yet introduced cannot checkpoint; stop the job as a whole.
   if (!signalled)
@@ -264,13 +277,13 @@ void Attempt::attribute_failure() {
     record_.failed_rank = verdict.rank;
   }
   if (!hang_) {
-    if (verdict.rank >= 0 && verdict.rank == record_.failed_rank && verdict.signal != 0) {
+    if (verdict.names(record_.failed_rank) && verdict.signal != 0) {
       record_.failure =
           fmt::format("killed by signal {} ({})", verdict.signal, strsignal(verdict.signal));
-    } else if (verdict.rank >= 0 && verdict.rank == record_.failed_rank && verdict.called_abort) {
+    } else if (verdict.names(record_.failed_rank) && verdict.called_abort) {
       record_.failure =
           fmt::format("called MPI_Abort (error code {})", verdict.exit_code.value_or(-1));
-    } else if (verdict.rank >= 0 && verdict.rank == record_.failed_rank && verdict.exit_code) {
+    } else if (verdict.names(record_.failed_rank) && verdict.exit_code) {
       record_.failure = fmt::format("exited with code {}", *verdict.exit_code);
     } else if (record_.failed_rank >= 0) {
       record_.failure = "lost its connection to the launcher (the process ended)";
@@ -281,6 +294,9 @@ void Attempt::attribute_failure() {
   }
   if (record_.failed_rank >= 0) {
     record_.failed_host = ranks_[record_.failed_rank].host;
+    if (record_.failed_host.empty() && verdict.names(record_.failed_rank)) {
+      record_.failed_host = verdict.node;
+    }
     const auto& tail = tails_.of(record_.failed_rank);
     record_.tail.assign(tail.begin(), tail.end());
   } else {
@@ -425,6 +441,10 @@ int supervise(SupervisorOptions options) {
     sigaction(signal_number, &action, nullptr);
   g_stop_requests = 0;
   g_interrupts = 0;
+  g_last_signal = 0;
+  const bool slurm = options.plan.starter == Starter::kSrun;
+  NodeExclusion exclusion(options.slurm);
+  bool requeued = false;
 
   std::filesystem::create_directories(options.run_dir);
   const std::string token = random_token();
@@ -443,6 +463,7 @@ int supervise(SupervisorOptions options) {
 
   for (int index = 0;; ++index) {
     LaunchPlan plan = options.plan;
+    if (slurm) exclusion.apply(plan);
     plan.environment["LOCKSTEP_RUN_DIR"] = options.run_dir.string();
     plan.environment["LOCKSTEP_RESTART_COUNT"] = std::to_string(index);
     plan.environment["LOCKSTEP_MONITOR_ADDRESS"] = address;
@@ -458,13 +479,32 @@ int supervise(SupervisorOptions options) {
       break;
     }
     if (record.outcome == "stopped") {
-      status.print_line("lockstep: stopped on request after a checkpoint; run again to resume",
-                        true);
       exit_code = kRunStopped;
+      if (slurm && options.slurm.requeue && g_last_signal.load() == SIGUSR1) {
+        // Slurm's warning before the time limit: the checkpoint is written,
+        // so the job goes back to the queue and resumes from it.
+        const std::string problem = requeue_job(options.slurm);
+        requeued = problem.empty();
+        status.print_line(
+            requeued ? fmt::format("lockstep: stopped after a checkpoint at Slurm's warning "
+                                   "signal; requeued job {}: it resumes when it starts again",
+                                   options.slurm.job_id)
+                     : fmt::format("lockstep: stopped after a checkpoint, but could not requeue "
+                                   "job {} ({}); submit the job again to resume (was it "
+                                   "submitted with --requeue?)",
+                                   options.slurm.job_id, problem),
+            true);
+      } else {
+        status.print_line("lockstep: stopped on request after a checkpoint; run again to resume",
+                          true);
+      }
       break;
     }
     report_failure(record, status);
     if (g_stop_requests.load() > 0) break;
+    if (slurm) {
+      if (const auto change = exclusion.on_failure(record)) status.print_line(*change, true);
+    }
     no_progress_streak = record.first_step < 0 ? no_progress_streak + 1 : 0;
     if (no_progress_streak >= 2) {
       status.print_line(
@@ -490,9 +530,25 @@ int supervise(SupervisorOptions options) {
   summary["outcome"] = attempts.back().outcome;
   summary["heartbeats_refused"] = monitor.refused();
   summary["heartbeats_malformed"] = monitor.malformed();
+  if (slurm) {
+    summary["slurm"] = {
+        {"job_id", options.slurm.job_id},
+        {"requeued", requeued},
+        {"requeues", options.slurm.restart_count + (requeued ? 1 : 0)},
+        {"excluded_nodes", exclusion.excluded()},
+    };
+  }
   std::ofstream(options.run_dir / "summary.json") << summary.dump(2) << "\n";
   status.finish();
   std::cerr << describe(goodput) << "\n";
+  if (slurm) {
+    std::cerr << fmt::format(
+        "  Slurm job {}: started {} time(s), requeued {} time(s){}\n", options.slurm.job_id,
+        options.slurm.restart_count + 1, options.slurm.restart_count + (requeued ? 1 : 0),
+        exclusion.excluded().empty()
+            ? std::string()
+            : fmt::format(", nodes left out: {}", fmt::join(exclusion.excluded(), ",")));
+  }
   std::cerr << fmt::format("lockstep: attempts in {}, summary in {}\n",
                            (options.run_dir / "attempts.jsonl").string(),
                            (options.run_dir / "summary.json").string());

@@ -31,6 +31,18 @@ struct InjectedFailure {
 // Throws UsageError.
 InjectedFailure parse_injected_failure(const std::string& text);
 
+// What the launcher knows and may do inside a Slurm allocation.
+struct SlurmOptions {
+  std::string job_id;      // SLURM_JOB_ID; empty outside Slurm
+  int nodes = 1;           // nodes of the allocation
+  int ranks_per_node = 1;  // to size an attempt after excluding nodes
+  int min_nodes = 1;       // never exclude nodes below this many
+  int exclude_after = 2;   // failed attempts implicating a node before it is excluded
+  bool requeue = true;     // `scontrol requeue` after a stop asked by SIGUSR1
+  int restart_count = 0;   // SLURM_RESTART_COUNT: requeues before this start
+  std::string scontrol = "scontrol";
+};
+
 struct SupervisorOptions {
   LaunchPlan plan;
   std::filesystem::path run_dir;
@@ -41,6 +53,7 @@ struct SupervisorOptions {
   double status_interval = 10;  // seconds between plain status lines
   bool multi_host = false;
   std::vector<InjectedFailure> injected;
+  SlurmOptions slurm;  // used when plan.starter is Starter::kSrun
 };
 
 // Exit codes of `lockstep run` (also in README.md).
@@ -49,6 +62,7 @@ enum RunExit : int {
   kRunFailed = 1,   // failed and not recovered (restarts exhausted or a bug)
   kRunUsage = 2,    // bad command line; nothing was started
   kRunStopped = 3,  // stopped on request after a checkpoint; run again to resume
+                    // (inside Slurm, after SIGUSR1, the job was requeued)
 };
 
 // Runs the job; returns a RunExit code. Writes <run_dir>/attempts.jsonl and

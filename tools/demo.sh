@@ -5,7 +5,7 @@
 set -euo pipefail
 build=${1:-build}
 lockstep=$build/launcher/lockstep
-mlp=$build/examples/mlp/mlp
+mlp=$build/examples/mlp/lockstep-mlp
 run_dir=$build/demo-run
 rm -rf "$run_dir"
 export OMPI_MCA_mpi_yield_when_idle=1

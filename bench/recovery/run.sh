@@ -10,7 +10,7 @@ set -euo pipefail
 build=${1:-build}
 repeats=${2:-5}
 lockstep=$(realpath "$build/launcher/lockstep")
-mlp=$(realpath "$build/examples/mlp/mlp")
+mlp=$(realpath "$build/examples/mlp/lockstep-mlp")
 scratch=$(mktemp -d /tmp/lockstep-recovery.XXXXXX)
 trap 'rm -rf "$scratch"' EXIT
 export OMPI_MCA_mpi_yield_when_idle=1

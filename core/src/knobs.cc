@@ -59,8 +59,8 @@ const Knob<bool> handle_signals{{
     .env = "LOCKSTEP_HANDLE_SIGNALS",
     .type = KnobType::kBool,
     .default_value = "true",
-    .doc = "Turn SIGUSR1 into 'checkpoint now' and SIGTERM/SIGINT into 'checkpoint and stop'. "
-           "Set to false when the training program handles these signals itself.",
+    .doc = "Turn SIGUSR1 into 'checkpoint now' and SIGTERM/SIGINT/SIGUSR2 into 'checkpoint and "
+           "stop'. Set to false when the training program handles these signals itself.",
 }};
 
 const Knob<std::int64_t> restart_count{{

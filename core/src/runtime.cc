@@ -57,7 +57,13 @@ bool mpi_alive() {
   abort_job(what, 1);
 }
 
+// Under Slurm the node's name (what `srun --exclude` and `sinfo` use; it can
+// differ from the host name, and several nodes may share one host); else the
+// host name.
 std::string local_hostname() {
+  if (const char* node = std::getenv("SLURMD_NODENAME"); node != nullptr && *node != '\0') {
+    return node;
+  }
   std::array<char, 256> name{};
   if (gethostname(name.data(), name.size() - 1) != 0) {
     throw std::system_error(errno, std::generic_category(), "gethostname");

@@ -17,6 +17,7 @@ static_assert(std::atomic<int>::is_always_lock_free);
 
 struct sigaction g_previous_usr1 = {};
 struct sigaction g_previous_term = {};
+struct sigaction g_previous_usr2 = {};
 struct sigaction g_previous_int = {};
 bool g_installed = false;
 
@@ -33,7 +34,7 @@ void on_signal(int signal_number) {
       }
       g_requests.fetch_or(kRequestCheckpoint | kRequestStop);
       break;
-    default:  // SIGTERM
+    default:  // SIGTERM, SIGUSR2
       g_requests.fetch_or(kRequestCheckpoint | kRequestStop);
       break;
   }
@@ -53,6 +54,7 @@ void install() {
   if (g_installed) return;
   set_handler(SIGUSR1, &g_previous_usr1);
   set_handler(SIGTERM, &g_previous_term);
+  set_handler(SIGUSR2, &g_previous_usr2);
   set_handler(SIGINT, &g_previous_int);
   g_installed = true;
 }
@@ -61,6 +63,7 @@ void uninstall() {
   if (!g_installed) return;
   sigaction(SIGUSR1, &g_previous_usr1, nullptr);
   sigaction(SIGTERM, &g_previous_term, nullptr);
+  sigaction(SIGUSR2, &g_previous_usr2, nullptr);
   sigaction(SIGINT, &g_previous_int, nullptr);
   g_installed = false;
 }

@@ -33,6 +33,12 @@ TEST_F(Signals, TermRequestsCheckpointAndStopAndStopSticks) {
   EXPECT_EQ(signals::take(), kRequestStop) << "a stop is final";
 }
 
+TEST_F(Signals, Usr2FromTheLauncherRequestsCheckpointAndStop) {
+  std::raise(SIGUSR2);
+  EXPECT_EQ(signals::take(), kRequestCheckpoint | kRequestStop);
+  EXPECT_EQ(signals::take(), kRequestStop);
+}
+
 TEST_F(Signals, FirstSigintAsksSecondSigintKills) {
   std::raise(SIGINT);
   EXPECT_EQ(signals::peek(), kRequestCheckpoint | kRequestStop);

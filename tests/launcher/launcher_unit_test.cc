@@ -10,6 +10,7 @@
 #include "lockstep/error.h"
 #include "mpirun_command.h"
 #include "output.h"
+#include "slurm_job.h"
 #include "supervisor.h"
 
 namespace lockstep::launcher {
@@ -116,6 +117,68 @@ TEST(Output, FirstMpirunVerdictWins) {
   EXPECT_EQ(abort_parser.verdict().rank, 3);
   EXPECT_TRUE(abort_parser.verdict().called_abort);
   EXPECT_EQ(abort_parser.verdict().exit_code, 5);
+}
+
+TEST(Output, SrunVerdictNamesTheNodeAndEveryTask) {
+  MpirunMessageParser parser;
+  parser.feed("srun: error: n2: tasks 2-3: Killed");
+  parser.feed("srun: error: n1: tasks 0-1: Killed");
+  EXPECT_EQ(parser.verdict().rank, 2);
+  EXPECT_EQ(parser.verdict().node, "n2");
+  EXPECT_EQ(parser.verdict().signal, 9);
+  EXPECT_TRUE(parser.verdict().names(3));
+  EXPECT_FALSE(parser.verdict().names(0));
+
+  MpirunMessageParser list_parser;
+  list_parser.feed("srun: error: node7: tasks 0,4-5: Exited with exit code 3");
+  EXPECT_EQ(list_parser.verdict().ranks, (std::vector<int>{0, 4, 5}));
+  EXPECT_EQ(list_parser.verdict().exit_code, 3);
+  EXPECT_EQ(list_parser.verdict().node, "node7");
+
+  MpirunMessageParser single;
+  single.feed("srun: error: n1: task 1: Segmentation fault");
+  EXPECT_EQ(single.verdict().rank, 1);
+  EXPECT_EQ(single.verdict().signal, 11);
+}
+
+TEST(Slurm, SrunArgvLeavesOutExcludedNodes) {
+  LaunchPlan plan;
+  plan.starter = Starter::kSrun;
+  plan.ranks = 0;
+  plan.program = {"./trainer"};
+  EXPECT_EQ(shell_quote(launch_argv(plan)),
+            "srun --mpi=pmix --kill-on-bad-exit=1 --label --unbuffered ./trainer");
+  SlurmOptions slurm;
+  slurm.nodes = 3;
+  slurm.ranks_per_node = 4;
+  NodeExclusion exclusion(slurm);
+  AttemptRecord failed;
+  failed.failed_host = "n2";
+  EXPECT_EQ(exclusion.on_failure(failed), std::nullopt) << "one failure is not a pattern";
+  const auto change = exclusion.on_failure(failed);
+  ASSERT_TRUE(change.has_value());
+  EXPECT_NE(change->find("node n2 is implicated in 2 failed attempts"), std::string::npos);
+  exclusion.apply(plan);
+  EXPECT_EQ(shell_quote(launch_argv(plan)),
+            "srun --mpi=pmix --kill-on-bad-exit=1 --label --unbuffered -N 2 -n 8 --exclude=n2 "
+            "./trainer");
+}
+
+TEST(Slurm, MinNodesKeepsTheLastNodes) {
+  SlurmOptions slurm;
+  slurm.nodes = 2;
+  slurm.ranks_per_node = 2;
+  slurm.min_nodes = 2;
+  slurm.exclude_after = 1;
+  NodeExclusion exclusion(slurm);
+  AttemptRecord failed;
+  failed.failed_host = "n1";
+  const auto refusal = exclusion.on_failure(failed);
+  ASSERT_TRUE(refusal.has_value());
+  EXPECT_NE(refusal->find("fewer than --min-nodes 2; it stays"), std::string::npos);
+  EXPECT_TRUE(exclusion.excluded().empty());
+  AttemptRecord unknown;  // a failure with no node to blame counts for none
+  EXPECT_EQ(exclusion.on_failure(unknown), std::nullopt);
 }
 
 TEST(Output, TailsKeepTheLastLinesPerRank) {

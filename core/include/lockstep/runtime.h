@@ -47,6 +47,7 @@ class Runtime {
   int local_size() const { return local_size_; }
   int node_index() const { return node_index_; }
   int node_count() const { return node_count_; }
+  // This node's name: SLURMD_NODENAME under Slurm, else the host name.
   const std::string& hostname() const { return hostname_; }
   // The GPU bound to this rank (local rank i -> GPU i), or the CPU.
   Device device() const { return device_; }

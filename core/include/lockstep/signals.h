@@ -5,6 +5,9 @@
 //   SIGUSR1          checkpoint at the next decision, then carry on
 //                    (Slurm sends it ahead of a time limit with --signal)
 //   SIGTERM, SIGINT  checkpoint at the next decision, then stop
+//   SIGUSR2          the same; `lockstep run` sends it through mpirun or srun,
+//                    which forward it to every rank (srun turns a SIGTERM
+//                    into SIGKILL for its tasks)
 //   second SIGINT    stop at once (default action), for an impatient user
 #pragma once
 
@@ -21,7 +24,7 @@ enum SignalRequest : std::uint32_t {
 
 namespace signals {
 
-// Installs the handlers for SIGUSR1, SIGTERM and SIGINT. Idempotent.
+// Installs the handlers for SIGUSR1, SIGUSR2, SIGTERM and SIGINT. Idempotent.
 void install();
 // Restores the handlers that were in place before install().
 void uninstall();

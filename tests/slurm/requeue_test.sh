@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Time limit and preemption on the local cluster, through slurm/train.sbatch:
+# (1) a job with a one-minute limit and --signal=B:USR1@50 gets the signal,
+#     checkpoints, requeues itself, and finishes on its second start with
+#     final weights bit-identical to an uninterrupted run;
+# (2) SIGTERM to the launcher (the batch script) makes the ranks checkpoint
+#     and stop; the launcher exits with code 3 and does not requeue.
+# Usage: requeue_test.sh <local-cluster dir> <slurm dir> <lockstep> <lockstep-mlp> <scratch dir>
+set -euo pipefail
+scripts=$1 templates=$2 lockstep=$3 mlp=$4 scratch=$5
+# shellcheck source=common.sh
+. "$(dirname "$0")/common.sh"
+
+# About 200 ms a step: 400 steps outlast the signal, which comes 10-40 s
+# into the job (Slurm checks time limits every 30 s).
+trainer=(lockstep-mlp --steps 400 --hidden 128,128)
+slow=(--step-ms 200)
+export LOCKSTEP_CHECKPOINT_EVERY=50
+export PATH="$(dirname "$lockstep"):$(dirname "$mlp"):$PATH"
+summary_field() { # summary_field <summary.json> <python expression on s>
+  python3 -c "import json,sys; s=json.load(open(sys.argv[1])); print($2)" "$1" 2>/dev/null || true
+}
+
+lockstep run --no-slurm -n 4 --run-dir "$scratch/reference" -- "${trainer[@]}" \
+  --weights-out "$scratch/reference.bin" >"$scratch/reference.log" 2>&1 ||
+  { fail "reference run"; tail -20 "$scratch/reference.log"; }
+
+start_cluster
+ok "cluster started"
+
+# --- (1) time limit: warning signal, checkpoint, requeue, resume ------------
+RUN_DIR=$scratch/run sbatch --parsable -N2 --ntasks-per-node=2 --overcommit --time=1 \
+  --signal=B:USR1@50 -o "$scratch/job.out" "$templates/train.sbatch" "${trainer[@]}" \
+  "${slow[@]}" --weights-out "$scratch/slurm.bin" >"$scratch/sbatch.log"
+job=$(job_id_in "$scratch/sbatch.log")
+# Wait for the requeue; the requeued job then gets a longer limit (so that
+# it is not signalled again) and may start at once instead of after the
+# delay Slurm puts on requeued jobs.
+deadline=$((SECONDS + 150))
+while [ $SECONDS -lt $deadline ] && [ "$(job_field "$job" Restarts)" != 1 ]; do sleep 1; done
+check "the job was requeued (Restarts=$(job_field "$job" Restarts))" "[ '$(job_field "$job" Restarts)' = 1 ]"
+scontrol update JobId="$job" TimeLimit=10 >/dev/null 2>&1 || true
+scontrol update JobId="$job" StartTime=now >/dev/null 2>&1 || true
+state=$(wait_for_job "$job" 240)
+check "the requeued job completes (state $state)" "[ $state = COMPLETED ]"
+touch "$scratch/job.out"
+expect_grep "^train.sbatch: job $job start 1 " "$scratch/job.out" "first start"
+expect_grep "^train.sbatch: job $job start 2 " "$scratch/job.out" "second start"
+expect_grep "stop requested: ranks will checkpoint" "$scratch/job.out" "the warning signal reached the launcher"
+expect_grep "requeued job $job: it resumes" "$scratch/job.out" "the launcher requeued the job"
+expect_grep "mlp: .*steps [1-9][0-9]*\.\.400" "$scratch/job.out" "the second start resumed from the checkpoint"
+expect_grep "finished 400 steps" "$scratch/job.out" "the run finished"
+check "final weights equal an uninterrupted run's" "cmp -s '$scratch/reference.bin' '$scratch/slurm.bin'"
+requeues=$(summary_field "$scratch/run/summary.json" 's["slurm"]["requeues"]')
+check "summary.json counts one requeue (got '$requeues')" "[ '$requeues' = 1 ]"
+
+# --- (2) SIGTERM to the launcher -------------------------------------------------
+RUN_DIR=$scratch/preempted sbatch --parsable -N2 --ntasks-per-node=2 --overcommit \
+  -o "$scratch/preempted.out" "$templates/train.sbatch" "${trainer[@]}" "${slow[@]}" >"$scratch/sbatch.log"
+job=$(job_id_in "$scratch/sbatch.log")
+deadline=$((SECONDS + 120))
+while [ $SECONDS -lt $deadline ] && ! grep -q "step [1-9][0-9]* |" "$scratch/preempted.out" 2>/dev/null; do
+  sleep 1
+done
+scancel --signal=TERM --batch "$job"
+state=$(wait_for_job "$job" 120)
+touch "$scratch/preempted.out"
+exit_code=$(summary_field "$scratch/preempted/summary.json" 's["exit_code"]')
+check "after SIGTERM the launcher stops with exit code 3 (got '$exit_code', state $state)" \
+  "[ '$exit_code' = 3 ]"
+expect_grep "stopped after step [0-9]+; run again to resume" "$scratch/preempted.out" \
+  "the ranks checkpointed and stopped"
+expect_grep "stopped on request after a checkpoint; run again to resume" \
+  "$scratch/preempted.out" "the launcher says how to resume"
+check "SIGTERM does not requeue ($(job_field "$job" Restarts))" "[ '$(job_field "$job" Restarts)' != 1 ]"
+check "a checkpoint was committed" "ls '$scratch/preempted/checkpoints' | grep -q '^step-'"
+
+stop_cluster_and_check
+finish
