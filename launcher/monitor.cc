@@ -178,6 +178,7 @@ bool Monitor::handle_line(Connection& connection, const std::string& line) {
       event.kind = RankEvent::Kind::kExit;
       event.exit_code = message.value("code", 0);
       event.step = message.value("last_step", std::int64_t{-1});
+      event.stopped = message.value("stopped", false);
       connection.said_exit = true;
     } else {
       ++malformed_;

@@ -34,6 +34,7 @@ struct RankEvent {
   std::map<std::string, double> metrics;
   double stall = 0;
   int exit_code = 0;
+  bool stopped = false;  // kExit: the rank stopped early on request (a signal)
 };
 
 class Monitor {

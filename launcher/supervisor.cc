@@ -104,6 +104,7 @@ class Attempt {
   Clock::time_point last_activity_;
   int stop_requests_seen_ = 0;
   bool hang_ = false;
+  bool ranks_stopped_ = false;  // ranks stopped early on a signal of their own
   int hung_rank_ = -1;
   std::string hang_evidence_;  // why hung_rank_ is blamed
 };
@@ -191,6 +192,7 @@ void Attempt::handle(const RankEvent& event) {
       break;
     case RankEvent::Kind::kExit:
       rank.said_exit = true;
+      ranks_stopped_ = ranks_stopped_ || event.stopped;
       if (event.rank == 0 && event.step > record_.last_step) {
         // Step heartbeats are rate-limited; the goodbye has the final step.
         record_.last_step = event.step;
@@ -357,7 +359,9 @@ AttemptRecord Attempt::run(ChildProcess& job) {
   record_.end = Clock::now();
   const bool clean = record_.mpirun_status && record_.mpirun_status->success() && !hang_;
   if (clean && !record_.failure_at) {
-    record_.outcome = stopping ? "stopped" : "success";
+    // Ranks may be asked to stop without the launcher: Slurm's preemption
+    // signals the job steps, not the batch script.
+    record_.outcome = stopping || ranks_stopped_ ? "stopped" : "success";
   } else {
     record_.outcome = hang_ ? "hang" : "failed";
     if (!record_.failure_at) record_.failure_at = record_.end;
@@ -493,6 +497,11 @@ int supervise(SupervisorOptions options) {
                                    "job {} ({}); submit the job again to resume (was it "
                                    "submitted with --requeue?)",
                                    options.slurm.job_id, problem),
+            true);
+      } else if (g_stop_requests.load() == 0) {
+        status.print_line(
+            "lockstep: the ranks were asked to stop (a signal sent to them, not to lockstep; "
+            "under Slurm, preemption) and stopped after a checkpoint; run again to resume",
             true);
       } else {
         status.print_line("lockstep: stopped on request after a checkpoint; run again to resume",

@@ -118,9 +118,12 @@ void HeartbeatClient::checkpoint(std::int64_t step, double stall_seconds) {
       nlohmann::json{{"type", "checkpoint"}, {"step", step}, {"stall", stall_seconds}}.dump());
 }
 
-void HeartbeatClient::exit(int exit_code) {
-  send_line(
-      nlohmann::json{{"type", "exit"}, {"code", exit_code}, {"last_step", last_step_}}.dump());
+void HeartbeatClient::exit(int exit_code, bool stopped_on_request) {
+  send_line(nlohmann::json{{"type", "exit"},
+                           {"code", exit_code},
+                           {"last_step", last_step_},
+                           {"stopped", stopped_on_request}}
+                .dump());
 }
 
 }  // namespace lockstep

@@ -281,7 +281,7 @@ Runtime::~Runtime() {
               1);
   }
   signals::uninstall();
-  heartbeat_.exit(0);
+  heartbeat_.exit(0, stop_pending_);
   control_ = MpiComm();
   node_ = MpiComm();
   world_ = MpiComm();

@@ -25,7 +25,7 @@ struct Layer {
 
 class CpuModel final : public Model {
  public:
-  CpuModel(const std::vector<int>& widths, std::uint64_t seed, const AdamOptions& adam)
+  CpuModel(const std::vector<int>& widths, const AdamOptions& adam)
       : adam_(adam), step_(Tensor::allocate("adam.step", DType::kI64, {})) {
     for (std::size_t l = 0; l + 1 < widths.size(); ++l) {
       Layer layer;
@@ -42,13 +42,19 @@ class CpuModel final : public Model {
       layer.weight_v = Tensor::allocate(name + ".weight.v", DType::kF32, w_shape);
       layer.bias_m = Tensor::allocate(name + ".bias.m", DType::kF32, b_shape);
       layer.bias_v = Tensor::allocate(name + ".bias.v", DType::kF32, b_shape);
-      // He initialisation, from the seed alone: identical on every rank.
+      layers_.push_back(std::move(layer));
+    }
+  }
+
+  void initialize(std::uint64_t seed) override {
+    // He initialisation, from the seed alone: identical on every rank.
+    for (std::size_t l = 0; l < layers_.size(); ++l) {
+      Layer& layer = layers_[l];
       const float scale = std::sqrt(2.0f / static_cast<float>(layer.in));
       float* w = layer.weight.data_as<float>();
       for (std::int64_t i = 0; i < layer.weight.numel(); ++i) {
         w[i] = scale * normal(seed, 100 + l, static_cast<std::uint64_t>(i));
       }
-      layers_.push_back(std::move(layer));
     }
   }
 
@@ -192,9 +198,8 @@ std::int64_t Model::parameter_count() {
   return total;
 }
 
-std::unique_ptr<Model> make_cpu_model(const std::vector<int>& widths, std::uint64_t seed,
-                                      const AdamOptions& adam) {
-  return std::make_unique<CpuModel>(widths, seed, adam);
+std::unique_ptr<Model> make_cpu_model(const std::vector<int>& widths, const AdamOptions& adam) {
+  return std::make_unique<CpuModel>(widths, adam);
 }
 
 }  // namespace mlp

@@ -106,7 +106,7 @@ int main(int argc, char** argv) {
   openblas_set_num_threads(1);
 
   const std::vector<int> widths = layer_widths(options);
-  auto model = mlp::make_cpu_model(widths, options.seed, {.learning_rate = options.learning_rate});
+  auto model = mlp::make_cpu_model(widths, {.learning_rate = options.learning_rate});
   const mlp::TeacherDataset data(options.seed, options.input_dim, options.classes);
   const mlp::Sampler sampler(kDatasetSize, options.global_batch, rt.rank(), rt.world_size());
 
@@ -125,6 +125,8 @@ int main(int argc, char** argv) {
       throw lockstep::UsageError("the checkpoint in " + checkpointer.options().dir.string() +
                                  " was trained with another --seed; use a new --run-dir");
     }
+  } else {
+    model->initialize(options.seed);
   }
   if (rt.rank() == 0) {
     lockstep::log::info("mlp: {} parameters, layers {}, {} ranks x {} samples, steps {}..{}",

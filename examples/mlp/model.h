@@ -31,6 +31,10 @@ class Model {
  public:
   virtual ~Model() = default;
 
+  // Draws the initial weights from `seed`, identically on every rank. A run
+  // that restores a checkpoint skips it.
+  virtual void initialize(std::uint64_t seed) = 0;
+
   // Runs forward and backward on `batch`; calls `on_gradient` for each
   // gradient as soon as backward has produced it (last layer first). Returns
   // the mean loss of the batch.
@@ -49,13 +53,12 @@ class Model {
   std::int64_t parameter_count();
 };
 
-// Layer widths, e.g. {64, 256, 256, 10}. Weights are initialised from `seed`
-// identically on every rank.
-std::unique_ptr<Model> make_cpu_model(const std::vector<int>& widths, std::uint64_t seed,
-                                      const AdamOptions& adam);
+// Layer widths, e.g. {64, 256, 256, 10}; the weights are zero until
+// initialize() or a restore.
+std::unique_ptr<Model> make_cpu_model(const std::vector<int>& widths, const AdamOptions& adam);
 #if LOCKSTEP_EXAMPLE_CUDA
-std::unique_ptr<Model> make_cuda_model(const std::vector<int>& widths, std::uint64_t seed,
-                                       const AdamOptions& adam, int device);
+std::unique_ptr<Model> make_cuda_model(const std::vector<int>& widths, const AdamOptions& adam,
+                                       int device);
 #endif
 
 }  // namespace mlp

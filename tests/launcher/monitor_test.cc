@@ -53,7 +53,7 @@ TEST(Monitor, ReceivesHeartbeatsFromAnAuthenticatedRank) {
     ASSERT_TRUE(client.connected());
     client.step(41, 0.25, {{"loss", 1.5}});
     client.checkpoint(41, 0.75);
-    client.exit(0);
+    client.exit(0, true);
   }
   const std::vector<RankEvent> events = wait_for(monitor, 5);
   ASSERT_EQ(events.size(), 5u);
@@ -69,6 +69,7 @@ TEST(Monitor, ReceivesHeartbeatsFromAnAuthenticatedRank) {
   EXPECT_DOUBLE_EQ(events[2].stall, 0.75);
   EXPECT_EQ(events[3].kind, RankEvent::Kind::kExit);
   EXPECT_EQ(events[3].step, 41);
+  EXPECT_TRUE(events[3].stopped) << "the rank stopped early on request";
   EXPECT_EQ(events[4].kind, RankEvent::Kind::kClosed);
   EXPECT_EQ(events[4].exit_code, 0) << "a goodbye was said: not a crash";
   EXPECT_EQ(monitor.refused(), 0);

@@ -4,7 +4,9 @@
 #     checkpoints, requeues itself, and finishes on its second start with
 #     final weights bit-identical to an uninterrupted run;
 # (2) SIGTERM to the launcher (the batch script) makes the ranks checkpoint
-#     and stop; the launcher exits with code 3 and does not requeue.
+#     and stop; the launcher exits with code 3 and does not requeue;
+# (3) SIGTERM to the job steps only, as Slurm's preemption sends it: the
+#     ranks checkpoint and stop, and the launcher reports a stop (exit 3).
 # Usage: requeue_test.sh <local-cluster dir> <slurm dir> <lockstep> <lockstep-mlp> <scratch dir>
 set -euo pipefail
 scripts=$1 templates=$2 lockstep=$3 mlp=$4 scratch=$5
@@ -74,6 +76,23 @@ expect_grep "stopped on request after a checkpoint; run again to resume" \
   "$scratch/preempted.out" "the launcher says how to resume"
 check "SIGTERM does not requeue ($(job_field "$job" Restarts))" "[ '$(job_field "$job" Restarts)' != 1 ]"
 check "a checkpoint was committed" "ls '$scratch/preempted/checkpoints' | grep -q '^step-'"
+
+# --- (3) SIGTERM to the job's steps only (what Slurm's preemption sends) -------
+RUN_DIR=$scratch/steps sbatch --parsable -N2 --ntasks-per-node=2 --overcommit \
+  -o "$scratch/steps.out" "$templates/train.sbatch" "${trainer[@]}" "${slow[@]}" >"$scratch/sbatch.log"
+job=$(job_id_in "$scratch/sbatch.log")
+deadline=$((SECONDS + 120))
+while [ $SECONDS -lt $deadline ] && ! grep -q "step [1-9][0-9]* |" "$scratch/steps.out" 2>/dev/null; do
+  sleep 1
+done
+scancel --signal=TERM "$job"
+state=$(wait_for_job "$job" 120)
+touch "$scratch/steps.out"
+exit_code=$(summary_field "$scratch/steps/summary.json" 's["exit_code"]')
+check "after SIGTERM to the ranks the launcher reports a stop, exit code 3 (got '$exit_code')" \
+  "[ '$exit_code' = 3 ]"
+expect_grep "the ranks were asked to stop .* and stopped after a checkpoint; run again to resume" \
+  "$scratch/steps.out" "the launcher says the ranks stopped on their own signal"
 
 stop_cluster_and_check
 finish

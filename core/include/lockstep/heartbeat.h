@@ -37,8 +37,9 @@ class HeartbeatClient {
   // A checkpoint of step `step` was taken; training stalled `stall_seconds`.
   void checkpoint(std::int64_t step, double stall_seconds);
   // This rank is leaving normally with `exit_code`; the launcher will not
-  // treat the closing connection as a crash. Carries the last step reported.
-  void exit(int exit_code);
+  // treat the closing connection as a crash. Carries the last step reported
+  // and whether the run stopped early on request (a signal), not at its end.
+  void exit(int exit_code, bool stopped_on_request);
 
  private:
   void send_line(const std::string& line);
