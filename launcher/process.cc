@@ -125,6 +125,16 @@ bool read_stat(const std::filesystem::path& stat_path, char* state, int* ppid) {
 }
 }  // namespace
 
+bool environment_has(pid_t pid, std::string_view entry) {
+  std::ifstream file(std::filesystem::path("/proc") / std::to_string(pid) / "environ",
+                     std::ios::binary);
+  std::string variable;
+  while (std::getline(file, variable, '\0')) {
+    if (variable == entry) return true;
+  }
+  return false;
+}
+
 char process_state(pid_t pid) {
   char state = 0;
   int ppid = 0;

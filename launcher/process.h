@@ -8,6 +8,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace lockstep::launcher {
@@ -63,6 +64,11 @@ class ChildProcess {
   int stderr_fd_ = -1;
   std::optional<ExitStatus> status_;
 };
+
+// True when the local process `pid` was started with `entry` ("NAME=value")
+// in its environment: a pid a rank reported is only signalled when it is
+// that rank here, not some other process on this machine with the same pid.
+bool environment_has(pid_t pid, std::string_view entry);
 
 // The state letter of a local process from /proc ('R', 'S', 'T' for
 // stopped, ...), or 0 when it does not exist.

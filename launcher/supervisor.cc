@@ -68,9 +68,11 @@ struct RankState {
 // Everything about the attempt in progress.
 class Attempt {
  public:
-  Attempt(const SupervisorOptions& options, int index, Monitor& monitor, StatusLine& status,
-          std::vector<CheckpointEvent>& checkpoints, std::vector<InjectedFailure>& injected)
+  Attempt(const SupervisorOptions& options, int index, const std::string& token, Monitor& monitor,
+          StatusLine& status, std::vector<CheckpointEvent>& checkpoints,
+          std::vector<InjectedFailure>& injected)
       : options_(options),
+        token_entry_("LOCKSTEP_MONITOR_TOKEN=" + token),
         monitor_(monitor),
         status_(status),
         checkpoints_(checkpoints),
@@ -91,6 +93,7 @@ class Attempt {
   void attribute_failure();
 
   const SupervisorOptions& options_;
+  const std::string token_entry_;  // in the environment of this run's ranks
   Monitor& monitor_;
   StatusLine& status_;
   std::vector<CheckpointEvent>& checkpoints_;
@@ -150,6 +153,13 @@ void Attempt::inject(std::int64_t step, bool at_checkpoint) {
     const auto it = ranks_.find(failure.rank);
     if (it == ranks_.end() || it->second.pid <= 0) continue;
     failure.fired = true;
+    if (!environment_has(it->second.pid, token_entry_)) {
+      status_.print_line(fmt::format("lockstep: cannot inject a failure into rank {}: it does not "
+                                     "run on this machine",
+                                     failure.rank),
+                         true);
+      continue;
+    }
     status_.print_line(
         fmt::format("lockstep: injecting a failure: signal {} ({}) to rank {} (pid {}) at {} {}",
                     failure.signal, strsignal(failure.signal), failure.rank, it->second.pid,
@@ -229,9 +239,17 @@ void Attempt::request_stop(ChildProcess& job) {
     // "checkpoint and stop".
     signalled = !ranks_.empty() && kill(job.pid(), SIGUSR2) == 0;
   } else {
+    bool remote = false;
     for (const auto& [rank, state] : ranks_) {
-      if (state.pid > 0 && !state.died_at) signalled = kill(state.pid, SIGTERM) == 0 || signalled;
+      if (state.pid <= 0 || state.died_at) continue;
+      if (environment_has(state.pid, token_entry_)) {
+        signalled = kill(state.pid, SIGTERM) == 0 || signalled;
+      } else {
+        remote = true;
+      }
     }
+    // Ranks on other hosts: mpirun forwards SIGUSR2 to every rank.
+    if (remote) signalled = kill(job.pid(), SIGUSR2) == 0 || signalled;
   }
   // Ranks not yet introduced cannot checkpoint; stop the job as a whole.
   if (!signalled)
@@ -474,7 +492,7 @@ int supervise(SupervisorOptions options) {
     plan.environment["LOCKSTEP_MONITOR_TOKEN"] = token;
     status.set_restarts(index);
     ChildProcess job = ChildProcess::start(launch_argv(plan), plan.environment);
-    Attempt attempt(options, index, monitor, status, checkpoints, options.injected);
+    Attempt attempt(options, index, token, monitor, status, checkpoints, options.injected);
     attempts.push_back(attempt.run(job));
     const AttemptRecord& record = attempts.back();
     attempts_log << to_json(record, run_start).dump() << std::endl;
