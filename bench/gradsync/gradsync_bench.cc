@@ -3,7 +3,8 @@
 //
 // comm     the time to average all gradients with GradSync (every gradient
 //          marked ready, then wait()), against one MPI_Allreduce of the same
-//          bytes in one buffer, and against the same buffer in 4 MiB pieces;
+//          bytes in one buffer, against the same buffer in 4 MiB pieces, and
+//          against lockstep's own (averaging) all-reduce of that one buffer;
 //          plus the memory GradSync adds (resident set growth when it is
 //          constructed and runs its first step, and the bytes of its bucket
 //          buffers) against the gradient bytes.
@@ -15,6 +16,9 @@
 //          communication alone. Two kinds of work: `cpu` (arithmetic on the
 //          calling thread, as a CPU backward pass) and `sleep` (the thread
 //          waits, as a host thread whose backward runs on an accelerator).
+//          The same with MPI_Iallreduce per gradient on the calling thread,
+//          progressed by MPI_Testall after each layer, instead of GradSync's
+//          communication thread (`nonblocking`).
 //
 //   mpiexec -n 2 gradsync_bench [--scale 1] [--steps 5] [--bucket-mb 25]
 //                               [--first-bucket-mb 1] [--in-place-min-mb 0.25]
@@ -240,10 +244,13 @@ int main(int argc, char** argv) {
   }
 
   if (listed(settings.parts, "comm")) {
-    // (a) the same bytes in one buffer: one MPI_Allreduce, and the same
-    // buffer in 4 MiB pieces (what lockstep's MPI backend sends).
+    // (a) the same bytes in one buffer: one MPI_Allreduce, the same buffer
+    // in 4 MiB pieces (Open MPI at its best on this machine), and lockstep's
+    // all-reduce of the buffer (GradSync's transport without the buckets).
     std::vector<float> flat(static_cast<std::size_t>(total_elements), static_cast<float>(rank));
     const std::size_t piece = std::size_t{4} << 20 >> 2;
+    lockstep::Tensor flat_tensor =
+        lockstep::Tensor::borrow("flat", flat.data(), lockstep::DType::kF32, {total_elements});
     const std::vector<double> medians =
         time_steps(world, settings.steps,
                    {sync_step,
@@ -257,7 +264,9 @@ int main(int argc, char** argv) {
                                       static_cast<int>(std::min(piece, flat.size() - offset)),
                                       MPI_FLOAT, MPI_SUM, world);
                       }
-                    }});
+                    },
+                    [&] { comm->allreduce(flat_tensor, {.op = lockstep::ReduceOp::kAvg}); }});
+    print(rank, "lockstep_one_buffer_avg_ms", medians[3] * 1e3);
     print(rank, "gradsync_ms", medians[0] * 1e3);
     print(rank, "mpi_allreduce_ms", medians[1] * 1e3);
     print(rank, "mpi_allreduce_4mib_pieces_ms", medians[2] * 1e3);
@@ -303,6 +312,22 @@ int main(int argc, char** argv) {
           on_gradient(index);
         }
       };
+      // The alternative to the communication thread: MPI_Iallreduce per
+      // gradient from the calling thread, progressed by MPI_Testall after
+      // each layer (Open MPI advances non-blocking collectives only inside
+      // MPI calls), summing only.
+      std::vector<MPI_Request> requests;
+      auto start_nonblocking = [&](std::size_t index) {
+        lockstep::Tensor& gradient = gradients[index];
+        MPI_Iallreduce(MPI_IN_PLACE, gradient.data(), static_cast<int>(gradient.numel()), MPI_FLOAT,
+                       MPI_SUM, world, &requests.emplace_back());
+        int done = 0;
+        MPI_Testall(static_cast<int>(requests.size()), requests.data(), &done, MPI_STATUSES_IGNORE);
+      };
+      auto finish_nonblocking = [&] {
+        MPI_Waitall(static_cast<int>(requests.size()), requests.data(), MPI_STATUSES_IGNORE);
+        requests.clear();
+      };
       const std::vector<double> medians =
           time_steps(world, settings.steps,
                      {sync_step, [&] { backward([](std::size_t) {}); },
@@ -313,6 +338,17 @@ int main(int argc, char** argv) {
                       [&] {
                         backward([&](std::size_t index) { sync.ready(gradients[index]); });
                         sync.wait();
+                      },
+                      [&] {
+                        backward([](std::size_t) {});
+                        for (std::size_t index = gradients.size(); index-- > 0;) {
+                          start_nonblocking(index);
+                        }
+                        finish_nonblocking();
+                      },
+                      [&] {
+                        backward(start_nonblocking);
+                        finish_nonblocking();
                       }});
       const double alone = medians[1];
       const double serial = medians[2];
@@ -322,6 +358,10 @@ int main(int argc, char** argv) {
       print(rank, prefix + "backward_ms", alone * 1e3);
       print(rank, prefix + "serial_ms", serial * 1e3);
       print(rank, prefix + "overlap_ms", overlapped * 1e3);
+      print(rank, prefix + "nonblocking_serial_ms", medians[4] * 1e3);
+      print(rank, prefix + "nonblocking_overlap_ms", medians[5] * 1e3);
+      print(rank, prefix + "nonblocking_hidden_pct",
+            100.0 * (medians[4] - medians[5]) / (medians[4] - alone));
       print(rank, prefix + "hidden_pct", 100.0 * (serial - overlapped) / medians[0]);
     }
     // The last bucket (wte, produced last) cannot start before the backward

@@ -7,6 +7,8 @@
 #
 # Every (ranks, program) pair runs --repeat times; the tables show the median
 # of those runs (each run's figure is itself the median over --steps steps).
+# DDP's figure is the all-reduce of its buckets timed directly (see
+# bench/peers/ddp_gloo.py); "DDP exposed" is the older, indirect one.
 # Needs a build of gradsync_bench (BUILD, default build-bench, is configured
 # and built when missing) and python3-torch for /usr/bin/python3 (installed
 # with apt-get when missing).
@@ -79,17 +81,20 @@ print(f"# GPT-2 small gradients: {get(first, 'tensors'):.0f} tensors, "
 print(f"# median of {repeat} runs, each the median of {steps} steps on the slowest rank")
 print()
 print(f"{'ranks':>5} | {'GradSync ms':>11} | {'(a) MPI_Allreduce ms':>20} {'GS/(a)':>7} | "
-      f"{'(b) DDP gloo ms':>15} {'(b)/GS':>7} | {'4 MiB pieces ms':>15} | {'extra mem/grads':>15}")
+      f"{'(b) DDP gloo ms':>15} {'(b)/GS':>7} | {'DDP exposed ms':>14} | {'1 buffer ms':>11} | "
+      f"{'4 MiB pieces ms':>15} | {'extra mem/grads':>15}")
 for n in all_ranks:
     gs = get(n, "gradsync_ms")
     a = get(n, "mpi_allreduce_ms")
     b = get(n, "ddp_allreduce_ms")
     print(f"{n:>5} | {gs:>11.1f} | {a:>20.1f} {gs / a:>7.2f} | {b:>15.1f} {b / gs:>7.2f} | "
+          f"{get(n, 'ddp_exposed_ms'):>14.1f} | {get(n, 'lockstep_one_buffer_avg_ms'):>11.1f} | "
           f"{get(n, 'mpi_allreduce_4mib_pieces_ms'):>15.1f} | "
           f"{get(n, 'rss_growth_mib') / get(n, 'gradient_mib'):>15.2f}")
 print()
 print(f"{'ranks':>5} {'work':>6} | {'comm alone ms':>13} {'backward ms':>11} {'serial ms':>10} "
-      f"{'overlap ms':>10} | {'hidden %':>8}")
+      f"{'overlap ms':>10} | {'hidden %':>8} | {'nonblocking: serial ms':>22} {'overlap ms':>10} "
+      f"{'hidden %':>8}")
 for n in all_ranks:
     for kind in ("cpu", "sleep"):
         if (n, f"overlap_{kind}_hidden_pct") not in figures:
@@ -97,7 +102,8 @@ for n in all_ranks:
         key = f"overlap_{kind}_"
         print(f"{n:>5} {kind:>6} | {get(n, key + 'comm_ms'):>13.1f} {get(n, key + 'backward_ms'):>11.1f} "
               f"{get(n, key + 'serial_ms'):>10.1f} {get(n, key + 'overlap_ms'):>10.1f} | "
-              f"{get(n, key + 'hidden_pct'):>8.1f}")
+              f"{get(n, key + 'hidden_pct'):>8.1f} | {get(n, key + 'nonblocking_serial_ms'):>22.1f} "
+              f"{get(n, key + 'nonblocking_overlap_ms'):>10.1f} {get(n, key + 'nonblocking_hidden_pct'):>8.1f}")
 print(f"# hidden % = (serial - overlap) / comm alone, the median of the runs' values; the last bucket (wte, produced last) "
       f"holds {get(first, 'last_bucket_share_pct'):.0f}% of the bytes and cannot overlap")
 print()

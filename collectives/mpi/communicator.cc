@@ -6,16 +6,27 @@
 #include <fmt/format.h>
 
 #include "../src/element_ops.h"
+#include "../src/group_work.h"
 #include "../src/metadata_exchange.h"
 #include "../src/unsupported.h"
 #include "lockstep/log.h"
 #include "lockstep/mpi_check.h"
+#include "ring_allreduce.h"
 
 namespace lockstep::detail {
 
 namespace {
 
 constexpr std::string_view kBackend = "mpi";
+
+// All-reduces of at least this many bytes (a tensor, or a coalesced list)
+// run as a pipelined ring of point-to-point messages (ring_allreduce.h);
+// smaller ones call MPI_Allreduce, whose latency is lower. Chunks of
+// 256 KiB keep a received chunk in the L2 cache until it is reduced; see
+// docs/BENCHMARKS.md#collectives for the measurements behind both.
+constexpr std::size_t kRingMinBytes = std::size_t{1} << 20;
+constexpr std::size_t kRingChunkBytes = std::size_t{256} << 10;
+constexpr int kRingWindow = 4;
 
 void check_host(const Tensor& tensor, std::string_view operation) {
   if (!tensor.device().is_cpu()) {
@@ -144,21 +155,41 @@ void MpiCommunicator::communicate() {
 
 // --- the MPI calls, run on the communication thread ---
 
-void MpiCommunicator::run_allreduce(Tensor& tensor, ReduceOp op) {
-  const std::size_t element = dtype_size(tensor.dtype());
-  const std::size_t total = static_cast<std::size_t>(tensor.numel());
+void MpiCommunicator::run_allreduce(std::vector<Tensor>& tensors, ReduceOp op) {
+  const DType dtype = tensors.front().dtype();
+  const std::size_t element = dtype_size(dtype);
+  const MPI_Datatype datatype = reduce_ops_.datatype(dtype);
+  const MPI_Op mpi_op = reduce_ops_.op(dtype, op);
+  std::size_t total_bytes = 0;
+  for (const Tensor& tensor : tensors) total_bytes += tensor.nbytes();
+  if (total_bytes >= kRingMinBytes) {
+    std::vector<RingSpan> spans;
+    for (Tensor& tensor : tensors) {
+      spans.push_back({tensor.data(), static_cast<std::size_t>(tensor.numel())});
+    }
+    RingAllreduceOptions ring{.chunk_bytes = kRingChunkBytes, .window = kRingWindow};
+    if (op == ReduceOp::kAvg) {
+      // Only the block this rank completes; the others arrive averaged.
+      ring.finish_chunk = [&](void* data, std::size_t count) {
+        divide_in_place(data, dtype, count, size_);
+      };
+    }
+    ring_allreduce(spans, element, datatype, mpi_op, data_.get(), ring, ring_scratch_);
+    return;
+  }
+  // Small: Open MPI's own all-reduce has the lower latency.
   const std::size_t segment = std::clamp<std::size_t>(options_.segment_bytes / element, 1,
                                                       static_cast<std::size_t>(INT_MAX));
-  const MPI_Datatype datatype = reduce_ops_.datatype(tensor.dtype());
-  const MPI_Op mpi_op = reduce_ops_.op(tensor.dtype(), op);
-  for (std::size_t offset = 0; offset < total; offset += segment) {
-    const std::size_t count = std::min(segment, total - offset);
-    char* data = bytes_of(tensor) + offset * element;
-    LOCKSTEP_CHECK_MPI(
-        MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(count), datatype, mpi_op, data_.get()));
-    // Each segment right after its sum, while it is still in cache: a
-    // second pass over a large tensor would read it from memory again.
-    if (op == ReduceOp::kAvg) divide_in_place(data, tensor.dtype(), count, size_);
+  for (Tensor& tensor : tensors) {
+    const std::size_t total = static_cast<std::size_t>(tensor.numel());
+    for (std::size_t offset = 0; offset < total; offset += segment) {
+      const std::size_t count = std::min(segment, total - offset);
+      char* data = bytes_of(tensor) + offset * element;
+      LOCKSTEP_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(count), datatype,
+                                       mpi_op, data_.get()));
+      // Right after the sum, while the segment is still in cache.
+      if (op == ReduceOp::kAvg) divide_in_place(data, dtype, count, size_);
+    }
   }
 }
 
@@ -190,13 +221,21 @@ void MpiCommunicator::run_reduce_scatter(const Tensor& input, Tensor& output, Re
 
 // --- the public operations: check on the caller's thread, run on ours ---
 
-std::shared_ptr<MpiWork> MpiCommunicator::start_allreduce(Tensor tensor,
+std::shared_ptr<MpiWork> MpiCommunicator::start_allreduce(std::vector<Tensor> tensors,
                                                           const AllreduceOptions& options,
                                                           Wake wake) {
-  check_host(tensor, "allreduce");
+  for (const Tensor& tensor : tensors) check_host(tensor, "allreduce");
   const ReduceOp op = options.op;
-  return enqueue(wake, describe("allreduce", tensor, op), options.timeout,
-                 [this, tensor, op]() mutable { run_allreduce(tensor, op); });
+  std::string description = describe("allreduce", tensors.front(), op);
+  if (tensors.size() > 1) {
+    std::size_t bytes = 0;
+    for (const Tensor& tensor : tensors) bytes += tensor.nbytes();
+    description = fmt::format("allreduce ({} bytes in {} tensors, {}, {})", bytes, tensors.size(),
+                              dtype_name(tensors.front().dtype()), reduce_op_name(op));
+  }
+  return enqueue(
+      wake, std::move(description), options.timeout,
+      [this, tensors = std::move(tensors), op]() mutable { run_allreduce(tensors, op); });
 }
 
 std::shared_ptr<MpiWork> MpiCommunicator::start_broadcast(Tensor tensor,
@@ -242,11 +281,17 @@ std::shared_ptr<MpiWork> MpiCommunicator::start_barrier(const BarrierOptions& op
 
 std::shared_ptr<Work> MpiCommunicator::allreduce_async(Tensor tensor,
                                                        const AllreduceOptions& options) {
-  return start_allreduce(std::move(tensor), options, Wake::kNow);
+  return start_allreduce({std::move(tensor)}, options, Wake::kNow);
+}
+
+std::shared_ptr<Work> MpiCommunicator::allreduce_coalesced_async(std::vector<Tensor> tensors,
+                                                                 const AllreduceOptions& options) {
+  check_coalesced(tensors, "allreduce_coalesced_async");
+  return start_allreduce(std::move(tensors), options, Wake::kNow);
 }
 
 void MpiCommunicator::allreduce(Tensor& tensor, const AllreduceOptions& options) {
-  complete(start_allreduce(tensor, options, Wake::kLater));
+  complete(start_allreduce({tensor}, options, Wake::kLater));
 }
 
 std::shared_ptr<Work> MpiCommunicator::broadcast_async(Tensor tensor,

@@ -40,6 +40,8 @@ class MpiCommunicator final : public Communicator {
 
   void allreduce(Tensor& tensor, const AllreduceOptions& options) override;
   std::shared_ptr<Work> allreduce_async(Tensor tensor, const AllreduceOptions& options) override;
+  std::shared_ptr<Work> allreduce_coalesced_async(std::vector<Tensor> tensors,
+                                                  const AllreduceOptions& options) override;
   void broadcast(Tensor& tensor, const BroadcastOptions& options) override;
   std::shared_ptr<Work> broadcast_async(Tensor tensor, const BroadcastOptions& options) override;
   void allgather(const Tensor& input, Tensor& output, const AllgatherOptions& options) override;
@@ -67,8 +69,8 @@ class MpiCommunicator final : public Communicator {
   void execute(MpiWork& work);
   void communicate();  // the communication thread
 
-  std::shared_ptr<MpiWork> start_allreduce(Tensor tensor, const AllreduceOptions& options,
-                                           Wake wake);
+  std::shared_ptr<MpiWork> start_allreduce(std::vector<Tensor> tensors,
+                                           const AllreduceOptions& options, Wake wake);
   std::shared_ptr<MpiWork> start_broadcast(Tensor tensor, const BroadcastOptions& options,
                                            Wake wake);
   std::shared_ptr<MpiWork> start_allgather(Tensor input, Tensor output,
@@ -77,7 +79,8 @@ class MpiCommunicator final : public Communicator {
                                                 const ReduceScatterOptions& options, Wake wake);
   std::shared_ptr<MpiWork> start_barrier(const BarrierOptions& options, Wake wake);
 
-  void run_allreduce(Tensor& tensor, ReduceOp op);
+  // One tensor, or several of one dtype as one stream.
+  void run_allreduce(std::vector<Tensor>& tensors, ReduceOp op);
   void run_broadcast(Tensor& tensor, int root);
   void run_allgather(const Tensor& input, Tensor& output);
   void run_reduce_scatter(const Tensor& input, Tensor& output, ReduceOp op);
@@ -89,6 +92,7 @@ class MpiCommunicator final : public Communicator {
   CommunicatorOptions options_;
   MpiReduceOps reduce_ops_;
   SequenceBoard board_;
+  std::vector<char> ring_scratch_;  // of the one running collective, on either thread
   Watchdog watchdog_;
 
   std::mutex mutex_;

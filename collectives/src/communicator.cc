@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "../mpi/communicator.h"
+#include "group_work.h"
 #include "lockstep/build_config.h"
 #include "lockstep/knobs.h"
 #include "lockstep/runtime.h"
@@ -25,6 +26,15 @@ std::string_view reduce_op_name(ReduceOp op) {
       return "min";
   }
   return "?";
+}
+
+std::shared_ptr<Work> Communicator::allreduce_coalesced_async(std::vector<Tensor> tensors,
+                                                              const AllreduceOptions& options) {
+  detail::check_coalesced(tensors, "allreduce_coalesced_async");
+  std::vector<std::shared_ptr<Work>> works;
+  works.reserve(tensors.size());
+  for (Tensor& tensor : tensors) works.push_back(allreduce_async(std::move(tensor), options));
+  return std::make_shared<detail::GroupWork>(std::move(works));
 }
 
 CommunicatorOptions communicator_options(const Runtime& runtime) {

@@ -140,18 +140,23 @@ void GradSync::launch_full_buckets() {
   // of all-reduces whatever order its gradients became ready in.
   while (next_launch_ < buckets_.size() && buckets_[next_launch_].waiting_for == 0) {
     Bucket& bucket = buckets_[next_launch_];
-    // In-place gradients are averaged by the backend, piece by piece while
-    // the data is still in cache; the packed buffer is summed and averaged
-    // while unpacking it in wait().
+    // One all-reduce for the whole bucket: its in-place gradients and its
+    // packed buffer travel as one stream, averaged by the backend piece by
+    // piece while the data is still in cache. A buffer alone in its bucket
+    // (a 16-bit wire dtype) is summed and averaged in float while unpacking
+    // it in wait(), which rounds once instead of twice.
+    std::vector<Tensor> tensors;
     for (std::size_t index : bucket.slots) {
-      if (!slots_[index].in_place) continue;
-      bucket.works.push_back(communicator_.allreduce_async(
-          slots_[index].gradient,
-          AllreduceOptions{.op = ReduceOp::kAvg, .timeout = options_.timeout}));
+      if (slots_[index].in_place) tensors.push_back(slots_[index].gradient);
     }
-    if (bucket.buffer.numel() > 0) {
-      bucket.works.push_back(communicator_.allreduce_async(
-          bucket.buffer, AllreduceOptions{.op = ReduceOp::kSum, .timeout = options_.timeout}));
+    bucket.buffer_averaged = !tensors.empty();
+    if (bucket.buffer.numel() > 0) tensors.push_back(bucket.buffer);
+    const AllreduceOptions options{.op = bucket.buffer_averaged ? ReduceOp::kAvg : ReduceOp::kSum,
+                                   .timeout = options_.timeout};
+    if (tensors.size() == 1) {
+      bucket.works.push_back(communicator_.allreduce_async(std::move(tensors.front()), options));
+    } else if (!tensors.empty()) {
+      bucket.works.push_back(communicator_.allreduce_coalesced_async(std::move(tensors), options));
     }
     ++next_launch_;
   }
@@ -168,6 +173,7 @@ void GradSync::wait() {
   }
   const double inverse_size = 1.0 / communicator_.size();
   for (Bucket& bucket : buckets_) {
+    const double scale = bucket.buffer_averaged ? 1.0 : inverse_size;
     for (const std::shared_ptr<Work>& work : bucket.works) work->wait();
     bucket.works.clear();
     const std::size_t wire_element = dtype_size(bucket.buffer.dtype());
@@ -178,7 +184,7 @@ void GradSync::wait() {
       detail::convert_scaled(
           static_cast<const char*>(bucket.buffer.data()) + slot.offset * wire_element,
           bucket.buffer.dtype(), slot.gradient.data(), slot.gradient.dtype(),
-          static_cast<std::size_t>(slot.gradient.numel()), inverse_size);
+          static_cast<std::size_t>(slot.gradient.numel()), scale);
     }
     bucket.waiting_for = bucket.slots.size();
   }

@@ -112,9 +112,10 @@ const Knob<double> mpi_segment_mb{{
     .env = "LOCKSTEP_MPI_SEGMENT_MB",
     .type = KnobType::kFloat,
     .default_value = "4",
-    .doc = "The MPI backend splits all-reduces and broadcasts of host tensors into pieces of at "
-           "most this many MiB; Open MPI moves one very large message several times slower per "
-           "byte than a few medium ones.",
+    .doc = "The MPI backend splits broadcasts, and all-reduces under 1 MiB, of host tensors into "
+           "pieces of at most this many MiB (larger all-reduces run as lockstep's own pipelined "
+           "ring); Open MPI moves one very large message several times slower per byte than a "
+           "few medium ones.",
     .min = 0.001,
     .max = 1024,
 }};

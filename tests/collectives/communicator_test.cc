@@ -1,10 +1,12 @@
 // Every operation and dtype of the MPI backend against a reference computed
-// in double precision on every rank, at sizes around the segment boundaries.
+// in double precision on every rank, at sizes around the segment boundaries
+// and at 64 MiB.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
@@ -163,22 +165,97 @@ TEST(Communicator, AllgatherEveryDtypeAndSize) {
   }
 }
 
-// 64 MiB, which the default segmenting splits into many pieces: the sum in
-// every dtype, and every op in f32 and bf16 (the native and the user-defined
-// MPI reduction).
+// The inputs repeat every kPeriod elements (see input_value), and so do
+// exact results: sums of quarters stay exact in every dtype, an average
+// divides the same exact sum, and max and min do not round.
+constexpr std::size_t kPeriod = 23;
+
+// `count` elements of input_value(rank, i), written as one period copied
+// over and over (setting 32M elements one by one takes seconds).
+Tensor filled_periodic(const std::string& name, DType dtype, std::size_t count, int rank) {
+  Tensor tensor = Tensor::allocate(name, dtype, {static_cast<std::int64_t>(count)});
+  const std::size_t first = std::min(count, kPeriod);
+  for (std::size_t i = 0; i < first; ++i) set_element(tensor, i, input_value(rank, i, dtype));
+  auto* bytes = static_cast<char*>(tensor.data());
+  const std::size_t period_bytes = kPeriod * dtype_size(dtype);
+  for (std::size_t done = period_bytes; done < tensor.nbytes();) {
+    const std::size_t copy = std::min(done - done % period_bytes, tensor.nbytes() - done);
+    std::memcpy(bytes + done, bytes, copy);
+    done += copy;
+  }
+  return tensor;
+}
+
+// The first period against the double-precision reference, then every
+// further element bitwise against the first period.
+void expect_reduced_periodic(const Tensor& result, ReduceOp op, int size,
+                             const std::string& context) {
+  const auto count = static_cast<std::size_t>(result.numel());
+  Tensor head = Tensor::borrow("head", const_cast<void*>(result.data()), result.dtype(),
+                               {static_cast<std::int64_t>(std::min(count, kPeriod))});
+  expect_reduced(head, op, 0, size, context);
+  const auto* bytes = static_cast<const char*>(result.data());
+  const std::size_t element_size = dtype_size(result.dtype());
+  const std::size_t period_bytes = kPeriod * element_size;
+  for (std::size_t offset = period_bytes; offset < result.nbytes(); offset += period_bytes) {
+    const std::size_t length = std::min(period_bytes, result.nbytes() - offset);
+    if (std::memcmp(bytes + offset, bytes, length) != 0) {
+      std::size_t i = 0;
+      while (std::memcmp(bytes + offset + i * element_size, bytes + i * element_size,
+                         element_size) == 0) {
+        ++i;
+      }
+      ADD_FAILURE() << context << ": element " << offset / element_size + i << " is "
+                    << element(result, offset / element_size + i) << ", expected "
+                    << element(result, i);
+      return;
+    }
+  }
+}
+
+// 64 MiB, large enough for the pipelined ring (many chunks per block, on
+// every rank count): every op in every dtype, the native MPI reductions and
+// the user-defined ones for f16 and bf16.
 TEST(Communicator, AllreduceSixtyFourMebibytes) {
   Communicator& comm = default_segments();
   constexpr std::size_t kBytes = std::size_t{64} << 20;
   for (DType dtype : kDTypes) {
-    const bool every_op = dtype == DType::kF32 || dtype == DType::kBF16;
+    const std::size_t count = kBytes / dtype_size(dtype);
+    const Tensor input = filled_periodic("input", dtype, count, comm.rank());
+    Tensor tensor = Tensor::allocate("big", dtype, {static_cast<std::int64_t>(count)});
     for (ReduceOp op : kOps) {
-      if (op != ReduceOp::kSum && !every_op) continue;
-      const std::size_t count = kBytes / dtype_size(dtype);
-      Tensor tensor = filled("big", dtype, count, comm.rank());
+      std::memcpy(tensor.data(), input.data(), input.nbytes());
       comm.allreduce(tensor, {.op = op});
-      expect_reduced(tensor, op, 0, comm.size(), context_of("allreduce", dtype, op, count));
+      expect_reduced_periodic(tensor, op, comm.size(), context_of("allreduce", dtype, op, count));
     }
   }
+}
+
+// Several tensors as one stream: empty ones, ones shorter than a rank's
+// block, and a total above and below the size where the ring takes over.
+TEST(Communicator, AllreduceCoalescedEveryOp) {
+  Communicator& comm = default_segments();
+  for (DType dtype : {DType::kF32, DType::kF64, DType::kBF16, DType::kI64}) {
+    for (const std::size_t large : {std::size_t{1000}, std::size_t{700001}}) {
+      for (ReduceOp op : kOps) {
+        const std::vector<std::size_t> counts = {0, 1, 13, large, 0, 70001, 2};
+        std::vector<Tensor> tensors;
+        for (std::size_t count : counts) {
+          tensors.push_back(filled_periodic("part", dtype, count, comm.rank()));
+        }
+        comm.allreduce_coalesced_async(tensors, {.op = op})->wait();
+        for (const Tensor& tensor : tensors) {
+          expect_reduced_periodic(tensor, op, comm.size(),
+                                  context_of("allreduce_coalesced", dtype, op,
+                                             static_cast<std::size_t>(tensor.numel())));
+        }
+      }
+    }
+  }
+  EXPECT_THROW(comm.allreduce_coalesced_async({}), UsageError);
+  EXPECT_THROW(comm.allreduce_coalesced_async({Tensor::allocate("a", DType::kF32, {1}),
+                                               Tensor::allocate("b", DType::kF64, {1})}),
+               UsageError);
 }
 
 TEST(Communicator, NonBlockingOperationsFinishInAnyWaitOrder) {

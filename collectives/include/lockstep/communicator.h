@@ -73,6 +73,15 @@ class Communicator {
   virtual std::shared_ptr<Work> allreduce_async(Tensor tensor,
                                                 const AllreduceOptions& options = {}) = 0;
 
+  // Starts one all-reduce of several tensors of one dtype, as if they lay
+  // back to back in one buffer; every rank passes the same dtype and
+  // element counts in the same order. The MPI backend moves them as one
+  // stream (one collective, one pipeline); the default issues
+  // allreduce_async for each tensor. The returned Work finishes when all
+  // have; its sequence number is the last one's. Throws UsageError for an
+  // empty list or mixed dtypes.
+  virtual std::shared_ptr<Work> allreduce_coalesced_async(std::vector<Tensor> tensors,
+                                                          const AllreduceOptions& options = {});
   // Copies `tensor` of rank options.root into `tensor` of every other rank.
   virtual void broadcast(Tensor& tensor, const BroadcastOptions& options = {}) = 0;
   virtual std::shared_ptr<Work> broadcast_async(Tensor tensor,
@@ -107,8 +116,9 @@ class Communicator {
 struct CommunicatorOptions {
   // How long one collective may take before the watchdog aborts the job.
   CollectiveTimeout timeout{600};
-  // The MPI backend splits all-reduces and broadcasts into pieces of at most
-  // this many bytes (Open MPI's large single messages are slow).
+  // The MPI backend splits broadcasts, and all-reduces too small for its
+  // ring (under 1 MiB), into pieces of at most this many bytes (Open MPI's
+  // large single messages are slow).
   std::size_t segment_bytes = std::size_t{4} << 20;
 };
 

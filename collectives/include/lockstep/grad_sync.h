@@ -87,6 +87,7 @@ class GradSync {
     Tensor buffer;  // wire dtype, the packed gradients back to back; may be empty
     std::vector<std::size_t> slots;
     std::size_t waiting_for = 0;               // gradients not yet ready in this step
+    bool buffer_averaged = false;              // else summed, divided while unpacking
     std::vector<std::shared_ptr<Work>> works;  // in flight since launch
   };
 
