@@ -74,6 +74,9 @@ class Checkpointer::SaveJob {
   const std::shared_ptr<const checkpoint::RankFilePlan>& rank_file() const {
     return staged_.rank_file;
   }
+  const std::shared_ptr<const checkpoint::MasterFileTemplate>& master_file() const {
+    return staged_.master_file;
+  }
   std::int64_t step() const { return staged_.step; }
 
  private:
@@ -125,6 +128,7 @@ void Checkpointer::finish_in_flight(bool rethrow) {
   last_stats_ = in_flight_->stats();
   staging_ = in_flight_->staging();
   rank_file_ = in_flight_->rank_file();
+  master_file_ = in_flight_->master_file();
   in_flight_.reset();
   if (!error) return;
   if (rethrow) std::rethrow_exception(error);
@@ -139,9 +143,10 @@ void Checkpointer::save(std::int64_t step, const State& state) {
   const auto start = Clock::now();
   finish_in_flight(true);
   if (step < 0) throw UsageError(fmt::format("checkpoint step {} is negative", step));
-  auto job = std::make_unique<SaveJob>(
-      checkpoint::stage(step, state, comm_.rank(), comm_.size(), staging_, rank_file_));
+  auto job = std::make_unique<SaveJob>(checkpoint::stage(
+      step, state, comm_.rank(), comm_.size(), options_.async, staging_, rank_file_, master_file_));
   job->stats().step = step;
+  log::debug("step {}: staging {:.3f} s", step, seconds_since(start));
   if (options_.async) {
     job->start(writer_comm_.get(), *options_.env, options_);
     job->stats().stall_seconds = seconds_since(start);

@@ -135,6 +135,39 @@ H5PropertyList intermediate_groups() {
   return list;
 }
 
+[[noreturn]] void fail_on_dataset(const std::filesystem::path& path, const TensorLayout& layout,
+                                  std::string_view why) {
+  H5Eclear2(H5E_DEFAULT);
+  throw CorruptCheckpoint(fmt::format("{}: dataset {} {}", path.string(), layout.path, why));
+}
+
+// Opens the piece's dataset in `file` after checking its size and element
+// size. Every failure here is the file's: a damaged file is skipped, not
+// fatal.
+H5Dataset open_piece_dataset(hid_t file, const std::filesystem::path& path,
+                             const TensorLayout& layout, const Piece& piece) {
+  const auto fail = [&](std::string_view why) { fail_on_dataset(path, layout, why); };
+  const hid_t raw_dataset = H5Dopen2(file, layout.path.c_str(), H5P_DEFAULT);
+  if (raw_dataset < 0) fail("is missing or unreadable");
+  H5Dataset dataset(raw_dataset);
+  const hid_t raw_space = H5Dget_space(dataset.get());
+  if (raw_space < 0) fail("has an unreadable dataspace");
+  const H5Dataspace space(raw_space);
+  hsize_t count = 0;
+  if (H5Sget_simple_extent_ndims(space.get()) != 1 ||
+      H5Sget_simple_extent_dims(space.get(), &count, nullptr) != 1 ||
+      count != static_cast<hsize_t>(piece.count)) {
+    fail(fmt::format("does not hold the {} elements the metadata lists", piece.count));
+  }
+  const hid_t raw_type = H5Dget_type(dataset.get());
+  if (raw_type < 0) fail("has an unreadable datatype");
+  const H5Datatype type(raw_type);
+  if (H5Tget_size(type.get()) != dtype_size(layout.dtype)) {
+    fail(fmt::format("is not of dtype {}", dtype_name(layout.dtype)));
+  }
+  return dataset;
+}
+
 }  // namespace
 
 std::vector<std::string> rank_file_key(const std::vector<TensorLayout>& layouts,
@@ -231,17 +264,29 @@ RankFilePlan plan_rank_file(const std::vector<TensorLayout>& layouts,
   return plan;
 }
 
-std::vector<std::byte> build_master_file(const Metadata& metadata,
-                                         std::span<const std::byte> scalars) {
+std::vector<std::string> master_file_key(const Metadata& metadata) {
+  std::vector<std::string> key;
+  for (const auto& tensor : metadata.tensors) {
+    std::string entry = fmt::format("{}:{}:{}", tensor.layout.path, dtype_name(tensor.layout.dtype),
+                                    shape_str(tensor.layout.shape));
+    for (const auto& piece : tensor.pieces) {
+      entry += fmt::format(":{}/{}/{}", piece.file, piece.begin, piece.count);
+    }
+    key.push_back(std::move(entry));
+  }
+  return key;
+}
+
+MasterFileTemplate plan_master_file(const Metadata& metadata) {
   auto lock = lock_hdf5();
-  H5File file = create_in_memory(scalars.size());
+  H5File file = create_in_memory(0);
   const H5PropertyList link_create = intermediate_groups();
-  std::size_t scalar_offset = 0;
   for (const auto& tensor : metadata.tensors) {
     const auto& layout = tensor.layout;
     const H5Datatype type = file_type(layout.dtype);
     const H5Dataspace space = simple_space(layout.shape);
     H5PropertyList create(LOCKSTEP_CHECK_HDF5(H5Pcreate(H5P_DATASET_CREATE)));
+    LOCKSTEP_CHECK_HDF5(H5Pset_obj_track_times(create.get(), 0));
     const bool stored_in_place = layout.shape.empty() || layout.numel == 0;
     if (!stored_in_place) {
       LOCKSTEP_CHECK_HDF5(H5Pset_layout(create.get(), H5D_VIRTUAL));
@@ -271,13 +316,30 @@ std::vector<std::byte> build_master_file(const Metadata& metadata,
     const H5Dataset dataset(
         LOCKSTEP_CHECK_HDF5(H5Dcreate2(file.get(), layout.path.c_str(), type.get(), space.get(),
                                        link_create.get(), create.get(), H5P_DEFAULT)));
-    if (layout.shape.empty()) {
-      const std::size_t bytes = dtype_size(layout.dtype);
-      LOCKSTEP_CHECK_HDF5(H5Dwrite(dataset.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT,
-                                   scalars.subspan(scalar_offset, bytes).data()));
-      scalar_offset += bytes;
-    }
     write_string_attribute(dataset.get(), "lockstep_dtype", std::string(dtype_name(layout.dtype)));
+  }
+  return {.image = take_image(file), .key = master_file_key(metadata)};
+}
+
+std::vector<std::byte> build_master_file(const MasterFileTemplate& plan, const Metadata& metadata,
+                                         std::span<const std::byte> scalars) {
+  auto lock = lock_hdf5();
+  H5PropertyList access(LOCKSTEP_CHECK_HDF5(H5Pcreate(H5P_FILE_ACCESS)));
+  LOCKSTEP_CHECK_HDF5(H5Pset_fapl_core(access.get(), 1U << 20, 0));
+  LOCKSTEP_CHECK_HDF5(H5Pset_file_image(access.get(), const_cast<std::byte*>(plan.image.data()),
+                                        plan.image.size()));
+  H5File file(LOCKSTEP_CHECK_HDF5(H5Fopen("master.h5", H5F_ACC_RDWR, access.get())));
+  std::size_t scalar_offset = 0;
+  for (const auto& tensor : metadata.tensors) {
+    const auto& layout = tensor.layout;
+    if (!layout.shape.empty()) continue;
+    const std::size_t bytes = dtype_size(layout.dtype);
+    const H5Dataset dataset(
+        LOCKSTEP_CHECK_HDF5(H5Dopen2(file.get(), layout.path.c_str(), H5P_DEFAULT)));
+    const H5Datatype type = file_type(layout.dtype);
+    LOCKSTEP_CHECK_HDF5(H5Dwrite(dataset.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT,
+                                 scalars.subspan(scalar_offset, bytes).data()));
+    scalar_offset += bytes;
   }
   const hid_t root = file.get();
   write_string_attribute(root, "lockstep_metadata", to_json(metadata).dump());
@@ -306,35 +368,31 @@ RankFileReader::~RankFileReader() {
 void RankFileReader::read(const TensorLayout& layout, const Piece& piece,
                           std::span<std::byte> out) {
   auto lock = lock_hdf5();
-  const auto fail = [&](std::string_view why) {
-    H5Eclear2(H5E_DEFAULT);
-    throw CorruptCheckpoint(fmt::format("{}: dataset {} {}", path_.string(), layout.path, why));
-  };
-  const hid_t file = static_cast<hid_t>(file_);
-  const hid_t raw_dataset = H5Dopen2(file, layout.path.c_str(), H5P_DEFAULT);
-  if (raw_dataset < 0) fail("is missing or unreadable");
-  const H5Dataset dataset(raw_dataset);
-  // Every failure here is the file's: a damaged file is skipped, not fatal.
-  const hid_t raw_space = H5Dget_space(dataset.get());
-  if (raw_space < 0) fail("has an unreadable dataspace");
-  const H5Dataspace space(raw_space);
-  hsize_t count = 0;
-  if (H5Sget_simple_extent_ndims(space.get()) != 1 ||
-      H5Sget_simple_extent_dims(space.get(), &count, nullptr) != 1 ||
-      count != static_cast<hsize_t>(piece.count)) {
-    fail(fmt::format("does not hold the {} elements the metadata lists", piece.count));
-  }
+  const auto fail = [&](std::string_view why) { fail_on_dataset(path_, layout, why); };
+  const H5Dataset dataset = open_piece_dataset(static_cast<hid_t>(file_), path_, layout, piece);
   const hid_t raw_type = H5Dget_type(dataset.get());
   if (raw_type < 0) fail("has an unreadable datatype");
   const H5Datatype type(raw_type);
-  if (H5Tget_size(type.get()) != dtype_size(layout.dtype)) {
-    fail(fmt::format("is not of dtype {}", dtype_name(layout.dtype)));
-  }
   // Read with the file's own type: the bytes arrive unconverted, exactly as
   // their checksum was taken.
   if (H5Dread(dataset.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()) < 0) {
     fail("cannot be read (damaged file?)");
   }
+}
+
+std::uint64_t RankFileReader::data_offset(const TensorLayout& layout, const Piece& piece) {
+  auto lock = lock_hdf5();
+  const auto fail = [&](std::string_view why) { fail_on_dataset(path_, layout, why); };
+  const H5Dataset dataset = open_piece_dataset(static_cast<hid_t>(file_), path_, layout, piece);
+  const hid_t raw_create = H5Dget_create_plist(dataset.get());
+  if (raw_create < 0) fail("has an unreadable creation property list");
+  const H5PropertyList create(raw_create);
+  if (H5Pget_layout(create.get()) != H5D_CONTIGUOUS || H5Pget_nfilters(create.get()) != 0) {
+    fail("is not stored contiguously and unfiltered");
+  }
+  const haddr_t address = H5Dget_offset(dataset.get());
+  if (address == HADDR_UNDEF) fail("has no data in the file");
+  return static_cast<std::uint64_t>(address);
 }
 
 }  // namespace lockstep::checkpoint

@@ -44,15 +44,31 @@ std::vector<std::string> rank_file_key(const std::vector<TensorLayout>& layouts,
 
 // The file users open: one dataset per tensor with its global shape, a
 // virtual dataset stitched from the rank files (a scalar or empty tensor is
-// stored in place: virtual datasets cannot map those); `scalars` holds the
-// bytes of the scalar tensors back to back in tensor order. The metadata
-// goes into attributes.
-std::vector<std::byte> build_master_file(const Metadata& metadata,
+// stored in place: virtual datasets cannot map those), and the metadata in
+// attributes. Its datasets depend only on the tensors' layouts and pieces,
+// and stitching hundreds of virtual datasets takes longer than writing the
+// file, so they are built once per layout into a template (`image`), which
+// every save copies and completes with the scalars' values and the
+// attributes.
+struct MasterFileTemplate {
+  std::vector<std::byte> image;
+  // What it was built for: tensor path, dtype, shape and pieces.
+  std::vector<std::string> key;
+};
+
+// The template for the tensors of `metadata` (their checksums do not matter).
+MasterFileTemplate plan_master_file(const Metadata& metadata);
+// The `key` a template for these tensors has.
+std::vector<std::string> master_file_key(const Metadata& metadata);
+
+// The master file from a template of the same key; `scalars` holds the
+// bytes of the scalar tensors back to back in tensor order.
+std::vector<std::byte> build_master_file(const MasterFileTemplate& plan, const Metadata& metadata,
                                          std::span<const std::byte> scalars);
 
-// Reads the piece of tensor `layout` stored in the already-open rank file
-// `path` into `out` (piece.count elements). Throws CorruptCheckpoint when the
-// dataset is missing or of another size or type.
+// Finds and reads the pieces of tensors stored in the rank file `path`.
+// Throws CorruptCheckpoint when the file is not HDF5 or a dataset is missing
+// or of another size or type.
 class RankFileReader {
  public:
   explicit RankFileReader(const std::filesystem::path& path);
@@ -60,7 +76,12 @@ class RankFileReader {
   RankFileReader(const RankFileReader&) = delete;
   RankFileReader& operator=(const RankFileReader&) = delete;
 
+  // Reads the piece of tensor `layout` into `out` (piece.count elements).
   void read(const TensorLayout& layout, const Piece& piece, std::span<std::byte> out);
+  // Where the piece's bytes start in the file: its dataset must be stored
+  // contiguously and unfiltered, as the checkpoint layer writes it, so that
+  // a restore can read them with plain large reads, bypassing HDF5.
+  std::uint64_t data_offset(const TensorLayout& layout, const Piece& piece);
 
  private:
   std::filesystem::path path_;

@@ -1,5 +1,6 @@
 #include "restore.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <map>
@@ -104,10 +105,187 @@ void check_size(FileEnv& env, const fs::path& path, std::uint64_t expected) {
   }
 }
 
+// One piece of a tensor in one rank file.
+struct PieceRead {
+  std::size_t tensor = 0;
+  const Piece* piece = nullptr;
+  std::size_t bytes = 0;
+  std::size_t buffer_offset = 0;  // in its reader's private buffer (across nodes)
+  std::uint64_t file_offset = 0;  // of its data in the rank file
+};
+
+// Reads go in parts of this size: large enough for the disk to stream (the
+// kernel reads ahead), small enough that a part is still in the CPU's cache
+// when it is checksummed.
+constexpr std::size_t kReadChunk = 1U << 20;
+
+bool all_on_one_node(MPI_Comm comm) {
+  MPI_Comm node = MPI_COMM_NULL;
+  LOCKSTEP_CHECK_MPI(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+  int node_size = 0;
+  int size = 0;
+  LOCKSTEP_CHECK_MPI(MPI_Comm_size(node, &node_size));
+  LOCKSTEP_CHECK_MPI(MPI_Comm_size(comm, &size));
+  LOCKSTEP_CHECK_MPI(MPI_Comm_free(&node));
+  return node_size == size;
+}
+
+// Finds where the data of each piece of `file_reads` lies in the rank file
+// (HDF5 reads only its own metadata here), sorts them by that offset, and
+// checks that they lie inside the file without overlapping.
+void locate_pieces(const fs::path& path, std::uint64_t file_size, const FlatState& flat,
+                   std::vector<std::size_t>& file_reads, std::vector<PieceRead>& reads) {
+  {
+    RankFileReader reader(path);
+    for (const auto index : file_reads) {
+      auto& read = reads[index];
+      read.file_offset = reader.data_offset(flat.layouts[read.tensor], *read.piece);
+    }
+  }
+  std::sort(file_reads.begin(), file_reads.end(), [&](std::size_t a, std::size_t b) {
+    return reads[a].file_offset < reads[b].file_offset;
+  });
+  std::uint64_t end = 0;
+  for (const auto index : file_reads) {
+    const auto& read = reads[index];
+    if (read.file_offset < end || read.file_offset + read.bytes > file_size) {
+      throw CorruptCheckpoint(
+          fmt::format("{}: the data of tensor '{}' overlaps other data or "
+                      "lies outside the file",
+                      path.string(), flat.layouts[read.tensor].path));
+    }
+    end = read.file_offset + read.bytes;
+  }
+}
+
+// Reads the pieces `file_reads` (sorted by offset) of one rank file front to
+// back in large reads, like `cat`, and checks each piece's CRC-32C. When
+// `keep` is given, each piece is also copied to keep + its buffer_offset.
+void verify_file(ReadableFile& file, const fs::path& path,
+                 const std::vector<std::size_t>& file_reads, const std::vector<PieceRead>& reads,
+                 const FlatState& flat, HostBuffer& scratch, std::byte* keep) {
+  if (file_reads.empty()) return;
+  const std::uint64_t end = reads[file_reads.back()].file_offset + reads[file_reads.back()].bytes;
+  std::size_t next = 0;  // the first piece not yet complete
+  std::uint32_t crc = 0;
+  for (std::uint64_t position = reads[file_reads.front()].file_offset; position < end;) {
+    const auto bytes =
+        static_cast<std::size_t>(std::min<std::uint64_t>(kReadChunk, end - position));
+    try {
+      file.read_at(position, std::span(scratch.data(), bytes));
+    } catch (const IoError& failure) {
+      throw CorruptCheckpoint(failure.what());
+    }
+    const std::uint64_t chunk_end = position + bytes;
+    for (std::size_t i = next; i < file_reads.size(); ++i) {
+      const auto& read = reads[file_reads[i]];
+      if (read.file_offset >= chunk_end) break;
+      const std::uint64_t from = std::max(read.file_offset, position);
+      const std::uint64_t to = std::min(read.file_offset + read.bytes, chunk_end);
+      const std::span<const std::byte> part(scratch.data() + (from - position), to - from);
+      crc = crc32c(part, crc);
+      if (keep != nullptr) {
+        std::memcpy(keep + read.buffer_offset + (from - read.file_offset), part.data(),
+                    part.size());
+      }
+      if (to < read.file_offset + read.bytes) break;  // continues in the next chunk
+      if (crc != read.piece->crc32c) {
+        throw CorruptCheckpoint(
+            fmt::format("{}: checksum mismatch in tensor '{}', elements [{}, {})", path.string(),
+                        flat.layouts[read.tensor].path, read.piece->begin,
+                        read.piece->begin + read.piece->count));
+      }
+      crc = 0;
+      next = i + 1;
+    }
+    position = chunk_end;
+  }
+}
+
+// Reads every piece of every rank file straight into `targets`. Runs after
+// the checks, when the files are in this node's page cache.
+void read_into_tensors(FileEnv& env, const fs::path& step_dir, const Metadata& metadata,
+                       const std::vector<std::vector<std::size_t>>& reads_of_file,
+                       const std::vector<PieceRead>& reads, const FlatState& flat,
+                       const std::vector<std::byte*>& targets) {
+  for (std::size_t f = 0; f < reads_of_file.size(); ++f) {
+    if (reads_of_file[f].empty()) continue;
+    auto file = env.new_readable_file(step_dir / metadata.rank_files[f].name);
+    for (const auto index : reads_of_file[f]) {
+      const auto& read = reads[index];
+      const std::size_t element = dtype_size(flat.layouts[read.tensor].dtype);
+      std::byte* destination =
+          targets[read.tensor] + static_cast<std::size_t>(read.piece->begin) * element;
+      file->read_at(read.file_offset, std::span(destination, read.bytes));
+    }
+  }
+}
+
+// Sends every piece from the rank that read it into the private `buffer` to
+// all ranks' `targets`, in the reader's buffer order, so that the root's
+// bytes of a run of pieces are contiguous. Large pieces travel straight
+// into the tensors; runs of small ones travel together through a batch
+// buffer, because each broadcast costs a round trip that, for hundreds of
+// small tensors, outweighs their bytes.
+void broadcast_pieces(MPI_Comm comm, int rank, int ranks, const std::vector<int>& owner,
+                      const std::vector<const TensorRecord*>& records, const FlatState& flat,
+                      std::byte* buffer, const std::vector<std::byte*>& targets) {
+  struct Destination {
+    std::byte* target;
+    std::size_t bytes;
+    std::size_t offset;  // in the root's read buffer
+  };
+  constexpr std::size_t kSmallPiece = 1U << 20;
+  constexpr std::size_t kBatchBytes = 32U << 20;
+  std::vector<std::byte> batch;
+  std::vector<Destination> pending;
+  int pending_root = -1;
+  const auto flush = [&] {
+    if (pending.empty()) return;
+    const std::size_t first = pending.front().offset;
+    const std::size_t bytes = pending.back().offset + pending.back().bytes - first;
+    std::byte* data = nullptr;
+    if (pending_root == rank) {
+      data = buffer + first;
+    } else {
+      batch.resize(bytes);
+      data = batch.data();
+    }
+    broadcast_bytes(comm, pending_root, data, bytes);
+    for (const auto& piece : pending)
+      std::memcpy(piece.target, data + piece.offset - first, piece.bytes);
+    pending.clear();
+  };
+  for (int root = 0; root < ranks; ++root) {
+    std::size_t offset = 0;  // the same walk as the root's buffer
+    for (std::size_t t = 0; t < records.size(); ++t) {
+      const std::size_t element = dtype_size(flat.layouts[t].dtype);
+      for (const auto& piece : records[t]->pieces) {
+        if (owner[static_cast<std::size_t>(piece.file)] != root) continue;
+        const std::size_t bytes = static_cast<std::size_t>(piece.count) * element;
+        std::byte* destination = targets[t] + static_cast<std::size_t>(piece.begin) * element;
+        if (bytes >= kSmallPiece) {
+          flush();
+          if (root == rank) std::memcpy(destination, buffer + offset, bytes);
+          broadcast_bytes(comm, root, destination, bytes);
+        } else {
+          const bool fits =
+              pending.empty() || offset + bytes - pending.front().offset <= kBatchBytes;
+          if (!fits) flush();
+          pending_root = root;
+          pending.push_back({destination, bytes, offset});
+        }
+        offset += bytes;
+      }
+    }
+    flush();
+  }
+}
+
 }  // namespace
 
 void restore_step(FileEnv& env, const fs::path& step_dir, std::int64_t step, State& state,
-                  MPI_Comm comm) {
+                  MPI_Comm comm, Exchange exchange) {
   int rank = 0;
   int ranks = 0;
   LOCKSTEP_CHECK_MPI(MPI_Comm_rank(comm, &rank));
@@ -142,9 +320,9 @@ void restore_step(FileEnv& env, const fs::path& step_dir, std::int64_t step, Sta
     }
   }
 
-  // Saving rank f's file is read by loading rank owner[f]; each loading rank
-  // gets a contiguous run of files, so the work is split evenly whichever
-  // world is larger.
+  // Saving rank f's file is verified by loading rank owner[f]; each loading
+  // rank gets a contiguous run of files, so the work is split evenly
+  // whichever world is larger.
   const int saved_ranks = metadata.world_size;
   std::vector<int> owner(static_cast<std::size_t>(saved_ranks));
   for (int j = 0; j < ranks; ++j) {
@@ -153,49 +331,60 @@ void restore_step(FileEnv& env, const fs::path& step_dir, std::int64_t step, Sta
     for (auto f = first; f < last; ++f) owner[static_cast<std::size_t>(f)] = j;
   }
 
-  // Read and verify this rank's pieces into a buffer of its own, so that a
-  // damaged checkpoint leaves the caller's tensors untouched.
-  struct Loaded {
-    std::size_t tensor;
-    const Piece* piece;
-    std::size_t offset;  // in `buffer`
-  };
-  std::vector<Loaded> loaded;
-  std::size_t buffer_bytes = 0;
+  // Every piece, in tensor order, and the pieces of each rank file.
+  std::vector<PieceRead> reads;
+  std::vector<std::vector<std::size_t>> reads_of_file(static_cast<std::size_t>(saved_ranks));
+  std::size_t buffer_bytes = 0;  // of this rank's pieces
   for (std::size_t t = 0; t < records.size(); ++t) {
     for (const auto& piece : records[t]->pieces) {
-      if (owner[static_cast<std::size_t>(piece.file)] != rank) continue;
-      loaded.push_back({t, &piece, buffer_bytes});
-      buffer_bytes += static_cast<std::size_t>(piece.count) * dtype_size(flat.layouts[t].dtype);
+      const std::size_t bytes =
+          static_cast<std::size_t>(piece.count) * dtype_size(flat.layouts[t].dtype);
+      const bool own = owner[static_cast<std::size_t>(piece.file)] == rank;
+      reads_of_file[static_cast<std::size_t>(piece.file)].push_back(reads.size());
+      reads.push_back(
+          {.tensor = t, .piece = &piece, .bytes = bytes, .buffer_offset = own ? buffer_bytes : 0});
+      if (own) buffer_bytes += bytes;
     }
   }
+
+  // All ranks on one node share the page cache: after the check below has
+  // read every file once, each rank reads the files again straight into its
+  // tensors, at memory speed, which is cheaper than broadcasting the bytes.
+  // Across nodes, the readers keep what they checked and broadcast it.
+  const bool one_node =
+      exchange == Exchange::kAutomatic ? all_on_one_node(comm) : exchange == Exchange::kReadAgain;
+
+  // Read and verify this rank's files. Nothing is written into the tensors
+  // before every rank's checks have passed, so that a damaged checkpoint
+  // leaves them untouched: on one node the bytes are only checksummed, across
+  // nodes they are kept in a private buffer.
   const auto reading = std::chrono::steady_clock::now();
   // Allocated inside the try: a rank that cannot get the memory must still
   // join the verdict below, or the others would wait for it forever.
   std::optional<HostBuffer> buffer;
   int not_the_checkpoint = 0;
   try {
-    buffer.emplace(buffer_bytes);
+    if (!one_node) buffer.emplace(buffer_bytes);
+    HostBuffer scratch(kReadChunk);
     if (rank == 0) check_size(env, step_dir / kMasterFile, metadata.master_file.size);
     for (int f = 0; f < saved_ranks; ++f) {
       if (owner[static_cast<std::size_t>(f)] != rank) continue;
       const auto& record = metadata.rank_files[static_cast<std::size_t>(f)];
       const fs::path path = step_dir / record.name;
       check_size(env, path, record.size);
-      RankFileReader reader(path);
-      for (const auto& entry : loaded) {
-        if (entry.piece->file != f) continue;
-        const auto& layout = flat.layouts[entry.tensor];
-        const std::span<std::byte> out(
-            buffer->data() + entry.offset,
-            static_cast<std::size_t>(entry.piece->count) * dtype_size(layout.dtype));
-        reader.read(layout, *entry.piece, out);
-        if (crc32c(out) != entry.piece->crc32c) {
-          throw CorruptCheckpoint(fmt::format(
-              "{}: checksum mismatch in tensor '{}', elements [{}, {})", path.string(), layout.path,
-              entry.piece->begin, entry.piece->begin + entry.piece->count));
-        }
+      auto& file_reads = reads_of_file[static_cast<std::size_t>(f)];
+      std::unique_ptr<ReadableFile> file;
+      try {
+        file = env.new_readable_file(path);
+      } catch (const IoError& failure) {
+        throw CorruptCheckpoint(failure.what());
       }
+      // HDF5's metadata lies between the data, all over the file: reading
+      // the whole file ahead, in order, turns its small reads into waits
+      // for a sequential read that the check needs anyway.
+      file->prefetch(0, record.size);
+      locate_pieces(path, record.size, flat, file_reads, reads);
+      verify_file(*file, path, file_reads, reads, flat, scratch, buffer ? buffer->data() : nullptr);
     }
   } catch (const CorruptCheckpoint& failure) {
     error = failure.what();
@@ -217,71 +406,42 @@ void restore_step(FileEnv& env, const fs::path& step_dir, std::int64_t step, Sta
   // host bounce buffer for a GPU tensor, copied to the device at the end.
   std::vector<std::byte*> targets(records.size());
   std::vector<Tensor> bounces(records.size());
-  for (std::size_t t = 0; t < records.size(); ++t) {
-    Tensor& tensor = flat.tensors[t];
-    if (tensor.device().is_cpu()) {
-      targets[t] = static_cast<std::byte*>(tensor.data());
-      continue;
-    }
-    bounces[t] = Tensor::allocate("restore bounce", DType::kU8,
-                                  {static_cast<std::int64_t>(tensor.nbytes())});
-    targets[t] = static_cast<std::byte*>(bounces[t].data());
-  }
-
-  // Every piece goes from its reader to all ranks, in the reader's buffer
-  // order, so that the root's bytes of a run of pieces are contiguous.
-  // Large pieces travel straight into the tensors; runs of small ones travel
-  // together through a batch buffer, because each broadcast costs a round
-  // trip that, for hundreds of small tensors, outweighs their bytes.
-  struct Destination {
-    std::byte* target;
-    std::size_t bytes;
-    std::size_t offset;  // in the root's read buffer
-  };
-  constexpr std::size_t kSmallPiece = 1U << 20;
-  constexpr std::size_t kBatchBytes = 32U << 20;
-  std::vector<std::byte> batch;
-  std::vector<Destination> pending;
-  int pending_root = -1;
-  const auto flush = [&] {
-    if (pending.empty()) return;
-    const std::size_t first = pending.front().offset;
-    const std::size_t bytes = pending.back().offset + pending.back().bytes - first;
-    std::byte* data = nullptr;
-    if (pending_root == rank) {
-      data = buffer->data() + first;
-    } else {
-      batch.resize(bytes);
-      data = batch.data();
-    }
-    broadcast_bytes(comm, pending_root, data, bytes);
-    for (const auto& piece : pending)
-      std::memcpy(piece.target, data + piece.offset - first, piece.bytes);
-    pending.clear();
-  };
-  for (int root = 0; root < ranks; ++root) {
-    std::size_t offset = 0;  // the same walk as `loaded` on the root
+  {
     for (std::size_t t = 0; t < records.size(); ++t) {
-      const std::size_t element = dtype_size(flat.layouts[t].dtype);
-      for (const auto& piece : records[t]->pieces) {
-        if (owner[static_cast<std::size_t>(piece.file)] != root) continue;
-        const std::size_t bytes = static_cast<std::size_t>(piece.count) * element;
-        std::byte* destination = targets[t] + static_cast<std::size_t>(piece.begin) * element;
-        if (bytes >= kSmallPiece) {
-          flush();
-          if (root == rank) std::memcpy(destination, buffer->data() + offset, bytes);
-          broadcast_bytes(comm, root, destination, bytes);
-        } else {
-          const bool fits =
-              pending.empty() || offset + bytes - pending.front().offset <= kBatchBytes;
-          if (!fits) flush();
-          pending_root = root;
-          pending.push_back({destination, bytes, offset});
-        }
-        offset += bytes;
+      Tensor& tensor = flat.tensors[t];
+      if (tensor.device().is_cpu()) {
+        targets[t] = static_cast<std::byte*>(tensor.data());
+        continue;
       }
+      bounces[t] = Tensor::allocate("restore bounce", DType::kU8,
+                                    {static_cast<std::int64_t>(tensor.nbytes())});
+      targets[t] = static_cast<std::byte*>(bounces[t].data());
     }
-    flush();
+    if (one_node) {
+      // Every piece's offset in its file, from the rank that located it.
+      std::vector<std::uint64_t> offsets(reads.size(), 0);
+      for (std::size_t i = 0; i < reads.size(); ++i) offsets[i] = reads[i].file_offset;
+      LOCKSTEP_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, offsets.data(),
+                                       static_cast<int>(offsets.size()), MPI_UINT64_T, MPI_MAX,
+                                       comm));
+      for (std::size_t i = 0; i < reads.size(); ++i) reads[i].file_offset = offsets[i];
+      error.clear();
+      try {
+        read_into_tensors(env, step_dir, metadata, reads_of_file, reads, flat, targets);
+      } catch (const std::exception& failure) {
+        error = failure.what();
+      }
+      error = first_error(comm, error);
+      if (!error.empty()) {
+        throw IoError(
+            fmt::format("restoring {} failed after its checks passed, and the state "
+                        "is partly overwritten: {}",
+                        step_dir.string(), error));
+      }
+    } else {
+      broadcast_pieces(comm, rank, ranks, owner, records, flat, buffer ? buffer->data() : nullptr,
+                       targets);
+    }
   }
   for (std::size_t t = 0; t < records.size(); ++t) {
     Tensor& tensor = flat.tensors[t];

@@ -10,14 +10,21 @@
 
 namespace lockstep::checkpoint {
 
-// Collective over `comm`. Each rank reads the rank files of a contiguous
-// share of the saving ranks (only what it needs, each byte read once in the
-// job), verifies every piece's checksum, and the ranks then broadcast the
-// pieces so that every rank holds the full tensors. Throws, with the same
-// message on every rank: CorruptCheckpoint when the checkpoint is damaged or
-// incomplete (nothing of `state` is modified then), UsageError when it does
-// not match `state` or is of a newer format.
+// How the ranks get the bytes that other ranks checked.
+enum class Exchange {
+  kAutomatic,  // kReadAgain when every rank is on one node, else kBroadcast
+  kReadAgain,  // every rank reads every file again (from the page cache)
+  kBroadcast,  // the readers broadcast what they checked
+};
+
+// Collective over `comm`. Each rank reads and checks the rank files of a
+// contiguous share of the saving ranks (each byte is checked once in the
+// job); only when every check passed do the ranks fill their tensors (see
+// `Exchange`), so that every rank holds the full tensors. Throws, with the
+// same message on every rank: CorruptCheckpoint when the checkpoint is
+// damaged or incomplete (nothing of `state` is modified then), UsageError
+// when it does not match `state` or is of a newer format.
 void restore_step(FileEnv& env, const std::filesystem::path& step_dir, std::int64_t step,
-                  State& state, MPI_Comm comm);
+                  State& state, MPI_Comm comm, Exchange exchange = Exchange::kAutomatic);
 
 }  // namespace lockstep::checkpoint

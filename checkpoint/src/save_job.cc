@@ -1,8 +1,10 @@
 #include "save_job.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <random>
+#include <stdexcept>
 
 #include <fmt/chrono.h>
 #include <fmt/format.h>
@@ -24,9 +26,10 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-// Large enough to stream at disk speed, small enough that a fault injected
+// Large enough to stream at disk speed, small enough to stay in the CPU's
+// cache between its checksum and its write, and that a fault injected
 // "after N bytes" can land inside a file.
-constexpr std::size_t kWriteChunk = 8U << 20;
+constexpr std::size_t kWriteChunk = 1U << 20;
 
 std::string random_token() {
   std::random_device device;
@@ -66,21 +69,49 @@ void write_durably(FileEnv& env, const fs::path& path, std::span<const std::byte
 }
 
 // Writes this rank's file: HDF5's bytes from the plan, interleaved with the
-// staged data, then fsync and a size check. Returns the file's CRC-32C.
+// staged data, then fsync and a size check. Each chunk is checksummed just
+// before it is written, while it is still in the CPU's cache, so the data
+// is read from memory once; the whole file's CRC-32C is combined from the
+// segments' without reading anything again. Returns the file's CRC-32C and
+// fills `piece_crcs` with that of each piece, in the order of `sources`.
 std::uint32_t write_rank_file(FileEnv& env, const fs::path& path, const RankFilePlan& plan,
-                              std::span<const std::byte> data) {
+                              const std::vector<std::span<const std::byte>>& sources,
+                              std::vector<std::uint32_t>& piece_crcs) {
+  // The plan's data segments are the pieces, `sources`, addressed by their
+  // offset in the staged order.
+  std::vector<std::size_t> staged_offsets;
+  std::size_t staged_end = 0;
+  for (const auto& source : sources) {
+    staged_offsets.push_back(staged_end);
+    staged_end += source.size();
+  }
+  piece_crcs.assign(sources.size(), 0);
   auto file = env.new_writable_file(path);
-  std::uint32_t crc = 0;
+  std::uint32_t file_crc = 0;
   for (const auto& segment : plan.segments) {
-    const auto bytes =
-        segment.data
-            ? data.subspan(segment.offset, segment.size)
-            : std::span<const std::byte>(plan.header_bytes).subspan(segment.offset, segment.size);
+    std::span<const std::byte> bytes;
+    std::size_t piece = 0;
+    if (segment.data) {
+      const auto found =
+          std::lower_bound(staged_offsets.begin(), staged_offsets.end(), segment.offset);
+      piece = static_cast<std::size_t>(found - staged_offsets.begin());
+      if (found == staged_offsets.end() || *found != segment.offset ||
+          sources[piece].size() != segment.size) {
+        throw std::logic_error(
+            fmt::format("the plan of {} does not match the staged pieces", path.string()));
+      }
+      bytes = sources[piece];
+    } else {
+      bytes = std::span<const std::byte>(plan.header_bytes).subspan(segment.offset, segment.size);
+    }
+    std::uint32_t crc = 0;
     for (std::size_t offset = 0; offset < bytes.size(); offset += kWriteChunk) {
       const auto chunk = bytes.subspan(offset, std::min(kWriteChunk, bytes.size() - offset));
-      file->append(chunk);
       crc = crc32c(chunk, crc);
+      file->append(chunk);
     }
+    file_crc = crc32c_combine(file_crc, crc, bytes.size());
+    if (segment.data) piece_crcs[piece] = crc;
   }
   file->sync();
   file->close();
@@ -89,7 +120,7 @@ std::uint32_t write_rank_file(FileEnv& env, const fs::path& path, const RankFile
     throw IoError(fmt::format("short write: {} holds {} of {} bytes after fsync", path.string(),
                               size, plan.file_size));
   }
-  return crc;
+  return file_crc;
 }
 
 std::string utc_now(double* unix_seconds) {
@@ -106,9 +137,11 @@ double seconds_between(std::chrono::steady_clock::time_point start,
 
 }  // namespace
 
-StagedSave stage(std::int64_t step, const State& state, int rank, int world_size, Tensor staging,
-                 std::shared_ptr<const RankFilePlan> rank_file) {
+StagedSave stage(std::int64_t step, const State& state, int rank, int world_size, bool copy,
+                 Tensor staging, std::shared_ptr<const RankFilePlan> rank_file,
+                 std::shared_ptr<const MasterFileTemplate> master_file) {
   StagedSave staged;
+  staged.master_file = std::move(master_file);
   staged.step = step;
   staged.rank = rank;
   staged.world_size = world_size;
@@ -131,18 +164,26 @@ StagedSave stage(std::int64_t step, const State& state, int rank, int world_size
         std::make_shared<const RankFilePlan>(plan_rank_file(staged.layouts, staged.own_pieces));
   }
   staged.rank_file = std::move(rank_file);
-  if (staging.nbytes() < staged.staged_bytes) {
+  for (const auto& tensor : flat.tensors) copy = copy || !tensor.device().is_cpu();
+  if (copy && staging.nbytes() < staged.staged_bytes) {
     staging = Tensor::allocate("checkpoint staging", DType::kU8,
                                {static_cast<std::int64_t>(staged.staged_bytes)});
   }
   staged.staging = staging;
-  auto* out = static_cast<std::byte*>(staged.staging.data());
+  auto* out = copy ? static_cast<std::byte*>(staged.staging.data()) : nullptr;
   for (std::size_t t = 0; t < staged.layouts.size(); ++t) {
     const std::size_t element = dtype_size(staged.layouts[t].dtype);
     for (const auto& piece : staged.own_pieces[t]) {
+      const std::size_t offset = static_cast<std::size_t>(piece.begin) * element;
       const std::size_t bytes = static_cast<std::size_t>(piece.count) * element;
-      copy_to_host(flat.tensors[t], static_cast<std::size_t>(piece.begin) * element, bytes, out);
-      out += bytes;
+      if (copy) {
+        copy_to_host(flat.tensors[t], offset, bytes, out);
+        staged.sources.emplace_back(out, bytes);
+        out += bytes;
+      } else {
+        staged.sources.emplace_back(static_cast<const std::byte*>(flat.tensors[t].data()) + offset,
+                                    bytes);
+      }
     }
     if (rank == 0 && staged.layouts[t].shape.empty()) {
       const std::size_t offset = staged.scalars.size();
@@ -150,6 +191,7 @@ StagedSave stage(std::int64_t step, const State& state, int rank, int world_size
       copy_to_host(flat.tensors[t], 0, element, staged.scalars.data() + offset);
     }
   }
+  if (!copy) staged.tensors = std::move(flat.tensors);
   for (const auto& item : state.items()) {
     if (item.values == nullptr) continue;
     if (!item.values->is_object()) {
@@ -189,27 +231,21 @@ std::uint64_t write_and_commit(StagedSave& staged, MPI_Comm comm, FileEnv& env,
   std::uint64_t bytes_written = 0;
   json outcome = {{"error", ""}};
   try {
-    const std::span<const std::byte> data(static_cast<const std::byte*>(staged.staging.data()),
-                                          staged.staged_bytes);
     const auto started = std::chrono::steady_clock::now();
-    std::size_t offset = 0;
+    const RankFilePlan& plan = *staged.rank_file;
+    std::vector<std::uint32_t> piece_crcs;
+    const std::uint32_t file_crc =
+        write_rank_file(env, temporary / rank_file_name(rank), plan, staged.sources, piece_crcs);
     json checksums = json::array();
+    std::size_t next = 0;
     for (std::size_t t = 0; t < staged.layouts.size(); ++t) {
       for (auto& piece : staged.own_pieces[t]) {
-        const std::size_t bytes =
-            static_cast<std::size_t>(piece.count) * dtype_size(staged.layouts[t].dtype);
-        piece.crc32c = crc32c(data.subspan(offset, bytes));
+        piece.crc32c = piece_crcs.at(next++);
         checksums.push_back(piece.crc32c);
-        offset += bytes;
       }
     }
-    const auto checksummed = std::chrono::steady_clock::now();
-    const RankFilePlan& plan = *staged.rank_file;
-    const std::uint32_t file_crc =
-        write_rank_file(env, temporary / rank_file_name(rank), plan, data);
-    log::debug("step {}: checksums {:.3f} s, write and fsync {:.3f} s", staged.step,
-               seconds_between(started, checksummed),
-               seconds_between(checksummed, std::chrono::steady_clock::now()));
+    log::debug("step {}: checksums, write and fsync {:.3f} s", staged.step,
+               seconds_between(started, std::chrono::steady_clock::now()));
     bytes_written += plan.file_size;
     outcome = {{"error", ""},
                {"size", plan.file_size},
@@ -261,7 +297,11 @@ std::uint64_t write_and_commit(StagedSave& staged, MPI_Comm comm, FileEnv& env,
         }
         metadata.tensors.push_back(std::move(record));
       }
-      const auto master = build_master_file(metadata, staged.scalars);
+      if (!staged.master_file || staged.master_file->key != master_file_key(metadata)) {
+        staged.master_file = nullptr;
+        staged.master_file = std::make_shared<const MasterFileTemplate>(plan_master_file(metadata));
+      }
+      const auto master = build_master_file(*staged.master_file, metadata, staged.scalars);
       const auto master_built = std::chrono::steady_clock::now();
       write_durably(env, temporary / kMasterFile, master);
       metadata.master_file = {.name = kMasterFile, .size = master.size(), .crc32c = crc32c(master)};
@@ -302,11 +342,14 @@ std::uint64_t write_and_commit(StagedSave& staged, MPI_Comm comm, FileEnv& env,
     }
     if (committed) {
       try {
+        const auto removing = std::chrono::steady_clock::now();
         for (const auto step :
              steps_to_remove(committed_steps(env, dir), options.keep_last, options.keep_every)) {
           remove_step(env, dir, step, token);
         }
         remove_leftovers(env, dir);
+        log::debug("step {}: retention {:.3f} s", staged.step,
+                   seconds_between(removing, std::chrono::steady_clock::now()));
       } catch (const std::exception& failure) {
         log::warn("retention after step {} failed: {}", staged.step, failure.what());
       }

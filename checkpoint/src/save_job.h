@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include <mpi.h>
@@ -26,8 +27,15 @@ struct StagedSave {
   std::vector<std::vector<Piece>> pieces;      // every rank's, per tensor
   std::vector<std::vector<Piece>> own_pieces;  // this rank's, per tensor
   Tensor staging;                              // this rank's bytes, tensor order
+  // The bytes of this rank's pieces, in tensor order: in `staging`, or, for a
+  // synchronous save of tensors in host memory, in the tensors themselves
+  // (which the caller cannot modify before the save returns).
+  std::vector<std::span<const std::byte>> sources;
+  std::vector<Tensor> tensors;  // keeps the tensors of `sources` alive
   // HDF5's bytes of this rank's file, kept between saves of the same layout.
   std::shared_ptr<const RankFilePlan> rank_file;
+  // Rank 0: the master file's datasets, kept between saves of one layout.
+  std::shared_ptr<const MasterFileTemplate> master_file;
   std::size_t staged_bytes = 0;
   std::vector<std::byte> scalars;  // rank 0: the scalar tensors, for the master file
   nlohmann::json values = nlohmann::json::object();
@@ -35,17 +43,21 @@ struct StagedSave {
 
 // Copies this rank's share of `state` into `staging` (grown when too small,
 // page-locked when CUDA is usable) and returns everything the writer needs.
+// With `copy` false and every tensor in host memory, nothing is copied: the
+// writer reads the tensors, which must not change until it is done.
 // `rank_file` is the plan of the previous save, reused when the layout is
 // the same (and built first otherwise, before the staging buffer grows, so
 // that the two never take memory at once on a first save). Throws
 // UsageError for bad names.
-StagedSave stage(std::int64_t step, const State& state, int rank, int world_size, Tensor staging,
-                 std::shared_ptr<const RankFilePlan> rank_file);
+StagedSave stage(std::int64_t step, const State& state, int rank, int world_size, bool copy,
+                 Tensor staging, std::shared_ptr<const RankFilePlan> rank_file,
+                 std::shared_ptr<const MasterFileTemplate> master_file);
 
 // Collective over `comm`: writes the staged save into a temporary directory,
 // makes it durable, and, when every rank succeeded, commits it with one
 // rename and applies retention. Throws IoError (the same message on every
 // rank) when the step was not committed. Returns the bytes this rank wrote.
+// On rank 0, builds `staged.master_file` first when it does not fit.
 std::uint64_t write_and_commit(StagedSave& staged, MPI_Comm comm, FileEnv& env,
                                const CheckpointOptions& options);
 

@@ -10,6 +10,8 @@
 
 #include "checkpoint_test_util.h"
 #include "fault_injection_env.h"
+#include "layout.h"
+#include "restore.h"
 
 namespace lockstep::testing {
 namespace {
@@ -65,6 +67,43 @@ TEST(CheckpointRoundTrip, NothingToRestoreGivesNullopt) {
 // The first `ranks` ranks of the world, or MPI_COMM_NULL on the others.
 MpiComm first_ranks(int ranks) {
   return MpiComm::split(world(), world_rank() < ranks ? 0 : MPI_UNDEFINED, world_rank());
+}
+
+// Ranks on one node read the files again; across nodes the readers
+// broadcast. Both must give every rank the whole state, and neither may
+// touch the tensors when a check fails.
+TEST(CheckpointRoundTrip, BothExchangesFillEveryRankAndLeaveDamageUntouched) {
+  const auto dir = fresh_dir("exchanges", world());
+  {
+    TestModel model = large_model();
+    model.fill_all(4);
+    Checkpointer checkpointer(world(), {.dir = dir, .async = false});
+    checkpointer.save(1, model.state());
+    model.fill_all(6);
+    checkpointer.save(2, model.state());
+  }
+  if (world_rank() == 0) {
+    const auto path = dir / "step-2" / fmt::format("rank-{:05d}.h5", world_size() - 1);
+    std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+    const auto middle = static_cast<std::streamoff>(fs::file_size(path) / 2);
+    file.seekg(middle);
+    const char byte = static_cast<char>(file.get());
+    file.seekp(middle);
+    file.put(static_cast<char>(byte ^ 0x01));
+  }
+  MPI_Barrier(world());
+  for (const auto exchange : {checkpoint::Exchange::kReadAgain, checkpoint::Exchange::kBroadcast}) {
+    TestModel model = large_model();
+    model.fill_all(5);
+    auto state = model.state();
+    checkpoint::restore_step(*posix_file_env(), dir / "step-1", 1, state, world(), exchange);
+    EXPECT_EQ(model.mismatch(4), "");
+    model.fill_all(5);
+    EXPECT_THROW(
+        checkpoint::restore_step(*posix_file_env(), dir / "step-2", 2, state, world(), exchange),
+        checkpoint::CorruptCheckpoint);
+    EXPECT_EQ(model.mismatch(5), "");
+  }
 }
 
 TEST(CheckpointResharding, LoadsAtEveryWorldSize) {

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -38,6 +39,35 @@ TEST(Crc32c, IsIncrementalAndDetectsOneFlippedBit) {
   EXPECT_EQ(crc32c(bytes.subspan(333), crc32c(bytes.first(333))), whole);
   text[517] = static_cast<char>(text[517] ^ 0x10);
   EXPECT_NE(crc_of(text), whole);
+}
+
+// Bit by bit, straight from the definition: the reference for the fast paths.
+std::uint32_t crc32c_bitwise(std::span<const std::byte> bytes) {
+  std::uint32_t crc = ~0U;
+  for (const auto byte : bytes) {
+    crc ^= static_cast<std::uint32_t>(byte);
+    for (int bit = 0; bit < 8; ++bit) crc = (crc >> 1) ^ ((crc & 1U) != 0 ? 0x82F63B78U : 0U);
+  }
+  return ~crc;
+}
+
+TEST(Crc32c, LongBuffersAndCombinedPartsMatchTheDefinition) {
+  std::vector<std::byte> data(200'003);
+  std::uint32_t state = 12345;
+  for (auto& byte : data) {
+    state = state * 1103515245U + 12345U;
+    byte = static_cast<std::byte>(state >> 24);
+  }
+  const std::span<const std::byte> bytes(data);
+  const auto whole = crc32c_bitwise(bytes);
+  EXPECT_EQ(crc32c(bytes), whole);
+  for (const std::size_t split : {0UL, 1UL, 4095UL, 24'576UL, 100'000UL, 200'003UL}) {
+    EXPECT_EQ(crc32c(bytes.subspan(split), crc32c(bytes.first(split))), whole) << split;
+    EXPECT_EQ(crc32c_combine(crc32c(bytes.first(split)), crc32c(bytes.subspan(split)),
+                             bytes.size() - split),
+              whole)
+        << split;
+  }
 }
 
 TEST(CheckName, AcceptsNestedNamesAndRejectsEscapes) {

@@ -110,6 +110,10 @@ std::unique_ptr<WritableFile> FaultInjectionEnv::new_writable_file(const fs::pat
   return std::make_unique<FaultInjectionFile>(*this, path, base_->new_writable_file(path));
 }
 
+std::unique_ptr<ReadableFile> FaultInjectionEnv::new_readable_file(const fs::path& path) {
+  return base_->new_readable_file(path);
+}
+
 std::string FaultInjectionEnv::read_file(const fs::path& path) { return base_->read_file(path); }
 
 void FaultInjectionEnv::create_directories(const fs::path& path) {

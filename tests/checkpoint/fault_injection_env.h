@@ -36,6 +36,7 @@ class FaultInjectionEnv final : public FileEnv {
   bool crashed() const;
 
   std::unique_ptr<WritableFile> new_writable_file(const std::filesystem::path& path) override;
+  std::unique_ptr<ReadableFile> new_readable_file(const std::filesystem::path& path) override;
   std::string read_file(const std::filesystem::path& path) override;
   void create_directories(const std::filesystem::path& path) override;
   void sync_directory(const std::filesystem::path& path) override;

@@ -25,6 +25,7 @@ namespace lockstep {
 
 namespace checkpoint {
 struct RankFilePlan;
+struct MasterFileTemplate;
 }  // namespace checkpoint
 
 // Small user values saved beside the tensors: data-loader position, RNG
@@ -158,6 +159,8 @@ class Checkpointer {
   Tensor staging_;
   // HDF5's bytes of this rank's file, the same for every save of one layout.
   std::shared_ptr<const checkpoint::RankFilePlan> rank_file_;
+  // Rank 0: the datasets of checkpoint.h5, the same for every save of one layout.
+  std::shared_ptr<const checkpoint::MasterFileTemplate> master_file_;
   std::vector<std::string> skipped_;
   SaveStats last_stats_;
 };

@@ -28,6 +28,19 @@ class WritableFile {
   virtual void close() = 0;
 };
 
+// A file read at given offsets. Not thread-safe; one owner.
+class ReadableFile {
+ public:
+  virtual ~ReadableFile() = default;
+  // Reads exactly out.size() bytes starting at `offset` (retrying partial
+  // reads); throws IoError naming the file when the read fails or the file
+  // ends first.
+  virtual void read_at(std::uint64_t offset, std::span<std::byte> out) = 0;
+  // A hint that [offset, offset + bytes) will be read soon, so the system can
+  // start reading it in the background. Never fails.
+  virtual void prefetch(std::uint64_t offset, std::uint64_t bytes) = 0;
+};
+
 // The file-system operations of the checkpoint layer. Implementations must be
 // safe to call from several threads at once (the background writer and the
 // training thread). Every method throws IoError naming the path and the
@@ -38,6 +51,8 @@ class FileEnv {
 
   // Creates or truncates `path` for writing.
   virtual std::unique_ptr<WritableFile> new_writable_file(const std::filesystem::path& path) = 0;
+  // Opens `path` for reading at offsets (large files, read in parts).
+  virtual std::unique_ptr<ReadableFile> new_readable_file(const std::filesystem::path& path) = 0;
   // Reads a whole (small) file.
   virtual std::string read_file(const std::filesystem::path& path) = 0;
   // Creates `path` and missing parents; succeeds when it exists already.
