@@ -41,6 +41,11 @@ job=$(job_id_in "$scratch/sbatch.log")
 deadline=$((SECONDS + 150))
 while [ $SECONDS -lt $deadline ] && [ "$(job_field "$job" Restarts)" != 1 ]; do sleep 1; done
 check "the job was requeued (Restarts=$(job_field "$job" Restarts))" "[ '$(job_field "$job" Restarts)' = 1 ]"
+# While the first start winds down the job may still show its end state
+# (FAILED: exit code 3); wait until it is back in the queue.
+deadline=$((SECONDS + 90))
+while [ $SECONDS -lt $deadline ] && [ "$(job_field "$job" JobState)" != PENDING ]; do sleep 1; done
+check "the requeued job is pending ($(job_field "$job" JobState))" "[ '$(job_field "$job" JobState)' = PENDING ]"
 scontrol update JobId="$job" TimeLimit=10 >/dev/null 2>&1 || true
 scontrol update JobId="$job" StartTime=now >/dev/null 2>&1 || true
 state=$(wait_for_job "$job" 240)

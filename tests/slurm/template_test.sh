@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # slurm/train.sbatch on the local cluster (2 nodes x 2 tasks): the example
 # trainer trains to the end, and its final weights equal those of a 4-rank
-# `lockstep run` outside Slurm. Submitted without the launcher on PATH, the
+# `lockstep run` outside Slurm; so does slurm/train-gpu.sbatch with its GPU
+# request set to zero (the cluster has none) and the CPU trainer. Submitted without the launcher on PATH, the
 # template fails at once, says why, and starts nothing.
 # Usage: template_test.sh <local-cluster dir> <slurm dir> <lockstep> <lockstep-mlp> <scratch dir>
 set -euo pipefail
@@ -36,6 +37,17 @@ expect_grep "held-out accuracy" "$scratch/job.out" "the trainer reports its accu
 check "final weights equal the mpirun run's" "cmp -s '$scratch/reference.bin' '$scratch/slurm.bin'"
 check "summary.json names the job" \
   "python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(s[\"slurm\"][\"job_id\"]!=sys.argv[2] or s[\"outcome\"]!=\"success\")' '$scratch/run/summary.json' '$job'"
+
+# --- the GPU template, on nodes without GPUs: launcher, srun, same weights ----
+PATH=$launcher_path RUN_DIR=$scratch/gpu sbatch --parsable --gpus-per-node=0 --cpus-per-task=1 \
+  -N2 --ntasks-per-node=2 --overcommit -o "$scratch/gpu.out" "$templates/train-gpu.sbatch" \
+  "${trainer[@]}" --weights-out "$scratch/gpu.bin" >"$scratch/sbatch.log"
+job=$(job_id_in "$scratch/sbatch.log")
+state=$(wait_for_job "$job" 300)
+check "the GPU template's job completes on CPUs (state $state)" "[ $state = COMPLETED ]"
+touch "$scratch/gpu.out"
+expect_grep "^train-gpu.sbatch: job $job start 1 on n\[1-2\]" "$scratch/gpu.out" "the GPU template names its job and nodes"
+check "the GPU template's weights equal the mpirun run's" "cmp -s '$scratch/reference.bin' '$scratch/gpu.bin'"
 
 # --- the launcher is not on PATH ---------------------------------------------
 PATH=/usr/bin:/bin RUN_DIR=$scratch/nolauncher sbatch --parsable -N1 -n1 \
