@@ -3,32 +3,16 @@
 # nodes through sbatch and through srun with PMIx, stop it, and check that no
 # daemon, job step or task survives.
 # Usage: local_cluster_test.sh <slurm/local-cluster dir> <lockstep_smoke binary> <scratch dir>
-# Exit 77 (skipped) when not root: the cluster's daemons need root.
+# Exit 77 (skipped) when not root: the cluster's daemons need root (common.sh).
 set -euo pipefail
 [ $# -eq 3 ] || {
   echo "usage: $0 <local-cluster dir> <lockstep_smoke> <scratch dir>" >&2
   exit 2
 }
 scripts=$1 smoke=$2 scratch=$3
-if [ "$(id -u)" -ne 0 ]; then
-  echo "SKIP: the local Slurm cluster needs root"
-  exit 77
-fi
-
-# A run that was killed (a timeout's SIGKILL) may have left its cluster.
-if [ -d "$scratch/cluster" ]; then "$scripts/stop.sh" "$scratch/cluster" || true; fi
-rm -rf "$scratch"
-mkdir -p "$scratch"
-scratch=$(cd "$scratch" && pwd -P)
-cluster=$scratch/cluster
-failures=0
-
-fail() {
-  echo "FAIL: $*"
-  failures=$((failures + 1))
-}
-ok() { echo "ok:   $*"; }
-expect_grep() { # expect_grep <fixed string> <file> <what>
+# shellcheck source=common.sh
+. "$(dirname "$0")/common.sh"
+expect_fixed() { # expect_fixed <fixed string> <file> <what>
   if grep -qF -- "$1" "$2"; then ok "$3"; else
     fail "$3: '$1' not in $2"
     sed 's/^/    | /' "$2" | tail -40
@@ -93,13 +77,13 @@ fi
 check_run() { # check_run <output file> <what>
   local out=$1 what=$2 t
   for t in "0 on n1 node 0" "1 on n1 node 0" "2 on n2 node 1" "3 on n2 node 1"; do
-    expect_grep "task $t" "$out" "$what: task $t"
+    expect_fixed "task $t" "$out" "$what: task $t"
   done
-  for t in 0 1 2 3; do expect_grep "[$t/4 " "$out" "$what: smoke rank $t/4 ran"; done
+  for t in 0 1 2 3; do expect_fixed "[$t/4 " "$out" "$what: smoke rank $t/4 ran"; done
   expect_count 2 "node 0/2 local rank" "$out" "$what: runtime sees two ranks on node 0 of 2"
   expect_count 2 "node 1/2 local rank" "$out" "$what: runtime sees two ranks on node 1 of 2"
-  expect_grep "all-reduce over 4 ranks: 10 (correct)" "$out" "$what: all-reduce across both nodes"
-  expect_grep "smoke run finished on 4 ranks" "$out" "$what: smoke run finished"
+  expect_fixed "all-reduce over 4 ranks: 10 (correct)" "$out" "$what: all-reduce across both nodes"
+  expect_fixed "smoke run finished on 4 ranks" "$out" "$what: smoke run finished"
 }
 # shellcheck disable=SC2016 # expanded by the tasks
 task_line='echo "task $SLURM_PROCID on $SLURMD_NODENAME node $SLURM_NODEID"'
@@ -125,8 +109,8 @@ check_run "$scratch/job.out" "sbatch"
 job=$(sed -n 's/^Submitted batch job \([0-9]*\).*/\1/p' "$scratch/sbatch.log")
 if [ -n "$job" ]; then
   scontrol show job "$job" >"$scratch/job.info" 2>&1 || true
-  expect_grep "JobState=COMPLETED" "$scratch/job.info" "sbatch: controller records the job COMPLETED"
-  expect_grep "NodeList=n[1-2]" "$scratch/job.info" "sbatch: job ran on n1 and n2"
+  expect_fixed "JobState=COMPLETED" "$scratch/job.info" "sbatch: controller records the job COMPLETED"
+  expect_fixed "NodeList=n[1-2]" "$scratch/job.info" "sbatch: job ran on n1 and n2"
 fi
 
 # --- case 2: srun straight from here (it makes its own allocation) -------------

@@ -61,17 +61,27 @@ check "final weights equal an uninterrupted run's" "cmp -s '$scratch/reference.b
 requeues=$(summary_field "$scratch/run/summary.json" 's["slurm"]["requeues"]')
 check "summary.json counts one requeue (got '$requeues')" "[ '$requeues' = 1 ]"
 
+# Submits the slow run into RUN_DIR <name>, sends SIGTERM with `scancel
+# <options>` once the launcher has reported a step, and waits for the job to
+# end; sets `job` and `state`.
+terminate_mid_run() { # terminate_mid_run <name> <scancel options...>
+  local name=$1 deadline
+  shift
+  RUN_DIR=$scratch/$name sbatch --parsable -N2 --ntasks-per-node=2 --overcommit \
+    -o "$scratch/$name.out" "$templates/train.sbatch" "${trainer[@]}" "${slow[@]}" \
+    >"$scratch/sbatch.log"
+  job=$(job_id_in "$scratch/sbatch.log")
+  deadline=$((SECONDS + 120))
+  while [ $SECONDS -lt $deadline ] && ! grep -q "step [1-9][0-9]* |" "$scratch/$name.out" 2>/dev/null; do
+    sleep 1
+  done
+  scancel --signal=TERM "$@" "$job"
+  state=$(wait_for_job "$job" 120)
+  touch "$scratch/$name.out"
+}
+
 # --- (2) SIGTERM to the launcher -------------------------------------------------
-RUN_DIR=$scratch/preempted sbatch --parsable -N2 --ntasks-per-node=2 --overcommit \
-  -o "$scratch/preempted.out" "$templates/train.sbatch" "${trainer[@]}" "${slow[@]}" >"$scratch/sbatch.log"
-job=$(job_id_in "$scratch/sbatch.log")
-deadline=$((SECONDS + 120))
-while [ $SECONDS -lt $deadline ] && ! grep -q "step [1-9][0-9]* |" "$scratch/preempted.out" 2>/dev/null; do
-  sleep 1
-done
-scancel --signal=TERM --batch "$job"
-state=$(wait_for_job "$job" 120)
-touch "$scratch/preempted.out"
+terminate_mid_run preempted --batch
 exit_code=$(summary_field "$scratch/preempted/summary.json" 's["exit_code"]')
 check "after SIGTERM the launcher stops with exit code 3 (got '$exit_code', state $state)" \
   "[ '$exit_code' = 3 ]"
@@ -83,16 +93,7 @@ check "SIGTERM does not requeue ($(job_field "$job" Restarts))" "[ '$(job_field 
 check "a checkpoint was committed" "ls '$scratch/preempted/checkpoints' | grep -q '^step-'"
 
 # --- (3) SIGTERM to the job's steps only (what Slurm's preemption sends) -------
-RUN_DIR=$scratch/steps sbatch --parsable -N2 --ntasks-per-node=2 --overcommit \
-  -o "$scratch/steps.out" "$templates/train.sbatch" "${trainer[@]}" "${slow[@]}" >"$scratch/sbatch.log"
-job=$(job_id_in "$scratch/sbatch.log")
-deadline=$((SECONDS + 120))
-while [ $SECONDS -lt $deadline ] && ! grep -q "step [1-9][0-9]* |" "$scratch/steps.out" 2>/dev/null; do
-  sleep 1
-done
-scancel --signal=TERM "$job"
-state=$(wait_for_job "$job" 120)
-touch "$scratch/steps.out"
+terminate_mid_run steps
 exit_code=$(summary_field "$scratch/steps/summary.json" 's["exit_code"]')
 check "after SIGTERM to the ranks the launcher reports a stop, exit code 3 (got '$exit_code')" \
   "[ '$exit_code' = 3 ]"
