@@ -2,18 +2,23 @@
 // each with two moments: 3 f32 tensors per parameter, about 1.5 GB), against
 // the disk itself and a peer, all on the same file system:
 //   (a) a synchronous save against `dd bs=1M conv=fsync` of the same bytes;
-//   (b) the same save against torch.save + fsync (bench/peers/torch_save.py,
-//       run by bench/checkpoint/run.sh on the tensors --shapes-only lists);
+//   (b) the same save against torch.save + fsync (--torch-peer: a command,
+//       run on rank 0 in every repetition, that prints
+//       `RESULT torch_save_s=<s>`; bench/checkpoint/run.sh passes
+//       bench/peers/torch_save.py on the tensors --shapes-only lists);
 //   (c) how long an asynchronous save() blocks, and the step throughput a
-//       training loop loses when it saves asynchronously every K steps;
+//       training loop loses when it saves asynchronously every K steps,
+//       measured in pairs of K plain steps and K steps with one save, so
+//       that both halves of a pair see the same machine;
 //   (d) a restore against `cat` of the step's files, both from a cold page
 //       cache (the files are dropped from the cache before each).
 // Rank 0 prints a summary and one `RESULT key=value ...` line for run.sh.
 //
 // Usage: mpiexec -n <ranks> bench_checkpoint [--scale S] [--dir D] [--repeat R]
-//            [--every K] [--steps N] [--step-ms M] [--shapes-only FILE]
+//            [--every K] [--pairs P] [--step-ms M] [--torch-peer CMD]
+//            [--shapes-only FILE]
 // --every 0 (the default) spaces the loop's saves three synchronous saves
-// apart; the loop then runs at least 3·K steps.
+// apart; the loop loss is the median over P (5) pairs.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -104,6 +109,26 @@ double timed_command(const lockstep::Runtime& runtime, const std::string& comman
   return seconds;
 }
 
+// Runs the torch.save peer on rank 0 and returns the seconds it reports on
+// every rank (its own measure of save + fsync, without Python's start).
+double torch_peer_seconds(const lockstep::Runtime& runtime, const std::string& command) {
+  double seconds = 0;
+  if (runtime.rank() == 0) {
+    std::FILE* pipe = ::popen(command.c_str(), "r");
+    if (pipe == nullptr) throw lockstep::IoError("cannot run the peer: " + command);
+    std::string output;
+    char line[512];
+    while (std::fgets(line, sizeof line, pipe) != nullptr) output += line;
+    const auto at = output.find("RESULT torch_save_s=");
+    if (::pclose(pipe) != 0 || at == std::string::npos) {
+      throw lockstep::IoError(fmt::format("the peer `{}` failed: {}", command, output));
+    }
+    seconds = std::stod(output.substr(at + std::strlen("RESULT torch_save_s=")));
+  }
+  MPI_Bcast(&seconds, 1, MPI_DOUBLE, 0, runtime.comm());
+  return seconds;
+}
+
 // A training step's stand-in: `work` passes of arithmetic over a buffer that
 // fits in cache (compute, like a forward/backward), then the gradient
 // all-reduce's synchronisation (a small all-reduce).
@@ -128,9 +153,10 @@ int main(int argc, char** argv) {
   double scale = 1.0;
   int repeat = 3;
   int every = 0;  // 0: saves 3 synchronous save times apart
-  int loop_steps = 100;
+  int pairs = 5;
   double step_ms = 100;
   std::string shapes_only;
+  std::string torch_peer;
   fs::path dir = runtime.run_dir() / "bench-checkpoint";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
@@ -138,7 +164,8 @@ int main(int argc, char** argv) {
     if (flag == "--dir") dir = argv[i + 1];
     if (flag == "--repeat") repeat = std::stoi(argv[i + 1]);
     if (flag == "--every") every = std::stoi(argv[i + 1]);
-    if (flag == "--steps") loop_steps = std::stoi(argv[i + 1]);
+    if (flag == "--pairs") pairs = std::stoi(argv[i + 1]);
+    if (flag == "--torch-peer") torch_peer = argv[i + 1];
     if (flag == "--step-ms") step_ms = std::stod(argv[i + 1]);
     if (flag == "--shapes-only") shapes_only = argv[i + 1];
   }
@@ -178,9 +205,9 @@ int main(int argc, char** argv) {
   std::vector<double> stall_times;
   std::vector<double> restore_times;
   std::vector<double> cat_times;
-  double plain_loop = 0;
-  double checkpointed_loop = 0;
-  int loop_saves = 0;
+  std::vector<double> torch_times;
+  std::vector<double> loop_losses;
+  double plain_steps = 0;
   {
     lockstep::Checkpointer sync(runtime, {.dir = dir / "sync", .keep_last = 1, .async = false});
     lockstep::Checkpointer async(runtime, {.dir = dir / "async", .keep_last = 1, .async = true});
@@ -196,10 +223,14 @@ int main(int argc, char** argv) {
       MPI_Barrier(runtime.comm());
       sync_times.push_back(seconds_since(start));
 
+      // A save deletes the step it replaces after it returns; dd's file is
+      // deleted outside its time too.
+      const std::string dd_file = (dir / "dd.bin").string();
       dd_times.push_back(timed_command(
-          runtime, fmt::format("dd if=/dev/zero of={} bs=1M count={} conv=fsync status=none && "
-                               "rm {}",
-                               (dir / "dd.bin").string(), total >> 20, (dir / "dd.bin").string())));
+          runtime, fmt::format("dd if=/dev/zero of={} bs=1M count={} conv=fsync status=none",
+                               dd_file, total >> 20)));
+      if (runtime.rank() == 0) fs::remove(dd_file);
+      if (!torch_peer.empty()) torch_times.push_back(torch_peer_seconds(runtime, torch_peer));
 
       MPI_Barrier(runtime.comm());
       start = Clock::now();
@@ -221,8 +252,10 @@ int main(int argc, char** argv) {
     }
 
     // (c) A training loop: calibrate the fake step to about step_ms on rank
-    // 0 (broadcast, so every rank does the same work), run it plain, then
-    // with an asynchronous save every `every` steps.
+    // 0 (broadcast, so every rank does the same work), then run pairs of
+    // `every` plain steps and `every` steps that start with an asynchronous
+    // save and end when it is done (a save still writing when the next one
+    // is due would make that one wait).
     FakeStep step;
     if (runtime.rank() == 0) {
       const auto start = Clock::now();
@@ -240,27 +273,26 @@ int main(int argc, char** argv) {
       const double measured_step = seconds_since(start) / 5;
       every = std::max(1, static_cast<int>(3 * median(sync_times) / measured_step));
       MPI_Bcast(&every, 1, MPI_INT, 0, runtime.comm());
-      loop_steps = std::max(loop_steps, 3 * every);
-      MPI_Bcast(&loop_steps, 1, MPI_INT, 0, runtime.comm());
     }
-    for (int trial = 0; trial < 2; ++trial) {
+    for (int pair = 0; pair < pairs; ++pair) {
       MPI_Barrier(runtime.comm());
       auto start = Clock::now();
-      for (int i = 0; i < loop_steps; ++i) step.run(runtime.comm());
+      for (int i = 0; i < every; ++i) step.run(runtime.comm());
       MPI_Barrier(runtime.comm());
-      plain_loop += seconds_since(start);
+      const double plain = seconds_since(start);
+      plain_steps += plain / every;
 
       start = Clock::now();
-      for (int i = 0; i < loop_steps; ++i) {
-        step.run(runtime.comm());
-        if ((i + 1) % every == 0) {
-          async.save(1000 + trial * loop_steps + i, state);
-          if (trial == 0) ++loop_saves;
-        }
-      }
+      async.save(1000 + pair, state);
+      for (int i = 0; i < every; ++i) step.run(runtime.comm());
+      async.wait();
       MPI_Barrier(runtime.comm());
-      checkpointed_loop += seconds_since(start);
-      async.wait();  // the last save finishes outside the measured loop
+      const double saving = seconds_since(start);
+      loop_losses.push_back(1 - plain / saving);
+      if (runtime.rank() == 0) {
+        std::cout << fmt::format("  loop pair {}: {} plain steps {:.3f} s, with a save {:.3f} s\n",
+                                 pair, every, plain, saving);
+      }
     }
   }
   if (runtime.rank() == 0) {
@@ -269,26 +301,33 @@ int main(int argc, char** argv) {
     const double stall = median(stall_times);
     const double restore = median(restore_times);
     const double cat = median(cat_times);
-    const double step_seconds = plain_loop / (2.0 * loop_steps);
-    const double loop_loss = 1 - plain_loop / checkpointed_loop;
+    const double step_seconds = plain_steps / pairs;
+    const double loop_loss = median(loop_losses);
+    const double torch = torch_times.empty() ? 0 : median(torch_times);
     std::cout << fmt::format(
         "checkpoint bench: {} ranks, {:.1f}M parameters x 3 f32 tensors = {:.3f} GB, median of "
         "{}\n"
         "  (a) sync save {:7.3f} s {:6.3f} GB/s | dd bs=1M conv=fsync {:7.3f} s {:6.3f} GB/s | "
-        "save/dd {:.2f}\n"
-        "  (c) async save() blocked {:.4f} s = {:.1f}% of a sync save; loop of {} steps of "
-        "{:.0f} ms saving every {} steps ({} saves) loses {:.1f}% of its step throughput\n"
+        "save/dd {:.2f}\n",
+        runtime.world_size(), static_cast<double>(parameter_count) / 1e6, gigabytes, repeat,
+        sync_save, gigabytes / sync_save, dd, gigabytes / dd, dd / sync_save);
+    if (torch > 0) {
+      std::cout << fmt::format(
+          "  (b) torch.save + fsync {:7.3f} s {:6.3f} GB/s | save/torch {:.2f}\n", torch,
+          gigabytes / torch, torch / sync_save);
+    }
+    std::cout << fmt::format(
+        "  (c) async save() blocked {:.4f} s = {:.1f}% of a sync save; {} pairs of {} steps of "
+        "{:.0f} ms, one save each: the loop loses {:.1f}% of its step throughput (median)\n"
         "  (d) restore   {:7.3f} s {:6.3f} GB/s | cat (cold cache)    {:7.3f} s {:6.3f} GB/s | "
         "restore/cat {:.2f}\n",
-        runtime.world_size(), static_cast<double>(parameter_count) / 1e6, gigabytes, repeat,
-        sync_save, gigabytes / sync_save, dd, gigabytes / dd, dd / sync_save, stall,
-        100 * stall / sync_save, loop_steps, step_seconds * 1000, every, loop_saves,
-        100 * loop_loss, restore, gigabytes / restore, cat, gigabytes / cat, cat / restore);
+        stall, 100 * stall / sync_save, pairs, every, step_seconds * 1000, 100 * loop_loss, restore,
+        gigabytes / restore, cat, gigabytes / cat, cat / restore);
     std::cout << fmt::format(
-        "RESULT ranks={} bytes={} sync_s={:.4f} dd_s={:.4f} stall_s={:.4f} step_ms={:.1f} "
-        "every={} loop_loss={:.4f} restore_s={:.4f} cat_s={:.4f}\n",
-        runtime.world_size(), total, sync_save, dd, stall, step_seconds * 1000, every, loop_loss,
-        restore, cat);
+        "RESULT ranks={} bytes={} sync_s={:.4f} dd_s={:.4f} torch_s={:.4f} stall_s={:.4f} "
+        "step_ms={:.1f} every={} loop_loss={:.4f} restore_s={:.4f} cat_s={:.4f}\n",
+        runtime.world_size(), total, sync_save, dd, torch, stall, step_seconds * 1000, every,
+        loop_loss, restore, cat);
   }
   if (runtime.rank() == 0) fs::remove_all(dir);
   return 0;

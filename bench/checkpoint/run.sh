@@ -6,8 +6,10 @@
 # Usage: bench/checkpoint/run.sh [BUILD_DIR] [SCRATCH_DIR]
 # Environment: SCALE (1.0 = GPT-2 small with Adam, 1.5 GB), REPEAT (3),
 #   RANKS ("1 2 4"), EVERY (the loop saves every K steps; 0, the default,
-#   spaces saves three synchronous save times apart), STEPS (at least 100),
-#   STEP_MS (100).
+#   spaces saves three synchronous save times apart), PAIRS (5: pairs of K
+#   plain steps and K steps with a save), STEP_MS (100).
+# The torch.save peer runs in every repetition of every rank count, between
+# lockstep's saves and dd, so that all three see the same disk.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 build=${1:-build}
@@ -16,7 +18,7 @@ scale=${SCALE:-1.0}
 repeat=${REPEAT:-3}
 ranks_list=${RANKS:-1 2 4}
 every=${EVERY:-0}
-steps=${STEPS:-100}
+pairs=${PAIRS:-5}
 step_ms=${STEP_MS:-100}
 bench=$build/bench/checkpoint/bench_checkpoint
 python=/usr/bin/python3
@@ -37,34 +39,27 @@ fi
 
 echo "load before: $(uptime)"
 mpiexec -n 1 "$bench" --scale "$scale" --shapes-only "$scratch/shapes.json"
-"$python" "$here/../peers/torch_save.py" "$scratch/shapes.json" "$scratch/torch" "$repeat" |
-  tee -a "$results"
+peer="$python $here/../peers/torch_save.py $scratch/shapes.json $scratch/torch 1"
 for ranks in $ranks_list; do
   mpiexec --oversubscribe -n "$ranks" "$bench" --scale "$scale" --repeat "$repeat" \
-    --every "$every" --steps "$steps" --step-ms "$step_ms" --dir "$scratch/np$ranks" |
-    tee -a "$results"
+    --every "$every" --pairs "$pairs" --step-ms "$step_ms" --torch-peer "$peer" \
+    --dir "$scratch/np$ranks" | tee -a "$results"
 done
 echo "load after: $(uptime)"
 
 "$python" - "$results" <<'PYTHON'
 import re, sys
-rows, torch_s = [], None
+rows = []
 for line in open(sys.argv[1]):
-    if not line.startswith("RESULT "):
-        continue
-    fields = dict(item.split("=") for item in line.split()[1:])
-    if "torch_save_s" in fields:
-        torch_s = float(fields["torch_save_s"])
-    else:
-        rows.append({k: float(v) for k, v in fields.items()})
+    if line.startswith("RESULT "):
+        rows.append({k: float(v) for k, v in (item.split("=") for item in line.split()[1:])})
 gb = lambda r, s: r["bytes"] / 1e9 / s
 print()
 print(f"{'ranks':>5} {'GB':>6} | {'save GB/s':>9} {'dd GB/s':>8} {'save/dd':>7} | "
       f"{'torch GB/s':>10} {'save/torch':>10} | {'stall s':>7} {'stall/sync':>10} "
       f"{'loop loss':>9} | {'restore GB/s':>12} {'cat GB/s':>8} {'rest/cat':>8}")
 for r in rows:
-    torch_cols = (f"{gb(r, torch_s):10.3f} {torch_s / r['sync_s']:10.2f}" if torch_s
-                  else f"{'-':>10} {'-':>10}")
+    torch_cols = f"{gb(r, r['torch_s']):10.3f} {r['torch_s'] / r['sync_s']:10.2f}"
     print(f"{int(r['ranks']):5d} {r['bytes'] / 1e9:6.3f} | {gb(r, r['sync_s']):9.3f} "
           f"{gb(r, r['dd_s']):8.3f} {r['dd_s'] / r['sync_s']:7.2f} | {torch_cols} | "
           f"{r['stall_s']:7.3f} {100 * r['stall_s'] / r['sync_s']:9.1f}% "

@@ -48,8 +48,9 @@ class Checkpointer::SaveJob {
  public:
   explicit SaveJob(checkpoint::StagedSave staged) : staged_(std::move(staged)) {}
 
-  // Runs the writing half; never throws (the error is kept for finish()).
-  void run(MPI_Comm comm, FileEnv& env, const CheckpointOptions& options) noexcept {
+  // Runs the writing half, and retention after a commit when `retain`;
+  // never throws (the error is kept for finish()).
+  void run(MPI_Comm comm, FileEnv& env, const CheckpointOptions& options, bool retain) noexcept {
     const auto start = Clock::now();
     try {
       stats_.bytes_written = checkpoint::write_and_commit(staged_, comm, env, options);
@@ -57,10 +58,13 @@ class Checkpointer::SaveJob {
       error_ = std::current_exception();
     }
     stats_.write_seconds = seconds_since(start);
+    if (retain && !error_ && staged_.rank == 0) {
+      checkpoint::remove_retired(env, options, staged_.retired, staged_.step);
+    }
   }
 
   void start(MPI_Comm comm, FileEnv& env, const CheckpointOptions& options) {
-    thread_ = std::thread([this, comm, &env, &options] { run(comm, env, options); });
+    thread_ = std::thread([this, comm, &env, &options] { run(comm, env, options, true); });
   }
 
   // Joins the thread, if any; returns the error of the save, if any.
@@ -78,6 +82,7 @@ class Checkpointer::SaveJob {
     return staged_.master_file;
   }
   std::int64_t step() const { return staged_.step; }
+  std::vector<std::filesystem::path> take_retired() { return std::move(staged_.retired); }
 
  private:
   checkpoint::StagedSave staged_;
@@ -122,6 +127,7 @@ Checkpointer::~Checkpointer() {
 }
 
 void Checkpointer::finish_in_flight(bool rethrow) {
+  if (retention_.joinable()) retention_.join();
   if (!in_flight_) return;
   std::exception_ptr error = in_flight_->finish();
   const std::int64_t step = in_flight_->step();
@@ -153,10 +159,20 @@ void Checkpointer::save(std::int64_t step, const State& state) {
     in_flight_ = std::move(job);
     return;
   }
-  job->run(writer_comm_.get(), *options_.env, options_);
+  job->run(writer_comm_.get(), *options_.env, options_, false);
   job->stats().stall_seconds = seconds_since(start);
+  auto retired = job->take_retired();
   in_flight_ = std::move(job);
   finish_in_flight(true);
+  // The step is committed and durable, and the steps retention drops are
+  // out of sight. Deleting their files (slow on a file system mounted with
+  // online discard) is no reason to keep the caller waiting: it runs beside
+  // training, and the next call of this object waits for it.
+  if (comm_.rank() == 0) {
+    retention_ = std::thread([this, retired = std::move(retired), step] {
+      checkpoint::remove_retired(*options_.env, options_, retired, step);
+    });
+  }
 }
 
 void Checkpointer::wait() { finish_in_flight(true); }

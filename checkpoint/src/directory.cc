@@ -67,12 +67,12 @@ std::vector<std::int64_t> steps_to_remove(std::vector<std::int64_t> steps, int k
   return doomed;
 }
 
-void remove_step(FileEnv& env, const std::filesystem::path& dir, std::int64_t step,
-                 std::string_view token) {
+std::filesystem::path retire_step(FileEnv& env, const std::filesystem::path& dir, std::int64_t step,
+                                  std::string_view token) {
   const auto committed = dir / step_directory_name(step);
-  const auto doomed = dir / fmt::format("{}.deleted-{}", step_directory_name(step), token);
+  auto doomed = dir / fmt::format("{}.deleted-{}", step_directory_name(step), token);
   env.rename(committed, doomed);
-  env.remove_all(doomed);
+  return doomed;
 }
 
 }  // namespace lockstep::checkpoint

@@ -34,10 +34,11 @@ void remove_leftovers(FileEnv& env, const std::filesystem::path& dir);
 std::vector<std::int64_t> steps_to_remove(std::vector<std::int64_t> steps, int keep_last,
                                           std::int64_t keep_every);
 
-// Takes a committed step out of sight with one rename, then deletes it, so
-// that a crash halfway through a deletion leaves a leftover instead of a
-// committed checkpoint with files missing.
-void remove_step(FileEnv& env, const std::filesystem::path& dir, std::int64_t step,
-                 std::string_view token);
+// Takes a committed step out of sight with one rename and returns its new
+// name, a leftover, for the caller to delete: a crash halfway through the
+// deletion then leaves a leftover instead of a committed checkpoint with
+// files missing.
+std::filesystem::path retire_step(FileEnv& env, const std::filesystem::path& dir, std::int64_t step,
+                                  std::string_view token);
 
 }  // namespace lockstep::checkpoint

@@ -326,7 +326,7 @@ std::uint64_t write_and_commit(StagedSave& staged, MPI_Comm comm, FileEnv& env,
           staged.step, seconds_between(gathering, gathered),
           seconds_between(gathered, master_built),
           seconds_between(master_built, std::chrono::steady_clock::now()));
-      if (moved_aside) env.remove_all(replaced);
+      if (moved_aside) staged.retired.push_back(replaced);
     } catch (const std::exception& failure) {
       if (!committed) {
         error = failure.what();
@@ -340,16 +340,15 @@ std::uint64_t write_and_commit(StagedSave& staged, MPI_Comm comm, FileEnv& env,
         log::warn("step {} is committed, but finishing up failed: {}", staged.step, failure.what());
       }
     }
+    // Retention: the steps it drops leave the view of every rank (a rename
+    // each) before any rank returns; deleting their files is left to
+    // remove_retired().
     if (committed) {
       try {
-        const auto removing = std::chrono::steady_clock::now();
         for (const auto step :
              steps_to_remove(committed_steps(env, dir), options.keep_last, options.keep_every)) {
-          remove_step(env, dir, step, token);
+          staged.retired.push_back(retire_step(env, dir, step, token));
         }
-        remove_leftovers(env, dir);
-        log::debug("step {}: retention {:.3f} s", staged.step,
-                   seconds_between(removing, std::chrono::steady_clock::now()));
       } catch (const std::exception& failure) {
         log::warn("retention after step {} failed: {}", staged.step, failure.what());
       }
@@ -360,6 +359,20 @@ std::uint64_t write_and_commit(StagedSave& staged, MPI_Comm comm, FileEnv& env,
     throw IoError(fmt::format("checkpoint of step {} was not committed: {}", staged.step, error));
   }
   return bytes_written;
+}
+
+void remove_retired(FileEnv& env, const CheckpointOptions& options,
+                    const std::vector<fs::path>& retired, std::int64_t committed_step) noexcept {
+  const auto removing = std::chrono::steady_clock::now();
+  try {
+    for (const auto& path : retired) env.remove_all(path);
+    remove_leftovers(env, options.dir);
+  } catch (const std::exception& failure) {
+    log::warn("removing the checkpoints that step {} replaced failed: {}", committed_step,
+              failure.what());
+  }
+  log::debug("step {}: removing older steps {:.3f} s", committed_step,
+             seconds_between(removing, std::chrono::steady_clock::now()));
 }
 
 }  // namespace lockstep::checkpoint

@@ -39,6 +39,9 @@ struct StagedSave {
   std::size_t staged_bytes = 0;
   std::vector<std::byte> scalars;  // rank 0: the scalar tensors, for the master file
   nlohmann::json values = nlohmann::json::object();
+  // Rank 0, after the commit: directories of steps taken out of sight, to
+  // delete.
+  std::vector<std::filesystem::path> retired;
 };
 
 // Copies this rank's share of `state` into `staging` (grown when too small,
@@ -55,10 +58,18 @@ StagedSave stage(std::int64_t step, const State& state, int rank, int world_size
 
 // Collective over `comm`: writes the staged save into a temporary directory,
 // makes it durable, and, when every rank succeeded, commits it with one
-// rename and applies retention. Throws IoError (the same message on every
-// rank) when the step was not committed. Returns the bytes this rank wrote.
-// On rank 0, builds `staged.master_file` first when it does not fit.
+// rename; rank 0 then takes the steps retention drops out of sight (into
+// `staged.retired`, to be deleted by remove_retired()). Throws IoError (the same message on every
+// rank) when the step was not committed. Returns the bytes this rank wrote. On rank 0, builds
+// `staged.master_file` first when it does not fit.
 std::uint64_t write_and_commit(StagedSave& staged, MPI_Comm comm, FileEnv& env,
                                const CheckpointOptions& options);
+
+// Rank 0, after `committed_step` was committed: deletes the steps that
+// write_and_commit() retired, and what crashed saves left behind. Failures
+// are logged, never thrown: the new step is committed either way.
+void remove_retired(FileEnv& env, const CheckpointOptions& options,
+                    const std::vector<std::filesystem::path>& retired,
+                    std::int64_t committed_step) noexcept;
 
 }  // namespace lockstep::checkpoint

@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <mpi.h>
@@ -109,9 +110,11 @@ class Checkpointer {
   // Then copies this rank's share of the state to host memory (from GPU
   // memory through pinned buffers), and either returns (async) or writes and
   // commits before returning (sync; throws IoError when the step could not be
-  // committed). Throws UsageError for names that are empty, hold "..", "."
-  // or control characters, or repeat, and for a step below 0. After it
-  // returns the caller may modify the tensors.
+  // committed). Steps that retention drops are out of sight when the new one
+  // is committed; their files are deleted in the background, and the next
+  // call of this object waits for that. Throws UsageError for names that are
+  // empty, hold "..", "." or control characters, or repeat, and for a step
+  // below 0. After it returns the caller may modify the tensors.
   void save(std::int64_t step, const State& state);
 
   // Collective. Blocks until the save in flight, if any, is committed or has
@@ -154,6 +157,7 @@ class Checkpointer {
   MpiComm comm_;         // restore and the caller's thread
   MpiComm writer_comm_;  // the background writer's own collectives
   std::unique_ptr<SaveJob> in_flight_;
+  std::thread retention_;  // rank 0, after a synchronous save
   // Reused by every save (free whenever no save is in flight): fresh memory
   // for each save would cost more in page faults than the copies themselves.
   Tensor staging_;
