@@ -6,8 +6,9 @@
 # Usage: bench/checkpoint/run.sh [BUILD_DIR] [SCRATCH_DIR]
 # Environment: SCALE (1.0 = GPT-2 small with Adam, 1.5 GB), REPEAT (3),
 #   RANKS ("1 2 4"), EVERY (the loop saves every K steps; 0, the default,
-#   spaces saves three synchronous save times apart), PAIRS (5: pairs of K
-#   plain steps and K steps with a save), STEP_MS (100).
+#   takes the Young/Daly interval for the measured stall and MTBF), MTBF
+#   (3600 s), PAIRS (3: pairs of K plain steps and K steps with a save),
+#   STEP_MS (100).
 # The torch.save peer runs in every repetition of every rank count, between
 # lockstep's saves and dd, so that all three see the same disk.
 set -euo pipefail
@@ -18,7 +19,8 @@ scale=${SCALE:-1.0}
 repeat=${REPEAT:-3}
 ranks_list=${RANKS:-1 2 4}
 every=${EVERY:-0}
-pairs=${PAIRS:-5}
+pairs=${PAIRS:-3}
+mtbf=${MTBF:-3600}
 step_ms=${STEP_MS:-100}
 bench=$build/bench/checkpoint/bench_checkpoint
 python=/usr/bin/python3
@@ -42,7 +44,7 @@ mpiexec -n 1 "$bench" --scale "$scale" --shapes-only "$scratch/shapes.json"
 peer="$python $here/../peers/torch_save.py $scratch/shapes.json $scratch/torch 1"
 for ranks in $ranks_list; do
   mpiexec --oversubscribe -n "$ranks" "$bench" --scale "$scale" --repeat "$repeat" \
-    --every "$every" --pairs "$pairs" --step-ms "$step_ms" --torch-peer "$peer" \
+    --every "$every" --mtbf "$mtbf" --pairs "$pairs" --step-ms "$step_ms" --torch-peer "$peer" \
     --dir "$scratch/np$ranks" | tee -a "$results"
 done
 echo "load after: $(uptime)"

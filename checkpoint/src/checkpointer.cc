@@ -33,7 +33,7 @@ CheckpointOptions checkpoint_options(const Runtime& runtime) {
           .keep_last = static_cast<int>(config.get(knobs::checkpoint_keep)),
           .keep_every = config.get(knobs::checkpoint_keep_every),
           .async = config.get(knobs::checkpoint_async),
-          .env = nullptr};
+          .env = posix_file_env(config.get(knobs::checkpoint_direct_io))};
 }
 
 State::Item::Item(std::string item_name, std::vector<Tensor> item_tensors)

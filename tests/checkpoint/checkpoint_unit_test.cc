@@ -2,10 +2,13 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -13,6 +16,7 @@
 
 #include <lockstep/checkpoint_inspect.h>
 #include <lockstep/checkpoint_policy.h>
+#include <lockstep/file_env.h>
 
 #include "crc32c.h"
 #include "directory.h"
@@ -305,6 +309,47 @@ TEST(Policy, LearnsTheMtbfFromTheAttemptsLog) {
   fixed.set_history(*history);
   fixed.should_checkpoint(0, 10);
   EXPECT_DOUBLE_EQ(fixed.mtbf_seconds(), 5000);
+  std::filesystem::remove_all(dir);
+}
+
+// Writes `size` patterned bytes through `env` in appends of odd sizes and
+// returns what the file holds afterwards.
+std::string write_and_read_back(FileEnv& env, const std::filesystem::path& path, std::size_t size) {
+  std::vector<std::byte> bytes(size);
+  for (std::size_t i = 0; i < size; ++i) bytes[i] = static_cast<std::byte>((i * 131) % 251);
+  auto file = env.new_writable_file(path);
+  std::size_t offset = 0;
+  for (std::size_t piece = 1; offset < size; piece = piece * 3 + 4093) {
+    const std::size_t take = std::min(piece, size - offset);
+    file->append(std::span(bytes).subspan(offset, take));
+    offset += take;
+  }
+  file->sync();
+  file->close();
+  std::ifstream in(path, std::ios::binary);
+  std::string back((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string expected(reinterpret_cast<const char*>(bytes.data()), size);
+  return back == expected ? "same" : fmt::format("{} bytes, not the {} written", back.size(), size);
+}
+
+TEST(PosixFileEnv, DirectAndBufferedWritesKeepEveryByte) {
+  const auto dir = scratch_dir("posix-env");
+  // Sizes around the 4 KiB block and the 4 MiB buffer of direct writes.
+  for (const std::size_t size :
+       {std::size_t{0}, std::size_t{1}, std::size_t{4096}, std::size_t{4097},
+        (std::size_t{4} << 20) - 1, (std::size_t{4} << 20) + 4097, std::size_t{9} << 20}) {
+    for (const bool direct : {true, false}) {
+      SCOPED_TRACE(fmt::format("{} bytes, direct {}", size, direct));
+      EXPECT_EQ(write_and_read_back(*posix_file_env(direct), dir / "file.bin", size), "same");
+    }
+  }
+  // A file system without O_DIRECT (tmpfs) gets buffered writes instead.
+  if (std::filesystem::is_directory("/dev/shm")) {
+    const auto shm = std::filesystem::path("/dev/shm") / fmt::format("lockstep-{}", ::getpid());
+    std::filesystem::create_directories(shm);
+    EXPECT_EQ(write_and_read_back(*posix_file_env(true), shm / "file.bin", 10000), "same");
+    std::filesystem::remove_all(shm);
+  }
   std::filesystem::remove_all(dir);
 }
 

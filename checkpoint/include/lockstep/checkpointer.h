@@ -71,12 +71,14 @@ struct CheckpointOptions {
   // save() returns after copying the state to host memory; a background
   // thread writes it. When false, save() returns once the step is committed.
   bool async = true;
-  // File system; null means the real one. Tests pass one that injects faults.
+  // File system; null means the real one, written with direct I/O where it
+  // allows it (posix_file_env()). Tests pass one that injects faults.
   std::shared_ptr<FileEnv> env = nullptr;
 };
 
 // Options from the configuration (LOCKSTEP_CHECKPOINT_DIR, _KEEP,
-// _KEEP_EVERY, _ASYNC); the directory defaults to <run_dir>/checkpoints.
+// _KEEP_EVERY, _ASYNC, _DIRECT_IO); the directory defaults to
+// <run_dir>/checkpoints.
 CheckpointOptions checkpoint_options(const Runtime& runtime);
 
 // What the last completed save cost.

@@ -73,7 +73,10 @@ class FileEnv {
   virtual void check_writable(const std::filesystem::path& path) = 0;
 };
 
-// The real file system (POSIX calls). One shared instance.
-std::shared_ptr<FileEnv> posix_file_env();
+// The real file system (POSIX calls). One shared instance of each kind.
+// With `direct_io`, files are written with O_DIRECT where the file system
+// allows it (bypassing the page cache, which costs less CPU time), through
+// the page cache elsewhere; files are always read through the page cache.
+std::shared_ptr<FileEnv> posix_file_env(bool direct_io = true);
 
 }  // namespace lockstep
