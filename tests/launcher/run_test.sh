@@ -60,7 +60,7 @@ usage)
   SLURM_JOB_ID=1 SLURM_JOB_NUM_NODES=2 SLURM_NTASKS=4 run "$dir" --srun /nonexistent/srun -- "$trainer"
   expect_rc 2 $? "a missing srun inside an allocation is a usage error"
   expect_grep "srun '/nonexistent/srun' does not exist" "$dir.log" "the missing srun is named"
-  SLURM_JOB_ID=1 SLURM_JOB_NUM_NODES=2 run "$dir" --min-nodes 3 -- "$trainer"
+  SLURM_JOB_ID=1 SLURM_JOB_NUM_NODES=2 run "$dir" --srun /bin/true --min-nodes 3 -- "$trainer"
   expect_rc 2 $? "--min-nodes above the allocation is a usage error"
   expect_grep "--min-nodes 3 exceeds the 2 node" "$dir.log" "--min-nodes names the allocation's size"
   [ ! -e "$dir/attempts.jsonl" ] && ok "nothing was started" || fail "a usage error started a job"
