@@ -4,7 +4,8 @@
 
 #include <fmt/format.h>
 
-#include "element_ops.h"
+#include "device_element_ops.h"
+#include "lockstep/build_config.h"
 #include "lockstep/log.h"
 #include "registration_check.h"
 
@@ -43,13 +44,10 @@ GradSync::GradSync(Communicator& communicator, std::vector<Tensor> gradients,
         "GradSync: bucket_mb ({}) and first_bucket_mb ({}) must be > 0, in_place_min_mb ({}) >= 0",
         options_.bucket_mb, options_.first_bucket_mb, options_.in_place_min_mb));
   }
+  if (!gradients.empty()) device_ = gradients.front().device();
   std::vector<std::string> entries;
   for (Tensor& gradient : gradients) {
-    if (!gradient.device().is_cpu()) {
-      throw UsageError(
-          fmt::format("GradSync: '{}' is in {} memory; this version packs host gradients only",
-                      gradient.name(), gradient.device().str()));
-    }
+    check_device(gradient);
     if (!is_floating(gradient.dtype())) {
       throw UsageError(
           fmt::format("GradSync: '{}' has dtype {}; gradients must be f32, f64, f16 "
@@ -68,6 +66,38 @@ GradSync::GradSync(Communicator& communicator, std::vector<Tensor> gradients,
 }
 
 GradSync::~GradSync() { finish_in_flight(); }
+
+void GradSync::check_device(const Tensor& gradient) const {
+  if (gradient.device() != device_) {
+    throw UsageError(fmt::format(
+        "GradSync: '{}' is in {} memory but '{}' is in {} memory; all gradients must be on one "
+        "device",
+        gradient.name(), gradient.device().str(), slots_.front().gradient.name(), device_.str()));
+  }
+  if (device_.is_cpu()) {
+    if (communicator_.backend_name() == "nccl") {
+      throw UsageError(fmt::format(
+          "GradSync: '{}' is in host memory but the communicator's backend is nccl, which "
+          "reduces GPU memory; create the communicator for the CPU (the mpi backend)",
+          gradient.name()));
+    }
+    return;
+  }
+#if LOCKSTEP_HAVE_CUDA
+  if (communicator_.backend_name() == "mpi") {
+    throw UsageError(fmt::format(
+        "GradSync: '{}' is in {} memory but the communicator's backend is mpi, which reduces "
+        "host memory; create the communicator for the GPU (make_communicator(runtime) on a rank "
+        "bound to a GPU gives the nccl backend)",
+        gradient.name(), device_.str()));
+  }
+#else
+  throw UsageError(fmt::format(
+      "GradSync: '{}' is in {} memory, but this lockstep was built without CUDA, so GradSync "
+      "packs host gradients only; rebuild with the CUDA toolkit (-DLOCKSTEP_CUDA=ON)",
+      gradient.name(), device_.str()));
+#endif
+}
 
 void GradSync::plan_buckets() {
   // Walk backwards: the last registered gradients are ready first.
@@ -97,7 +127,7 @@ void GradSync::plan_buckets() {
       --index;
     }
     bucket.buffer = Tensor::allocate(fmt::format("grad_sync/bucket{}", buckets_.size()), wire_dtype,
-                                     {static_cast<std::int64_t>(elements)});
+                                     {static_cast<std::int64_t>(elements)}, device_);
     bucket.waiting_for = bucket.slots.size();
     buckets_.push_back(std::move(bucket));
   }
@@ -128,10 +158,10 @@ void GradSync::ready(const Tensor& gradient) {
     return;
   }
   const std::size_t wire_element = dtype_size(bucket.buffer.dtype());
-  detail::convert_scaled(slot.gradient.data(), slot.gradient.dtype(),
-                         static_cast<char*>(bucket.buffer.data()) + slot.offset * wire_element,
-                         bucket.buffer.dtype(), static_cast<std::size_t>(slot.gradient.numel()),
-                         1.0);
+  detail::convert_scaled_on(device_, slot.gradient.data(), slot.gradient.dtype(),
+                            static_cast<char*>(bucket.buffer.data()) + slot.offset * wire_element,
+                            bucket.buffer.dtype(), static_cast<std::size_t>(slot.gradient.numel()),
+                            1.0);
   if (--bucket.waiting_for == 0) launch_full_buckets();
 }
 
@@ -151,7 +181,11 @@ void GradSync::launch_full_buckets() {
     }
     bucket.buffer_averaged = !tensors.empty();
     if (bucket.buffer.numel() > 0) tensors.push_back(bucket.buffer);
-    const AllreduceOptions options{.op = bucket.buffer_averaged ? ReduceOp::kAvg : ReduceOp::kSum,
+    // On a GPU the bucket is summed and wait() divides it: NCCL's average
+    // multiplies every rank's values by 1/n before adding, which rounds
+    // differently from the host's sum divided by n.
+    const bool backend_averages = bucket.buffer_averaged && device_.is_cpu();
+    const AllreduceOptions options{.op = backend_averages ? ReduceOp::kAvg : ReduceOp::kSum,
                                    .timeout = options_.timeout};
     if (tensors.size() == 1) {
       bucket.works.push_back(communicator_.allreduce_async(std::move(tensors.front()), options));
@@ -171,24 +205,40 @@ void GradSync::wait() {
                       slot.gradient.name()));
     }
   }
-  const double inverse_size = 1.0 / communicator_.size();
+  const int size = communicator_.size();
+  const double inverse_size = 1.0 / size;
   for (Bucket& bucket : buckets_) {
     const double scale = bucket.buffer_averaged ? 1.0 : inverse_size;
     for (const std::shared_ptr<Work>& work : bucket.works) work->wait();
     bucket.works.clear();
+    if (bucket.buffer_averaged && !device_.is_cpu() && size > 1) divide_summed(bucket);
     const std::size_t wire_element = dtype_size(bucket.buffer.dtype());
     for (std::size_t index : bucket.slots) {
       Slot& slot = slots_[index];
       slot.ready = false;
       if (slot.in_place) continue;
-      detail::convert_scaled(
-          static_cast<const char*>(bucket.buffer.data()) + slot.offset * wire_element,
+      detail::convert_scaled_on(
+          device_, static_cast<const char*>(bucket.buffer.data()) + slot.offset * wire_element,
           bucket.buffer.dtype(), slot.gradient.data(), slot.gradient.dtype(),
           static_cast<std::size_t>(slot.gradient.numel()), scale);
     }
     bucket.waiting_for = bucket.slots.size();
   }
   next_launch_ = 0;
+}
+
+void GradSync::divide_summed(Bucket& bucket) {
+  // What the host's backend does for an average: the finished sum divided
+  // by the number of ranks, element by element.
+  const int size = communicator_.size();
+  for (std::size_t index : bucket.slots) {
+    Slot& slot = slots_[index];
+    if (!slot.in_place) continue;
+    detail::divide_in_place_on(device_, slot.gradient.data(), slot.gradient.dtype(),
+                               static_cast<std::size_t>(slot.gradient.numel()), size);
+  }
+  detail::divide_in_place_on(device_, bucket.buffer.data(), bucket.buffer.dtype(),
+                             static_cast<std::size_t>(bucket.buffer.numel()), size);
 }
 
 void GradSync::finish_in_flight() noexcept {

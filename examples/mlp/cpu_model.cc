@@ -47,14 +47,9 @@ class CpuModel final : public Model {
   }
 
   void initialize(std::uint64_t seed) override {
-    // He initialisation, from the seed alone: identical on every rank.
     for (std::size_t l = 0; l < layers_.size(); ++l) {
       Layer& layer = layers_[l];
-      const float scale = std::sqrt(2.0f / static_cast<float>(layer.in));
-      float* w = layer.weight.data_as<float>();
-      for (std::int64_t i = 0; i < layer.weight.numel(); ++i) {
-        w[i] = scale * normal(seed, 100 + l, static_cast<std::uint64_t>(i));
-      }
+      draw_initial_weights(seed, l, layer.in, layer.weight.data_as<float>(), layer.weight.numel());
     }
   }
 
@@ -191,6 +186,14 @@ class CpuModel final : public Model {
 };
 
 }  // namespace
+
+void draw_initial_weights(std::uint64_t seed, std::size_t layer, int in, float* weights,
+                          std::int64_t count) {
+  const float scale = std::sqrt(2.0f / static_cast<float>(in));
+  for (std::int64_t i = 0; i < count; ++i) {
+    weights[i] = scale * normal(seed, 100 + layer, static_cast<std::uint64_t>(i));
+  }
+}
 
 std::int64_t Model::parameter_count() {
   std::int64_t total = 0;

@@ -4,8 +4,10 @@
 // decides (interval or signal), and ends with its accuracy.
 //
 //   lockstep run -n 4 -- mlp --steps 300 [--hidden 256,256] [--weights-out w.bin]
+//                          [--device cpu|cuda]
 #include <cblas.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -17,6 +19,9 @@
 
 #include "dataset.h"
 #include "model.h"
+#if LOCKSTEP_EXAMPLE_CUDA
+#include <lockstep/cuda_check.h>
+#endif
 
 namespace {
 
@@ -64,13 +69,63 @@ mlp::Batch make_batch(const mlp::TeacherDataset& data, int size,
   return batch;
 }
 
+// The tensor's bytes in host memory, copied from its GPU if it is on one.
+std::vector<char> host_bytes(const lockstep::Tensor& tensor) {
+  std::vector<char> bytes(tensor.nbytes());
+  if (tensor.device().is_cpu()) {
+    std::copy_n(static_cast<const char*>(tensor.data()), bytes.size(), bytes.begin());
+    return bytes;
+  }
+#if LOCKSTEP_EXAMPLE_CUDA
+  LOCKSTEP_CHECK_CUDA(
+      cudaMemcpy(bytes.data(), tensor.data(), bytes.size(), cudaMemcpyDeviceToHost));
+  return bytes;
+#else
+  throw lockstep::UsageError("cannot read " + tensor.describe() + " without CUDA");
+#endif
+}
+
 void write_weights(const std::string& path, const std::vector<lockstep::Tensor>& parameters) {
   std::ofstream file(path, std::ios::binary);
   for (const lockstep::Tensor& tensor : parameters) {
-    file.write(static_cast<const char*>(tensor.data()),
-               static_cast<std::streamsize>(tensor.nbytes()));
+    const std::vector<char> bytes = host_bytes(tensor);
+    file.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   }
   if (!file) throw lockstep::IoError("cannot write the weights to " + path);
+}
+
+// The device the model trains on: the CPU, or for --device cuda the GPU the
+// Runtime bound to this rank (LOCKSTEP_DEVICE decides whether it binds one).
+// Throws UsageError saying why there is none.
+lockstep::Device model_device(const Options& options,
+                              [[maybe_unused]] const lockstep::Runtime& rt) {
+  if (options.device == "cpu") return lockstep::Device::cpu();
+#if LOCKSTEP_EXAMPLE_CUDA
+  if (rt.device().is_cuda()) return rt.device();
+  if (rt.config().get(lockstep::knobs::device) == "cpu") {
+    throw lockstep::UsageError(
+        "--device cuda, but LOCKSTEP_DEVICE=cpu (or --lockstep-device cpu) keeps this rank off "
+        "the GPUs; unset it or set LOCKSTEP_DEVICE=cuda, or train with --device cpu");
+  }
+  throw lockstep::UsageError(fmt::format(
+      "--device cuda, but no GPU is visible to rank {} on {}; run on a node with GPUs (check "
+      "nvidia-smi and CUDA_VISIBLE_DEVICES) or train with --device cpu",
+      rt.rank(), rt.hostname()));
+#else
+  throw lockstep::UsageError(
+      "--device cuda, but this lockstep-mlp was built without CUDA (no CUDA toolkit with cuBLAS "
+      "and NCCL was found, or -DLOCKSTEP_CUDA=OFF); rebuild with the toolkit in /usr/local/cuda "
+      "or train with --device cpu");
+#endif
+}
+
+std::unique_ptr<mlp::Model> make_model([[maybe_unused]] lockstep::Device device,
+                                       const std::vector<int>& widths,
+                                       const mlp::AdamOptions& adam) {
+#if LOCKSTEP_EXAMPLE_CUDA
+  if (device.is_cuda()) return mlp::make_cuda_model(widths, adam, device.index);
+#endif
+  return mlp::make_cpu_model(widths, adam);
 }
 
 }  // namespace
@@ -87,7 +142,9 @@ int main(int argc, char** argv) {
   app.add_option("--lr", options.learning_rate, "Adam learning rate")->capture_default_str();
   app.add_option("--seed", options.seed, "Seed of data, teacher and weights")
       ->capture_default_str();
-  app.add_option("--device", options.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--device", options.device, "cpu, or cuda: the GPU the runtime bound to the rank")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
   app.add_option("--keep", options.keep_last, "Checkpoints to keep")->capture_default_str();
   app.add_flag("--sync-checkpoints", options.sync_checkpoints, "Save checkpoints synchronously");
   app.add_option("--weights-out", options.weights_out, "Write the final weights here (rank 0)");
@@ -97,20 +154,28 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& error) {
     return rt.rank() == 0 ? app.exit(error) : 2;
   }
-  if (options.device == "cuda") {
-    throw lockstep::UsageError(
-        "--device cuda is not built into this example yet; use --device cpu");
+  // Bad options stop every rank alike, before any collective: exit 2.
+  lockstep::Device device;
+  std::vector<int> widths;
+  try {
+    device = model_device(options, rt);
+    widths = layer_widths(options);
+  } catch (const lockstep::UsageError& error) {
+    if (rt.rank() == 0) lockstep::log::error("mlp: {}", error.what());
+    return 2;
   }
   // One BLAS thread per rank: ranks already fill the cores, and a fixed
   // thread count keeps results bit-identical from run to run.
   openblas_set_num_threads(1);
 
-  const std::vector<int> widths = layer_widths(options);
-  auto model = mlp::make_cpu_model(widths, {.learning_rate = options.learning_rate});
+  auto model = make_model(device, widths, {.learning_rate = options.learning_rate});
   const mlp::TeacherDataset data(options.seed, options.input_dim, options.classes);
   const mlp::Sampler sampler(kDatasetSize, options.global_batch, rt.rank(), rt.world_size());
 
-  auto communicator = lockstep::make_communicator(rt);
+  // For the model's device, whatever the Runtime bound: --device cpu on a
+  // GPU node still averages host gradients over MPI.
+  auto communicator =
+      lockstep::make_communicator(rt.comm(), device, lockstep::communicator_options(rt));
   lockstep::GradSync sync(*communicator, model->gradients());
   lockstep::Checkpointer checkpointer(rt, {.dir = rt.run_dir() / "checkpoints",
                                            .keep_last = options.keep_last,
@@ -129,9 +194,9 @@ int main(int argc, char** argv) {
     model->initialize(options.seed);
   }
   if (rt.rank() == 0) {
-    lockstep::log::info("mlp: {} parameters, layers {}, {} ranks x {} samples, steps {}..{}",
+    lockstep::log::info("mlp: {} parameters, layers {}, {} ranks x {} samples, steps {}..{} on {}",
                         model->parameter_count(), options.hidden, rt.world_size(),
-                        sampler.local_batch(), step, options.steps);
+                        sampler.local_batch(), step, options.steps, device.str());
   }
 
   double loss = 0;

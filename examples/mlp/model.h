@@ -53,10 +53,20 @@ class Model {
   std::int64_t parameter_count();
 };
 
+// Writes the `count` initial weights of layer `layer` (He initialisation for
+// `in` inputs) from the seed alone: every rank, and both models, start from
+// the same bits.
+void draw_initial_weights(std::uint64_t seed, std::size_t layer, int in, float* weights,
+                          std::int64_t count);
+
 // Layer widths, e.g. {64, 256, 256, 10}; the weights are zero until
 // initialize() or a restore.
 std::unique_ptr<Model> make_cpu_model(const std::vector<int>& widths, const AdamOptions& adam);
 #if LOCKSTEP_EXAMPLE_CUDA
+// The same model on GPU `device` (which must be the calling thread's
+// current device): cuBLAS and small kernels on the legacy default stream,
+// with tensors of the same names, shapes and dtypes (the step counter stays
+// in host memory).
 std::unique_ptr<Model> make_cuda_model(const std::vector<int>& widths, const AdamOptions& adam,
                                        int device);
 #endif

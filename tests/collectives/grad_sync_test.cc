@@ -22,8 +22,10 @@ using testing::precision;
 using testing::runtime;
 using testing::set_element;
 
+// Host gradients, so the mpi backend, also on ranks bound to a GPU.
 Communicator& communicator() {
-  static std::unique_ptr<Communicator> comm = make_communicator(runtime());
+  static std::unique_ptr<Communicator> comm =
+      make_communicator(runtime().comm(), Device::cpu(), communicator_options(runtime()));
   return *comm;
 }
 
@@ -190,6 +192,35 @@ TEST(GradSync, ReadyTwiceOrNeverIsAUsageErrorNamingTheGradient) {
   sync.wait();
   Tensor stranger = Tensor::allocate("stranger", DType::kF32, {1});
   EXPECT_THROW(sync.ready(stranger), UsageError);
+}
+
+// Only the devices are looked at: the GPU "memory" below is never touched,
+// so these run on machines without a GPU, and in builds without CUDA.
+TEST(GradSync, RejectsGradientsOnTwoDevicesNamingOne) {
+  float never_read = 0;
+  Tensor a = Tensor::allocate("a", DType::kF32, {2});
+  Tensor b = Tensor::borrow("b", &never_read, DType::kF32, {1}, Device::cuda(0));
+  try {
+    GradSync sync(communicator(), {a, b});
+    ADD_FAILURE() << "GradSync accepted gradients on two devices";
+  } catch (const UsageError& error) {
+    EXPECT_NE(std::string(error.what()).find("'b' is in cuda:0 memory but 'a' is in cpu memory"),
+              std::string::npos)
+        << error.what();
+  }
+}
+
+TEST(GradSync, RejectsGpuGradientsForTheMpiBackendNamingOne) {
+  float never_read = 0;
+  Tensor g = Tensor::borrow("g", &never_read, DType::kF32, {1}, Device::cuda(0));
+  try {
+    GradSync sync(communicator(), {g});
+    ADD_FAILURE() << "GradSync over the mpi backend accepted a GPU gradient";
+  } catch (const UsageError& error) {
+    // Either the backend is the wrong one or the build has no CUDA.
+    EXPECT_NE(std::string(error.what()).find("'g' is in cuda:0 memory"), std::string::npos)
+        << error.what();
+  }
 }
 
 TEST(GradSync, RejectsDuplicateNames) {

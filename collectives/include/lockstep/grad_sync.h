@@ -4,6 +4,12 @@
 // soon as its last gradient is ready and every earlier bucket has started, so
 // that every rank starts the same buckets in the same order whatever order
 // its gradients arrive in.
+//
+// Gradients live either in host memory (the communicator is the mpi backend)
+// or all on one GPU (the nccl backend). On a GPU, GradSync queues its copies,
+// casts and divisions on the legacy default stream: ready() must come after
+// the work that produced the gradient was queued there, and the averages
+// that wait() leaves are ready for work queued there after it returns.
 #pragma once
 
 #include <cstdint>
@@ -41,13 +47,16 @@ struct GradSyncOptions {
 
 class GradSync {
  public:
-  // Registers `gradients` (named host tensors of a floating dtype; the names
-  // must be unique) and checks that every rank registered the same names,
-  // shapes and dtypes in the same order. Collective over `communicator`,
-  // which must outlive this object. Throws UsageError naming the first
-  // differing parameter and the ranks on each side when the ranks disagree
-  // (on every rank, within the time of two small exchanges), or when a
-  // gradient is not usable.
+  // Registers `gradients` (named tensors of a floating dtype, all in host
+  // memory or all on one GPU; the names must be unique) and checks that
+  // every rank registered the same names, shapes and dtypes in the same
+  // order. Collective over `communicator`, which must outlive this object
+  // and reduce the gradients' memory (mpi for host, nccl for GPU
+  // gradients). Throws UsageError naming the first differing parameter and
+  // the ranks on each side when the ranks disagree (on every rank, within
+  // the time of two small exchanges), or naming the gradient when one is
+  // not usable: another device than the first gradient's, a GPU gradient
+  // in a build without CUDA, a communicator for the other kind of memory.
   GradSync(Communicator& communicator, std::vector<Tensor> gradients,
            const GradSyncOptions& options = {});
   // Holds buffers that in-flight all-reduces write: neither copyable nor
@@ -62,12 +71,19 @@ class GradSync {
   // holds its final local value for this step; may start bucket
   // all-reduces. From here until wait() returns, GradSync owns the
   // gradient's storage (large gradients are reduced in place): neither read
-  // nor write it. Throws UsageError for an unknown gradient or one already
-  // marked in this step. Call ready() and wait() from one thread.
+  // nor write it. On a GPU, the work that produced the gradient must already
+  // be queued on the legacy default stream (it need not have run). Throws
+  // UsageError for an unknown gradient or one already marked in this step.
+  // Call ready() and wait() from one thread.
   void ready(const Tensor& gradient);
 
   // Finishes every bucket and leaves the average over all ranks in every
-  // registered gradient, then starts a new step. Throws UsageError naming
+  // registered gradient, then starts a new step. Host gradients hold it when
+  // wait() returns; on a GPU the last copies and divisions are still queued
+  // on the legacy default stream, so work queued there (and a synchronous
+  // cudaMemcpy) sees the averages, while another stream must first wait for
+  // that one. The averages are the same bits as on the host for the same
+  // sums: sum, then divide by the number of ranks. Throws UsageError naming
   // the first gradient that was not marked ready (the step stays open: mark
   // it ready and call wait() again), and rethrows a communication failure.
   void wait();
@@ -86,18 +102,25 @@ class GradSync {
   struct Bucket {
     Tensor buffer;  // wire dtype, the packed gradients back to back; may be empty
     std::vector<std::size_t> slots;
-    std::size_t waiting_for = 0;               // gradients not yet ready in this step
-    bool buffer_averaged = false;              // else summed, divided while unpacking
+    std::size_t waiting_for = 0;  // gradients not yet ready in this step
+    // The buffer holds averages before unpacking (the backend averaged it
+    // on the host; on a GPU, wait() divides the sum), else the sum, divided
+    // while unpacking.
+    bool buffer_averaged = false;
     std::vector<std::shared_ptr<Work>> works;  // in flight since launch
   };
 
+  void check_device(const Tensor& gradient) const;
   void plan_buckets();
   void check_same_registration() const;
   void launch_full_buckets();
+  // GPU buckets with in-place gradients: divides their sums by the size.
+  void divide_summed(Bucket& bucket);
   void finish_in_flight() noexcept;
 
   Communicator& communicator_;
   GradSyncOptions options_;
+  Device device_;            // of every gradient
   std::vector<Slot> slots_;  // registration order
   std::unordered_map<std::string, std::size_t> slot_by_name_;
   std::vector<Bucket> buckets_;  // launch order
