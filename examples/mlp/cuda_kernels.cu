@@ -37,37 +37,37 @@ __global__ void relu_backward_kernel(float* delta, const float* input, std::size
   }
 }
 
-// One thread per row: the classes are few, and a sequential loop keeps the
+// One thread per row (looping with the grid's stride when there are more
+// rows than threads): the classes are few, and a sequential loop keeps the
 // order of the CPU model's sums.
 __global__ void softmax_cross_entropy_kernel(const float* logits, const int* labels, int rows,
                                              int classes, float* delta, double* row_loss) {
-  const int i = static_cast<int>(first_index());
-  if (i >= rows) return;
-  const float* row = logits + static_cast<std::size_t>(i) * static_cast<std::size_t>(classes);
-  float peak = row[0];
-  for (int c = 1; c < classes; ++c) peak = row[c] > peak ? row[c] : peak;
-  double total = 0;
-  for (int c = 0; c < classes; ++c) total += exp(static_cast<double>(row[c] - peak));
-  const int label = labels[i];
-  row_loss[i] = log(total) - static_cast<double>(row[label] - peak);
-  float* out = delta + static_cast<std::size_t>(i) * static_cast<std::size_t>(classes);
-  for (int c = 0; c < classes; ++c) {
-    const double p = exp(static_cast<double>(row[c] - peak)) / total;
-    out[c] = static_cast<float>((p - (c == label ? 1.0 : 0.0)) / rows);
+  const auto width = static_cast<std::size_t>(classes);
+  for (std::size_t i = first_index(); i < static_cast<std::size_t>(rows); i += stride()) {
+    const float* row = logits + i * width;
+    float peak = row[0];
+    for (int c = 1; c < classes; ++c) peak = row[c] > peak ? row[c] : peak;
+    double total = 0;
+    for (int c = 0; c < classes; ++c) total += exp(static_cast<double>(row[c] - peak));
+    const int label = labels[i];
+    row_loss[i] = log(total) - static_cast<double>(row[label] - peak);
+    float* out = delta + i * width;
+    for (int c = 0; c < classes; ++c) {
+      const double p = exp(static_cast<double>(row[c] - peak)) / total;
+      out[c] = static_cast<float>((p - (c == label ? 1.0 : 0.0)) / rows);
+    }
   }
 }
 
 // One thread per column, adding the rows in order: no atomics, so the sum
 // is the same every time.
 __global__ void column_sums_kernel(const float* values, int rows, int columns, float* sums) {
-  const int c = static_cast<int>(first_index());
-  if (c >= columns) return;
-  float sum = 0.0f;
-  for (int i = 0; i < rows; ++i) {
-    sum += values[static_cast<std::size_t>(i) * static_cast<std::size_t>(columns) +
-                  static_cast<std::size_t>(c)];
+  const auto width = static_cast<std::size_t>(columns);
+  for (std::size_t c = first_index(); c < width; c += stride()) {
+    float sum = 0.0f;
+    for (int i = 0; i < rows; ++i) sum += values[static_cast<std::size_t>(i) * width + c];
+    sums[c] = sum;
   }
-  sums[c] = sum;
 }
 
 __global__ void adam_kernel(float* parameter, const float* gradient, float* m, float* v,
@@ -83,15 +83,15 @@ __global__ void adam_kernel(float* parameter, const float* gradient, float* m, f
 
 __global__ void count_correct_kernel(const float* logits, const int* labels, int rows, int classes,
                                      int* correct) {
-  const int i = static_cast<int>(first_index());
-  if (i >= rows) return;
-  const float* row = logits + static_cast<std::size_t>(i) * static_cast<std::size_t>(classes);
-  int best = 0;
-  for (int c = 1; c < classes; ++c) {
-    if (row[c] > row[best]) best = c;
+  for (std::size_t i = first_index(); i < static_cast<std::size_t>(rows); i += stride()) {
+    const float* row = logits + i * static_cast<std::size_t>(classes);
+    int best = 0;
+    for (int c = 1; c < classes; ++c) {
+      if (row[c] > row[best]) best = c;
+    }
+    // An integer count is the same whatever order the rows arrive in.
+    if (best == labels[i]) atomicAdd(correct, 1);
   }
-  // An integer count is the same whatever order the rows arrive in.
-  if (best == labels[i]) atomicAdd(correct, 1);
 }
 
 }  // namespace

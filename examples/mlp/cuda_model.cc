@@ -13,6 +13,7 @@
 
 #include <fmt/format.h>
 #include <lockstep/cuda_check.h>
+#include <lockstep/log.h>
 
 #include "cuda_kernels.h"
 #include "model.h"
@@ -56,7 +57,11 @@ class CublasHandle {
   // Not movable either: the model owns its one handle for its whole life.
   CublasHandle(CublasHandle&&) = delete;
   CublasHandle& operator=(CublasHandle&&) = delete;
-  ~CublasHandle() { cublasDestroy(handle_); }
+  ~CublasHandle() {
+    if (const cublasStatus_t status = cublasDestroy(handle_); status != CUBLAS_STATUS_SUCCESS) {
+      lockstep::log::warn("mlp: cublasDestroy failed: {}", cublasGetStatusName(status));
+    }
+  }
 
   cublasHandle_t get() const { return handle_; }
 

@@ -42,7 +42,9 @@ train cuda-b -- --device cuda --steps 60
 check "two runs end with bit-identical weights" "cmp -s '$scratch/cuda-a.bin' '$scratch/cuda-b.bin'"
 check "they trained on the GPU" "grep -q 'steps 0\.\.60 on cuda:' '$scratch/cuda-a.log'"
 
-train cuda-resumed --inject-failure 0:35 -- --device cuda --steps 60
+# A GPU step takes about a millisecond and the launcher hears of steps every
+# 200 ms: --step-ms (a sleep, no arithmetic) lets the kill land mid-run.
+train cuda-resumed --inject-failure 0:35 -- --device cuda --steps 60 --step-ms 20
 check "the killed run was restarted" \
   "grep -q '\"failure\":\"killed by signal 9' '$scratch/cuda-resumed/attempts.jsonl'"
 check "it resumed from a checkpoint" "grep -Eq 'steps [1-9][0-9]*\.\.60 on cuda:' '$scratch/cuda-resumed.log'"
