@@ -36,8 +36,10 @@ RUN_DIR=$scratch/run sbatch --parsable -N2 --ntasks-per-node=2 --overcommit --ti
   "${slow[@]}" --weights-out "$scratch/slurm.bin" >"$scratch/sbatch.log"
 job=$(job_id_in "$scratch/sbatch.log")
 # Wait for the requeue; the requeued job then gets a longer limit (so that
-# it is not signalled again) and may start at once instead of after the
-# delay Slurm puts on requeued jobs.
+# it is not signalled again) and may start two seconds later instead of
+# after the delay Slurm puts on requeued jobs. Not at once: slurmd refuses a
+# job credential issued in the same second as the revocation of the job's
+# previous one ("Job credential revoked") and the job then fails.
 deadline=$((SECONDS + 150))
 while [ $SECONDS -lt $deadline ] && [ "$(job_field "$job" Restarts)" != 1 ]; do sleep 1; done
 check "the job was requeued (Restarts=$(job_field "$job" Restarts))" "[ '$(job_field "$job" Restarts)' = 1 ]"
@@ -47,7 +49,7 @@ deadline=$((SECONDS + 90))
 while [ $SECONDS -lt $deadline ] && [ "$(job_field "$job" JobState)" != PENDING ]; do sleep 1; done
 check "the requeued job is pending ($(job_field "$job" JobState))" "[ '$(job_field "$job" JobState)' = PENDING ]"
 scontrol update JobId="$job" TimeLimit=10 >/dev/null 2>&1 || true
-scontrol update JobId="$job" StartTime=now >/dev/null 2>&1 || true
+scontrol update JobId="$job" StartTime=now+2 >/dev/null 2>&1 || true
 state=$(wait_for_job "$job" 240)
 check "the requeued job completes (state $state)" "[ $state = COMPLETED ]"
 touch "$scratch/job.out"
