@@ -24,6 +24,7 @@
 // --every 0 (the default) takes K from the Young/Daly interval; the loop
 // loss is the median over P (3) pairs.
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -112,6 +113,16 @@ double timed_command(const lockstep::Runtime& runtime, const std::string& comman
   }
   MPI_Bcast(&seconds, 1, MPI_DOUBLE, 0, runtime.comm());
   return seconds;
+}
+
+// CPU time (user and system, every thread) this process has used, in seconds.
+double cpu_seconds() {
+  rusage usage{};
+  ::getrusage(RUSAGE_SELF, &usage);
+  const auto seconds = [](const timeval& t) {
+    return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6;
+  };
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
 }
 
 // Lets the disk finish what earlier work left it (write-back, and the
@@ -221,6 +232,7 @@ int main(int argc, char** argv) {
   std::vector<double> restore_times;
   std::vector<double> cat_times;
   std::vector<double> torch_times;
+  std::vector<double> save_cpu_times;
   std::vector<double> loop_losses;
   double plain_steps = 0;
   {
@@ -237,10 +249,15 @@ int main(int argc, char** argv) {
     async.wait();
     for (int r = 1; r <= repeat; ++r) {
       settle_disk(runtime);
+      const double cpu_before = cpu_seconds();
       auto start = Clock::now();
       sync.save(r, state);
       MPI_Barrier(runtime.comm());
       sync_times.push_back(seconds_since(start));
+      // The CPU a save takes from training: every rank's, added up.
+      double cpu = cpu_seconds() - cpu_before;
+      MPI_Allreduce(MPI_IN_PLACE, &cpu, 1, MPI_DOUBLE, MPI_SUM, runtime.comm());
+      save_cpu_times.push_back(cpu);
 
       // A save deletes the step it replaces after it returns; dd's and the
       // peer's files are deleted outside their times too.
@@ -330,13 +347,14 @@ int main(int argc, char** argv) {
     const double step_seconds = plain_steps / pairs;
     const double loop_loss = median(loop_losses);
     const double torch = torch_times.empty() ? 0 : median(torch_times);
+    const double save_cpu = median(save_cpu_times);
     std::cout << fmt::format(
         "checkpoint bench: {} ranks, {:.1f}M parameters x 3 f32 tensors = {:.3f} GB, median of "
         "{}\n"
         "  (a) sync save {:7.3f} s {:6.3f} GB/s | dd bs=1M conv=fsync {:7.3f} s {:6.3f} GB/s | "
-        "save/dd {:.2f}\n",
+        "save/dd {:.2f} | CPU time of a sync save, all ranks {:.3f} s\n",
         runtime.world_size(), static_cast<double>(parameter_count) / 1e6, gigabytes, repeat,
-        sync_save, gigabytes / sync_save, dd, gigabytes / dd, dd / sync_save);
+        sync_save, gigabytes / sync_save, dd, gigabytes / dd, dd / sync_save, save_cpu);
     if (torch > 0) {
       std::cout << fmt::format(
           "  (b) torch.save + fsync {:7.3f} s {:6.3f} GB/s | save/torch {:.2f}\n", torch,
@@ -350,10 +368,10 @@ int main(int argc, char** argv) {
         stall, 100 * stall / sync_save, pairs, every, step_seconds * 1000, 100 * loop_loss, restore,
         gigabytes / restore, cat, gigabytes / cat, cat / restore);
     std::cout << fmt::format(
-        "RESULT ranks={} bytes={} sync_s={:.4f} dd_s={:.4f} torch_s={:.4f} stall_s={:.4f} "
-        "step_ms={:.1f} every={} loop_loss={:.4f} restore_s={:.4f} cat_s={:.4f}\n",
-        runtime.world_size(), total, sync_save, dd, torch, stall, step_seconds * 1000, every,
-        loop_loss, restore, cat);
+        "RESULT ranks={} bytes={} sync_s={:.4f} save_cpu_s={:.4f} dd_s={:.4f} torch_s={:.4f} "
+        "stall_s={:.4f} step_ms={:.1f} every={} loop_loss={:.4f} restore_s={:.4f} cat_s={:.4f}\n",
+        runtime.world_size(), total, sync_save, save_cpu, dd, torch, stall, step_seconds * 1000,
+        every, loop_loss, restore, cat);
   }
   if (runtime.rank() == 0) fs::remove_all(dir);
   return 0;

@@ -1,5 +1,7 @@
 #include "cuda_element_ops.h"
 
+#include <type_traits>
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -68,27 +70,21 @@ __global__ void divide_kernel(T* data, std::size_t count, Compute divisor) {
   }
 }
 
-template <class Source>
-void launch_convert(const void* source, void* destination, CudaFloat destination_type,
-                    std::size_t count, double scale) {
-  const auto* in = static_cast<const Source*>(source);
-  const unsigned blocks = blocks_for(count);
-  switch (destination_type) {
+// Calls `call` with a value of the C++ type that stores `type`.
+template <class Call>
+void with_type(CudaFloat type, Call&& call) {
+  switch (type) {
     case CudaFloat::kF32:
-      convert_scaled_kernel<<<blocks, kThreads, 0, cudaStreamLegacy>>>(
-          in, static_cast<float*>(destination), count, scale);
+      call(float{});
       return;
     case CudaFloat::kF64:
-      convert_scaled_kernel<<<blocks, kThreads, 0, cudaStreamLegacy>>>(
-          in, static_cast<double*>(destination), count, scale);
+      call(double{});
       return;
     case CudaFloat::kF16:
-      convert_scaled_kernel<<<blocks, kThreads, 0, cudaStreamLegacy>>>(
-          in, static_cast<__half*>(destination), count, scale);
+      call(__half{});
       return;
     case CudaFloat::kBF16:
-      convert_scaled_kernel<<<blocks, kThreads, 0, cudaStreamLegacy>>>(
-          in, static_cast<__nv_bfloat16*>(destination), count, scale);
+      call(__nv_bfloat16{});
       return;
   }
 }
@@ -104,44 +100,26 @@ cudaError_t cuda_convert_scaled(const void* source, CudaFloat source_type, void*
         static_cast<float>(scale));
     return cudaGetLastError();
   }
-  switch (source_type) {
-    case CudaFloat::kF32:
-      launch_convert<float>(source, destination, destination_type, count, scale);
-      break;
-    case CudaFloat::kF64:
-      launch_convert<double>(source, destination, destination_type, count, scale);
-      break;
-    case CudaFloat::kF16:
-      launch_convert<__half>(source, destination, destination_type, count, scale);
-      break;
-    case CudaFloat::kBF16:
-      launch_convert<__nv_bfloat16>(source, destination, destination_type, count, scale);
-      break;
-  }
+  with_type(source_type, [&](auto source_value) {
+    using Source = decltype(source_value);
+    with_type(destination_type, [&](auto destination_value) {
+      using Destination = decltype(destination_value);
+      convert_scaled_kernel<<<blocks_for(count), kThreads, 0, cudaStreamLegacy>>>(
+          static_cast<const Source*>(source), static_cast<Destination*>(destination), count, scale);
+    });
+  });
   return cudaGetLastError();
 }
 
 cudaError_t cuda_divide_in_place(void* data, CudaFloat type, std::size_t count, int divisor) {
   if (count == 0) return cudaSuccess;
-  const unsigned blocks = blocks_for(count);
-  switch (type) {
-    case CudaFloat::kF32:
-      divide_kernel<<<blocks, kThreads, 0, cudaStreamLegacy>>>(static_cast<float*>(data), count,
-                                                               static_cast<float>(divisor));
-      break;
-    case CudaFloat::kF64:
-      divide_kernel<<<blocks, kThreads, 0, cudaStreamLegacy>>>(static_cast<double*>(data), count,
-                                                               static_cast<double>(divisor));
-      break;
-    case CudaFloat::kF16:
-      divide_kernel<<<blocks, kThreads, 0, cudaStreamLegacy>>>(static_cast<__half*>(data), count,
-                                                               static_cast<float>(divisor));
-      break;
-    case CudaFloat::kBF16:
-      divide_kernel<<<blocks, kThreads, 0, cudaStreamLegacy>>>(static_cast<__nv_bfloat16*>(data),
-                                                               count, static_cast<float>(divisor));
-      break;
-  }
+  with_type(type, [&](auto value) {
+    using T = decltype(value);
+    // Halves divide in float, as on the host.
+    using Compute = std::conditional_t<std::is_same_v<T, double>, double, float>;
+    divide_kernel<<<blocks_for(count), kThreads, 0, cudaStreamLegacy>>>(
+        static_cast<T*>(data), count, static_cast<Compute>(divisor));
+  });
   return cudaGetLastError();
 }
 

@@ -5,7 +5,6 @@
 #include <cmath>
 #include <memory>
 
-#include "dataset.h"
 #include "model.h"
 
 namespace mlp {
@@ -15,36 +14,10 @@ namespace {
 using lockstep::DType;
 using lockstep::Tensor;
 
-struct Layer {
-  int in = 0;
-  int out = 0;
-  Tensor weight, bias;            // out x in, out
-  Tensor weight_grad, bias_grad;  // same shapes
-  Tensor weight_m, weight_v, bias_m, bias_v;
-};
-
 class CpuModel final : public Model {
  public:
   CpuModel(const std::vector<int>& widths, const AdamOptions& adam)
-      : adam_(adam), step_(Tensor::allocate("adam.step", DType::kI64, {})) {
-    for (std::size_t l = 0; l + 1 < widths.size(); ++l) {
-      Layer layer;
-      layer.in = widths[l];
-      layer.out = widths[l + 1];
-      const std::string name = "fc" + std::to_string(l);
-      const lockstep::Shape w_shape = {layer.out, layer.in};
-      const lockstep::Shape b_shape = {layer.out};
-      layer.weight = Tensor::allocate(name + ".weight", DType::kF32, w_shape);
-      layer.bias = Tensor::allocate(name + ".bias", DType::kF32, b_shape);
-      layer.weight_grad = Tensor::allocate(name + ".weight", DType::kF32, w_shape);
-      layer.bias_grad = Tensor::allocate(name + ".bias", DType::kF32, b_shape);
-      layer.weight_m = Tensor::allocate(name + ".weight.m", DType::kF32, w_shape);
-      layer.weight_v = Tensor::allocate(name + ".weight.v", DType::kF32, w_shape);
-      layer.bias_m = Tensor::allocate(name + ".bias.m", DType::kF32, b_shape);
-      layer.bias_v = Tensor::allocate(name + ".bias.v", DType::kF32, b_shape);
-      layers_.push_back(std::move(layer));
-    }
-  }
+      : Model(widths, lockstep::Device::cpu()), adam_(adam) {}
 
   void initialize(std::uint64_t seed) override {
     for (std::size_t l = 0; l < layers_.size(); ++l) {
@@ -139,24 +112,6 @@ class CpuModel final : public Model {
     return static_cast<double>(correct) / batch.size;
   }
 
-  std::vector<Tensor> parameters() override {
-    std::vector<Tensor> all;
-    for (Layer& layer : layers_) all.insert(all.end(), {layer.weight, layer.bias});
-    return all;
-  }
-  std::vector<Tensor> gradients() override {
-    std::vector<Tensor> all;
-    for (Layer& layer : layers_) all.insert(all.end(), {layer.weight_grad, layer.bias_grad});
-    return all;
-  }
-  std::vector<Tensor> optimizer_state() override {
-    std::vector<Tensor> all = {step_};
-    for (Layer& layer : layers_) {
-      all.insert(all.end(), {layer.weight_m, layer.weight_v, layer.bias_m, layer.bias_v});
-    }
-    return all;
-  }
-
  private:
   // activations_[l] is the input of layer l; the last entry holds logits.
   void forward(const Batch& batch) {
@@ -180,26 +135,10 @@ class CpuModel final : public Model {
   }
 
   AdamOptions adam_;
-  std::vector<Layer> layers_;
-  Tensor step_;
   std::vector<std::vector<float>> activations_;
 };
 
 }  // namespace
-
-void draw_initial_weights(std::uint64_t seed, std::size_t layer, int in, float* weights,
-                          std::int64_t count) {
-  const float scale = std::sqrt(2.0f / static_cast<float>(in));
-  for (std::int64_t i = 0; i < count; ++i) {
-    weights[i] = scale * normal(seed, 100 + layer, static_cast<std::uint64_t>(i));
-  }
-}
-
-std::int64_t Model::parameter_count() {
-  std::int64_t total = 0;
-  for (const Tensor& tensor : parameters()) total += tensor.numel();
-  return total;
-}
 
 std::unique_ptr<Model> make_cpu_model(const std::vector<int>& widths, const AdamOptions& adam) {
   return std::make_unique<CpuModel>(widths, adam);

@@ -85,38 +85,10 @@ float* floats(Tensor& tensor) { return static_cast<float*>(tensor.data()); }
 const float* floats(const Tensor& tensor) { return static_cast<const float*>(tensor.data()); }
 std::size_t count_of(const Tensor& tensor) { return static_cast<std::size_t>(tensor.numel()); }
 
-struct Layer {
-  int in = 0;
-  int out = 0;
-  Tensor weight, bias;            // out x in, out
-  Tensor weight_grad, bias_grad;  // same shapes
-  Tensor weight_m, weight_v, bias_m, bias_v;
-};
-
 class CudaModel final : public Model {
  public:
   CudaModel(const std::vector<int>& widths, const AdamOptions& adam, int device)
-      : adam_(adam),
-        device_(Device::cuda(device)),
-        step_(Tensor::allocate("adam.step", DType::kI64, {})) {
-    for (std::size_t l = 0; l + 1 < widths.size(); ++l) {
-      Layer layer;
-      layer.in = widths[l];
-      layer.out = widths[l + 1];
-      const std::string name = "fc" + std::to_string(l);
-      const lockstep::Shape w_shape = {layer.out, layer.in};
-      const lockstep::Shape b_shape = {layer.out};
-      layer.weight = Tensor::allocate(name + ".weight", DType::kF32, w_shape, device_);
-      layer.bias = Tensor::allocate(name + ".bias", DType::kF32, b_shape, device_);
-      layer.weight_grad = Tensor::allocate(name + ".weight", DType::kF32, w_shape, device_);
-      layer.bias_grad = Tensor::allocate(name + ".bias", DType::kF32, b_shape, device_);
-      layer.weight_m = Tensor::allocate(name + ".weight.m", DType::kF32, w_shape, device_);
-      layer.weight_v = Tensor::allocate(name + ".weight.v", DType::kF32, w_shape, device_);
-      layer.bias_m = Tensor::allocate(name + ".bias.m", DType::kF32, b_shape, device_);
-      layer.bias_v = Tensor::allocate(name + ".bias.v", DType::kF32, b_shape, device_);
-      layers_.push_back(std::move(layer));
-    }
-  }
+      : Model(widths, Device::cuda(device)), adam_(adam), device_(Device::cuda(device)) {}
 
   void initialize(std::uint64_t seed) override {
     // Drawn on the host by the CPU model's function: the same first bits.
@@ -200,24 +172,6 @@ class CudaModel final : public Model {
     return static_cast<double>(count) / batch.size;
   }
 
-  std::vector<Tensor> parameters() override {
-    std::vector<Tensor> all;
-    for (Layer& layer : layers_) all.insert(all.end(), {layer.weight, layer.bias});
-    return all;
-  }
-  std::vector<Tensor> gradients() override {
-    std::vector<Tensor> all;
-    for (Layer& layer : layers_) all.insert(all.end(), {layer.weight_grad, layer.bias_grad});
-    return all;
-  }
-  std::vector<Tensor> optimizer_state() override {
-    std::vector<Tensor> all = {step_};
-    for (Layer& layer : layers_) {
-      all.insert(all.end(), {layer.weight_m, layer.weight_v, layer.bias_m, layer.bias_v});
-    }
-    return all;
-  }
-
  private:
   // Device buffers for batches of `rows`, reallocated when the size changes
   // (training and evaluation batches differ).
@@ -262,8 +216,6 @@ class CudaModel final : public Model {
   AdamOptions adam_;
   Device device_;
   CublasHandle cublas_;
-  std::vector<Layer> layers_;
-  Tensor step_;  // host memory: the optimiser reads it on the host
   int reserved_rows_ = -1;
   std::vector<Tensor> activations_;
   std::array<Tensor, 2> deltas_;  // backward's current delta and the one below it

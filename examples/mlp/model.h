@@ -27,6 +27,16 @@ struct AdamOptions {
   float epsilon = 1e-8f;
 };
 
+// One layer's tensors: the weight (out x in) and bias (out), their
+// gradients (named like them, as GradSync expects), and Adam's moments.
+struct Layer {
+  int in = 0;
+  int out = 0;
+  lockstep::Tensor weight, bias;            // out x in, out
+  lockstep::Tensor weight_grad, bias_grad;  // same shapes
+  lockstep::Tensor weight_m, weight_v, bias_m, bias_v;
+};
+
 class Model {
  public:
   virtual ~Model() = default;
@@ -46,11 +56,19 @@ class Model {
   virtual double accuracy(const Batch& batch) = 0;
 
   // "fc0.weight", "fc0.bias", ... in forward order.
-  virtual std::vector<lockstep::Tensor> parameters() = 0;
-  virtual std::vector<lockstep::Tensor> gradients() = 0;
+  std::vector<lockstep::Tensor> parameters();
+  std::vector<lockstep::Tensor> gradients();
   // Adam's moments and its step counter.
-  virtual std::vector<lockstep::Tensor> optimizer_state() = 0;
+  std::vector<lockstep::Tensor> optimizer_state();
   std::int64_t parameter_count();
+
+ protected:
+  // The layers for `widths` with every tensor on `device`, zero until
+  // initialize() or a restore, and Adam's step counter in host memory.
+  Model(const std::vector<int>& widths, lockstep::Device device);
+
+  std::vector<Layer> layers_;
+  lockstep::Tensor step_;  // host memory: the optimiser reads it on the host
 };
 
 // Writes the `count` initial weights of layer `layer` (He initialisation for

@@ -68,11 +68,7 @@ void expect_previous_step_survives(const FaultCase& fault_case, bool async) {
   // A restart: a new Checkpointer on the real file system.
   Checkpointer restarted(world, {.dir = dir});
   if (rank == 0) {
-    std::vector<std::string> entries;
-    for (const auto& entry : fs::directory_iterator(dir)) {
-      entries.push_back(entry.path().filename().string());
-    }
-    EXPECT_EQ(entries, (std::vector<std::string>{"step-1"})) << "debris left behind";
+    EXPECT_EQ(directory_entries(dir), (std::vector<std::string>{"step-1"})) << "debris left behind";
   }
   model.fill_all(9);
   auto state = model.state();

@@ -216,12 +216,7 @@ TEST(CheckpointRetention, KeepsTheNewestKByStepNumber) {
   checkpointer.wait();
   EXPECT_EQ(checkpointer.committed_steps(), steps({10, 100}));
   if (world_rank() == 0) {
-    std::vector<std::string> entries;
-    for (const auto& entry : fs::directory_iterator(dir)) {
-      entries.push_back(entry.path().filename().string());
-    }
-    std::sort(entries.begin(), entries.end());
-    EXPECT_EQ(entries, (std::vector<std::string>{"step-10", "step-100"}));
+    EXPECT_EQ(directory_entries(dir), (std::vector<std::string>{"step-10", "step-100"}));
   }
   auto state = model.state();
   EXPECT_EQ(checkpointer.restore_latest(state), 100);
@@ -239,12 +234,7 @@ TEST(CheckpointRetention, AlsoKeepsEveryMthStep) {
   EXPECT_EQ(checkpointer.committed_steps(), steps({10, 20, 25}));
   checkpointer.wait();
   if (world_rank() == 0) {
-    std::vector<std::string> entries;
-    for (const auto& entry : fs::directory_iterator(dir)) {
-      entries.push_back(entry.path().filename().string());
-    }
-    std::sort(entries.begin(), entries.end());
-    EXPECT_EQ(entries, (std::vector<std::string>{"step-10", "step-20", "step-25"}));
+    EXPECT_EQ(directory_entries(dir), (std::vector<std::string>{"step-10", "step-20", "step-25"}));
   }
 }
 

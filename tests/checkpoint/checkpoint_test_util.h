@@ -1,6 +1,7 @@
 // Helpers shared by the multi-rank checkpoint tests.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -102,6 +103,16 @@ inline TestModel large_model() {
 
 inline std::vector<std::int64_t> steps(std::initializer_list<std::int64_t> values) {
   return values;
+}
+
+// The names in `dir`, sorted.
+inline std::vector<std::string> directory_entries(const std::filesystem::path& dir) {
+  std::vector<std::string> entries;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    entries.push_back(entry.path().filename().string());
+  }
+  std::sort(entries.begin(), entries.end());
+  return entries;
 }
 
 }  // namespace lockstep::testing

@@ -15,6 +15,7 @@
 #include <lockstep/communicator.h>
 #include <lockstep/grad_sync.h>
 
+#include "grad_sync_checks.h"
 #include "mpi_test.h"
 #include "tensor_values.h"
 
@@ -203,26 +204,7 @@ TEST_F(GradSyncCudaTest, Bf16WireRoundTripKeepsBf16Precision) {
 TEST_F(GradSyncCudaTest, ReadyTwiceOrNeverIsAUsageErrorNamingTheGradient) {
   std::vector<Tensor> gradients = device_copies(host_gradients(gpu().rank(), 0));
   GradSync sync(gpu(), gradients, {.bucket_mb = 4.0 / 1024, .first_bucket_mb = 1.0 / 1024});
-  sync.ready(gradients[1]);
-  try {
-    sync.ready(gradients[1]);
-    ADD_FAILURE() << "marking a gradient ready twice did not throw";
-  } catch (const UsageError& error) {
-    EXPECT_NE(std::string(error.what()).find("'fc1.weight' was marked ready twice"),
-              std::string::npos)
-        << error.what();
-  }
-  for (std::size_t i = 2; i < gradients.size(); ++i) sync.ready(gradients[i]);
-  try {
-    sync.wait();
-    ADD_FAILURE() << "wait() with a gradient never marked did not throw";
-  } catch (const UsageError& error) {
-    EXPECT_NE(std::string(error.what()).find("'embed.weight' was never marked ready"),
-              std::string::npos)
-        << error.what();
-  }
-  sync.ready(gradients[0]);  // completes the step, so every rank's buckets all run
-  sync.wait();
+  testing::expect_ready_twice_and_never_ready_errors(sync, gradients);
 }
 
 TEST_F(GradSyncCudaTest, RejectsGpuGradientsWithTheHostBackend) {
