@@ -5,17 +5,16 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "lockstep/cuda_grid.cuh"
+
 namespace lockstep::detail {
 
 namespace {
 
-constexpr int kThreads = 256;
-constexpr std::size_t kMaxBlocks = 4096;  // grid-stride loops cover the rest
-
-unsigned blocks_for(std::size_t count) {
-  const std::size_t wanted = (count + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(wanted < kMaxBlocks ? wanted : kMaxBlocks);
-}
+using cuda_grid::blocks_for;
+using cuda_grid::first_index;
+using cuda_grid::kThreads;
+using cuda_grid::stride;
 
 __device__ double widen(float value) { return static_cast<double>(value); }
 __device__ double widen(double value) { return value; }
@@ -47,8 +46,7 @@ __device__ __nv_bfloat16 narrow<__nv_bfloat16>(double value) {
 template <class Source, class Destination>
 __global__ void convert_scaled_kernel(const Source* source, Destination* destination,
                                       std::size_t count, double scale) {
-  for (std::size_t i = blockIdx.x * std::size_t{blockDim.x} + threadIdx.x; i < count;
-       i += std::size_t{gridDim.x} * blockDim.x) {
+  for (std::size_t i = first_index(); i < count; i += stride()) {
     destination[i] = narrow<Destination>(widen(source[i]) * scale);
   }
 }
@@ -56,16 +54,14 @@ __global__ void convert_scaled_kernel(const Source* source, Destination* destina
 // The host's fast path for f32 gradients: one float multiplication.
 __global__ void scale_f32_kernel(const float* source, float* destination, std::size_t count,
                                  float scale) {
-  for (std::size_t i = blockIdx.x * std::size_t{blockDim.x} + threadIdx.x; i < count;
-       i += std::size_t{gridDim.x} * blockDim.x) {
+  for (std::size_t i = first_index(); i < count; i += stride()) {
     destination[i] = source[i] * scale;
   }
 }
 
 template <class T, class Compute>
 __global__ void divide_kernel(T* data, std::size_t count, Compute divisor) {
-  for (std::size_t i = blockIdx.x * std::size_t{blockDim.x} + threadIdx.x; i < count;
-       i += std::size_t{gridDim.x} * blockDim.x) {
+  for (std::size_t i = first_index(); i < count; i += stride()) {
     data[i] = narrow<T>(static_cast<double>(static_cast<Compute>(widen(data[i])) / divisor));
   }
 }

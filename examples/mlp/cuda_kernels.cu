@@ -2,20 +2,16 @@
 
 #include <cmath>
 
+#include <lockstep/cuda_grid.cuh>
+
 namespace mlp::cuda {
 
 namespace {
 
-constexpr int kThreads = 256;
-constexpr std::size_t kMaxBlocks = 4096;  // grid-stride loops cover the rest
-
-unsigned blocks_for(std::size_t count) {
-  const std::size_t wanted = (count + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(wanted < kMaxBlocks ? wanted : kMaxBlocks);
-}
-
-__device__ std::size_t first_index() { return blockIdx.x * std::size_t{blockDim.x} + threadIdx.x; }
-__device__ std::size_t stride() { return std::size_t{gridDim.x} * blockDim.x; }
+using lockstep::cuda_grid::blocks_for;
+using lockstep::cuda_grid::first_index;
+using lockstep::cuda_grid::kThreads;
+using lockstep::cuda_grid::stride;
 
 __global__ void fill_rows_kernel(float* out, const float* bias, int rows, int columns) {
   const std::size_t count = static_cast<std::size_t>(rows) * static_cast<std::size_t>(columns);
