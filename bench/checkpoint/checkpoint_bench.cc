@@ -9,13 +9,16 @@
 //   (c) how long an asynchronous save() blocks, and the step throughput a
 //       training loop loses when it saves asynchronously every K steps,
 //       measured in pairs of K plain steps and K steps with one save, so
-//       that both halves of a pair see the same machine. K is what the
+//       that both halves of a pair see the same machine (odd pairs run the
+//       save first). K is what the
 //       library's automatic policy would choose: the Young/Daly interval for
 //       the measured stall and a mean time between failures of --mtbf
 //       seconds (3600: Llama 3 405B saw one interruption every 3 hours on
 //       16k GPUs);
 //   (d) a restore against `cat` of the step's files, both from a cold page
 //       cache (the files are dropped from the cache before each).
+// As in training, an optimizer step that writes every tensor comes before
+// each timed save and restore.
 // Rank 0 prints a summary and one `RESULT key=value ...` line for run.sh.
 //
 // Usage: mpiexec -n <ranks> bench_checkpoint [--scale S] [--dir D] [--repeat R]
@@ -170,6 +173,19 @@ struct FakeStep {
   }
 };
 
+// The optimizer step that comes before a save in training: it writes every
+// parameter and moment, so the state is in use, not memory that lay idle
+// since the last save (which on a virtual machine can cost a fault per page
+// at the next touch).
+void optimizer_step(std::initializer_list<std::vector<lockstep::Tensor>*> groups) {
+  for (auto* group : groups) {
+    for (auto& tensor : *group) {
+      auto* values = static_cast<float*>(tensor.data());
+      for (std::int64_t i = 0; i < tensor.numel(); ++i) values[i] = values[i] * 0.999F + 0.001F;
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -249,6 +265,8 @@ int main(int argc, char** argv) {
     async.wait();
     for (int r = 1; r <= repeat; ++r) {
       settle_disk(runtime);
+      optimizer_step({&parameters, &exp_avg, &exp_avg_sq});
+      MPI_Barrier(runtime.comm());
       const double cpu_before = cpu_seconds();
       auto start = Clock::now();
       sync.save(r, state);
@@ -274,6 +292,8 @@ int main(int argc, char** argv) {
       }
 
       settle_disk(runtime);
+      optimizer_step({&parameters, &exp_avg, &exp_avg_sq});
+      MPI_Barrier(runtime.comm());
       start = Clock::now();
       async.save(r, state);
       stall_times.push_back(seconds_since(start));
@@ -281,6 +301,7 @@ int main(int argc, char** argv) {
 
       const fs::path step_dir = dir / "sync" / fmt::format("step-{}", r);
       if (runtime.rank() == 0) drop_from_cache(step_dir);
+      optimizer_step({&parameters, &exp_avg, &exp_avg_sq});
       MPI_Barrier(runtime.comm());
       start = Clock::now();
       sync.restore(r, state);
@@ -317,20 +338,35 @@ int main(int argc, char** argv) {
       every = std::max(1, static_cast<int>(interval / measured_step));
       MPI_Bcast(&every, 1, MPI_INT, 0, runtime.comm());
     }
-    for (int pair = 0; pair < pairs; ++pair) {
+    const auto plain_segment = [&] {
       settle_disk(runtime);
-      auto start = Clock::now();
+      const auto start = Clock::now();
       for (int i = 0; i < every; ++i) step.run(runtime.comm());
       MPI_Barrier(runtime.comm());
-      const double plain = seconds_since(start);
-      plain_steps += plain / every;
-
-      start = Clock::now();
-      async.save(1000 + pair, state);
+      return seconds_since(start);
+    };
+    const auto saving_segment = [&](std::int64_t checkpoint_step) {
+      settle_disk(runtime);
+      const auto start = Clock::now();
+      async.save(checkpoint_step, state);
       for (int i = 0; i < every; ++i) step.run(runtime.comm());
       async.wait();
       MPI_Barrier(runtime.comm());
-      const double saving = seconds_since(start);
+      return seconds_since(start);
+    };
+    for (int pair = 0; pair < pairs; ++pair) {
+      // Odd pairs run their halves the other way round, so that a machine
+      // growing faster or slower during a pair does not favour one half.
+      double plain = 0;
+      double saving = 0;
+      if (pair % 2 == 0) {
+        plain = plain_segment();
+        saving = saving_segment(1000 + pair);
+      } else {
+        saving = saving_segment(1000 + pair);
+        plain = plain_segment();
+      }
+      plain_steps += plain / every;
       loop_losses.push_back(1 - plain / saving);
       if (runtime.rank() == 0) {
         std::cout << fmt::format("  loop pair {}: {} plain steps {:.3f} s, with a save {:.3f} s\n",

@@ -11,6 +11,7 @@
 #include "layout.h"
 #include "lockstep/knobs.h"
 #include "lockstep/log.h"
+#include "parallel_copy.h"
 #include "restore.h"
 #include "save_job.h"
 
@@ -33,6 +34,7 @@ CheckpointOptions checkpoint_options(const Runtime& runtime) {
           .keep_last = static_cast<int>(config.get(knobs::checkpoint_keep)),
           .keep_every = config.get(knobs::checkpoint_keep_every),
           .async = config.get(knobs::checkpoint_async),
+          .copy_threads = static_cast<int>(config.get(knobs::checkpoint_threads)),
           .env = posix_file_env(config.get(knobs::checkpoint_direct_io))};
 }
 
@@ -104,6 +106,13 @@ Checkpointer::Checkpointer(MPI_Comm comm, CheckpointOptions options)
                     options_.keep_last, options_.keep_every));
   }
   if (!options_.env) options_.env = posix_file_env();
+  if (options_.copy_threads < 0) {
+    throw UsageError(
+        fmt::format("CheckpointOptions: copy_threads ({}) must not be negative; 0 picks a number",
+                    options_.copy_threads));
+  }
+  copy_threads_ =
+      checkpoint::copy_threads(options_.copy_threads, checkpoint::ranks_on_node(comm_.get()));
   std::string error;
   if (comm_.rank() == 0) {
     try {
@@ -149,8 +158,9 @@ void Checkpointer::save(std::int64_t step, const State& state) {
   const auto start = Clock::now();
   finish_in_flight(true);
   if (step < 0) throw UsageError(fmt::format("checkpoint step {} is negative", step));
-  auto job = std::make_unique<SaveJob>(checkpoint::stage(
-      step, state, comm_.rank(), comm_.size(), options_.async, staging_, rank_file_, master_file_));
+  auto job = std::make_unique<SaveJob>(checkpoint::stage(step, state, comm_.rank(), comm_.size(),
+                                                         options_.async, copy_threads_, staging_,
+                                                         rank_file_, master_file_));
   job->stats().step = step;
   log::debug("step {}: staging {:.3f} s", step, seconds_since(start));
   if (options_.async) {
@@ -224,7 +234,7 @@ void Checkpointer::restore(std::int64_t step, State& state) {
 bool Checkpointer::try_restore(std::int64_t step, State& state, std::string& why) {
   const auto step_dir = options_.dir / checkpoint::step_directory_name(step);
   try {
-    checkpoint::restore_step(*options_.env, step_dir, step, state, comm_.get());
+    checkpoint::restore_step(*options_.env, step_dir, step, state, comm_.get(), copy_threads_);
     return true;
   } catch (const checkpoint::CorruptCheckpoint& corrupt) {
     why = corrupt.what();

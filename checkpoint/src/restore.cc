@@ -19,6 +19,7 @@
 #include "lockstep/log.h"
 #include "lockstep/mpi_check.h"
 #include "metadata.h"
+#include "parallel_copy.h"
 
 namespace lockstep::checkpoint {
 
@@ -119,16 +120,8 @@ struct PieceRead {
 // when it is checksummed.
 constexpr std::size_t kReadChunk = 1U << 20;
 
-bool all_on_one_node(MPI_Comm comm) {
-  MPI_Comm node = MPI_COMM_NULL;
-  LOCKSTEP_CHECK_MPI(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
-  int node_size = 0;
-  int size = 0;
-  LOCKSTEP_CHECK_MPI(MPI_Comm_size(node, &node_size));
-  LOCKSTEP_CHECK_MPI(MPI_Comm_size(comm, &size));
-  LOCKSTEP_CHECK_MPI(MPI_Comm_free(&node));
-  return node_size == size;
-}
+// A thread of its own pays off for copies of this many bytes or more.
+constexpr std::size_t kMinCopyRun = 16U << 20;
 
 // Finds where the data of each piece of `file_reads` lies in the rank file
 // (HDF5 reads only its own metadata here), sorts them by that offset, and
@@ -158,67 +151,100 @@ void locate_pieces(const fs::path& path, std::uint64_t file_size, const FlatStat
   }
 }
 
-// Reads the pieces `file_reads` (sorted by offset) of one rank file front to
-// back in large reads, like `cat`, and checks each piece's CRC-32C. When
-// `keep` is given, each piece is also copied to keep + its buffer_offset.
-void verify_file(ReadableFile& file, const fs::path& path,
-                 const std::vector<std::size_t>& file_reads, const std::vector<PieceRead>& reads,
-                 const FlatState& flat, HostBuffer& scratch, std::byte* keep) {
-  if (file_reads.empty()) return;
-  const std::uint64_t end = reads[file_reads.back()].file_offset + reads[file_reads.back()].bytes;
-  std::size_t next = 0;  // the first piece not yet complete
+// The rank files one thread reads, each opened at its first use.
+class OpenFiles {
+ public:
+  OpenFiles(FileEnv& env, const fs::path& step_dir, const Metadata& metadata)
+      : env_(env), step_dir_(step_dir), metadata_(metadata) {}
+
+  ReadableFile& get(int file) {
+    auto& handle = files_[file];
+    if (!handle) {
+      handle = env_.new_readable_file(step_dir_ / name(file));
+    }
+    return *handle;
+  }
+  fs::path path(int file) const { return step_dir_ / name(file); }
+
+ private:
+  const std::string& name(int file) const {
+    return metadata_.rank_files[static_cast<std::size_t>(file)].name;
+  }
+
+  FileEnv& env_;
+  const fs::path& step_dir_;
+  const Metadata& metadata_;
+  std::map<int, std::unique_ptr<ReadableFile>> files_;
+};
+
+// Reads one piece in parts of kReadChunk (into `keep` + its buffer_offset
+// when given, else into `scratch`) and checks its CRC-32C. Every failure is
+// the checkpoint's: CorruptCheckpoint.
+void verify_piece(OpenFiles& files, const PieceRead& read, const FlatState& flat,
+                  std::byte* scratch, std::byte* keep) {
+  const int file = read.piece->file;
   std::uint32_t crc = 0;
-  for (std::uint64_t position = reads[file_reads.front()].file_offset; position < end;) {
-    const auto bytes =
-        static_cast<std::size_t>(std::min<std::uint64_t>(kReadChunk, end - position));
-    try {
-      file.read_at(position, std::span(scratch.data(), bytes));
-    } catch (const IoError& failure) {
-      throw CorruptCheckpoint(failure.what());
+  try {
+    ReadableFile& handle = files.get(file);
+    for (std::size_t done = 0; done < read.bytes;) {
+      const std::size_t bytes = std::min(kReadChunk, read.bytes - done);
+      std::byte* into = keep != nullptr ? keep + read.buffer_offset + done : scratch;
+      handle.read_at(read.file_offset + done, std::span(into, bytes));
+      crc = crc32c(std::span<const std::byte>(into, bytes), crc);
+      done += bytes;
     }
-    const std::uint64_t chunk_end = position + bytes;
-    for (std::size_t i = next; i < file_reads.size(); ++i) {
-      const auto& read = reads[file_reads[i]];
-      if (read.file_offset >= chunk_end) break;
-      const std::uint64_t from = std::max(read.file_offset, position);
-      const std::uint64_t to = std::min(read.file_offset + read.bytes, chunk_end);
-      const std::span<const std::byte> part(scratch.data() + (from - position), to - from);
-      crc = crc32c(part, crc);
-      if (keep != nullptr) {
-        std::memcpy(keep + read.buffer_offset + (from - read.file_offset), part.data(),
-                    part.size());
-      }
-      if (to < read.file_offset + read.bytes) break;  // continues in the next chunk
-      if (crc != read.piece->crc32c) {
-        throw CorruptCheckpoint(
-            fmt::format("{}: checksum mismatch in tensor '{}', elements [{}, {})", path.string(),
-                        flat.layouts[read.tensor].path, read.piece->begin,
-                        read.piece->begin + read.piece->count));
-      }
-      crc = 0;
-      next = i + 1;
-    }
-    position = chunk_end;
+  } catch (const IoError& failure) {
+    throw CorruptCheckpoint(failure.what());
+  }
+  if (crc != read.piece->crc32c) {
+    throw CorruptCheckpoint(fmt::format("{}: checksum mismatch in tensor '{}', elements [{}, {})",
+                                        files.path(file).string(), flat.layouts[read.tensor].path,
+                                        read.piece->begin, read.piece->begin + read.piece->count));
   }
 }
 
-// Reads every piece of every rank file straight into `targets`. Runs after
-// the checks, when the files are in this node's page cache.
+// Reads and checks the pieces `order` (by file, then offset) in up to
+// `threads` threads, each piece whole on one thread.
+void verify_pieces(FileEnv& env, const fs::path& step_dir, const Metadata& metadata,
+                   const std::vector<std::size_t>& order, const std::vector<PieceRead>& reads,
+                   const FlatState& flat, int threads, std::byte* keep) {
+  std::vector<std::size_t> sizes;
+  for (const auto index : order) sizes.push_back(reads[index].bytes);
+  const auto slots = static_cast<std::size_t>(std::max(1, threads));
+  std::vector<std::optional<OpenFiles>> files(slots);
+  std::vector<std::optional<HostBuffer>> scratch(slots);
+  split_over_threads(
+      sizes, threads, kMinCopyRun, true, [&](int thread, std::size_t k, std::size_t, std::size_t) {
+        const auto slot = static_cast<std::size_t>(thread);
+        if (!files[slot]) files[slot].emplace(env, step_dir, metadata);
+        if (!scratch[slot]) scratch[slot].emplace(kReadChunk);
+        verify_piece(*files[slot], reads[order[k]], flat, scratch[slot]->data(), keep);
+      });
+}
+
+// Reads every piece of every rank file straight into `targets`, in up to
+// `threads` threads. Runs after the checks, when the files are in this
+// node's page cache.
 void read_into_tensors(FileEnv& env, const fs::path& step_dir, const Metadata& metadata,
-                       const std::vector<std::vector<std::size_t>>& reads_of_file,
                        const std::vector<PieceRead>& reads, const FlatState& flat,
-                       const std::vector<std::byte*>& targets) {
-  for (std::size_t f = 0; f < reads_of_file.size(); ++f) {
-    if (reads_of_file[f].empty()) continue;
-    auto file = env.new_readable_file(step_dir / metadata.rank_files[f].name);
-    for (const auto index : reads_of_file[f]) {
-      const auto& read = reads[index];
-      const std::size_t element = dtype_size(flat.layouts[read.tensor].dtype);
-      std::byte* destination =
-          targets[read.tensor] + static_cast<std::size_t>(read.piece->begin) * element;
-      file->read_at(read.file_offset, std::span(destination, read.bytes));
-    }
-  }
+                       const std::vector<std::byte*>& targets, int threads) {
+  std::vector<std::size_t> sizes;
+  for (const auto& read : reads) sizes.push_back(read.bytes);
+  const auto slots = static_cast<std::size_t>(std::max(1, threads));
+  std::vector<std::optional<OpenFiles>> files(slots);
+  split_over_threads(
+      sizes, threads, kMinCopyRun, false,
+      [&](int thread, std::size_t i, std::size_t begin, std::size_t end) {
+        const auto slot = static_cast<std::size_t>(thread);
+        if (!files[slot]) files[slot].emplace(env, step_dir, metadata);
+        const auto& read = reads[i];
+        const std::size_t element = dtype_size(flat.layouts[read.tensor].dtype);
+        std::byte* destination =
+            targets[read.tensor] + static_cast<std::size_t>(read.piece->begin) * element;
+        files[slot]
+            ->get(read.piece->file)
+            .read_at(read.file_offset + begin, std::span(destination + begin, end - begin));
+      });
 }
 
 // Sends every piece from the rank that read it into the private `buffer` to
@@ -285,7 +311,7 @@ void broadcast_pieces(MPI_Comm comm, int rank, int ranks, const std::vector<int>
 }  // namespace
 
 void restore_step(FileEnv& env, const fs::path& step_dir, std::int64_t step, State& state,
-                  MPI_Comm comm, Exchange exchange) {
+                  MPI_Comm comm, int threads, Exchange exchange) {
   int rank = 0;
   int ranks = 0;
   LOCKSTEP_CHECK_MPI(MPI_Comm_rank(comm, &rank));
@@ -351,8 +377,8 @@ void restore_step(FileEnv& env, const fs::path& step_dir, std::int64_t step, Sta
   // read every file once, each rank reads the files again straight into its
   // tensors, at memory speed, which is cheaper than broadcasting the bytes.
   // Across nodes, the readers keep what they checked and broadcast it.
-  const bool one_node =
-      exchange == Exchange::kAutomatic ? all_on_one_node(comm) : exchange == Exchange::kReadAgain;
+  const bool one_node = exchange == Exchange::kAutomatic ? ranks_on_node(comm) == ranks
+                                                         : exchange == Exchange::kReadAgain;
 
   // Read and verify this rank's files. Nothing is written into the tensors
   // before every rank's checks have passed, so that a damaged checkpoint
@@ -365,8 +391,8 @@ void restore_step(FileEnv& env, const fs::path& step_dir, std::int64_t step, Sta
   int not_the_checkpoint = 0;
   try {
     if (!one_node) buffer.emplace(buffer_bytes);
-    HostBuffer scratch(kReadChunk);
     if (rank == 0) check_size(env, step_dir / kMasterFile, metadata.master_file.size);
+    std::vector<std::size_t> order;  // this rank's pieces, by file and offset
     for (int f = 0; f < saved_ranks; ++f) {
       if (owner[static_cast<std::size_t>(f)] != rank) continue;
       const auto& record = metadata.rank_files[static_cast<std::size_t>(f)];
@@ -384,8 +410,10 @@ void restore_step(FileEnv& env, const fs::path& step_dir, std::int64_t step, Sta
       // for a sequential read that the check needs anyway.
       file->prefetch(0, record.size);
       locate_pieces(path, record.size, flat, file_reads, reads);
-      verify_file(*file, path, file_reads, reads, flat, scratch, buffer ? buffer->data() : nullptr);
+      order.insert(order.end(), file_reads.begin(), file_reads.end());
     }
+    verify_pieces(env, step_dir, metadata, order, reads, flat, threads,
+                  buffer ? buffer->data() : nullptr);
   } catch (const CorruptCheckpoint& failure) {
     error = failure.what();
   } catch (const std::exception& failure) {
@@ -427,7 +455,7 @@ void restore_step(FileEnv& env, const fs::path& step_dir, std::int64_t step, Sta
       for (std::size_t i = 0; i < reads.size(); ++i) reads[i].file_offset = offsets[i];
       error.clear();
       try {
-        read_into_tensors(env, step_dir, metadata, reads_of_file, reads, flat, targets);
+        read_into_tensors(env, step_dir, metadata, reads, flat, targets, threads);
       } catch (const std::exception& failure) {
         error = failure.what();
       }

@@ -23,8 +23,10 @@ enum class Exchange {
 // `Exchange`), so that every rank holds the full tensors. Throws, with the
 // same message on every rank: CorruptCheckpoint when the checkpoint is
 // damaged or incomplete (nothing of `state` is modified then), UsageError
-// when it does not match `state` or is of a newer format.
+// when it does not match `state` or is of a newer format. Up to `threads`
+// threads fill the tensors from the page cache.
 void restore_step(FileEnv& env, const std::filesystem::path& step_dir, std::int64_t step,
-                  State& state, MPI_Comm comm, Exchange exchange = Exchange::kAutomatic);
+                  State& state, MPI_Comm comm, int threads = 1,
+                  Exchange exchange = Exchange::kAutomatic);
 
 }  // namespace lockstep::checkpoint

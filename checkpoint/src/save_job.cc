@@ -18,6 +18,7 @@
 #include "lockstep/log.h"
 #include "lockstep/mpi_check.h"
 #include "metadata.h"
+#include "parallel_copy.h"
 
 namespace lockstep::checkpoint {
 
@@ -30,6 +31,9 @@ using nlohmann::json;
 // cache between its checksum and its write, and that a fault injected
 // "after N bytes" can land inside a file.
 constexpr std::size_t kWriteChunk = 1U << 20;
+
+// A thread of its own pays off for copies of this many bytes or more.
+constexpr std::size_t kMinCopyRun = 16U << 20;
 
 std::string random_token() {
   std::random_device device;
@@ -138,7 +142,7 @@ double seconds_between(std::chrono::steady_clock::time_point start,
 }  // namespace
 
 StagedSave stage(std::int64_t step, const State& state, int rank, int world_size, bool copy,
-                 Tensor staging, std::shared_ptr<const RankFilePlan> rank_file,
+                 int threads, Tensor staging, std::shared_ptr<const RankFilePlan> rank_file,
                  std::shared_ptr<const MasterFileTemplate> master_file) {
   StagedSave staged;
   staged.master_file = std::move(master_file);
@@ -170,14 +174,26 @@ StagedSave stage(std::int64_t step, const State& state, int rank, int world_size
                                {static_cast<std::int64_t>(staged.staged_bytes)});
   }
   staged.staging = staging;
+  // Each piece's bytes: where they are in the tensor, and where the writer
+  // takes them from.
+  struct Source {
+    std::size_t tensor;
+    std::size_t offset;
+    std::byte* staged;
+  };
+  std::vector<Source> origins;
+  std::vector<std::size_t> sizes;
+  bool all_on_host = true;
   auto* out = copy ? static_cast<std::byte*>(staged.staging.data()) : nullptr;
   for (std::size_t t = 0; t < staged.layouts.size(); ++t) {
     const std::size_t element = dtype_size(staged.layouts[t].dtype);
+    all_on_host = all_on_host && flat.tensors[t].device().is_cpu();
     for (const auto& piece : staged.own_pieces[t]) {
       const std::size_t offset = static_cast<std::size_t>(piece.begin) * element;
       const std::size_t bytes = static_cast<std::size_t>(piece.count) * element;
+      origins.push_back({t, offset, out});
+      sizes.push_back(bytes);
       if (copy) {
-        copy_to_host(flat.tensors[t], offset, bytes, out);
         staged.sources.emplace_back(out, bytes);
         out += bytes;
       } else {
@@ -190,6 +206,17 @@ StagedSave stage(std::int64_t step, const State& state, int rank, int world_size
       staged.scalars.resize(offset + element);
       copy_to_host(flat.tensors[t], 0, element, staged.scalars.data() + offset);
     }
+  }
+  if (copy) {
+    // Host memory is copied by several threads where the rank has cores to
+    // spare; a GPU's copies stay on the caller's thread, which holds the
+    // device.
+    split_over_threads(sizes, all_on_host ? threads : 1, kMinCopyRun, false,
+                       [&](int, std::size_t i, std::size_t begin, std::size_t end) {
+                         const Source& source = origins[i];
+                         copy_to_host(flat.tensors[source.tensor], source.offset + begin,
+                                      end - begin, source.staged + begin);
+                       });
   }
   if (!copy) staged.tensors = std::move(flat.tensors);
   for (const auto& item : state.items()) {

@@ -45,7 +45,8 @@ struct StagedSave {
 };
 
 // Copies this rank's share of `state` into `staging` (grown when too small,
-// page-locked when CUDA is usable) and returns everything the writer needs.
+// page-locked when CUDA is usable), in up to `threads` threads for host
+// tensors, and returns everything the writer needs.
 // With `copy` false and every tensor in host memory, nothing is copied: the
 // writer reads the tensors, which must not change until it is done.
 // `rank_file` is the plan of the previous save, reused when the layout is
@@ -53,7 +54,7 @@ struct StagedSave {
 // that the two never take memory at once on a first save). Throws
 // UsageError for bad names.
 StagedSave stage(std::int64_t step, const State& state, int rank, int world_size, bool copy,
-                 Tensor staging, std::shared_ptr<const RankFilePlan> rank_file,
+                 int threads, Tensor staging, std::shared_ptr<const RankFilePlan> rank_file,
                  std::shared_ptr<const MasterFileTemplate> master_file);
 
 // Collective over `comm`: writes the staged save into a temporary directory,

@@ -166,6 +166,18 @@ const Knob<bool> checkpoint_async{{
            "and commits it. false: save() returns after the commit.",
 }};
 
+const Knob<std::int64_t> checkpoint_threads{{
+    .name = "checkpoint_threads",
+    .env = "LOCKSTEP_CHECKPOINT_THREADS",
+    .type = KnobType::kInt,
+    .default_value = "0",
+    .doc = "Threads per rank that copy the state into host memory on save() (the time save() "
+           "blocks) and out of the page cache on a restore. 0: the cores this process may run on, "
+           "shared among the ranks of its node (at most 8).",
+    .min = 0,
+    .max = 64,
+}};
+
 const Knob<bool> checkpoint_direct_io{{
     .name = "checkpoint_direct_io",
     .env = "LOCKSTEP_CHECKPOINT_DIRECT_IO",
@@ -212,7 +224,7 @@ const Knob<double> mtbf{{
 }  // namespace knobs
 
 std::span<const KnobSpec* const> all_knobs() {
-  static const std::array<const KnobSpec*, 18> table = {
+  static const std::array<const KnobSpec*, 19> table = {
       &knobs::log_level.spec,
       &knobs::run_dir.spec,
       &knobs::device.spec,
@@ -227,6 +239,7 @@ std::span<const KnobSpec* const> all_knobs() {
       &knobs::checkpoint_keep.spec,
       &knobs::checkpoint_keep_every.spec,
       &knobs::checkpoint_async.spec,
+      &knobs::checkpoint_threads.spec,
       &knobs::checkpoint_direct_io.spec,
       &knobs::checkpoint_policy.spec,
       &knobs::checkpoint_seconds.spec,

@@ -64,6 +64,39 @@ TEST(CheckpointRoundTrip, NothingToRestoreGivesNullopt) {
   EXPECT_EQ(checkpointer.restore_latest(state), std::nullopt);
 }
 
+// Large enough that the staging copy (a rank's share) and the restore (the
+// whole state) are split over several threads; the bytes must come out the
+// same, and a change after save() returned must not reach the checkpoint.
+TEST(CheckpointRoundTrip, SeveralCopyThreadsMoveEveryByte) {
+  const auto dir = fresh_dir("copy-threads", world());
+  const auto big_model = [] {
+    TestModel state;
+    state.model.push_back(Tensor::allocate("weight", DType::kF32, {12 << 20}));
+    state.model.push_back(Tensor::allocate("bias", DType::kF32, {4097}));
+    state.optim.push_back(Tensor::allocate("exp_avg", DType::kBF16, {8 << 20}));
+    state.optim.push_back(Tensor::allocate("odd", DType::kU8, {12345}));
+    return state;
+  };
+  {
+    TestModel saved = big_model();
+    saved.fill_all(11);
+    Checkpointer checkpointer(world(), {.dir = dir, .async = true, .copy_threads = 3});
+    checkpointer.save(1, saved.state());
+    saved.fill_all(12);
+    checkpointer.wait();
+  }
+  TestModel loaded = big_model();
+  Checkpointer checkpointer(world(), {.dir = dir, .copy_threads = 3});
+  auto state = loaded.state();
+  EXPECT_EQ(checkpointer.restore_latest(state), 1);
+  EXPECT_EQ(loaded.mismatch(11), "");
+}
+
+TEST(CheckpointErrors, NegativeCopyThreadsAreRefused) {
+  EXPECT_THROW(Checkpointer(world(), {.dir = fresh_dir("threads", world()), .copy_threads = -1}),
+               UsageError);
+}
+
 // The first `ranks` ranks of the world, or MPI_COMM_NULL on the others.
 MpiComm first_ranks(int ranks) {
   return MpiComm::split(world(), world_rank() < ranks ? 0 : MPI_UNDEFINED, world_rank());
@@ -96,11 +129,11 @@ TEST(CheckpointRoundTrip, BothExchangesFillEveryRankAndLeaveDamageUntouched) {
     TestModel model = large_model();
     model.fill_all(5);
     auto state = model.state();
-    checkpoint::restore_step(*posix_file_env(), dir / "step-1", 1, state, world(), exchange);
+    checkpoint::restore_step(*posix_file_env(), dir / "step-1", 1, state, world(), 1, exchange);
     EXPECT_EQ(model.mismatch(4), "");
     model.fill_all(5);
     EXPECT_THROW(
-        checkpoint::restore_step(*posix_file_env(), dir / "step-2", 2, state, world(), exchange),
+        checkpoint::restore_step(*posix_file_env(), dir / "step-2", 2, state, world(), 1, exchange),
         checkpoint::CorruptCheckpoint);
     EXPECT_EQ(model.mismatch(5), "");
   }

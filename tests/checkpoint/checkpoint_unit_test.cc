@@ -3,11 +3,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <mutex>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -16,12 +19,14 @@
 
 #include <lockstep/checkpoint_inspect.h>
 #include <lockstep/checkpoint_policy.h>
+#include <lockstep/error.h>
 #include <lockstep/file_env.h>
 
 #include "crc32c.h"
 #include "directory.h"
 #include "layout.h"
 #include "metadata.h"
+#include "parallel_copy.h"
 
 namespace lockstep::checkpoint {
 namespace {
@@ -376,6 +381,70 @@ TEST(Inspect, ListsCommittedAndTornEntriesByStep) {
   std::ofstream(dir / "step-9" / "notes.txt") << "x";
   EXPECT_THROW(list_checkpoint_entries(dir / "step-9"), UsageError);
   std::filesystem::remove_all(dir);
+}
+
+// Every byte of every item covered exactly once, by the thread its run was
+// given to, for item sizes around the 4 KiB cut alignment and runs both
+// inside items and only between them.
+TEST(SplitOverThreads, CoversEveryByteOnceAndUsesTheThreadsItMay) {
+  const std::vector<std::vector<std::size_t>> cases = {
+      {1U << 20}, {3, 4096, 4097, 100000, 1, 0, 65536, 12345}, {0, 0}, {}, {7U << 20, 5, 9U << 20}};
+  for (const auto& sizes : cases) {
+    for (const bool whole : {false, true}) {
+      for (const int threads : {1, 2, 3, 8}) {
+        std::vector<std::vector<int>> covered;
+        for (const auto size : sizes) covered.emplace_back(size, 0);
+        std::set<int> used;
+        std::mutex mutex;
+        split_over_threads(sizes, threads, 1000, whole,
+                           [&](int thread, std::size_t item, std::size_t begin, std::size_t end) {
+                             const std::lock_guard lock(mutex);
+                             used.insert(thread);
+                             if (whole) {
+                               EXPECT_EQ(begin, 0U);
+                               EXPECT_EQ(end, sizes[item]);
+                             }
+                             ASSERT_LT(begin, end);
+                             ASSERT_LE(end, sizes[item]);
+                             for (auto b = begin; b < end; ++b) ++covered[item][b];
+                           });
+        for (std::size_t i = 0; i < sizes.size(); ++i) {
+          EXPECT_EQ(std::count(covered[i].begin(), covered[i].end(), 1),
+                    static_cast<std::ptrdiff_t>(sizes[i]))
+              << "item " << i << " threads " << threads << " whole " << whole;
+        }
+        EXPECT_LE(used.size(), static_cast<std::size_t>(threads));
+        if (!used.empty()) {
+          EXPECT_LT(*used.rbegin(), threads);
+        }
+        if (!whole && threads == 8 && sizes.size() == 5 && sizes[0] == (7U << 20)) {
+          EXPECT_EQ(used.size(), 8U) << "16 MiB in runs of at least 1000 bytes: every thread works";
+        }
+      }
+    }
+  }
+}
+
+TEST(SplitOverThreads, RethrowsAThreadsErrorAfterAllFinish) {
+  const std::vector<std::size_t> sizes = {1U << 20, 1U << 20};
+  std::atomic<int> calls = 0;
+  EXPECT_THROW(split_over_threads(sizes, 2, 4096, true,
+                                  [&](int thread, std::size_t, std::size_t, std::size_t) {
+                                    ++calls;
+                                    if (thread == 1) throw IoError("disk gone");
+                                  }),
+               IoError);
+  EXPECT_EQ(calls.load(), 2);
+}
+
+TEST(SplitOverThreads, AutomaticCountSharesTheCoresAmongTheNodesRanks) {
+  EXPECT_EQ(copy_threads(3, 1), 3);
+  EXPECT_EQ(copy_threads(100, 1), kMaxCopyThreads);
+  EXPECT_EQ(copy_threads(0, 1 << 20), 1);
+  const int alone = copy_threads(0, 1);
+  EXPECT_GE(alone, 1);
+  EXPECT_LE(alone, kMaxCopyThreads);
+  EXPECT_LE(copy_threads(0, 2), std::max(1, alone));
 }
 
 }  // namespace

@@ -71,13 +71,17 @@ struct CheckpointOptions {
   // save() returns after copying the state to host memory; a background
   // thread writes it. When false, save() returns once the step is committed.
   bool async = true;
+  // Threads that copy the state into the staging buffer on save() and out of
+  // the page cache on a restore; 0: the cores this process may run on,
+  // shared among the ranks of its node (at most 8).
+  int copy_threads = 0;
   // File system; null means the real one, written with direct I/O where it
   // allows it (posix_file_env()). Tests pass one that injects faults.
   std::shared_ptr<FileEnv> env = nullptr;
 };
 
 // Options from the configuration (LOCKSTEP_CHECKPOINT_DIR, _KEEP,
-// _KEEP_EVERY, _ASYNC, _DIRECT_IO); the directory defaults to
+// _KEEP_EVERY, _ASYNC, _THREADS, _DIRECT_IO); the directory defaults to
 // <run_dir>/checkpoints.
 CheckpointOptions checkpoint_options(const Runtime& runtime);
 
@@ -156,8 +160,9 @@ class Checkpointer {
   bool try_restore(std::int64_t step, State& state, std::string& why);
 
   CheckpointOptions options_;
-  MpiComm comm_;         // restore and the caller's thread
-  MpiComm writer_comm_;  // the background writer's own collectives
+  MpiComm comm_;          // restore and the caller's thread
+  MpiComm writer_comm_;   // the background writer's own collectives
+  int copy_threads_ = 1;  // options_.copy_threads, resolved
   std::unique_ptr<SaveJob> in_flight_;
   std::thread retention_;  // rank 0, after a synchronous save
   // Reused by every save (free whenever no save is in flight): fresh memory

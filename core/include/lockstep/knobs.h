@@ -29,6 +29,7 @@ extern const Knob<std::string> checkpoint_dir;
 extern const Knob<std::int64_t> checkpoint_keep;
 extern const Knob<std::int64_t> checkpoint_keep_every;
 extern const Knob<bool> checkpoint_async;
+extern const Knob<std::int64_t> checkpoint_threads;
 extern const Knob<bool> checkpoint_direct_io;
 extern const Knob<std::string> checkpoint_policy;
 extern const Knob<double> checkpoint_seconds;
