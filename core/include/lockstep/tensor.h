@@ -52,7 +52,8 @@ class Tensor {
 
   // Allocates zero-filled storage. Host memory is page-locked (pinned) when
   // CUDA is built and a GPU is usable, so copies to and from GPUs run at full
-  // speed; otherwise it is 64-byte aligned ordinary memory. Throws
+  // speed; otherwise it is 64-byte aligned ordinary memory (from 2 MiB on,
+  // aligned to 2 MiB and advised for transparent huge pages). Throws
   // UsageError for negative dimensions or a CUDA device without CUDA support,
   // BackendError when the allocation fails.
   static Tensor allocate(std::string name, DType dtype, Shape shape, Device device = Device::cpu());
