@@ -14,6 +14,8 @@ namespace lockstep::checkpoint {
 
 // The most threads a copy uses.
 constexpr int kMaxCopyThreads = 8;
+// A thread of its own pays off for copies of this many bytes or more.
+constexpr std::size_t kMinCopyRun = 16U << 20;
 
 // Collective: how many ranks of `comm` share this rank's node.
 int ranks_on_node(MPI_Comm comm);

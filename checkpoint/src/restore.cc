@@ -120,9 +120,6 @@ struct PieceRead {
 // when it is checksummed.
 constexpr std::size_t kReadChunk = 1U << 20;
 
-// A thread of its own pays off for copies of this many bytes or more.
-constexpr std::size_t kMinCopyRun = 16U << 20;
-
 // Finds where the data of each piece of `file_reads` lies in the rank file
 // (HDF5 reads only its own metadata here), sorts them by that offset, and
 // checks that they lie inside the file without overlapping.

@@ -32,9 +32,6 @@ using nlohmann::json;
 // "after N bytes" can land inside a file.
 constexpr std::size_t kWriteChunk = 1U << 20;
 
-// A thread of its own pays off for copies of this many bytes or more.
-constexpr std::size_t kMinCopyRun = 16U << 20;
-
 std::string random_token() {
   std::random_device device;
   const std::uint64_t value = (static_cast<std::uint64_t>(device()) << 32) | device();
