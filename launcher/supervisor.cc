@@ -106,6 +106,7 @@ class Attempt {
   LineSplitter err_lines_;
   Clock::time_point last_activity_;
   int stop_requests_seen_ = 0;
+  bool stop_asked_ = false;
   bool hang_ = false;
   bool ranks_stopped_ = false;  // ranks stopped early on a signal of their own
   int hung_rank_ = -1;
@@ -228,6 +229,11 @@ void Attempt::request_stop(ChildProcess& job) {
     job.stop_all(std::chrono::milliseconds(0));
     return;
   }
+  // The ranks are asked once: a repeated SIGTERM (`timeout` sends one to its
+  // child and one to its process group) would reach a rank that already
+  // checkpointed and gave its signal handlers back, and kill it.
+  if (stop_asked_) return;
+  stop_asked_ = true;
   status_.print_line(
       "lockstep: stop requested: ranks will checkpoint and exit (interrupt again "
       "to stop at once)",

@@ -121,9 +121,15 @@ stop)
   launcher=$!
   for _ in $(seq 100); do grep -q "starting at step" "$dir.log" 2>/dev/null && break; sleep 0.1; done
   sleep 1
-  kill -TERM $launcher
+  # Twice, a moment apart, as `timeout` and Slurm may: the ranks are asked
+  # once, and the second signal must not turn the orderly stop into a failure.
+  kill -TERM "$(pgrep -P $launcher)"
+  sleep 0.1
+  kill -TERM "$(pgrep -P $launcher)" 2>/dev/null
   wait $launcher
   expect_rc 3 $? "SIGTERM stops the run after a checkpoint"
+  [ "$(grep -c "stop requested" "$dir.log")" -eq 1 ] && ok "the ranks were asked to stop once" ||
+    fail "the ranks were asked to stop $(grep -c "stop requested" "$dir.log") times"
   [ -s "$dir/toy-checkpoint" ] && ok "a checkpoint was written on the way out" || fail "no checkpoint after SIGTERM"
   expect_no_survivors "$dir"
   LOCKSTEP_CHECKPOINT_EVERY=1000 run "$dir" -n 4 -- "$trainer" --steps 60 --step-ms 5
