@@ -1,5 +1,7 @@
 #include "mpirun_command.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 namespace lockstep::launcher {
@@ -18,8 +20,18 @@ std::vector<std::string> mpirun_argv(const LaunchPlan& plan) {
     // Pinning more ranks than cores to cores makes them fight for the same
     // ones; let the kernel spread them instead.
     argv.insert(argv.end(), {"--oversubscribe", "--bind-to", "none"});
+  } else if (plan.hosts.empty()) {
+    // Each rank bound to its own share of this machine's hardware threads,
+    // not to one core: a rank's helper threads (checkpoint copies, data
+    // loading, BLAS) need the rest. Hardware threads, because that is what
+    // local_cores counts.
+    const int share = std::max(1, plan.local_cores / std::max(1, plan.ranks));
+    argv.insert(argv.end(), {"--use-hwthread-cpus", "--map-by", fmt::format("slot:PE={}", share),
+                             "--bind-to", "hwthread"});
   } else {
-    argv.insert(argv.end(), {"--bind-to", "core", "--map-by", "slot"});
+    // The other hosts' cores are unknown here (slots usually count GPUs):
+    // no binding, as torchrun, rather than one core per rank.
+    argv.insert(argv.end(), {"--bind-to", "none"});
   }
   if (plan.as_root) argv.emplace_back("--allow-run-as-root");
   argv.emplace_back("--tag-output");

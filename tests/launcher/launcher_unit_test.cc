@@ -73,12 +73,30 @@ TEST(MpirunCommand, OversubscribesOnlyBeyondTheSlots) {
   plan.as_root = true;
   const std::string fitting = shell_quote(mpirun_argv(plan));
   EXPECT_EQ(fitting.find("--oversubscribe"), std::string::npos) << fitting;
-  EXPECT_NE(fitting.find("--bind-to core"), std::string::npos);
   EXPECT_NE(fitting.find("--allow-run-as-root"), std::string::npos);
   plan.hosts = {{"a", 1}, {"b", 1}};
   plan.ranks = 4;
   const std::string hosts = shell_quote(mpirun_argv(plan));
   EXPECT_NE(hosts.find("--host a:1,b:1 --oversubscribe"), std::string::npos) << hosts;
+}
+
+TEST(MpirunCommand, BindsEachRankToItsShareOfTheMachine) {
+  LaunchPlan plan;
+  plan.local_cores = 16;
+  plan.program = {"./train"};
+  plan.ranks = 4;
+  EXPECT_NE(shell_quote(mpirun_argv(plan))
+                .find("--use-hwthread-cpus --map-by slot:PE=4 --bind-to hwthread"),
+            std::string::npos);
+  plan.ranks = 3;  // the remainder stays free
+  EXPECT_NE(shell_quote(mpirun_argv(plan)).find("--map-by slot:PE=5 "), std::string::npos);
+  plan.ranks = 16;
+  EXPECT_NE(shell_quote(mpirun_argv(plan)).find("--map-by slot:PE=1 "), std::string::npos);
+  // Other hosts' cores are unknown: no binding there.
+  plan.hosts = {{"a", 8}, {"b", 8}};
+  const std::string hosts = shell_quote(mpirun_argv(plan));
+  EXPECT_NE(hosts.find("--bind-to none"), std::string::npos) << hosts;
+  EXPECT_EQ(hosts.find("PE="), std::string::npos) << hosts;
 }
 
 TEST(MpirunCommand, QuotesForTheShell) {
