@@ -22,7 +22,9 @@
 //
 // Usage: mpiexec -n <ranks> bench_checkpoint [--scale S] [--dir D] [--repeat R]
 //            [--every K] [--mtbf S] [--pairs P] [--step-ms M]
-//            [--torch-peer CMD] [--shapes-only FILE]
+//            [--torch-peer CMD] [--shapes-only FILE] [--device cpu|cuda]
+// --device cuda keeps the state on the rank's GPU, as in GPU training: the
+// saves copy it to host memory first and the restores copy it back.
 // --every 0 (the default) takes K from the Young/Daly interval; the loop
 // loss is the median over P (3) pairs.
 #include <fcntl.h>
@@ -45,6 +47,11 @@
 #include <lockstep/checkpoint_policy.h>
 #include <lockstep/checkpointer.h>
 #include <lockstep/lockstep.h>
+#if LOCKSTEP_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#include <lockstep/cuda_check.h>
+#endif
 
 namespace {
 
@@ -172,17 +179,40 @@ struct FakeStep {
   }
 };
 
+// Sets every byte of `tensor` to `value`, on whichever device it lives.
+void fill(lockstep::Tensor& tensor, int value) {
+  if (tensor.device().is_cpu()) {
+    std::memset(tensor.data(), value, tensor.nbytes());
+    return;
+  }
+#if LOCKSTEP_HAVE_CUDA
+  LOCKSTEP_CHECK_CUDA(cudaMemset(tensor.data(), value, tensor.nbytes()));
+#endif
+}
+
 // The optimizer step that comes before a save in training: it writes every
 // parameter and moment, so the state is in use, not memory that lay idle
 // since the last save (which on a virtual machine can cost a fault per page
-// at the next touch).
+// at the next touch). On a GPU each step writes a new byte pattern and ends
+// when the device is done.
 void optimizer_step(std::initializer_list<std::vector<lockstep::Tensor>*> groups) {
+  static int pattern = 0x3F;
+  pattern = pattern == 0x3F ? 0x3E : 0x3F;
+  [[maybe_unused]] bool on_gpu = false;
   for (auto* group : groups) {
     for (auto& tensor : *group) {
+      if (!tensor.device().is_cpu()) {
+        fill(tensor, pattern);
+        on_gpu = true;
+        continue;
+      }
       auto* values = static_cast<float*>(tensor.data());
       for (std::int64_t i = 0; i < tensor.numel(); ++i) values[i] = values[i] * 0.999F + 0.001F;
     }
   }
+#if LOCKSTEP_HAVE_CUDA
+  if (on_gpu) LOCKSTEP_CHECK_CUDA(cudaDeviceSynchronize());
+#endif
 }
 
 }  // namespace
@@ -197,6 +227,7 @@ int main(int argc, char** argv) {
   double step_ms = 100;
   std::string shapes_only;
   std::string torch_peer;
+  std::string device_name = "cpu";
   fs::path dir = runtime.run_dir() / "bench-checkpoint";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
@@ -209,6 +240,20 @@ int main(int argc, char** argv) {
     if (flag == "--torch-peer") torch_peer = argv[i + 1];
     if (flag == "--step-ms") step_ms = std::stod(argv[i + 1]);
     if (flag == "--shapes-only") shapes_only = argv[i + 1];
+    if (flag == "--device") device_name = argv[i + 1];
+  }
+  lockstep::Device device = lockstep::Device::cpu();
+  if (device_name == "cuda") {
+    if (!LOCKSTEP_HAVE_CUDA || !runtime.device().is_cuda()) {
+      if (runtime.rank() == 0) {
+        lockstep::log::error("bench_checkpoint: --device cuda, but no GPU is bound to this rank");
+      }
+      return 2;
+    }
+    device = runtime.device();
+  } else if (device_name != "cpu") {
+    if (runtime.rank() == 0) lockstep::log::error("bench_checkpoint: --device is cpu or cuda");
+    return 2;
   }
   const auto shapes = gpt2_small_shapes(scale);
   if (!shapes_only.empty()) {
@@ -232,8 +277,8 @@ int main(int argc, char** argv) {
   std::int64_t parameter_count = 0;
   for (const auto& [name, shape] : shapes) {
     for (auto* group : {&parameters, &exp_avg, &exp_avg_sq}) {
-      group->push_back(lockstep::Tensor::allocate(name, lockstep::DType::kF32, shape));
-      std::memset(group->back().data(), 0x3F, group->back().nbytes());
+      group->push_back(lockstep::Tensor::allocate(name, lockstep::DType::kF32, shape, device));
+      fill(group->back(), 0x3F);
       total += group->back().nbytes();
     }
     parameter_count += parameters.back().numel();
@@ -379,12 +424,13 @@ int main(int argc, char** argv) {
     const double torch = torch_times.empty() ? 0 : median(torch_times);
     const double save_cpu = median(save_cpu_times);
     std::cout << fmt::format(
-        "checkpoint bench: {} ranks, {:.1f}M parameters x 3 f32 tensors = {:.3f} GB, median of "
-        "{}\n"
+        "checkpoint bench: {} ranks, state on {}, {:.1f}M parameters x 3 f32 tensors = {:.3f} "
+        "GB, median of {}\n"
         "  (a) sync save {:7.3f} s {:6.3f} GB/s | dd bs=1M conv=fsync {:7.3f} s {:6.3f} GB/s | "
         "save/dd {:.2f} | CPU time of a sync save, all ranks {:.3f} s\n",
-        runtime.world_size(), static_cast<double>(parameter_count) / 1e6, gigabytes, repeat,
-        sync_save, gigabytes / sync_save, dd, gigabytes / dd, dd / sync_save, save_cpu);
+        runtime.world_size(), device.is_cpu() ? "the CPU" : "GPUs",
+        static_cast<double>(parameter_count) / 1e6, gigabytes, repeat, sync_save,
+        gigabytes / sync_save, dd, gigabytes / dd, dd / sync_save, save_cpu);
     if (torch > 0) {
       std::cout << fmt::format(
           "  (b) torch.save + fsync {:7.3f} s {:6.3f} GB/s | save/torch {:.2f}\n", torch,

@@ -8,7 +8,8 @@
 #   RANKS ("1 2 4"), EVERY (the loop saves every K steps; 0, the default,
 #   takes the Young/Daly interval for the measured stall and MTBF), MTBF
 #   (3600 s), PAIRS (3: pairs of K plain steps and K steps with a save),
-#   STEP_MS (100).
+#   STEP_MS (100), DEVICE (cpu; cuda keeps the state, and the peer's, on
+#   each rank's GPU: one rank per GPU), PYTHON (/usr/bin/python3).
 # The torch.save peer runs in every repetition of every rank count, between
 # lockstep's saves and dd, so that all three see the same disk.
 set -euo pipefail
@@ -23,7 +24,8 @@ pairs=${PAIRS:-3}
 mtbf=${MTBF:-3600}
 step_ms=${STEP_MS:-100}
 bench=$build/bench/checkpoint/bench_checkpoint
-python=/usr/bin/python3
+device=${DEVICE:-cpu}
+python=${PYTHON:-/usr/bin/python3}
 [[ -x $bench ]] || { echo "build $bench first: cmake --build $build --target bench_checkpoint"; exit 2; }
 export OMPI_MCA_mpi_yield_when_idle=1 OMPI_MCA_rmaps_base_oversubscribe=1
 if [[ $(id -u) -eq 0 ]]; then  # containers often run as root
@@ -41,11 +43,22 @@ fi
 
 echo "load before: $(uptime)"
 mpiexec -n 1 "$bench" --scale "$scale" --shapes-only "$scratch/shapes.json"
-peer="$python $here/../peers/torch_save.py $scratch/shapes.json $scratch/torch 1"
+peer="$python $here/../peers/torch_save.py $scratch/shapes.json $scratch/torch 1 $device"
+# Ranks placed as `lockstep run` places them: each bound to its share of the
+# hardware threads, or unbound when there are more ranks than threads.
+threads=$(getconf _NPROCESSORS_ONLN)
+placement() {
+  if (( $1 > threads )); then
+    echo "--oversubscribe --bind-to none"
+  else
+    echo "--use-hwthread-cpus --map-by slot:PE=$((threads / $1)) --bind-to hwthread"
+  fi
+}
 for ranks in $ranks_list; do
-  mpiexec --oversubscribe -n "$ranks" "$bench" --scale "$scale" --repeat "$repeat" \
+  # shellcheck disable=SC2046
+  mpiexec $(placement "$ranks") -n "$ranks" "$bench" --scale "$scale" --repeat "$repeat" \
     --every "$every" --mtbf "$mtbf" --pairs "$pairs" --step-ms "$step_ms" --torch-peer "$peer" \
-    --dir "$scratch/np$ranks" | tee -a "$results"
+    --device "$device" --dir "$scratch/np$ranks" | tee -a "$results"
 done
 echo "load after: $(uptime)"
 
