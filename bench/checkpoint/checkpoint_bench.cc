@@ -7,13 +7,18 @@
 //       `RESULT torch_save_s=<s>`; bench/checkpoint/run.sh passes
 //       bench/peers/torch_save.py on the tensors --shapes-only lists);
 //   (c) how long an asynchronous save() blocks, and the step throughput a
-//       training loop loses when it saves asynchronously every K steps,
-//       measured in pairs of K plain steps and K steps with one save, so
-//       that both halves of a pair see the same machine. K is what the
-//       library's automatic policy would choose: the Young/Daly interval for
-//       the measured stall and a mean time between failures of --mtbf
-//       seconds (3600: Llama 3 405B saw one interruption every 3 hours on
-//       16k GPUs);
+//       training loop loses when it saves asynchronously every K steps. K is
+//       what the library's automatic policy would choose: the Young/Daly
+//       interval for the measured stall and a mean time between failures of
+//       --mtbf seconds (3600: Llama 3 405B saw one interruption every 3
+//       hours on 16k GPUs). What one save costs the loop is measured in
+//       pairs of W plain steps and W steps that start with a save and end
+//       when it is committed, W steps lasting about three times an
+//       asynchronous save's whole run: the median over the pairs of the difference, divided by the
+//       time of K steps, is the loss. Short pairs, many of them, because a
+//       virtual machine's speed drifts by tens of percent over seconds even
+//       when idle: two long segments seconds apart differ by more than a
+//       save costs;
 //   (d) a restore against `cat` of the step's files, both from a cold page
 //       cache (the files are dropped from the cache before each).
 // As in training, an optimizer step that writes every tensor comes before
@@ -26,13 +31,14 @@
 // --device cuda keeps the state on the rank's GPU, as in GPU training: the
 // saves copy it to host memory first and the restores copy it back.
 // --every 0 (the default) takes K from the Young/Daly interval; the loop
-// loss is the median over P (3) pairs.
+// loss comes from P (9) pairs.
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -223,7 +229,7 @@ int main(int argc, char** argv) {
   int repeat = 3;
   int every = 0;  // 0: the Young/Daly interval
   double mtbf = 3600;
-  int pairs = 3;
+  int pairs = 9;
   double step_ms = 100;
   std::string shapes_only;
   std::string torch_peer;
@@ -293,8 +299,10 @@ int main(int argc, char** argv) {
   std::vector<double> cat_times;
   std::vector<double> torch_times;
   std::vector<double> save_cpu_times;
-  std::vector<double> loop_losses;
+  std::vector<double> async_times;  // save() to the end of wait(), no loop beside
+  std::vector<double> save_costs;
   double plain_steps = 0;
+  int window = 0;
   {
     // The file system as the configuration says (LOCKSTEP_CHECKPOINT_DIRECT_IO).
     const auto env = lockstep::checkpoint_options(runtime).env;
@@ -342,6 +350,8 @@ int main(int argc, char** argv) {
       async.save(r, state);
       stall_times.push_back(seconds_since(start));
       async.wait();
+      MPI_Barrier(runtime.comm());
+      async_times.push_back(seconds_since(start));
 
       const fs::path step_dir = dir / "sync" / fmt::format("step-{}", r);
       if (runtime.rank() == 0) drop_from_cache(step_dir);
@@ -359,9 +369,8 @@ int main(int argc, char** argv) {
 
     // (c) A training loop: calibrate the fake step to about step_ms on rank
     // 0 (broadcast, so every rank does the same work), then run pairs of
-    // `every` plain steps and `every` steps that start with an asynchronous
-    // save and end when it is done (a save still writing when the next one
-    // is due would make that one wait).
+    // `window` plain steps and `window` steps that start with an
+    // asynchronous save and end when it is committed.
     FakeStep step;
     if (runtime.rank() == 0) {
       // Long enough to time: 200 passes of about 0.1 ms.
@@ -373,19 +382,28 @@ int main(int argc, char** argv) {
       step.work = std::max(1, static_cast<int>(step_ms / 1000 / one_pass));
     }
     MPI_Bcast(&step.work, 1, MPI_INT, 0, runtime.comm());
-    if (every <= 0) {
-      // The interval the automatic policy would use for this stall.
+    double measured_step = 0;
+    {
       const auto start = Clock::now();
       for (int i = 0; i < 5; ++i) step.run(runtime.comm());
-      const double measured_step = seconds_since(start) / 5;
+      measured_step = seconds_since(start) / 5;
+      MPI_Bcast(&measured_step, 1, MPI_DOUBLE, 0, runtime.comm());
+    }
+    if (every <= 0) {
+      // The interval the automatic policy would use for this stall.
       const double interval = lockstep::young_daly_interval(median(stall_times), mtbf);
       every = std::max(1, static_cast<int>(interval / measured_step));
       MPI_Bcast(&every, 1, MPI_INT, 0, runtime.comm());
     }
+    // Long enough for a save, slowed by the loop beside it, to finish well
+    // inside the segment (the pairs report the seconds the final wait()
+    // still blocked), unless saves are due more often than that.
+    window = std::min(
+        every, std::max(5, static_cast<int>(std::ceil(3 * median(async_times) / measured_step))));
     const auto plain_segment = [&] {
       settle_disk(runtime);
       const auto start = Clock::now();
-      for (int i = 0; i < every; ++i) step.run(runtime.comm());
+      for (int i = 0; i < window; ++i) step.run(runtime.comm());
       MPI_Barrier(runtime.comm());
       return seconds_since(start);
     };
@@ -393,23 +411,26 @@ int main(int argc, char** argv) {
       settle_disk(runtime);
       const auto start = Clock::now();
       async.save(checkpoint_step, state);
-      for (int i = 0; i < every; ++i) step.run(runtime.comm());
+      for (int i = 0; i < window; ++i) step.run(runtime.comm());
+      const auto waiting = Clock::now();
       async.wait();
       MPI_Barrier(runtime.comm());
-      return seconds_since(start);
+      return std::pair{seconds_since(start), seconds_since(waiting)};
     };
     for (int pair = 0; pair < pairs; ++pair) {
       // Always plain first: two saves in a row (a pair's second half and the
-      // next pair's first) would not be spaced by the interval as in
-      // training, and on this VM the host's work for one save's writes and
-      // deletions slows the next one's segment.
+      // next pair's first) would not be spaced as in training, and on this
+      // VM the host's work for one save's writes and deletions slows the
+      // next one's segment.
       const double plain = plain_segment();
-      const double saving = saving_segment(1000 + pair);
-      plain_steps += plain / every;
-      loop_losses.push_back(1 - plain / saving);
+      const auto [saving, waited] = saving_segment(1000 + pair);
+      plain_steps += plain / window;
+      save_costs.push_back(saving - plain);
       if (runtime.rank() == 0) {
-        std::cout << fmt::format("  loop pair {}: {} plain steps {:.3f} s, with a save {:.3f} s\n",
-                                 pair, every, plain, saving);
+        std::cout << fmt::format(
+            "  loop pair {}: {} plain steps {:.3f} s, with a save {:.3f} s (its final wait {:.3f} "
+            "s): the save cost {:+.3f} s\n",
+            pair, window, plain, saving, waited, saving - plain);
       }
     }
   }
@@ -420,7 +441,12 @@ int main(int argc, char** argv) {
     const double restore = median(restore_times);
     const double cat = median(cat_times);
     const double step_seconds = plain_steps / pairs;
-    const double loop_loss = median(loop_losses);
+    // What a save costs the loop, spread over the K steps between saves.
+    std::sort(save_costs.begin(), save_costs.end());
+    const double save_cost = median(save_costs);
+    const double loop_loss = save_cost / (every * step_seconds + save_cost);
+    const double quartile_low = save_costs[save_costs.size() / 4];
+    const double quartile_high = save_costs[(3 * save_costs.size()) / 4];
     const double torch = torch_times.empty() ? 0 : median(torch_times);
     const double save_cpu = median(save_cpu_times);
     std::cout << fmt::format(
@@ -437,17 +463,21 @@ int main(int argc, char** argv) {
           gigabytes / torch, torch / sync_save);
     }
     std::cout << fmt::format(
-        "  (c) async save() blocked {:.4f} s = {:.1f}% of a sync save; {} pairs of {} steps of "
-        "{:.0f} ms, one save each: the loop loses {:.1f}% of its step throughput (median)\n"
+        "  (c) async save() blocked {:.4f} s = {:.1f}% of a sync save; a save cost the loop "
+        "{:.3f} s (median of {} pairs of {} steps of {:.0f} ms; quartiles {:.3f}, {:.3f} s): "
+        "saving every {} steps, the loop loses {:.1f}% of its step throughput\n"
         "  (d) restore   {:7.3f} s {:6.3f} GB/s | cat (cold cache)    {:7.3f} s {:6.3f} GB/s | "
         "restore/cat {:.2f}\n",
-        stall, 100 * stall / sync_save, pairs, every, step_seconds * 1000, 100 * loop_loss, restore,
-        gigabytes / restore, cat, gigabytes / cat, cat / restore);
+        stall, 100 * stall / sync_save, save_cost, pairs, window, step_seconds * 1000, quartile_low,
+        quartile_high, every, 100 * loop_loss, restore, gigabytes / restore, cat, gigabytes / cat,
+        cat / restore);
     std::cout << fmt::format(
         "RESULT ranks={} bytes={} sync_s={:.4f} save_cpu_s={:.4f} dd_s={:.4f} torch_s={:.4f} "
-        "stall_s={:.4f} step_ms={:.1f} every={} loop_loss={:.4f} restore_s={:.4f} cat_s={:.4f}\n",
+        "stall_s={:.4f} step_ms={:.1f} every={} save_cost_s={:.4f} loop_loss={:.4f} "
+        "restore_s={:.4f} "
+        "cat_s={:.4f}\n",
         runtime.world_size(), total, sync_save, save_cpu, dd, torch, stall, step_seconds * 1000,
-        every, loop_loss, restore, cat);
+        every, save_cost, loop_loss, restore, cat);
   }
   if (runtime.rank() == 0) fs::remove_all(dir);
   return 0;
