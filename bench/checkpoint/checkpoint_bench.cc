@@ -7,18 +7,18 @@
 //       `RESULT torch_save_s=<s>`; bench/checkpoint/run.sh passes
 //       bench/peers/torch_save.py on the tensors --shapes-only lists);
 //   (c) how long an asynchronous save() blocks, and the step throughput a
-//       training loop loses when it saves asynchronously every K steps. K is
-//       what the library's automatic policy would choose: the Young/Daly
+//       training loop loses when it saves asynchronously at the interval
+//       the library's automatic policy would choose: the Young/Daly
 //       interval for the measured stall and a mean time between failures of
 //       --mtbf seconds (3600: Llama 3 405B saw one interruption every 3
 //       hours on 16k GPUs). What one save costs the loop is measured in
 //       pairs of W plain steps and W steps that start with a save and end
 //       when it is committed, W steps lasting about three times an
-//       asynchronous save's whole run: the median over the pairs of the difference, divided by the
-//       time of K steps, is the loss. Short pairs, many of them, because a
-//       virtual machine's speed drifts by tens of percent over seconds even
-//       when idle: two long segments seconds apart differ by more than a
-//       save costs;
+//       asynchronous save's whole run; the median over the pairs of the
+//       difference, against the interval, is the loss. Short pairs, many of
+//       them, because a virtual machine's speed drifts by tens of percent
+//       over seconds even when idle: two long segments seconds apart differ
+//       by more than a save costs;
 //   (d) a restore against `cat` of the step's files, both from a cold page
 //       cache (the files are dropped from the cache before each).
 // As in training, an optimizer step that writes every tensor comes before
@@ -30,8 +30,8 @@
 //            [--torch-peer CMD] [--shapes-only FILE] [--device cpu|cuda]
 // --device cuda keeps the state on the rank's GPU, as in GPU training: the
 // saves copy it to host memory first and the restores copy it back.
-// --every 0 (the default) takes K from the Young/Daly interval; the loop
-// loss comes from P (9) pairs.
+// --every 0 (the default) saves at the Young/Daly interval; the cost of a
+// save to the loop is the median over P (9) pairs.
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -303,6 +303,7 @@ int main(int argc, char** argv) {
   std::vector<double> save_costs;
   double plain_steps = 0;
   int window = 0;
+  double young_daly = 0;  // seconds
   {
     // The file system as the configuration says (LOCKSTEP_CHECKPOINT_DIRECT_IO).
     const auto env = lockstep::checkpoint_options(runtime).env;
@@ -371,14 +372,20 @@ int main(int argc, char** argv) {
     // 0 (broadcast, so every rank does the same work), then run pairs of
     // `window` plain steps and `window` steps that start with an
     // asynchronous save and end when it is committed.
+    young_daly = lockstep::young_daly_interval(median(stall_times), mtbf);
     FakeStep step;
+    settle_disk(runtime);
     if (runtime.rank() == 0) {
-      // Long enough to time: 200 passes of about 0.1 ms.
+      // Long enough to time: 200 passes of about 0.1 ms, the fastest of 5
+      // (the restores before may still keep the host busy).
       step.work = 200;
       step.run(MPI_COMM_SELF);
-      const auto start = Clock::now();
-      step.run(MPI_COMM_SELF);
-      const double one_pass = seconds_since(start) / step.work;
+      double one_pass = 1;
+      for (int i = 0; i < 5; ++i) {
+        const auto start = Clock::now();
+        step.run(MPI_COMM_SELF);
+        one_pass = std::min(one_pass, seconds_since(start) / step.work);
+      }
       step.work = std::max(1, static_cast<int>(step_ms / 1000 / one_pass));
     }
     MPI_Bcast(&step.work, 1, MPI_INT, 0, runtime.comm());
@@ -389,17 +396,18 @@ int main(int argc, char** argv) {
       measured_step = seconds_since(start) / 5;
       MPI_Bcast(&measured_step, 1, MPI_DOUBLE, 0, runtime.comm());
     }
-    if (every <= 0) {
-      // The interval the automatic policy would use for this stall.
-      const double interval = lockstep::young_daly_interval(median(stall_times), mtbf);
-      every = std::max(1, static_cast<int>(interval / measured_step));
-      MPI_Bcast(&every, 1, MPI_INT, 0, runtime.comm());
-    }
+    // Steps between saves: --every, or as many as fit in the interval the
+    // automatic policy would use for this stall (the Young/Daly interval,
+    // in seconds: the loss below is taken over that time, not over a step
+    // count from a step time measured once on a machine whose speed drifts).
+    const int saves_every =
+        every > 0 ? every : std::max(1, static_cast<int>(young_daly / measured_step));
     // Long enough for a save, slowed by the loop beside it, to finish well
     // inside the segment (the pairs report the seconds the final wait()
     // still blocked), unless saves are due more often than that.
-    window = std::min(
-        every, std::max(5, static_cast<int>(std::ceil(3 * median(async_times) / measured_step))));
+    window =
+        std::min(saves_every,
+                 std::max(5, static_cast<int>(std::ceil(3 * median(async_times) / measured_step))));
     const auto plain_segment = [&] {
       settle_disk(runtime);
       const auto start = Clock::now();
@@ -441,10 +449,11 @@ int main(int argc, char** argv) {
     const double restore = median(restore_times);
     const double cat = median(cat_times);
     const double step_seconds = plain_steps / pairs;
-    // What a save costs the loop, spread over the K steps between saves.
+    // What a save costs the loop, spread over the time between saves.
+    const double interval = every > 0 ? every * step_seconds : young_daly;
     std::sort(save_costs.begin(), save_costs.end());
     const double save_cost = median(save_costs);
-    const double loop_loss = save_cost / (every * step_seconds + save_cost);
+    const double loop_loss = save_cost / (interval + save_cost);
     const double quartile_low = save_costs[save_costs.size() / 4];
     const double quartile_high = save_costs[(3 * save_costs.size()) / 4];
     const double torch = torch_times.empty() ? 0 : median(torch_times);
@@ -465,19 +474,20 @@ int main(int argc, char** argv) {
     std::cout << fmt::format(
         "  (c) async save() blocked {:.4f} s = {:.1f}% of a sync save; a save cost the loop "
         "{:.3f} s (median of {} pairs of {} steps of {:.0f} ms; quartiles {:.3f}, {:.3f} s): "
-        "saving every {} steps, the loop loses {:.1f}% of its step throughput\n"
+        "saving every {:.1f} s{}, the loop loses {:.1f}% of its step throughput\n"
         "  (d) restore   {:7.3f} s {:6.3f} GB/s | cat (cold cache)    {:7.3f} s {:6.3f} GB/s | "
         "restore/cat {:.2f}\n",
         stall, 100 * stall / sync_save, save_cost, pairs, window, step_seconds * 1000, quartile_low,
-        quartile_high, every, 100 * loop_loss, restore, gigabytes / restore, cat, gigabytes / cat,
-        cat / restore);
+        quartile_high, interval,
+        every > 0 ? fmt::format(" ({} steps)", every) : " (the Young/Daly interval)",
+        100 * loop_loss, restore, gigabytes / restore, cat, gigabytes / cat, cat / restore);
     std::cout << fmt::format(
         "RESULT ranks={} bytes={} sync_s={:.4f} save_cpu_s={:.4f} dd_s={:.4f} torch_s={:.4f} "
-        "stall_s={:.4f} step_ms={:.1f} every={} save_cost_s={:.4f} loop_loss={:.4f} "
+        "stall_s={:.4f} step_ms={:.1f} interval_s={:.1f} save_cost_s={:.4f} loop_loss={:.4f} "
         "restore_s={:.4f} "
         "cat_s={:.4f}\n",
         runtime.world_size(), total, sync_save, save_cpu, dd, torch, stall, step_seconds * 1000,
-        every, save_cost, loop_loss, restore, cat);
+        interval, save_cost, loop_loss, restore, cat);
   }
   if (runtime.rank() == 0) fs::remove_all(dir);
   return 0;

@@ -1,6 +1,9 @@
 #include "collective_text.h"
 
+#include <algorithm>
+#include <chrono>
 #include <limits>
+#include <thread>
 
 #include "lockstep/error.h"
 #include "lockstep/mpi_check.h"
@@ -14,13 +17,32 @@ int checked_int(std::size_t size) {
   }
   return static_cast<int>(size);
 }
+
+// Waits for a non-blocking collective without holding a core: these calls
+// wait for other ranks' file writes (up to seconds) on the background
+// writer's thread, which shares its core with training. A blocking MPI
+// call would poll the whole time; this one polls with naps that grow from
+// 20 us to 1 ms, a small delay next to the writes it waits for.
+void wait_idly(MPI_Request& request) {
+  auto nap = std::chrono::microseconds(20);
+  for (;;) {
+    int done = 0;
+    LOCKSTEP_CHECK_MPI(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
+    if (done != 0) return;
+    std::this_thread::sleep_for(nap);
+    nap = std::min(nap * 2, std::chrono::microseconds(1000));
+  }
+}
 }  // namespace
 
 void broadcast_text(MPI_Comm comm, int root, std::string& text) {
   int size = checked_int(text.size());
-  LOCKSTEP_CHECK_MPI(MPI_Bcast(&size, 1, MPI_INT, root, comm));
+  MPI_Request request = MPI_REQUEST_NULL;
+  LOCKSTEP_CHECK_MPI(MPI_Ibcast(&size, 1, MPI_INT, root, comm, &request));
+  wait_idly(request);
   text.resize(static_cast<std::size_t>(size));
-  LOCKSTEP_CHECK_MPI(MPI_Bcast(text.data(), size, MPI_CHAR, root, comm));
+  LOCKSTEP_CHECK_MPI(MPI_Ibcast(text.data(), size, MPI_CHAR, root, comm, &request));
+  wait_idly(request);
 }
 
 std::vector<std::string> gather_text(MPI_Comm comm, int root, const std::string& text) {
@@ -30,7 +52,10 @@ std::vector<std::string> gather_text(MPI_Comm comm, int root, const std::string&
   LOCKSTEP_CHECK_MPI(MPI_Comm_size(comm, &ranks));
   int size = checked_int(text.size());
   std::vector<int> sizes(rank == root ? static_cast<std::size_t>(ranks) : 0);
-  LOCKSTEP_CHECK_MPI(MPI_Gather(&size, 1, MPI_INT, sizes.data(), 1, MPI_INT, root, comm));
+  MPI_Request request = MPI_REQUEST_NULL;
+  LOCKSTEP_CHECK_MPI(
+      MPI_Igather(&size, 1, MPI_INT, sizes.data(), 1, MPI_INT, root, comm, &request));
+  wait_idly(request);
   std::vector<int> offsets(sizes.size());
   std::size_t total = 0;
   for (std::size_t r = 0; r < sizes.size(); ++r) {
@@ -38,8 +63,9 @@ std::vector<std::string> gather_text(MPI_Comm comm, int root, const std::string&
     total += static_cast<std::size_t>(sizes[r]);
   }
   std::string joined(total, '\0');
-  LOCKSTEP_CHECK_MPI(MPI_Gatherv(text.data(), size, MPI_CHAR, joined.data(), sizes.data(),
-                                 offsets.data(), MPI_CHAR, root, comm));
+  LOCKSTEP_CHECK_MPI(MPI_Igatherv(text.data(), size, MPI_CHAR, joined.data(), sizes.data(),
+                                  offsets.data(), MPI_CHAR, root, comm, &request));
+  wait_idly(request);
   std::vector<std::string> texts;
   for (std::size_t r = 0; r < sizes.size(); ++r) {
     texts.push_back(
@@ -55,7 +81,9 @@ std::string first_error(MPI_Comm comm, const std::string& error) {
   LOCKSTEP_CHECK_MPI(MPI_Comm_size(comm, &ranks));
   const int mine = error.empty() ? ranks : rank;
   int first = ranks;
-  LOCKSTEP_CHECK_MPI(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm));
+  MPI_Request request = MPI_REQUEST_NULL;
+  LOCKSTEP_CHECK_MPI(MPI_Iallreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm, &request));
+  wait_idly(request);
   if (first == ranks) return {};
   std::string message = error;
   broadcast_text(comm, first, message);

@@ -1,5 +1,7 @@
 // Small collectives that move text (error messages, JSON) between ranks,
 // so that every rank reaches the same verdict with the same explanation.
+// They wait for the other ranks with naps instead of polling, so that a
+// background thread waiting here leaves its core to training.
 #pragma once
 
 #include <string>
