@@ -251,7 +251,9 @@ void add_run_command(CLI::App& app, int& exit_code) {
   command
       ->add_option("--inject-failure", options->inject,
                    "Testing: send SIGNAL (default KILL; STOP makes a hang) to RANK once a "
-                   "rank reports STEP, as RANK:STEP[:SIGNAL]; repeatable")
+                   "rank reports STEP, as RANK:STEP[:SIGNAL], or while the first checkpoint "
+                   "at or after STEP is written, as RANK:STEPc[:SIGNAL]; repeatable, at most "
+                   "one per attempt (the others wait for the next attempt)")
       ->allow_extra_args(false);
   command->add_option("program", options->program, "The program and its arguments, after --")
       ->required();

@@ -98,6 +98,11 @@ class Attempt {
   StatusLine& status_;
   std::vector<CheckpointEvent>& checkpoints_;
   std::vector<InjectedFailure>& injected_;  // each fires once over the whole run
+  // At most one injected failure per attempt: a second one due before the
+  // launcher has seen the first rank die would land in the same failed
+  // attempt, and a test that counts recoveries would count one. The others
+  // wait for the next attempt, which replays the steps since the checkpoint.
+  bool injected_one_ = false;
   AttemptRecord record_;
   std::map<int, RankState> ranks_;
   OutputTails tails_;
@@ -150,6 +155,7 @@ void Attempt::pump_output(ChildProcess& job, int timeout_ms) {
 
 void Attempt::inject(std::int64_t step, bool at_checkpoint) {
   for (InjectedFailure& failure : injected_) {
+    if (injected_one_) return;
     if (failure.fired || step < failure.step || failure.at_checkpoint != at_checkpoint) continue;
     const auto it = ranks_.find(failure.rank);
     if (it == ranks_.end() || it->second.pid <= 0) continue;
@@ -167,6 +173,7 @@ void Attempt::inject(std::int64_t step, bool at_checkpoint) {
                     at_checkpoint ? "the checkpoint of step" : "step", step),
         true);
     kill(it->second.pid, failure.signal);
+    injected_one_ = true;
   }
 }
 
