@@ -154,8 +154,8 @@ void Attempt::pump_output(ChildProcess& job, int timeout_ms) {
 }
 
 void Attempt::inject(std::int64_t step, bool at_checkpoint) {
+  if (injected_one_) return;
   for (InjectedFailure& failure : injected_) {
-    if (injected_one_) return;
     if (failure.fired || step < failure.step || failure.at_checkpoint != at_checkpoint) continue;
     const auto it = ranks_.find(failure.rank);
     if (it == ranks_.end() || it->second.pid <= 0) continue;
@@ -174,6 +174,7 @@ void Attempt::inject(std::int64_t step, bool at_checkpoint) {
         true);
     kill(it->second.pid, failure.signal);
     injected_one_ = true;
+    return;
   }
 }
 

@@ -13,7 +13,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <numeric>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -37,15 +36,6 @@ struct Options {
   int steps = 200;
   int warmup = 20;
 };
-
-std::vector<int> widths_of(const Options& options) {
-  std::vector<int> widths = {options.input_dim};
-  std::stringstream list(options.hidden);
-  std::string item;
-  while (std::getline(list, item, ',')) widths.push_back(std::stoi(item));
-  widths.push_back(options.classes);
-  return widths;
-}
 
 void synchronize([[maybe_unused]] const lockstep::Device& device) {
 #if LOCKSTEP_EXAMPLE_CUDA
@@ -77,41 +67,27 @@ int main(int argc, char** argv) {
     return rt.rank() == 0 ? app.exit(error) : 2;
   }
 
-  lockstep::Device device = lockstep::Device::cpu();
-  std::unique_ptr<mlp::Model> model;
-  const std::vector<int> widths = widths_of(options);
-  if (options.device == "cuda") {
-#if LOCKSTEP_EXAMPLE_CUDA
-    if (!rt.device().is_cuda()) {
-      if (rt.rank() == 0) lockstep::log::error("mlp_step_bench: no GPU is bound to this rank");
-      return 2;
-    }
-    device = rt.device();
-    model = mlp::make_cuda_model(widths, {.learning_rate = 2e-3f}, device.index);
-#else
-    if (rt.rank() == 0) lockstep::log::error("mlp_step_bench: built without CUDA");
+  lockstep::Device device;
+  std::vector<int> widths;
+  try {
+    device = mlp::model_device(options.device, rt);
+    widths = mlp::layer_widths(options.input_dim, options.hidden, options.classes);
+  } catch (const lockstep::UsageError& error) {
+    if (rt.rank() == 0) lockstep::log::error("mlp_step_bench: {}", error.what());
     return 2;
-#endif
-  } else {
-    model = mlp::make_cpu_model(widths, {.learning_rate = 2e-3f});
   }
+  auto model = mlp::make_model(device, widths, {.learning_rate = 2e-3f});
   model->initialize(1234);
   auto communicator =
       lockstep::make_communicator(rt.comm(), device, lockstep::communicator_options(rt));
   lockstep::GradSync sync(*communicator, model->gradients());
 
   const mlp::TeacherDataset data(1234, options.input_dim, options.classes);
-  mlp::Batch batch;
-  batch.size = options.batch;
-  const auto rows = static_cast<std::size_t>(options.batch);
-  const auto columns = static_cast<std::size_t>(options.input_dim);
-  batch.inputs.resize(rows * columns);
-  batch.labels.resize(rows);
-  for (std::size_t j = 0; j < rows; ++j) {
-    // Each rank its own samples, as the trainer's sampler gives them.
-    const std::uint64_t index = j + static_cast<std::uint64_t>(rt.rank()) * rows;
-    batch.labels[j] = data.sample(index, &batch.inputs[j * columns]);
-  }
+  // Each rank its own samples, as the trainer's sampler gives them.
+  const mlp::Batch batch = mlp::make_batch(data, options.batch, [&](int j) {
+    return static_cast<std::uint64_t>(j) +
+           static_cast<std::uint64_t>(rt.rank()) * static_cast<std::uint64_t>(options.batch);
+  });
 
   std::vector<double> milliseconds;
   for (int step = 0; step < options.warmup + options.steps; ++step) {

@@ -11,7 +11,6 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
-#include <sstream>
 #include <thread>
 
 #include <lockstep/lockstep.h>
@@ -43,32 +42,6 @@ struct Options {
 
 constexpr std::uint64_t kDatasetSize = std::uint64_t{1} << 20;
 
-std::vector<int> layer_widths(const Options& options) {
-  std::vector<int> widths = {options.input_dim};
-  std::stringstream list(options.hidden);
-  std::string item;
-  while (std::getline(list, item, ',')) {
-    const int width = std::stoi(item);
-    if (width <= 0) throw lockstep::UsageError("--hidden widths must be positive, got " + item);
-    widths.push_back(width);
-  }
-  widths.push_back(options.classes);
-  return widths;
-}
-
-mlp::Batch make_batch(const mlp::TeacherDataset& data, int size,
-                      const std::function<std::uint64_t(int)>& index_of) {
-  mlp::Batch batch;
-  batch.size = size;
-  batch.inputs.resize(static_cast<std::size_t>(size * data.input_dim()));
-  batch.labels.resize(static_cast<std::size_t>(size));
-  for (int j = 0; j < size; ++j) {
-    batch.labels[static_cast<std::size_t>(j)] =
-        data.sample(index_of(j), &batch.inputs[static_cast<std::size_t>(j * data.input_dim())]);
-  }
-  return batch;
-}
-
 // The tensor's bytes in host memory, copied from its GPU if it is on one.
 std::vector<char> host_bytes(const lockstep::Tensor& tensor) {
   std::vector<char> bytes(tensor.nbytes());
@@ -92,40 +65,6 @@ void write_weights(const std::string& path, const std::vector<lockstep::Tensor>&
     file.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   }
   if (!file) throw lockstep::IoError("cannot write the weights to " + path);
-}
-
-// The device the model trains on: the CPU, or for --device cuda the GPU the
-// Runtime bound to this rank (LOCKSTEP_DEVICE decides whether it binds one).
-// Throws UsageError saying why there is none.
-lockstep::Device model_device(const Options& options,
-                              [[maybe_unused]] const lockstep::Runtime& rt) {
-  if (options.device == "cpu") return lockstep::Device::cpu();
-#if LOCKSTEP_EXAMPLE_CUDA
-  if (rt.device().is_cuda()) return rt.device();
-  if (rt.config().get(lockstep::knobs::device) == "cpu") {
-    throw lockstep::UsageError(
-        "--device cuda, but LOCKSTEP_DEVICE=cpu (or --lockstep-device cpu) keeps this rank off "
-        "the GPUs; unset it or set LOCKSTEP_DEVICE=cuda, or train with --device cpu");
-  }
-  throw lockstep::UsageError(fmt::format(
-      "--device cuda, but no GPU is visible to rank {} on {}; run on a node with GPUs (check "
-      "nvidia-smi and CUDA_VISIBLE_DEVICES) or train with --device cpu",
-      rt.rank(), rt.hostname()));
-#else
-  throw lockstep::UsageError(
-      "--device cuda, but this lockstep-mlp was built without CUDA (no CUDA toolkit with cuBLAS "
-      "and NCCL was found, or -DLOCKSTEP_CUDA=OFF); rebuild with the toolkit in /usr/local/cuda "
-      "or train with --device cpu");
-#endif
-}
-
-std::unique_ptr<mlp::Model> make_model([[maybe_unused]] lockstep::Device device,
-                                       const std::vector<int>& widths,
-                                       const mlp::AdamOptions& adam) {
-#if LOCKSTEP_EXAMPLE_CUDA
-  if (device.is_cuda()) return mlp::make_cuda_model(widths, adam, device.index);
-#endif
-  return mlp::make_cpu_model(widths, adam);
 }
 
 }  // namespace
@@ -158,8 +97,8 @@ int main(int argc, char** argv) {
   lockstep::Device device;
   std::vector<int> widths;
   try {
-    device = model_device(options, rt);
-    widths = layer_widths(options);
+    device = mlp::model_device(options.device, rt);
+    widths = mlp::layer_widths(options.input_dim, options.hidden, options.classes);
   } catch (const lockstep::UsageError& error) {
     if (rt.rank() == 0) lockstep::log::error("mlp: {}", error.what());
     return 2;
@@ -168,7 +107,7 @@ int main(int argc, char** argv) {
   // thread count keeps results bit-identical from run to run.
   openblas_set_num_threads(1);
 
-  auto model = make_model(device, widths, {.learning_rate = options.learning_rate});
+  auto model = mlp::make_model(device, widths, {.learning_rate = options.learning_rate});
   const mlp::TeacherDataset data(options.seed, options.input_dim, options.classes);
   const mlp::Sampler sampler(kDatasetSize, options.global_batch, rt.rank(), rt.world_size());
 
@@ -202,7 +141,7 @@ int main(int argc, char** argv) {
   double loss = 0;
   for (; step < options.steps; ++step) {
     const mlp::Batch batch =
-        make_batch(data, sampler.local_batch(), [&](int j) { return sampler.index(step, j); });
+        mlp::make_batch(data, sampler.local_batch(), [&](int j) { return sampler.index(step, j); });
     loss =
         model->forward_backward(batch, [&](lockstep::Tensor& gradient) { sync.ready(gradient); });
     sync.wait();
@@ -225,7 +164,7 @@ int main(int argc, char** argv) {
   }
   checkpointer.wait();
 
-  const mlp::Batch held_out = make_batch(data, options.eval_samples, [&](int j) {
+  const mlp::Batch held_out = mlp::make_batch(data, options.eval_samples, [&](int j) {
     return kDatasetSize + static_cast<std::uint64_t>(j);  // never trained on
   });
   const double accuracy = model->accuracy(held_out);

@@ -10,7 +10,10 @@
 #include <string>
 #include <vector>
 
+#include <lockstep/runtime.h>
 #include <lockstep/tensor.h>
+
+#include "dataset.h"
 
 namespace mlp {
 
@@ -88,5 +91,21 @@ std::unique_ptr<Model> make_cpu_model(const std::vector<int>& widths, const Adam
 std::unique_ptr<Model> make_cuda_model(const std::vector<int>& widths, const AdamOptions& adam,
                                        int device);
 #endif
+
+// What the trainer and bench/mlp share to set a model up.
+
+// {input_dim, hidden..., classes} from `hidden` ("256,256"). Throws
+// lockstep::UsageError for a width that is not positive.
+std::vector<int> layer_widths(int input_dim, const std::string& hidden, int classes);
+// The device to train on for `device` ("cpu" or "cuda"): the CPU, or the
+// GPU the Runtime bound to this rank (LOCKSTEP_DEVICE decides whether it
+// binds one). Throws lockstep::UsageError saying why there is none.
+lockstep::Device model_device(const std::string& device, const lockstep::Runtime& rt);
+// make_cuda_model on a GPU device, make_cpu_model otherwise.
+std::unique_ptr<Model> make_model(lockstep::Device device, const std::vector<int>& widths,
+                                  const AdamOptions& adam);
+// `size` samples of `data`, the j-th being sample index_of(j).
+Batch make_batch(const TeacherDataset& data, int size,
+                 const std::function<std::uint64_t(int)>& index_of);
 
 }  // namespace mlp
