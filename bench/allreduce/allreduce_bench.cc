@@ -7,7 +7,7 @@
 // bench's own NCCL communicator, waited for with cudaStreamSynchronize.
 //
 //   mpiexec -n 4 allreduce_bench [--min-bytes 8] [--max-bytes 268435456]
-//                                [--device cpu|cuda]
+//                                [--device cpu|cuda]   (--help explains them)
 //
 // Prints one row per size on rank 0; "speedup" is raw time / lockstep time.
 #include <algorithm>
@@ -18,8 +18,11 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include <CLI/CLI.hpp>
 
 #include <lockstep/communicator.h>
 #include <lockstep/lockstep.h>
@@ -37,15 +40,29 @@ struct Range {
   std::string device = "cpu";
 };
 
-Range parse(int argc, char** argv) {
+// The range from the command line; nullopt after --help or a bad flag
+// (CLI11 has printed why on rank 0), with `exit_code` for main.
+std::optional<Range> parse(int argc, char** argv, int rank, int& exit_code) {
   Range range;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i];
-    const std::string text = argv[i + 1];
-    const auto value = static_cast<std::size_t>(std::strtoull(text.c_str(), nullptr, 10));
-    if (flag == "--min-bytes") range.min_bytes = std::max<std::size_t>(value, 4);
-    if (flag == "--max-bytes") range.max_bytes = value;
-    if (flag == "--device") range.device = text;
+  CLI::App app{
+      "All-reduce time, algbw and busbw from --min-bytes to --max-bytes (doubling), lockstep "
+      "against the raw library call on the same buffer"};
+  app.add_option("--min-bytes", range.min_bytes, "The smallest message (at least 4 bytes)")
+      ->check(CLI::Range(std::size_t{4}, std::size_t{1} << 40))
+      ->capture_default_str();
+  app.add_option("--max-bytes", range.max_bytes, "The largest message")
+      ->check(CLI::Range(std::size_t{4}, std::size_t{1} << 40))
+      ->capture_default_str();
+  app.add_option("--device", range.device,
+                 "cpu (lockstep's MPI backend against MPI_Allreduce) or cuda (NCCL backend "
+                 "against ncclAllReduce, one GPU per rank)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    exit_code = rank == 0 ? app.exit(error) : error.get_exit_code();
+    return std::nullopt;
   }
   return range;
 }
@@ -155,7 +172,10 @@ std::string human(std::size_t bytes) {
 
 int main(int argc, char** argv) {
   lockstep::Runtime rt(argc, argv);
-  const Range range = parse(argc, argv);
+  int exit_code = 0;
+  const auto parsed = parse(argc, argv, rt.rank(), exit_code);
+  if (!parsed) return exit_code;
+  const Range& range = *parsed;
   lockstep::Device device = lockstep::Device::cpu();
   std::unique_ptr<RawAllreduce> raw = std::make_unique<RawMpi>(rt.comm());
   if (range.device == "cuda") {
@@ -170,9 +190,6 @@ int main(int argc, char** argv) {
     if (rt.rank() == 0) lockstep::log::error("allreduce_bench: built without NCCL");
     return 2;
 #endif
-  } else if (range.device != "cpu") {
-    if (rt.rank() == 0) lockstep::log::error("allreduce_bench: --device is cpu or cuda");
-    return 2;
   }
   auto comm = lockstep::make_communicator(rt.comm(), device, lockstep::communicator_options(rt));
   const int n = rt.world_size();

@@ -20,10 +20,7 @@
 //          progressed by MPI_Testall after each layer, instead of GradSync's
 //          communication thread (`nonblocking`).
 //
-//   mpiexec -n 2 gradsync_bench [--scale 1] [--steps 5] [--bucket-mb 25]
-//                               [--first-bucket-mb 1] [--in-place-min-mb 0.25]
-//                               [--work-ratio 1]
-//                               [--parts comm,overlap] [--work cpu,sleep]
+//   mpiexec -n 2 gradsync_bench [options]   (--help lists them)
 //
 // --scale F divides every dimension by sqrt(F), so that the matrices (and
 // the total) shrink by about F. Every figure is the median over --steps
@@ -36,9 +33,12 @@
 #include <cstdlib>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <CLI/CLI.hpp>
 
 #include <lockstep/communicator.h>
 #include <lockstep/grad_sync.h>
@@ -60,19 +60,43 @@ struct Settings {
   std::string work = "cpu,sleep";
 };
 
-Settings parse(int argc, char** argv) {
+// The settings from the command line; nullopt after --help or a bad flag
+// (CLI11 has printed why on rank 0), with `exit_code` for main.
+std::optional<Settings> parse(int argc, char** argv, int rank, int& exit_code) {
   Settings settings;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i];
-    const char* value = argv[i + 1];
-    if (flag == "--scale") settings.scale = std::atof(value);
-    if (flag == "--steps") settings.steps = std::max(1, std::atoi(value));
-    if (flag == "--bucket-mb") settings.bucket_mb = std::atof(value);
-    if (flag == "--first-bucket-mb") settings.first_bucket_mb = std::atof(value);
-    if (flag == "--in-place-min-mb") settings.in_place_min_mb = std::atof(value);
-    if (flag == "--work-ratio") settings.work_ratio = std::atof(value);
-    if (flag == "--parts") settings.parts = value;
-    if (flag == "--work") settings.work = value;
+  CLI::App app{
+      "GradSync on GPT-2 small's gradients against one MPI_Allreduce of the same bytes, and the "
+      "share of its communication a backward pass hides (bench/gradsync/run.sh adds PyTorch DDP "
+      "and prints the tables)"};
+  app.add_option("--scale", settings.scale, "Divides every dimension by sqrt(F)")
+      ->check(CLI::Range(0.001, 10000.0))
+      ->capture_default_str();
+  app.add_option("--steps", settings.steps, "Timed steps; every figure is their median")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  app.add_option("--bucket-mb", settings.bucket_mb, "GradSync bucket size, MiB")
+      ->check(CLI::Range(0.001, 1e6))
+      ->capture_default_str();
+  app.add_option("--first-bucket-mb", settings.first_bucket_mb, "The first bucket's size, MiB")
+      ->check(CLI::Range(0.001, 1e6))
+      ->capture_default_str();
+  app.add_option("--in-place-min-mb", settings.in_place_min_mb,
+                 "Gradients this large or larger are reduced in their own storage, MiB")
+      ->check(CLI::Range(0.0, 1e12))
+      ->capture_default_str();
+  app.add_option("--work-ratio", settings.work_ratio,
+                 "The overlap run's backward work, as a multiple of the communication alone")
+      ->check(CLI::Range(0.001, 1000.0))
+      ->capture_default_str();
+  app.add_option("--parts", settings.parts, "Which parts to run: comm, overlap or both")
+      ->capture_default_str();
+  app.add_option("--work", settings.work, "The overlap run's kinds of work: cpu, sleep or both")
+      ->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    exit_code = rank == 0 ? app.exit(error) : error.get_exit_code();
+    return std::nullopt;
   }
   return settings;
 }
@@ -185,7 +209,10 @@ void print(int rank, const std::string& key, double value) {
 
 int main(int argc, char** argv) {
   lockstep::Runtime rt(argc, argv);
-  const Settings settings = parse(argc, argv);
+  int exit_code = 0;
+  const auto parsed = parse(argc, argv, rt.rank(), exit_code);
+  if (!parsed) return exit_code;
+  const Settings& settings = *parsed;
   const int rank = rt.rank();
   const MPI_Comm world = rt.comm();
   auto comm = lockstep::make_communicator(rt);
