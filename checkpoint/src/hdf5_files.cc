@@ -107,8 +107,12 @@ herr_t udata_free(void*) { return 0; }
 
 // A file that lives in memory until its image is taken; in `image_buffer`
 // when one is given.
-H5File create_in_memory(std::size_t expected_bytes, Tensor* image_buffer = nullptr) {
+H5File create_in_memory(std::size_t expected_bytes, Tensor* image_buffer = nullptr,
+                        std::size_t alignment = 1) {
   H5PropertyList access(LOCKSTEP_CHECK_HDF5(H5Pcreate(H5P_FILE_ACCESS)));
+  if (alignment > 1) {
+    LOCKSTEP_CHECK_HDF5(H5Pset_alignment(access.get(), kAlignedDataThreshold, alignment));
+  }
   if (image_buffer != nullptr) {
     H5FD_file_image_callbacks_t callbacks = {image_malloc, image_memcpy, image_realloc, image_free,
                                              udata_copy,   udata_free,   image_buffer};
@@ -187,7 +191,7 @@ RankFilePlan plan_rank_file(const std::vector<TensorLayout>& layouts,
   struct DataRegion {
     haddr_t address = 0;
     std::size_t bytes = 0;
-    std::size_t staged_offset = 0;
+    std::size_t piece = 0;
   };
   std::vector<DataRegion> regions;
   std::size_t data_bytes = 0;
@@ -200,7 +204,7 @@ RankFilePlan plan_rank_file(const std::vector<TensorLayout>& layouts,
   std::size_t file_size = 0;
   {
     auto lock = lock_hdf5();
-    H5File file = create_in_memory(data_bytes, &image);
+    H5File file = create_in_memory(data_bytes, &image, kDataAlignment);
     const H5PropertyList link_create = intermediate_groups();
     // Space for the data at creation, never written by HDF5: the save writes
     // it. Without timestamps the file's own bytes are the same every time.
@@ -209,7 +213,6 @@ RankFilePlan plan_rank_file(const std::vector<TensorLayout>& layouts,
     LOCKSTEP_CHECK_HDF5(H5Pset_alloc_time(create.get(), H5D_ALLOC_TIME_EARLY));
     LOCKSTEP_CHECK_HDF5(H5Pset_fill_time(create.get(), H5D_FILL_TIME_NEVER));
     LOCKSTEP_CHECK_HDF5(H5Pset_obj_track_times(create.get(), 0));
-    std::size_t staged_offset = 0;
     for (std::size_t t = 0; t < layouts.size(); ++t) {
       for (const auto& piece : pieces[t]) {
         const auto& layout = layouts[t];
@@ -227,8 +230,7 @@ RankFilePlan plan_rank_file(const std::vector<TensorLayout>& layouts,
           throw BackendError(
               "HDF5", -1, fmt::format("no file space was allocated for dataset {}", layout.path));
         }
-        regions.push_back({address, bytes, staged_offset});
-        staged_offset += bytes;
+        regions.push_back({address, bytes, regions.size()});
       }
     }
     LOCKSTEP_CHECK_HDF5(H5Fflush(file.get(), H5F_SCOPE_LOCAL));
@@ -237,12 +239,22 @@ RankFilePlan plan_rank_file(const std::vector<TensorLayout>& layouts,
     file = H5File();  // closing writes nothing more after the flush; the bytes stay in `image`
   }
 
-  // The file in order: HDF5's bytes between the data regions.
-  std::sort(regions.begin(), regions.end(),
-            [](const auto& a, const auto& b) { return a.address < b.address; });
   RankFilePlan plan;
   plan.file_size = file_size;
   plan.key = rank_file_key(layouts, pieces);
+  // The staging buffer in tensor order, each piece at its file offset's
+  // remainder modulo kDataAlignment.
+  for (const auto& region : regions) {
+    const std::size_t end = plan.staged_size;
+    const std::size_t shift = (static_cast<std::size_t>(region.address) % kDataAlignment +
+                               kDataAlignment - end % kDataAlignment) %
+                              kDataAlignment;
+    plan.staged_offsets.push_back(end + shift);
+    plan.staged_size = end + shift + region.bytes;
+  }
+  // The file in order: HDF5's bytes between the data regions.
+  std::sort(regions.begin(), regions.end(),
+            [](const auto& a, const auto& b) { return a.address < b.address; });
   const auto* bytes = static_cast<const std::byte*>(image.data());
   std::size_t cursor = 0;
   const auto add_header = [&](std::size_t end) {
@@ -257,7 +269,7 @@ RankFilePlan plan_rank_file(const std::vector<TensorLayout>& layouts,
       throw BackendError("HDF5", -1, "the data regions of a rank file overlap or exceed it");
     }
     add_header(address);
-    plan.segments.push_back({.size = region.bytes, .data = true, .offset = region.staged_offset});
+    plan.segments.push_back({.size = region.bytes, .data = true, .offset = region.piece});
     cursor = address + region.bytes;
   }
   add_header(file_size);

@@ -20,21 +20,35 @@ namespace lockstep::checkpoint {
 // rank owns, so they are built once, in memory, and every save then writes
 // them interleaved with the staged data: no image of the whole file is ever
 // built, and the staging buffer is the only copy of the rank's share.
+//
+// Pieces of at least kAlignedDataThreshold bytes start at a multiple of
+// kDataAlignment in the file, and every piece has a place in the staging
+// buffer at the same offset modulo kDataAlignment as in the file: a writer
+// with O_DIRECT then sends the staged bytes to the disk as they are, with no
+// copy into an aligned buffer. The padding costs less than kDataAlignment
+// per piece, in the file and in the staging buffer.
+inline constexpr std::size_t kDataAlignment = 4096;
+inline constexpr std::size_t kAlignedDataThreshold = 64 * 1024;
+
 struct RankFilePlan {
   struct Segment {
     std::uint64_t size = 0;
     bool data = false;       // tensor data, else HDF5's own bytes
-    std::size_t offset = 0;  // into the staged data, or into `header_bytes`
+    std::size_t offset = 0;  // into `header_bytes`; for data, the piece's index
   };
   std::vector<Segment> segments;  // in file order, covering the whole file
   std::vector<std::byte> header_bytes;
   std::uint64_t file_size = 0;
+  // Where each piece (in tensor order) goes in the staging buffer, and the
+  // buffer's size.
+  std::vector<std::size_t> staged_offsets;
+  std::size_t staged_size = 0;
   // What the plan was built for: tensor path, dtype, piece begin and count.
   std::vector<std::string> key;
 };
 
 // The plan for a rank that owns `pieces[t]` of tensor t (zero or one each);
-// the staged data holds their bytes back to back in tensor order. Builds the
+// the staged data holds their bytes in tensor order. Builds the
 // file once in temporary memory (about the size of the data).
 RankFilePlan plan_rank_file(const std::vector<TensorLayout>& layouts,
                             const std::vector<std::vector<Piece>>& pieces);

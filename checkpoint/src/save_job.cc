@@ -28,9 +28,9 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 // Large enough to stream at disk speed, small enough to stay in the CPU's
-// cache between its checksum and its write, and that a fault injected
+// cache between its checksum and a buffered write, and that a fault injected
 // "after N bytes" can land inside a file.
-constexpr std::size_t kWriteChunk = 1U << 20;
+constexpr std::size_t kWriteChunk = 4U << 20;
 
 std::string random_token() {
   std::random_device device;
@@ -71,33 +71,22 @@ void write_durably(FileEnv& env, const fs::path& path, std::span<const std::byte
 
 // Writes this rank's file: HDF5's bytes from the plan, interleaved with the
 // staged data, then fsync and a size check. Each chunk is checksummed just
-// before it is written, while it is still in the CPU's cache, so the data
-// is read from memory once; the whole file's CRC-32C is combined from the
+// before it is written (a direct write takes the staged bytes where they
+// are; a buffered one copies them while they are still in the CPU's cache),
+// so the CPU reads the data once; the whole file's CRC-32C is combined from the
 // segments' without reading anything again. Returns the file's CRC-32C and
 // fills `piece_crcs` with that of each piece, in the order of `sources`.
 std::uint32_t write_rank_file(FileEnv& env, const fs::path& path, const RankFilePlan& plan,
                               const std::vector<std::span<const std::byte>>& sources,
                               std::vector<std::uint32_t>& piece_crcs) {
-  // The plan's data segments are the pieces, `sources`, addressed by their
-  // offset in the staged order.
-  std::vector<std::size_t> staged_offsets;
-  std::size_t staged_end = 0;
-  for (const auto& source : sources) {
-    staged_offsets.push_back(staged_end);
-    staged_end += source.size();
-  }
   piece_crcs.assign(sources.size(), 0);
   auto file = env.new_writable_file(path);
   std::uint32_t file_crc = 0;
   for (const auto& segment : plan.segments) {
     std::span<const std::byte> bytes;
-    std::size_t piece = 0;
+    const std::size_t piece = segment.offset;
     if (segment.data) {
-      const auto found =
-          std::lower_bound(staged_offsets.begin(), staged_offsets.end(), segment.offset);
-      piece = static_cast<std::size_t>(found - staged_offsets.begin());
-      if (found == staged_offsets.end() || *found != segment.offset ||
-          sources[piece].size() != segment.size) {
+      if (piece >= sources.size() || sources[piece].size() != segment.size) {
         throw std::logic_error(
             fmt::format("the plan of {} does not match the staged pieces", path.string()));
       }
@@ -154,8 +143,6 @@ StagedSave stage(std::int64_t step, const State& state, int rank, int world_size
     for (const auto& piece : staged.pieces[t]) {
       if (piece.file == rank) {
         staged.own_pieces[t].push_back(piece);
-        staged.staged_bytes +=
-            static_cast<std::size_t>(piece.count) * dtype_size(staged.layouts[t].dtype);
       }
     }
   }
@@ -166,9 +153,10 @@ StagedSave stage(std::int64_t step, const State& state, int rank, int world_size
   }
   staged.rank_file = std::move(rank_file);
   for (const auto& tensor : flat.tensors) copy = copy || !tensor.device().is_cpu();
-  if (copy && staging.nbytes() < staged.staged_bytes) {
+  const RankFilePlan& plan = *staged.rank_file;
+  if (copy && staging.nbytes() < plan.staged_size) {
     staging = Tensor::allocate("checkpoint staging", DType::kU8,
-                               {static_cast<std::int64_t>(staged.staged_bytes)});
+                               {static_cast<std::int64_t>(plan.staged_size)});
   }
   staged.staging = staging;
   // Each piece's bytes: where they are in the tensor, and where the writer
@@ -181,18 +169,18 @@ StagedSave stage(std::int64_t step, const State& state, int rank, int world_size
   std::vector<Source> origins;
   std::vector<std::size_t> sizes;
   bool all_on_host = true;
-  auto* out = copy ? static_cast<std::byte*>(staged.staging.data()) : nullptr;
+  auto* base = copy ? static_cast<std::byte*>(staged.staging.data()) : nullptr;
   for (std::size_t t = 0; t < staged.layouts.size(); ++t) {
     const std::size_t element = dtype_size(staged.layouts[t].dtype);
     all_on_host = all_on_host && flat.tensors[t].device().is_cpu();
     for (const auto& piece : staged.own_pieces[t]) {
       const std::size_t offset = static_cast<std::size_t>(piece.begin) * element;
       const std::size_t bytes = static_cast<std::size_t>(piece.count) * element;
+      std::byte* out = copy ? base + plan.staged_offsets.at(staged.sources.size()) : nullptr;
       origins.push_back({t, offset, out});
       sizes.push_back(bytes);
       if (copy) {
         staged.sources.emplace_back(out, bytes);
-        out += bytes;
       } else {
         staged.sources.emplace_back(static_cast<const std::byte*>(flat.tensors[t].data()) + offset,
                                     bytes);

@@ -26,7 +26,7 @@ struct StagedSave {
   std::vector<TensorLayout> layouts;
   std::vector<std::vector<Piece>> pieces;      // every rank's, per tensor
   std::vector<std::vector<Piece>> own_pieces;  // this rank's, per tensor
-  Tensor staging;                              // this rank's bytes, tensor order
+  Tensor staging;  // this rank's bytes, tensor order, placed by `rank_file`
   // The bytes of this rank's pieces, in tensor order: in `staging`, or, for a
   // synchronous save of tensors in host memory, in the tensors themselves
   // (which the caller cannot modify before the save returns).
@@ -36,7 +36,6 @@ struct StagedSave {
   std::shared_ptr<const RankFilePlan> rank_file;
   // Rank 0: the master file's datasets, kept between saves of one layout.
   std::shared_ptr<const MasterFileTemplate> master_file;
-  std::size_t staged_bytes = 0;
   std::vector<std::byte> scalars;  // rank 0: the scalar tensors, for the master file
   nlohmann::json values = nlohmann::json::object();
   // Rank 0, after the commit: directories of steps taken out of sight, to

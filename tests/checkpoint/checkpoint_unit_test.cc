@@ -5,10 +5,12 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <span>
@@ -24,6 +26,7 @@
 
 #include "crc32c.h"
 #include "directory.h"
+#include "hdf5_files.h"
 #include "layout.h"
 #include "metadata.h"
 #include "parallel_copy.h"
@@ -317,16 +320,27 @@ TEST(Policy, LearnsTheMtbfFromTheAttemptsLog) {
   std::filesystem::remove_all(dir);
 }
 
+struct AlignedFree {
+  void operator()(std::byte* bytes) const { std::free(bytes); }
+};
+
 // Writes `size` patterned bytes through `env` in appends of odd sizes and
-// returns what the file holds afterwards.
-std::string write_and_read_back(FileEnv& env, const std::filesystem::path& path, std::size_t size) {
-  std::vector<std::byte> bytes(size);
+// returns what the file holds afterwards. The bytes start `shift` bytes past
+// a 4 KiB boundary: at 0, every byte's address has the remainder of its file
+// offset, so a direct writer can send whole blocks from where they are.
+std::string write_and_read_back(FileEnv& env, const std::filesystem::path& path, std::size_t size,
+                                std::size_t shift = 1) {
+  constexpr std::size_t kBlock = 4096;
+  const std::size_t capacity = (size + shift + kBlock) / kBlock * kBlock;
+  std::unique_ptr<std::byte, AlignedFree> memory(
+      static_cast<std::byte*>(std::aligned_alloc(kBlock, capacity)));
+  const std::span<std::byte> bytes(memory.get() + shift, size);
   for (std::size_t i = 0; i < size; ++i) bytes[i] = static_cast<std::byte>((i * 131) % 251);
   auto file = env.new_writable_file(path);
   std::size_t offset = 0;
   for (std::size_t piece = 1; offset < size; piece = piece * 3 + 4093) {
     const std::size_t take = std::min(piece, size - offset);
-    file->append(std::span(bytes).subspan(offset, take));
+    file->append(bytes.subspan(offset, take));
     offset += take;
   }
   file->sync();
@@ -344,8 +358,13 @@ TEST(PosixFileEnv, DirectAndBufferedWritesKeepEveryByte) {
        {std::size_t{0}, std::size_t{1}, std::size_t{4096}, std::size_t{4097},
         (std::size_t{4} << 20) - 1, (std::size_t{4} << 20) + 4097, std::size_t{9} << 20}) {
     for (const bool direct : {true, false}) {
-      SCOPED_TRACE(fmt::format("{} bytes, direct {}", size, direct));
-      EXPECT_EQ(write_and_read_back(*posix_file_env(direct), dir / "file.bin", size), "same");
+      // Bytes at their file offset's remainder modulo 4 KiB, and at others.
+      for (const std::size_t shift : {std::size_t{0}, std::size_t{1}, std::size_t{512}}) {
+        SCOPED_TRACE(
+            fmt::format("{} bytes, direct {}, {} bytes past a block", size, direct, shift));
+        EXPECT_EQ(write_and_read_back(*posix_file_env(direct), dir / "file.bin", size, shift),
+                  "same");
+      }
     }
   }
   // A file system without O_DIRECT (tmpfs) gets buffered writes instead.
@@ -356,6 +375,57 @@ TEST(PosixFileEnv, DirectAndBufferedWritesKeepEveryByte) {
     std::filesystem::remove_all(shm);
   }
   std::filesystem::remove_all(dir);
+}
+
+TEST(RankFilePlan, LargePiecesStartOnBlocksAndStageAtTheirFileOffsetsRemainder) {
+  // Small, odd and large tensors, split over 3 files; the plan of file 1.
+  std::vector<TensorLayout> layouts;
+  for (const std::int64_t numel : {std::int64_t{3}, std::int64_t{70001}, std::int64_t{17},
+                                   std::int64_t{1} << 20, std::int64_t{40000}}) {
+    layouts.push_back({.path = fmt::format("model/t{}", layouts.size()),
+                       .dtype = layouts.size() % 2 == 0 ? DType::kF32 : DType::kBF16,
+                       .shape = {numel},
+                       .numel = numel});
+  }
+  const auto pieces = split_bytes(layouts, 3);
+  std::vector<std::vector<Piece>> own(layouts.size());
+  std::size_t data_bytes = 0;
+  std::size_t count = 0;
+  for (std::size_t t = 0; t < layouts.size(); ++t) {
+    for (const auto& piece : pieces[t]) {
+      if (piece.file != 1) continue;
+      own[t].push_back(piece);
+      data_bytes += static_cast<std::size_t>(piece.count) * dtype_size(layouts[t].dtype);
+      ++count;
+    }
+  }
+  const RankFilePlan plan = plan_rank_file(layouts, own);
+  ASSERT_EQ(plan.staged_offsets.size(), count);
+  std::uint64_t file_offset = 0;
+  std::size_t seen = 0;
+  std::vector<std::pair<std::size_t, std::size_t>> staged;  // [begin, end) per piece
+  for (const auto& segment : plan.segments) {
+    if (segment.data) {
+      ++seen;
+      ASSERT_LT(segment.offset, count);
+      const std::size_t at = plan.staged_offsets[segment.offset];
+      EXPECT_EQ(at % kDataAlignment, file_offset % kDataAlignment) << "piece " << segment.offset;
+      if (segment.size >= kAlignedDataThreshold) {
+        EXPECT_EQ(file_offset % kDataAlignment, 0U) << "piece " << segment.offset;
+      }
+      staged.emplace_back(at, at + segment.size);
+    }
+    file_offset += segment.size;
+  }
+  EXPECT_EQ(seen, count);
+  EXPECT_EQ(file_offset, plan.file_size);
+  // The pieces do not overlap in the staging buffer, which wastes less than
+  // a block per piece.
+  std::sort(staged.begin(), staged.end());
+  for (std::size_t i = 1; i < staged.size(); ++i) EXPECT_LE(staged[i - 1].second, staged[i].first);
+  EXPECT_LE(staged.back().second, plan.staged_size);
+  EXPECT_GE(plan.staged_size, data_bytes);
+  EXPECT_LT(plan.staged_size, data_bytes + count * kDataAlignment);
 }
 
 TEST(Inspect, ListsCommittedAndTornEntriesByStep) {
