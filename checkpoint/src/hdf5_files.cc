@@ -246,9 +246,8 @@ RankFilePlan plan_rank_file(const std::vector<TensorLayout>& layouts,
   // remainder modulo kDataAlignment.
   for (const auto& region : regions) {
     const std::size_t end = plan.staged_size;
-    const std::size_t shift = (static_cast<std::size_t>(region.address) % kDataAlignment +
-                               kDataAlignment - end % kDataAlignment) %
-                              kDataAlignment;
+    // Unsigned wrap-around keeps remainders modulo a power of two.
+    const std::size_t shift = (static_cast<std::size_t>(region.address) - end) % kDataAlignment;
     plan.staged_offsets.push_back(end + shift);
     plan.staged_size = end + shift + region.bytes;
   }

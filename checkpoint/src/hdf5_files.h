@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "layout.h"
+#include "lockstep/file_env.h"
 #include "metadata.h"
 
 namespace lockstep::checkpoint {
@@ -27,7 +28,7 @@ namespace lockstep::checkpoint {
 // with O_DIRECT then sends the staged bytes to the disk as they are, with no
 // copy into an aligned buffer. The padding costs less than kDataAlignment
 // per piece, in the file and in the staging buffer.
-inline constexpr std::size_t kDataAlignment = 4096;
+inline constexpr std::size_t kDataAlignment = kDirectIoAlignment;
 inline constexpr std::size_t kAlignedDataThreshold = 64 * 1024;
 
 struct RankFilePlan {

@@ -72,9 +72,6 @@ class PosixWritableFile final : public WritableFile {
   int fd_;
 };
 
-// Direct I/O needs buffers, lengths and file offsets aligned to the device's
-// logical block; 4 KiB covers 512-byte and 4 KiB devices.
-constexpr std::size_t kDirectAlignment = 4096;
 constexpr std::size_t kDirectBuffer = std::size_t{4} << 20;
 
 struct AlignedFree {
@@ -95,7 +92,7 @@ class DirectWritableFile final : public WritableFile {
   DirectWritableFile(fs::path path, int fd)
       : path_(std::move(path)),
         fd_(fd),
-        buffer_(static_cast<std::byte*>(std::aligned_alloc(kDirectAlignment, kDirectBuffer))) {
+        buffer_(static_cast<std::byte*>(std::aligned_alloc(kDirectIoAlignment, kDirectBuffer))) {
     if (!buffer_) {
       ::close(fd_);
       fd_ = -1;
@@ -112,13 +109,13 @@ class DirectWritableFile final : public WritableFile {
     while (!bytes.empty()) {
       // The file offset is at written blocks plus `used_`.
       const auto address = reinterpret_cast<std::uintptr_t>(bytes.data());
-      if (used_ % kDirectAlignment == 0 && address % kDirectAlignment == 0 &&
-          bytes.size() >= kDirectAlignment) {
+      if (used_ % kDirectIoAlignment == 0 && address % kDirectIoAlignment == 0 &&
+          bytes.size() >= kDirectIoAlignment) {
         if (used_ > 0) {
           write_all(fd_, path_, buffer_.get(), used_);
           used_ = 0;
         }
-        const std::size_t blocks = bytes.size() / kDirectAlignment * kDirectAlignment;
+        const std::size_t blocks = bytes.size() / kDirectIoAlignment * kDirectIoAlignment;
         write_all(fd_, path_, bytes.data(), blocks);
         bytes = bytes.subspan(blocks);
         continue;
@@ -126,8 +123,8 @@ class DirectWritableFile final : public WritableFile {
       std::size_t take = std::min(bytes.size(), kDirectBuffer - used_);
       // Bytes at the same remainder as the file offset become aligned once
       // the buffer has taken the part up to the next block.
-      if ((address - used_) % kDirectAlignment == 0 && address % kDirectAlignment != 0) {
-        take = std::min(take, kDirectAlignment - address % kDirectAlignment);
+      if ((address - used_) % kDirectIoAlignment == 0 && address % kDirectIoAlignment != 0) {
+        take = std::min(take, kDirectIoAlignment - address % kDirectIoAlignment);
       }
       std::memcpy(buffer_.get() + used_, bytes.data(), take);
       used_ += take;
@@ -155,7 +152,7 @@ class DirectWritableFile final : public WritableFile {
   // Writes what the buffer holds: whole blocks directly, the rest buffered.
   void flush() {
     if (used_ == 0) return;
-    const std::size_t blocks = used_ / kDirectAlignment * kDirectAlignment;
+    const std::size_t blocks = used_ / kDirectIoAlignment * kDirectIoAlignment;
     write_all(fd_, path_, buffer_.get(), blocks);
     if (blocks < used_) {
       const int flags = ::fcntl(fd_, F_GETFL);

@@ -330,7 +330,7 @@ struct AlignedFree {
 // offset, so a direct writer can send whole blocks from where they are.
 std::string write_and_read_back(FileEnv& env, const std::filesystem::path& path, std::size_t size,
                                 std::size_t shift = 1) {
-  constexpr std::size_t kBlock = 4096;
+  constexpr std::size_t kBlock = kDirectIoAlignment;
   const std::size_t capacity = (size + shift + kBlock) / kBlock * kBlock;
   std::unique_ptr<std::byte, AlignedFree> memory(
       static_cast<std::byte*>(std::aligned_alloc(kBlock, capacity)));

@@ -14,6 +14,12 @@
 
 namespace lockstep {
 
+// Direct I/O needs buffers, lengths and file offsets aligned to the device's
+// logical block; 4 KiB covers 512-byte and 4 KiB devices. Bytes at an
+// address with the same remainder modulo this as their file offset can be
+// written directly from where they are.
+inline constexpr std::size_t kDirectIoAlignment = 4096;
+
 // A file being written from its start. Not thread-safe; one owner.
 class WritableFile {
  public:
