@@ -5,6 +5,7 @@
 #include <thread>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "collective_text.h"
 #include "directory.h"
@@ -210,15 +211,28 @@ std::optional<std::int64_t> Checkpointer::restore_latest(State& state) {
   const auto parsed = nlohmann::json::parse(listing);
   if (parsed.is_object()) throw IoError(parsed.at("error").get<std::string>());
   const auto steps = parsed.get<std::vector<std::int64_t>>();
+  std::optional<std::int64_t> modified_by;  // the first step that wrote into the state
   for (auto it = steps.rbegin(); it != steps.rend(); ++it) {
     std::string why;
-    if (try_restore(*it, state, why)) {
+    bool modified = false;
+    if (try_restore(*it, state, why, modified)) {
       if (comm_.rank() == 0) log::info("restored step {} from {}", *it, options_.dir.string());
       return *it;
     }
+    if (modified && !modified_by) modified_by = *it;
     const std::string warning = fmt::format("skipping checkpoint of step {}: {}", *it, why);
     if (comm_.rank() == 0) log::warn("{}", warning);
     skipped_.push_back(warning);
+  }
+  if (modified_by) {
+    // Starting afresh from a state that holds pieces of a damaged
+    // checkpoint would train on garbage without a word.
+    throw IoError(fmt::format(
+        "no checkpoint in {} passes its checks ({} skipped: {}), and step {} failed its "
+        "checksums after part of it was read into the state, which is no longer as it was "
+        "initialised; move the damaged steps out of {} and restart to begin afresh",
+        options_.dir.string(), skipped_.size(), fmt::join(skipped_, "; "), *modified_by,
+        options_.dir.string()));
   }
   return std::nullopt;
 }
@@ -226,18 +240,21 @@ std::optional<std::int64_t> Checkpointer::restore_latest(State& state) {
 void Checkpointer::restore(std::int64_t step, State& state) {
   finish_in_flight(true);
   std::string why;
-  if (!try_restore(step, state, why)) {
-    throw IoError(fmt::format("cannot restore step {}: {}", step, why));
+  bool modified = false;
+  if (!try_restore(step, state, why, modified)) {
+    throw IoError(fmt::format("cannot restore step {}: {}{}", step, why,
+                              modified ? " (the state is partly overwritten with its bytes)" : ""));
   }
 }
 
-bool Checkpointer::try_restore(std::int64_t step, State& state, std::string& why) {
+bool Checkpointer::try_restore(std::int64_t step, State& state, std::string& why, bool& modified) {
   const auto step_dir = options_.dir / checkpoint::step_directory_name(step);
   try {
     checkpoint::restore_step(*options_.env, step_dir, step, state, comm_.get(), copy_threads_);
     return true;
   } catch (const checkpoint::CorruptCheckpoint& corrupt) {
     why = corrupt.what();
+    modified = corrupt.state_modified();
     return false;
   }
 }

@@ -15,9 +15,16 @@ namespace lockstep::checkpoint {
 
 // A checkpoint that cannot be trusted (checksum, size, missing file, bad
 // metadata). restore_latest() skips it; restore() reports it.
+// `state_modified`: the failure came after some of its bytes were read into
+// the caller's tensors.
 class CorruptCheckpoint : public IoError {
  public:
-  using IoError::IoError;
+  explicit CorruptCheckpoint(const std::string& what, bool state_modified = false)
+      : IoError(what), state_modified_(state_modified) {}
+  bool state_modified() const { return state_modified_; }
+
+ private:
+  bool state_modified_;
 };
 
 // Throws UsageError unless `name` is a safe relative path inside the

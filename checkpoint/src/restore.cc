@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <tuple>
 
 #include <fmt/format.h>
 
@@ -70,6 +71,23 @@ std::vector<const TensorRecord*> match_state(const FlatState& flat, const Metada
                     saved.size()));
   }
   return matched;
+}
+
+// The verdict of every rank on one stage of a restore, the same on all:
+// IoError when a rank failed for a reason that is not the checkpoint's (so
+// that no fallback hides it), CorruptCheckpoint when the checkpoint failed
+// a check. `state_modified`: the caller's tensors already hold some bytes.
+void agree(MPI_Comm comm, const fs::path& step_dir, const std::string& error,
+           bool not_the_checkpoint, bool state_modified) {
+  const std::string first = first_error(comm, error);
+  int elsewhere = not_the_checkpoint ? 1 : 0;
+  LOCKSTEP_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &elsewhere, 1, MPI_INT, MPI_MAX, comm));
+  if (elsewhere != 0) {
+    throw IoError(fmt::format("restoring {} failed{}: {}", step_dir.string(),
+                              state_modified ? ", and the state is partly overwritten" : "",
+                              first));
+  }
+  if (!first.empty()) throw CorruptCheckpoint(first, state_modified);
 }
 
 // Pieces must tile each tensor exactly, or reading them would write out of
@@ -174,18 +192,22 @@ class OpenFiles {
   std::map<int, std::unique_ptr<ReadableFile>> files_;
 };
 
-// Reads one piece in parts of kReadChunk (into `keep` + its buffer_offset
-// when given, else into `scratch`) and checks its CRC-32C. Every failure is
-// the checkpoint's: CorruptCheckpoint.
-void verify_piece(OpenFiles& files, const PieceRead& read, const FlatState& flat,
-                  std::byte* scratch, std::byte* keep) {
+std::string checksum_mismatch(const fs::path& path, const PieceRead& read, const FlatState& flat) {
+  return fmt::format("{}: checksum mismatch in tensor '{}', elements [{}, {})", path.string(),
+                     flat.layouts[read.tensor].path, read.piece->begin,
+                     read.piece->begin + read.piece->count);
+}
+
+// Reads one piece in parts of kReadChunk into `keep` + its buffer_offset and
+// checks its CRC-32C. Every failure is the checkpoint's: CorruptCheckpoint.
+void verify_piece(OpenFiles& files, const PieceRead& read, const FlatState& flat, std::byte* keep) {
   const int file = read.piece->file;
   std::uint32_t crc = 0;
   try {
     ReadableFile& handle = files.get(file);
     for (std::size_t done = 0; done < read.bytes;) {
       const std::size_t bytes = std::min(kReadChunk, read.bytes - done);
-      std::byte* into = keep != nullptr ? keep + read.buffer_offset + done : scratch;
+      std::byte* into = keep + read.buffer_offset + done;
       handle.read_at(read.file_offset + done, std::span(into, bytes));
       crc = crc32c(std::span<const std::byte>(into, bytes), crc);
       done += bytes;
@@ -194,14 +216,12 @@ void verify_piece(OpenFiles& files, const PieceRead& read, const FlatState& flat
     throw CorruptCheckpoint(failure.what());
   }
   if (crc != read.piece->crc32c) {
-    throw CorruptCheckpoint(fmt::format("{}: checksum mismatch in tensor '{}', elements [{}, {})",
-                                        files.path(file).string(), flat.layouts[read.tensor].path,
-                                        read.piece->begin, read.piece->begin + read.piece->count));
+    throw CorruptCheckpoint(checksum_mismatch(files.path(file), read, flat));
   }
 }
 
-// Reads and checks the pieces `order` (by file, then offset) in up to
-// `threads` threads, each piece whole on one thread.
+// Reads and checks the pieces `order` (by file, then offset) into `keep`, in
+// up to `threads` threads, each piece whole on one thread.
 void verify_pieces(FileEnv& env, const fs::path& step_dir, const Metadata& metadata,
                    const std::vector<std::size_t>& order, const std::vector<PieceRead>& reads,
                    const FlatState& flat, int threads, std::byte* keep) {
@@ -209,39 +229,100 @@ void verify_pieces(FileEnv& env, const fs::path& step_dir, const Metadata& metad
   for (const auto index : order) sizes.push_back(reads[index].bytes);
   const auto slots = static_cast<std::size_t>(std::max(1, threads));
   std::vector<std::optional<OpenFiles>> files(slots);
-  std::vector<std::optional<HostBuffer>> scratch(slots);
-  split_over_threads(
-      sizes, threads, kMinCopyRun, true, [&](int thread, std::size_t k, std::size_t, std::size_t) {
-        const auto slot = static_cast<std::size_t>(thread);
-        if (!files[slot]) files[slot].emplace(env, step_dir, metadata);
-        if (!scratch[slot]) scratch[slot].emplace(kReadChunk);
-        verify_piece(*files[slot], reads[order[k]], flat, scratch[slot]->data(), keep);
-      });
+  split_over_threads(sizes, threads, kMinCopyRun, true,
+                     [&](int thread, std::size_t k, std::size_t, std::size_t) {
+                       const auto slot = static_cast<std::size_t>(thread);
+                       if (!files[slot]) files[slot].emplace(env, step_dir, metadata);
+                       verify_piece(*files[slot], reads[order[k]], flat, keep);
+                     });
 }
 
-// Reads every piece of every rank file straight into `targets`, in up to
-// `threads` threads. Runs after the checks, when the files are in this
-// node's page cache.
-void read_into_tensors(FileEnv& env, const fs::path& step_dir, const Metadata& metadata,
-                       const std::vector<PieceRead>& reads, const FlatState& flat,
-                       const std::vector<std::byte*>& targets, int threads) {
+// A part of one piece that one read fills.
+struct ReadPart {
+  std::size_t read = 0;   // in `reads`
+  std::size_t begin = 0;  // bytes into the piece
+  std::size_t end = 0;
+};
+
+// On one node every rank walks all files in step, window by window of this
+// many bytes of file offset, its own files first in each window: the owner
+// of a file reads it from the disk, and the other ranks copy each window out
+// of the page cache while the disk is busy with the next one.
+constexpr std::uint64_t kFillWindow = 8U << 20;
+
+// Reads every piece of every rank file straight into `targets`, in parts of
+// kReadChunk split over up to `threads` threads, and checks the CRC-32C of
+// the pieces of this rank's files (`owner`) from the parts just read.
+// Returns the first failure (a read error or a checksum mismatch), or an
+// empty string; the tensors hold whatever was read.
+std::string fill_and_check(FileEnv& env, const fs::path& step_dir, const Metadata& metadata,
+                           const std::vector<PieceRead>& reads, const FlatState& flat,
+                           const std::vector<std::byte*>& targets, const std::vector<int>& owner,
+                           int rank, int threads) {
+  const auto files_count = static_cast<int>(owner.size());
+  int first_own = rank % files_count;
+  for (int f = 0; f < files_count; ++f) {
+    if (owner[static_cast<std::size_t>(f)] == rank) {
+      first_own = f;
+      break;
+    }
+  }
+  std::vector<ReadPart> parts;
+  for (std::size_t i = 0; i < reads.size(); ++i) {
+    for (std::size_t begin = 0; begin < reads[i].bytes; begin += kReadChunk) {
+      parts.push_back({i, begin, std::min(begin + kReadChunk, reads[i].bytes)});
+    }
+  }
+  const auto key = [&](const ReadPart& part) {
+    const auto& read = reads[part.read];
+    const std::uint64_t offset = read.file_offset + part.begin;
+    const int turn = (read.piece->file - first_own + files_count) % files_count;
+    return std::tuple(offset / kFillWindow, turn, offset);
+  };
+  std::sort(parts.begin(), parts.end(),
+            [&](const ReadPart& a, const ReadPart& b) { return key(a) < key(b); });
+
   std::vector<std::size_t> sizes;
-  for (const auto& read : reads) sizes.push_back(read.bytes);
+  for (const auto& part : parts) sizes.push_back(part.end - part.begin);
+  std::vector<std::uint32_t> part_crcs(parts.size(), 0);
   const auto slots = static_cast<std::size_t>(std::max(1, threads));
   std::vector<std::optional<OpenFiles>> files(slots);
-  split_over_threads(
-      sizes, threads, kMinCopyRun, false,
-      [&](int thread, std::size_t i, std::size_t begin, std::size_t end) {
-        const auto slot = static_cast<std::size_t>(thread);
-        if (!files[slot]) files[slot].emplace(env, step_dir, metadata);
-        const auto& read = reads[i];
-        const std::size_t element = dtype_size(flat.layouts[read.tensor].dtype);
-        std::byte* destination =
-            targets[read.tensor] + static_cast<std::size_t>(read.piece->begin) * element;
-        files[slot]
-            ->get(read.piece->file)
-            .read_at(read.file_offset + begin, std::span(destination + begin, end - begin));
-      });
+  try {
+    split_over_threads(
+        sizes, threads, kMinCopyRun, true,
+        [&](int thread, std::size_t k, std::size_t, std::size_t) {
+          const auto slot = static_cast<std::size_t>(thread);
+          if (!files[slot]) files[slot].emplace(env, step_dir, metadata);
+          const auto& part = parts[k];
+          const auto& read = reads[part.read];
+          const std::size_t element = dtype_size(flat.layouts[read.tensor].dtype);
+          std::byte* into = targets[read.tensor] +
+                            static_cast<std::size_t>(read.piece->begin) * element + part.begin;
+          const std::span bytes(into, part.end - part.begin);
+          files[slot]->get(read.piece->file).read_at(read.file_offset + part.begin, bytes);
+          if (owner[static_cast<std::size_t>(read.piece->file)] == rank) {
+            part_crcs[k] = crc32c(std::span<const std::byte>(bytes));
+          }
+        });
+  } catch (const IoError& failure) {
+    return failure.what();
+  }
+  // The parts of one piece are in order in `parts`: chain their checksums.
+  std::vector<std::uint32_t> crcs(reads.size(), 0);
+  for (std::size_t k = 0; k < parts.size(); ++k) {
+    auto& crc = crcs[parts[k].read];
+    crc = crc32c_combine(crc, part_crcs[k], parts[k].end - parts[k].begin);
+  }
+  for (std::size_t i = 0; i < reads.size(); ++i) {
+    const auto& read = reads[i];
+    if (owner[static_cast<std::size_t>(read.piece->file)] != rank) continue;
+    if (crcs[i] != read.piece->crc32c) {
+      return checksum_mismatch(
+          step_dir / metadata.rank_files[static_cast<std::size_t>(read.piece->file)].name, read,
+          flat);
+    }
+  }
+  return {};
 }
 
 // Sends every piece from the rank that read it into the private `buffer` to
@@ -370,22 +451,23 @@ void restore_step(FileEnv& env, const fs::path& step_dir, std::int64_t step, Sta
     }
   }
 
-  // All ranks on one node share the page cache: after the check below has
-  // read every file once, each rank reads the files again straight into its
-  // tensors, at memory speed, which is cheaper than broadcasting the bytes.
-  // Across nodes, the readers keep what they checked and broadcast it.
+  // All ranks on one node share the page cache: each rank reads every file
+  // straight into its tensors, checking the checksums of its own share as it
+  // goes; the other ranks' reads of a file come from the page cache its owner
+  // filled. Across nodes, the readers check their share into a private
+  // buffer and broadcast it.
   const bool one_node = exchange == Exchange::kAutomatic ? ranks_on_node(comm) == ranks
-                                                         : exchange == Exchange::kReadAgain;
+                                                         : exchange == Exchange::kReadAll;
 
-  // Read and verify this rank's files. Nothing is written into the tensors
-  // before every rank's checks have passed, so that a damaged checkpoint
-  // leaves them untouched: on one node the bytes are only checksummed, across
-  // nodes they are kept in a private buffer.
-  const auto reading = std::chrono::steady_clock::now();
+  // Check this rank's files: sizes, HDF5 structure, where each piece lies
+  // and, across nodes, the checksums. Nothing is written into the tensors
+  // before every rank has passed these checks, so a missing, truncated or
+  // malformed file leaves them untouched.
+  const auto checking = std::chrono::steady_clock::now();
   // Allocated inside the try: a rank that cannot get the memory must still
   // join the verdict below, or the others would wait for it forever.
   std::optional<HostBuffer> buffer;
-  int not_the_checkpoint = 0;
+  bool not_the_checkpoint = false;
   try {
     if (!one_node) buffer.emplace(buffer_bytes);
     if (rank == 0) check_size(env, step_dir / kMasterFile, metadata.master_file.size);
@@ -402,30 +484,27 @@ void restore_step(FileEnv& env, const fs::path& step_dir, std::int64_t step, Sta
       } catch (const IoError& failure) {
         throw CorruptCheckpoint(failure.what());
       }
-      // HDF5's metadata lies between the data, all over the file: reading
-      // the whole file ahead, in order, turns its small reads into waits
-      // for a sequential read that the check needs anyway.
-      file->prefetch(0, record.size);
+      // HDF5's metadata lies between the data, all over the file: before a
+      // check pass, reading the whole file ahead turns its small reads into
+      // waits for a sequential read that the check needs anyway. On one
+      // node the ranks' fill reads the files in step instead, and a read
+      // ahead of all of them would compete with it for the disk.
+      if (!one_node) file->prefetch(0, record.size);
       locate_pieces(path, record.size, flat, file_reads, reads);
       order.insert(order.end(), file_reads.begin(), file_reads.end());
     }
-    verify_pieces(env, step_dir, metadata, order, reads, flat, threads,
-                  buffer ? buffer->data() : nullptr);
+    if (!one_node)
+      verify_pieces(env, step_dir, metadata, order, reads, flat, threads, buffer->data());
   } catch (const CorruptCheckpoint& failure) {
     error = failure.what();
   } catch (const std::exception& failure) {
     // Not the checkpoint's fault (memory, a library failure): falling back
     // to an older step would hide it, so every rank reports it instead.
     error = failure.what();
-    not_the_checkpoint = 1;
+    not_the_checkpoint = true;
   }
-  const auto verified = std::chrono::steady_clock::now();
-  error = first_error(comm, error);
-  LOCKSTEP_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &not_the_checkpoint, 1, MPI_INT, MPI_MAX, comm));
-  if (not_the_checkpoint != 0) {
-    throw IoError(fmt::format("restoring {} failed: {}", step_dir.string(), error));
-  }
-  if (!error.empty()) throw CorruptCheckpoint(error);
+  agree(comm, step_dir, error, not_the_checkpoint, false);
+  const auto checked = std::chrono::steady_clock::now();
 
   // Where each tensor's bytes land on this rank: the tensor itself, or for
   // a GPU tensor its place in one host bounce buffer, copied to the device
@@ -448,31 +527,30 @@ void restore_step(FileEnv& env, const fs::path& step_dir, std::int64_t step, Sta
       targets[t] = tensor.device().is_cpu() ? static_cast<std::byte*>(tensor.data())
                                             : bounce->data() + bounce_offsets[t];
     }
-    if (one_node) {
-      // Every piece's offset in its file, from the rank that located it.
-      std::vector<std::uint64_t> offsets(reads.size(), 0);
-      for (std::size_t i = 0; i < reads.size(); ++i) offsets[i] = reads[i].file_offset;
-      LOCKSTEP_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, offsets.data(),
-                                       static_cast<int>(offsets.size()), MPI_UINT64_T, MPI_MAX,
-                                       comm));
-      for (std::size_t i = 0; i < reads.size(); ++i) reads[i].file_offset = offsets[i];
-      error.clear();
-      try {
-        read_into_tensors(env, step_dir, metadata, reads, flat, targets, threads);
-      } catch (const std::exception& failure) {
-        error = failure.what();
-      }
-      error = first_error(comm, error);
-      if (!error.empty()) {
-        throw IoError(
-            fmt::format("restoring {} failed after its checks passed, and the state "
-                        "is partly overwritten: {}",
-                        step_dir.string(), error));
-      }
-    } else {
-      broadcast_pieces(comm, rank, ranks, owner, records, flat, buffer ? buffer->data() : nullptr,
-                       targets);
+  }
+  if (one_node) {
+    // Every piece's offset in its file, from the rank that located it.
+    std::vector<std::uint64_t> offsets(reads.size(), 0);
+    for (std::size_t i = 0; i < reads.size(); ++i) offsets[i] = reads[i].file_offset;
+    LOCKSTEP_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, offsets.data(), static_cast<int>(offsets.size()),
+                                     MPI_UINT64_T, MPI_MAX, comm));
+    for (std::size_t i = 0; i < reads.size(); ++i) reads[i].file_offset = offsets[i];
+    error.clear();
+    try {
+      error = fill_and_check(env, step_dir, metadata, reads, flat, targets, owner, rank, threads);
+    } catch (const std::exception& failure) {
+      error = failure.what();
+      not_the_checkpoint = true;
     }
+    // A checksum that fails now fails the checkpoint as before, but the
+    // host tensors already hold some of its bytes.
+    const bool host_tensors = std::any_of(reads.begin(), reads.end(), [&](const PieceRead& read) {
+      return flat.tensors[read.tensor].device().is_cpu();
+    });
+    agree(comm, step_dir, error, not_the_checkpoint, host_tensors);
+  } else {
+    broadcast_pieces(comm, rank, ranks, owner, records, flat, buffer ? buffer->data() : nullptr,
+                     targets);
   }
   for (std::size_t t = 0; t < records.size(); ++t) {
     Tensor& tensor = flat.tensors[t];
@@ -488,9 +566,10 @@ void restore_step(FileEnv& env, const fs::path& step_dir, std::int64_t step, Sta
   for (const auto& item : state.items()) {
     if (item.values != nullptr) *item.values = metadata.values.at(item.name);
   }
-  log::debug("restore of step {}: read and verify {:.3f} s, exchange {:.3f} s", step,
-             std::chrono::duration<double>(verified - reading).count(),
-             std::chrono::duration<double>(std::chrono::steady_clock::now() - verified).count());
+  log::debug("restore of step {}: checks {:.3f} s, {} {:.3f} s", step,
+             std::chrono::duration<double>(checked - checking).count(),
+             one_node ? "fill and checksums" : "broadcast",
+             std::chrono::duration<double>(std::chrono::steady_clock::now() - checked).count());
 }
 
 }  // namespace lockstep::checkpoint

@@ -102,40 +102,69 @@ MpiComm first_ranks(int ranks) {
   return MpiComm::split(world(), world_rank() < ranks ? 0 : MPI_UNDEFINED, world_rank());
 }
 
-// Ranks on one node read the files again; across nodes the readers
-// broadcast. Both must give every rank the whole state, and neither may
-// touch the tensors when a check fails.
-TEST(CheckpointRoundTrip, BothExchangesFillEveryRankAndLeaveDamageUntouched) {
+// Flips one bit in the middle of `path`.
+void flip_byte(const fs::path& path) {
+  std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+  const auto middle = static_cast<std::streamoff>(fs::file_size(path) / 2);
+  file.seekg(middle);
+  const char byte = static_cast<char>(file.get());
+  file.seekp(middle);
+  file.put(static_cast<char>(byte ^ 0x01));
+}
+
+// Ranks on one node each read every file; across nodes the readers
+// broadcast. Both must give every rank the whole state. A truncated file
+// is found before anything is written; a checksum mismatch is found while
+// one node's ranks fill their tensors (and says so), before the broadcast
+// across nodes (which leaves the tensors untouched).
+TEST(CheckpointRoundTrip, BothExchangesFillEveryRankAndReportDamage) {
   const auto dir = fresh_dir("exchanges", world());
   {
     TestModel model = large_model();
-    model.fill_all(4);
     Checkpointer checkpointer(world(), {.dir = dir, .async = false});
-    checkpointer.save(1, model.state());
-    model.fill_all(6);
-    checkpointer.save(2, model.state());
+    for (const std::int64_t step : {1, 2, 3}) {
+      model.fill_all(static_cast<std::uint64_t>(step) + 3);
+      checkpointer.save(step, model.state());
+    }
   }
+  const auto last_file = fmt::format("rank-{:05d}.h5", world_size() - 1);
   if (world_rank() == 0) {
-    const auto path = dir / "step-2" / fmt::format("rank-{:05d}.h5", world_size() - 1);
-    std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
-    const auto middle = static_cast<std::streamoff>(fs::file_size(path) / 2);
-    file.seekg(middle);
-    const char byte = static_cast<char>(file.get());
-    file.seekp(middle);
-    file.put(static_cast<char>(byte ^ 0x01));
+    flip_byte(dir / "step-2" / last_file);
+    fs::resize_file(dir / "step-3" / last_file, fs::file_size(dir / "step-3" / last_file) / 2);
   }
   MPI_Barrier(world());
-  for (const auto exchange : {checkpoint::Exchange::kReadAgain, checkpoint::Exchange::kBroadcast}) {
+  for (const auto exchange : {checkpoint::Exchange::kReadAll, checkpoint::Exchange::kBroadcast}) {
+    const auto restore = [&](std::int64_t step, State& state) {
+      checkpoint::restore_step(*posix_file_env(), dir / fmt::format("step-{}", step), step, state,
+                               world(), 1, exchange);
+    };
     TestModel model = large_model();
     model.fill_all(5);
     auto state = model.state();
-    checkpoint::restore_step(*posix_file_env(), dir / "step-1", 1, state, world(), 1, exchange);
+    restore(1, state);
     EXPECT_EQ(model.mismatch(4), "");
+
     model.fill_all(5);
-    EXPECT_THROW(
-        checkpoint::restore_step(*posix_file_env(), dir / "step-2", 2, state, world(), 1, exchange),
-        checkpoint::CorruptCheckpoint);
+    try {
+      restore(3, state);
+      ADD_FAILURE() << "a truncated file was restored";
+    } catch (const checkpoint::CorruptCheckpoint& corrupt) {
+      EXPECT_NE(std::string(corrupt.what()).find("truncated"), std::string::npos) << corrupt.what();
+      EXPECT_FALSE(corrupt.state_modified());
+    }
     EXPECT_EQ(model.mismatch(5), "");
+
+    try {
+      restore(2, state);
+      ADD_FAILURE() << "a flipped byte was restored";
+    } catch (const checkpoint::CorruptCheckpoint& corrupt) {
+      EXPECT_NE(std::string(corrupt.what()).find("checksum mismatch"), std::string::npos)
+          << corrupt.what();
+      EXPECT_EQ(corrupt.state_modified(), exchange == checkpoint::Exchange::kReadAll);
+    }
+    if (exchange == checkpoint::Exchange::kBroadcast) {
+      EXPECT_EQ(model.mismatch(5), "");
+    }
   }
 }
 
@@ -169,9 +198,11 @@ TEST(CheckpointResharding, LoadsAtEveryWorldSize) {
 
 // Saves steps 1 and 2, damages step 2 with `damage` (run on rank 0), and
 // expects restore_latest() to fall back to step 1 with a warning naming
-// `expected_in_warning`.
+// `expected_in_warning`. Restoring step 2 alone fails; it leaves the state
+// as it was when `found_before_writing` (damage found before any tensor is
+// written), and says that the state is partly overwritten otherwise.
 void expect_fallback(const std::string& name, const std::function<void(const fs::path&)>& damage,
-                     const std::string& expected_in_warning) {
+                     const std::string& expected_in_warning, bool found_before_writing) {
   const auto dir = fresh_dir(name, world());
   {
     TestModel model = large_model();
@@ -188,10 +219,14 @@ void expect_fallback(const std::string& name, const std::function<void(const fs:
   model.fill_all(5);
   Checkpointer checkpointer(world(), {.dir = dir});
   auto state = model.state();
-  // Restoring the damaged step alone fails and leaves the state as it was.
   const std::string error = error_of([&] { checkpointer.restore(2, state); });
   EXPECT_NE(error.find(expected_in_warning), std::string::npos) << error;
-  EXPECT_EQ(model.mismatch(5), "");
+  if (found_before_writing) {
+    EXPECT_EQ(model.mismatch(5), "");
+    EXPECT_EQ(error.find("partly overwritten"), std::string::npos) << error;
+  } else {
+    EXPECT_NE(error.find("partly overwritten"), std::string::npos) << error;
+  }
   EXPECT_EQ(checkpointer.restore_latest(state), 1);
   EXPECT_EQ(model.mismatch(1), "");
   ASSERT_EQ(checkpointer.skipped_checkpoints().size(), 1U);
@@ -202,18 +237,11 @@ void expect_fallback(const std::string& name, const std::function<void(const fs:
 std::string last_rank_file() { return fmt::format("rank-{:05d}.h5", world_size() - 1); }
 
 TEST(CheckpointVerification, OneFlippedByteFallsBackToTheOlderStep) {
+  // All ranks of these tests share one node: the checksums are checked while
+  // the tensors are filled.
   expect_fallback(
-      "flipped-byte",
-      [](const fs::path& step_dir) {
-        const auto path = step_dir / last_rank_file();
-        std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
-        const auto middle = static_cast<std::streamoff>(fs::file_size(path) / 2);
-        file.seekg(middle);
-        const char byte = static_cast<char>(file.get());
-        file.seekp(middle);
-        file.put(static_cast<char>(byte ^ 0x01));
-      },
-      last_rank_file());
+      "flipped-byte", [](const fs::path& step_dir) { flip_byte(step_dir / last_rank_file()); },
+      last_rank_file(), false);
 }
 
 TEST(CheckpointVerification, TruncatedFileFallsBackToTheOlderStep) {
@@ -223,19 +251,79 @@ TEST(CheckpointVerification, TruncatedFileFallsBackToTheOlderStep) {
         const auto path = step_dir / last_rank_file();
         fs::resize_file(path, fs::file_size(path) / 2);
       },
-      "truncated");
+      "truncated", true);
 }
 
 TEST(CheckpointVerification, MissingMetadataFallsBackToTheOlderStep) {
   expect_fallback(
       "no-metadata", [](const fs::path& step_dir) { fs::remove(step_dir / "metadata.json"); },
-      "incomplete");
+      "incomplete", true);
 }
 
 TEST(CheckpointVerification, MissingRankFileFallsBackToTheOlderStep) {
   expect_fallback(
       "no-rank-file", [](const fs::path& step_dir) { fs::remove(step_dir / last_rank_file()); },
-      "missing");
+      "missing", true);
+}
+
+// With nothing left to fall back on, a state that holds bytes of a damaged
+// checkpoint must not pass for a fresh one: restore_latest() throws, naming
+// every skipped step. Damage found before writing still gives nullopt.
+TEST(CheckpointVerification, NoIntactStepAfterAWrittenStateIsAnError) {
+  const auto dir = fresh_dir("nothing-intact", world());
+  {
+    TestModel model = large_model();
+    Checkpointer checkpointer(world(), {.dir = dir, .async = false});
+    model.fill_all(1);
+    checkpointer.save(1, model.state());
+    model.fill_all(2);
+    checkpointer.save(2, model.state());
+  }
+  if (world_rank() == 0) {
+    const auto path = dir / "step-1" / last_rank_file();
+    fs::resize_file(path, fs::file_size(path) / 2);
+  }
+  MPI_Barrier(world());
+  {
+    // Only step 1 is damaged, and before anything is written: step 2 loads.
+    TestModel model = large_model();
+    Checkpointer checkpointer(world(), {.dir = dir});
+    auto state = model.state();
+    EXPECT_EQ(checkpointer.restore_latest(state), 2);
+  }
+  if (world_rank() == 0) fs::remove(dir / "step-2" / last_rank_file());
+  MPI_Barrier(world());
+  {
+    TestModel model = large_model();
+    model.fill_all(5);
+    Checkpointer checkpointer(world(), {.dir = dir});
+    auto state = model.state();
+    EXPECT_EQ(checkpointer.restore_latest(state), std::nullopt);
+    EXPECT_EQ(checkpointer.skipped_checkpoints().size(), 2U);
+    EXPECT_EQ(model.mismatch(5), "");
+  }
+  const auto fresh = fresh_dir("nothing-intact-flipped", world());
+  {
+    TestModel model = large_model();
+    Checkpointer checkpointer(world(), {.dir = fresh, .async = false});
+    model.fill_all(1);
+    checkpointer.save(1, model.state());
+    model.fill_all(2);
+    checkpointer.save(2, model.state());
+  }
+  if (world_rank() == 0) {
+    flip_byte(fresh / "step-2" / last_rank_file());
+    fs::remove(fresh / "step-1" / last_rank_file());
+  }
+  MPI_Barrier(world());
+  TestModel model = large_model();
+  Checkpointer checkpointer(world(), {.dir = fresh});
+  auto state = model.state();
+  const std::string error = error_of([&] { checkpointer.restore_latest(state); });
+  EXPECT_NE(error.find("no checkpoint in"), std::string::npos) << error;
+  EXPECT_NE(error.find("step 2 failed its checksums"), std::string::npos) << error;
+  EXPECT_NE(error.find("checkpoint of step 1"), std::string::npos) << error;
+  EXPECT_NE(error.find("move the damaged steps out"), std::string::npos) << error;
 }
 
 TEST(CheckpointRetention, KeepsTheNewestKByStepNumber) {

@@ -134,10 +134,14 @@ class Checkpointer {
   // older one is tried. Throws UsageError when a checkpoint does not match
   // `state` (a missing or extra tensor, another shape or dtype: the message
   // names the tensor and both shapes) or was written by a newer format.
+  // A checksum failure can be found after some of the step's bytes were
+  // read into `state` (ranks on one node fill while they check); when no
+  // older step then loads, throws IoError instead of returning nullopt.
   std::optional<std::int64_t> restore_latest(State& state);
 
   // Collective. Restores step `step`; throws IoError when it is missing or
-  // fails a check, UsageError as restore_latest does.
+  // fails a check (saying whether `state` is partly overwritten),
+  // UsageError as restore_latest does.
   void restore(std::int64_t step, State& state);
 
   // Committed steps in `dir`, oldest first, as this rank sees them.
@@ -156,8 +160,9 @@ class Checkpointer {
 
   void finish_in_flight(bool rethrow);
   // Throws IoError if `step` could not be restored; returns false instead
-  // for a checkpoint that is corrupt (with the reason in `why`).
-  bool try_restore(std::int64_t step, State& state, std::string& why);
+  // for a checkpoint that is corrupt (with the reason in `why`, and
+  // `modified` set when the state already holds some of its bytes).
+  bool try_restore(std::int64_t step, State& state, std::string& why, bool& modified);
 
   CheckpointOptions options_;
   MpiComm comm_;          // restore and the caller's thread
