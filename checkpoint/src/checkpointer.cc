@@ -228,8 +228,8 @@ std::optional<std::int64_t> Checkpointer::restore_latest(State& state) {
     // Starting afresh from a state that holds pieces of a damaged
     // checkpoint would train on garbage without a word.
     throw IoError(fmt::format(
-        "no checkpoint in {} passes its checks ({} skipped: {}), and step {} failed its "
-        "checksums after part of it was read into the state, which is no longer as it was "
+        "no checkpoint in {} passes its checks ({} skipped: {}), and step {} failed a check "
+        "after part of it was read into the state, which is no longer as it was "
         "initialised; move the damaged steps out of {} and restart to begin afresh",
         options_.dir.string(), skipped_.size(), fmt::join(skipped_, "; "), *modified_by,
         options_.dir.string()));
