@@ -268,7 +268,7 @@ RankFilePlan plan_rank_file(const std::vector<TensorLayout>& layouts,
       throw BackendError("HDF5", -1, "the data regions of a rank file overlap or exceed it");
     }
     add_header(address);
-    plan.segments.push_back({.size = region.bytes, .data = true, .offset = region.piece});
+    plan.segments.push_back({.size = region.bytes, .data = true, .piece = region.piece});
     cursor = address + region.bytes;
   }
   add_header(file_size);

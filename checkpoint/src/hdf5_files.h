@@ -35,7 +35,8 @@ struct RankFilePlan {
   struct Segment {
     std::uint64_t size = 0;
     bool data = false;       // tensor data, else HDF5's own bytes
-    std::size_t offset = 0;  // into `header_bytes`; for data, the piece's index
+    std::size_t offset = 0;  // HDF5's bytes: where they start in `header_bytes`
+    std::size_t piece = 0;   // tensor data: the piece's index (tensor order)
   };
   std::vector<Segment> segments;  // in file order, covering the whole file
   std::vector<std::byte> header_bytes;

@@ -84,13 +84,12 @@ std::uint32_t write_rank_file(FileEnv& env, const fs::path& path, const RankFile
   std::uint32_t file_crc = 0;
   for (const auto& segment : plan.segments) {
     std::span<const std::byte> bytes;
-    const std::size_t piece = segment.offset;
     if (segment.data) {
-      if (piece >= sources.size() || sources[piece].size() != segment.size) {
+      if (segment.piece >= sources.size() || sources[segment.piece].size() != segment.size) {
         throw std::logic_error(
             fmt::format("the plan of {} does not match the staged pieces", path.string()));
       }
-      bytes = sources[piece];
+      bytes = sources[segment.piece];
     } else {
       bytes = std::span<const std::byte>(plan.header_bytes).subspan(segment.offset, segment.size);
     }
@@ -101,7 +100,7 @@ std::uint32_t write_rank_file(FileEnv& env, const fs::path& path, const RankFile
       file->append(chunk);
     }
     file_crc = crc32c_combine(file_crc, crc, bytes.size());
-    if (segment.data) piece_crcs[piece] = crc;
+    if (segment.data) piece_crcs[segment.piece] = crc;
   }
   file->sync();
   file->close();

@@ -196,6 +196,16 @@ TEST(CheckpointResharding, LoadsAtEveryWorldSize) {
   }
 }
 
+// Saves steps 1 and 2 of large_model(), filled with 1 and 2, synchronously.
+void save_steps_1_and_2(const fs::path& dir) {
+  TestModel model = large_model();
+  Checkpointer checkpointer(world(), {.dir = dir, .async = false});
+  model.fill_all(1);
+  checkpointer.save(1, model.state());
+  model.fill_all(2);
+  checkpointer.save(2, model.state());
+}
+
 // Saves steps 1 and 2, damages step 2 with `damage` (run on rank 0), and
 // expects restore_latest() to fall back to step 1 with a warning naming
 // `expected_in_warning`. Restoring step 2 alone fails; it leaves the state
@@ -204,14 +214,7 @@ TEST(CheckpointResharding, LoadsAtEveryWorldSize) {
 void expect_fallback(const std::string& name, const std::function<void(const fs::path&)>& damage,
                      const std::string& expected_in_warning, bool found_before_writing) {
   const auto dir = fresh_dir(name, world());
-  {
-    TestModel model = large_model();
-    Checkpointer checkpointer(world(), {.dir = dir, .async = false});
-    model.fill_all(1);
-    checkpointer.save(1, model.state());
-    model.fill_all(2);
-    checkpointer.save(2, model.state());
-  }
+  save_steps_1_and_2(dir);
   if (world_rank() == 0) damage(dir / "step-2");
   MPI_Barrier(world());
 
@@ -271,14 +274,7 @@ TEST(CheckpointVerification, MissingRankFileFallsBackToTheOlderStep) {
 // every skipped step. Damage found before writing still gives nullopt.
 TEST(CheckpointVerification, NoIntactStepAfterAWrittenStateIsAnError) {
   const auto dir = fresh_dir("nothing-intact", world());
-  {
-    TestModel model = large_model();
-    Checkpointer checkpointer(world(), {.dir = dir, .async = false});
-    model.fill_all(1);
-    checkpointer.save(1, model.state());
-    model.fill_all(2);
-    checkpointer.save(2, model.state());
-  }
+  save_steps_1_and_2(dir);
   if (world_rank() == 0) {
     const auto path = dir / "step-1" / last_rank_file();
     fs::resize_file(path, fs::file_size(path) / 2);
@@ -303,14 +299,7 @@ TEST(CheckpointVerification, NoIntactStepAfterAWrittenStateIsAnError) {
     EXPECT_EQ(model.mismatch(5), "");
   }
   const auto fresh = fresh_dir("nothing-intact-flipped", world());
-  {
-    TestModel model = large_model();
-    Checkpointer checkpointer(world(), {.dir = fresh, .async = false});
-    model.fill_all(1);
-    checkpointer.save(1, model.state());
-    model.fill_all(2);
-    checkpointer.save(2, model.state());
-  }
+  save_steps_1_and_2(fresh);
   if (world_rank() == 0) {
     flip_byte(fresh / "step-2" / last_rank_file());
     fs::remove(fresh / "step-1" / last_rank_file());

@@ -407,11 +407,11 @@ TEST(RankFilePlan, LargePiecesStartOnBlocksAndStageAtTheirFileOffsetsRemainder) 
   for (const auto& segment : plan.segments) {
     if (segment.data) {
       ++seen;
-      ASSERT_LT(segment.offset, count);
-      const std::size_t at = plan.staged_offsets[segment.offset];
-      EXPECT_EQ(at % kDataAlignment, file_offset % kDataAlignment) << "piece " << segment.offset;
+      ASSERT_LT(segment.piece, count);
+      const std::size_t at = plan.staged_offsets[segment.piece];
+      EXPECT_EQ(at % kDataAlignment, file_offset % kDataAlignment) << "piece " << segment.piece;
       if (segment.size >= kAlignedDataThreshold) {
-        EXPECT_EQ(file_offset % kDataAlignment, 0U) << "piece " << segment.offset;
+        EXPECT_EQ(file_offset % kDataAlignment, 0U) << "piece " << segment.piece;
       }
       staged.emplace_back(at, at + segment.size);
     }
