@@ -464,12 +464,33 @@ void restore_step(FileEnv& env, const fs::path& step_dir, std::int64_t step, Sta
   // before every rank has passed these checks, so a missing, truncated or
   // malformed file leaves them untouched.
   const auto checking = std::chrono::steady_clock::now();
-  // Allocated inside the try: a rank that cannot get the memory must still
-  // join the verdict below, or the others would wait for it forever.
+  // Where each tensor's bytes land on this rank: the tensor itself, or for
+  // a GPU tensor its place in one host bounce buffer, copied to the device
+  // at the end. One uninitialised buffer of huge pages: a pinned, zeroed
+  // allocation per tensor took longer than reading the checkpoint. Both
+  // buffers are allocated inside the try: a rank that cannot get the memory
+  // must still join the verdict below, or the others would wait for it
+  // forever.
+  std::vector<std::byte*> targets(records.size());
+  std::optional<HostBuffer> bounce;
   std::optional<HostBuffer> buffer;
   bool not_the_checkpoint = false;
   try {
     if (!one_node) buffer.emplace(buffer_bytes);
+    constexpr std::size_t kAlign = 64;
+    std::vector<std::size_t> bounce_offsets(records.size(), 0);
+    std::size_t bounce_bytes = 0;
+    for (std::size_t t = 0; t < records.size(); ++t) {
+      if (flat.tensors[t].device().is_cpu()) continue;
+      bounce_offsets[t] = bounce_bytes;
+      bounce_bytes += (flat.tensors[t].nbytes() + kAlign - 1) / kAlign * kAlign;
+    }
+    if (bounce_bytes > 0) bounce.emplace(bounce_bytes);
+    for (std::size_t t = 0; t < records.size(); ++t) {
+      Tensor& tensor = flat.tensors[t];
+      targets[t] = tensor.device().is_cpu() ? static_cast<std::byte*>(tensor.data())
+                                            : bounce->data() + bounce_offsets[t];
+    }
     if (rank == 0) check_size(env, step_dir / kMasterFile, metadata.master_file.size);
     std::vector<std::size_t> order;  // this rank's pieces, by file and offset
     for (int f = 0; f < saved_ranks; ++f) {
@@ -506,28 +527,6 @@ void restore_step(FileEnv& env, const fs::path& step_dir, std::int64_t step, Sta
   agree(comm, step_dir, error, not_the_checkpoint, false);
   const auto checked = std::chrono::steady_clock::now();
 
-  // Where each tensor's bytes land on this rank: the tensor itself, or for
-  // a GPU tensor its place in one host bounce buffer, copied to the device
-  // at the end. One uninitialised buffer of huge pages: a pinned, zeroed
-  // allocation per tensor took longer than reading the checkpoint.
-  std::vector<std::byte*> targets(records.size());
-  std::optional<HostBuffer> bounce;
-  {
-    constexpr std::size_t kAlign = 64;
-    std::vector<std::size_t> bounce_offsets(records.size(), 0);
-    std::size_t bounce_bytes = 0;
-    for (std::size_t t = 0; t < records.size(); ++t) {
-      if (flat.tensors[t].device().is_cpu()) continue;
-      bounce_offsets[t] = bounce_bytes;
-      bounce_bytes += (flat.tensors[t].nbytes() + kAlign - 1) / kAlign * kAlign;
-    }
-    if (bounce_bytes > 0) bounce.emplace(bounce_bytes);
-    for (std::size_t t = 0; t < records.size(); ++t) {
-      Tensor& tensor = flat.tensors[t];
-      targets[t] = tensor.device().is_cpu() ? static_cast<std::byte*>(tensor.data())
-                                            : bounce->data() + bounce_offsets[t];
-    }
-  }
   if (one_node) {
     // Every piece's offset in its file, from the rank that located it.
     std::vector<std::uint64_t> offsets(reads.size(), 0);
