@@ -21,7 +21,10 @@
 //       by more than a save costs;
 //   (d) a restore against `cat` of the step's files, both from a cold page
 //       cache (the files are dropped from the cache before each), in
-//       --restores pairs per repetition, taking turns at going first.
+//       --restores rounds per repetition, each round in another order; in
+//       each round also the read floor: every rank reads every file into its
+//       own memory with no checks, as the restore does on one node, the
+//       least that giving each rank its own copy costs (CPU state only).
 // As in training, an optimizer step that writes every tensor comes before
 // each timed save and restore.
 // Rank 0 prints a summary and one `RESULT key=value ...` line for run.sh.
@@ -43,7 +46,9 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <span>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -138,6 +143,65 @@ double cpu_seconds() {
     return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6;
   };
   return seconds(usage.ru_utime) + seconds(usage.ru_stime);
+}
+
+// The least any restore that gives every rank its own copy of the state
+// must do: every rank reads every file of `step_dir` into its own memory,
+// here the state's CPU tensors (`into`, filled in turn), with no checks.
+// The reads go as the restore's do on one node: 1 MiB parts, the files in
+// step 8 MiB of offset at a time, the rank's own files first in each.
+void read_floor(const fs::path& step_dir, int rank, const std::vector<std::span<std::byte>>& into) {
+  std::vector<fs::path> paths;
+  for (const auto& entry : fs::directory_iterator(step_dir)) {
+    if (entry.is_regular_file()) paths.push_back(entry.path());
+  }
+  std::sort(paths.begin(), paths.end());
+  struct Part {
+    std::uint64_t window;
+    std::size_t turn;
+    std::uint64_t offset;
+    std::size_t file;
+  };
+  constexpr std::uint64_t kPart = 1U << 20;
+  constexpr std::uint64_t kWindow = 8U << 20;
+  const std::size_t files = paths.size();
+  std::size_t own = 0;  // the rank's own file, which the restore reads first
+  for (std::size_t f = 0; f < files; ++f) {
+    if (paths[f].filename() == fmt::format("rank-{:05d}.h5", rank)) own = f;
+  }
+  std::vector<int> fds;
+  std::vector<std::uint64_t> sizes;
+  std::vector<Part> parts;
+  for (std::size_t f = 0; f < files; ++f) {
+    fds.push_back(::open(paths[f].c_str(), O_RDONLY | O_CLOEXEC));
+    if (fds.back() < 0) throw lockstep::IoError("cannot open " + paths[f].string());
+    sizes.push_back(fs::file_size(paths[f]));
+    for (std::uint64_t offset = 0; offset < sizes[f]; offset += kPart) {
+      parts.push_back({offset / kWindow, (f + files - own) % files, offset, f});
+    }
+  }
+  std::sort(parts.begin(), parts.end(), [](const Part& a, const Part& b) {
+    return std::tie(a.window, a.turn, a.offset) < std::tie(b.window, b.turn, b.offset);
+  });
+  std::size_t tensor = 0;
+  std::size_t used = 0;  // of into[tensor]
+  for (const auto& part : parts) {
+    const std::uint64_t end = std::min(sizes[part.file], part.offset + kPart);
+    for (std::uint64_t offset = part.offset; offset < end;) {
+      if (used == into[tensor].size()) {
+        tensor = (tensor + 1) % into.size();
+        used = 0;
+        continue;
+      }
+      const std::size_t bytes = std::min<std::uint64_t>(into[tensor].size() - used, end - offset);
+      const ssize_t got =
+          ::pread(fds[part.file], into[tensor].data() + used, bytes, static_cast<off_t>(offset));
+      if (got <= 0) throw lockstep::IoError("cannot read " + paths[part.file].string());
+      used += static_cast<std::size_t>(got);
+      offset += static_cast<std::uint64_t>(got);
+    }
+  }
+  for (const int fd : fds) ::close(fd);
 }
 
 // Lets the disk finish what earlier work left it (write-back, and the
@@ -249,7 +313,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1000))
       ->capture_default_str();
   app.add_option("--restores", restores,
-                 "Restore and cat pairs in each repetition (restore/cat is their median)")
+                 "Rounds of restore, read floor and cat in each repetition (restore/cat is the "
+                 "median of their ratios)")
       ->check(CLI::Range(1, 1000))
       ->capture_default_str();
   app.add_option("--every", every, "The loop saves every K steps; 0: the Young/Daly interval")
@@ -316,6 +381,14 @@ int main(int argc, char** argv) {
     parameter_count += parameters.back().numel();
   }
   lockstep::State state{{"model", parameters}, {"exp_avg", exp_avg}, {"exp_avg_sq", exp_avg_sq}};
+  std::vector<std::span<std::byte>> host_bytes;  // where the read floor lands
+  for (auto* group : {&parameters, &exp_avg, &exp_avg_sq}) {
+    for (auto& tensor : *group) {
+      if (tensor.device().is_cpu()) {
+        host_bytes.emplace_back(static_cast<std::byte*>(tensor.data()), tensor.nbytes());
+      }
+    }
+  }
   const double gigabytes = static_cast<double>(total) / 1e9;
 
   std::vector<double> sync_times;
@@ -323,7 +396,9 @@ int main(int argc, char** argv) {
   std::vector<double> stall_times;
   std::vector<double> restore_times;
   std::vector<double> cat_times;
-  std::vector<double> rest_cat_ratios;  // per restore and cat pair
+  std::vector<double> rest_cat_ratios;  // per round of restore, floor and cat
+  std::vector<double> floor_times;
+  std::vector<double> rest_floor_ratios;
   std::vector<double> torch_times;
   std::vector<double> save_cpu_times;
   std::vector<double> async_times;  // save() to the end of wait(), no loop beside
@@ -381,18 +456,21 @@ int main(int argc, char** argv) {
       MPI_Barrier(runtime.comm());
       async_times.push_back(seconds_since(start));
 
-      // (d) Pairs of a restore and a cat, taking turns at going first: the
-      // disk's cold reads vary by tens of percent from one to the next, so
-      // the figure is the median of the pairs' ratios.
+      // (d) Rounds of a restore, the read floor and a cat, each round in
+      // another order: the disk's cold reads vary by tens of percent from
+      // one to the next, so the figures are the medians of the rounds'
+      // ratios.
       const fs::path step_dir = dir / "sync" / fmt::format("step-{}", r);
       const std::string cat = fmt::format("cat {}/* > /dev/null", step_dir.string());
       for (int k = 0; k < restores; ++k) {
         double restore_time = 0;
         double restore_cpu = 0;
+        double floor_time = 0;
         double cat_time = 0;
-        for (int turn = 0; turn < 2; ++turn) {
+        for (int turn = 0; turn < 3; ++turn) {
           if (runtime.rank() == 0) drop_from_cache(step_dir);
-          if ((turn == 0) == (k % 2 == 0)) {
+          const int which = (turn + k) % 3;
+          if (which == 0) {
             optimizer_step({&parameters, &exp_avg, &exp_avg_sq});
             MPI_Barrier(runtime.comm());
             const double restore_cpu_before = cpu_seconds();
@@ -402,6 +480,14 @@ int main(int argc, char** argv) {
             restore_time = seconds_since(start);
             restore_cpu = cpu_seconds() - restore_cpu_before;
             MPI_Allreduce(MPI_IN_PLACE, &restore_cpu, 1, MPI_DOUBLE, MPI_SUM, runtime.comm());
+          } else if (which == 1) {
+            if (!device.is_cpu()) continue;  // the floor reads into host tensors
+            optimizer_step({&parameters, &exp_avg, &exp_avg_sq});
+            MPI_Barrier(runtime.comm());
+            start = Clock::now();
+            read_floor(step_dir, runtime.rank(), host_bytes);
+            MPI_Barrier(runtime.comm());
+            floor_time = seconds_since(start);
           } else {
             cat_time = timed_command(runtime, cat);
           }
@@ -409,10 +495,15 @@ int main(int argc, char** argv) {
         restore_times.push_back(restore_time);
         cat_times.push_back(cat_time);
         rest_cat_ratios.push_back(cat_time / restore_time);
+        if (floor_time > 0) {
+          floor_times.push_back(floor_time);
+          rest_floor_ratios.push_back(floor_time / restore_time);
+        }
         if (runtime.rank() == 0) {
           std::cout << fmt::format(
-              "  restore pair {}.{}: restore {:.3f} s (CPU, all ranks: {:.3f} s), cat {:.3f} s\n",
-              r, k, restore_time, restore_cpu, cat_time);
+              "  restore round {}.{}: restore {:.3f} s (CPU, all ranks: {:.3f} s), read floor "
+              "{:.3f} s, cat {:.3f} s\n",
+              r, k, restore_time, restore_cpu, floor_time, cat_time);
         }
       }
     }
@@ -507,6 +598,8 @@ int main(int argc, char** argv) {
     const double quartile_high = save_costs[(3 * save_costs.size()) / 4];
     std::sort(rest_cat_ratios.begin(), rest_cat_ratios.end());
     const double rest_cat = median(rest_cat_ratios);
+    const double read_floor_s = floor_times.empty() ? 0 : median(floor_times);
+    const double rest_floor = rest_floor_ratios.empty() ? 0 : median(rest_floor_ratios);
     const double torch = torch_times.empty() ? 0 : median(torch_times);
     const double save_cpu = median(save_cpu_times);
     std::cout << fmt::format(
@@ -527,19 +620,25 @@ int main(int argc, char** argv) {
         "{:.3f} s (median of {} pairs of {} steps of {:.0f} ms; quartiles {:.3f}, {:.3f} s): "
         "saving every {:.1f} s{}, the loop loses {:.1f}% of its step throughput\n"
         "  (d) restore   {:7.3f} s {:6.3f} GB/s | cat (cold cache)    {:7.3f} s {:6.3f} GB/s | "
-        "restore/cat {:.2f} (median of {} pairs; quartiles {:.2f}, {:.2f})\n",
+        "restore/cat {:.2f} (median of {} rounds; quartiles {:.2f}, {:.2f})\n",
         stall, 100 * stall / sync_save, save_cost, pairs, window, step_seconds * 1000, quartile_low,
         quartile_high, interval,
         every > 0 ? fmt::format(" ({} steps)", every) : " (the Young/Daly interval)",
         100 * loop_loss, restore, gigabytes / restore, cat, gigabytes / cat, rest_cat,
         rest_cat_ratios.size(), rest_cat_ratios[rest_cat_ratios.size() / 4],
         rest_cat_ratios[(3 * rest_cat_ratios.size()) / 4]);
+    if (read_floor_s > 0) {
+      std::cout << fmt::format(
+          "      read floor {:6.3f} s {:6.3f} GB/s | restore/floor {:.2f} (median of the rounds' "
+          "ratios; 1.00: the restore costs no more than reading every file into every rank)\n",
+          read_floor_s, gigabytes / read_floor_s, rest_floor);
+    }
     std::cout << fmt::format(
         "RESULT ranks={} bytes={} sync_s={:.4f} save_cpu_s={:.4f} dd_s={:.4f} torch_s={:.4f} "
         "stall_s={:.4f} step_ms={:.1f} interval_s={:.1f} save_cost_s={:.4f} loop_loss={:.4f} "
-        "restore_s={:.4f} cat_s={:.4f} rest_cat={:.4f}\n",
+        "restore_s={:.4f} cat_s={:.4f} rest_cat={:.4f} floor_s={:.4f} rest_floor={:.4f}\n",
         runtime.world_size(), total, sync_save, save_cpu, dd, torch, stall, step_seconds * 1000,
-        interval, save_cost, loop_loss, restore, cat, rest_cat);
+        interval, save_cost, loop_loss, restore, cat, rest_cat, read_floor_s, rest_floor);
   }
   if (runtime.rank() == 0) fs::remove_all(dir);
   return 0;
