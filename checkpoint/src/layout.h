@@ -47,6 +47,11 @@ struct Piece {
   std::int64_t begin = 0;
   std::int64_t count = 0;
   std::uint32_t crc32c = 0;  // over the bytes of the run
+  // Where the run's bytes start in the saving rank's file, so that a restore
+  // finds them without parsing HDF5's headers; kUnknownOffset in
+  // checkpoints that did not record it.
+  std::uint64_t offset = kUnknownOffset;
+  static constexpr std::uint64_t kUnknownOffset = ~std::uint64_t{0};
 };
 
 // The tensors of a State in order, with their dataset paths. Throws

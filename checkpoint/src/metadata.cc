@@ -35,10 +35,12 @@ json to_json(const Metadata& metadata) {
   for (const auto& tensor : metadata.tensors) {
     json pieces = json::array();
     for (const auto& piece : tensor.pieces) {
-      pieces.push_back({{"file", piece.file},
-                        {"begin", piece.begin},
-                        {"count", piece.count},
-                        {"crc32c", piece.crc32c}});
+      json entry = {{"file", piece.file},
+                    {"begin", piece.begin},
+                    {"count", piece.count},
+                    {"crc32c", piece.crc32c}};
+      if (piece.offset != Piece::kUnknownOffset) entry["offset"] = piece.offset;
+      pieces.push_back(std::move(entry));
     }
     tensors.push_back({{"path", tensor.layout.path},
                        {"dtype", std::string(dtype_name(tensor.layout.dtype))},
@@ -112,7 +114,8 @@ Metadata parse_metadata(const std::string& text, const std::string& where) {
         tensor.pieces.push_back({.file = piece.at("file").get<int>(),
                                  .begin = piece.at("begin").get<std::int64_t>(),
                                  .count = piece.at("count").get<std::int64_t>(),
-                                 .crc32c = piece.at("crc32c").get<std::uint32_t>()});
+                                 .crc32c = piece.at("crc32c").get<std::uint32_t>(),
+                                 .offset = piece.value("offset", Piece::kUnknownOffset)});
       }
       metadata.tensors.push_back(std::move(tensor));
     }

@@ -172,10 +172,43 @@ class DirectWritableFile final : public WritableFile {
 
 class PosixReadableFile final : public ReadableFile {
  public:
-  PosixReadableFile(fs::path path, int fd) : path_(std::move(path)), fd_(fd) {}
+  PosixReadableFile(fs::path path, int fd, bool direct_io)
+      : path_(std::move(path)), fd_(fd), direct_fd_(direct_io ? kNotOpen : kNoDirectIo) {}
   PosixReadableFile(const PosixReadableFile&) = delete;
   PosixReadableFile& operator=(const PosixReadableFile&) = delete;
-  ~PosixReadableFile() override { ::close(fd_); }
+  ~PosixReadableFile() override {
+    ::close(fd_);
+    if (direct_fd_ >= 0) ::close(direct_fd_);
+  }
+
+  void read_direct_at(std::uint64_t offset, std::span<std::byte> out) override {
+    const std::size_t blocks = out.size() / kDirectIoAlignment * kDirectIoAlignment;
+    const auto address = reinterpret_cast<std::uintptr_t>(out.data());
+    if (direct_fd_ == kNotOpen && blocks > 0) {
+      // EINVAL: the file system has no direct I/O (tmpfs).
+      direct_fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
+      if (direct_fd_ < 0) direct_fd_ = kNoDirectIo;
+    }
+    std::size_t done = 0;
+    if (direct_fd_ >= 0 && offset % kDirectIoAlignment == 0 && address % kDirectIoAlignment == 0) {
+      while (done < blocks) {
+        const ssize_t got = ::pread(direct_fd_, out.data() + done, blocks - done,
+                                    static_cast<off_t>(offset + done));
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0 && errno == EINVAL) {
+          // The device wants a coarser alignment: use the page cache from now on.
+          ::close(direct_fd_);
+          direct_fd_ = kNoDirectIo;
+          break;
+        }
+        if (got < 0) throw_errno("read of", path_, errno);
+        done += static_cast<std::size_t>(got);
+        // Short: the file ends here (read_at below reports it).
+        if (got == 0 || static_cast<std::size_t>(got) % kDirectIoAlignment != 0) break;
+      }
+    }
+    if (done < out.size()) read_at(offset + done, out.subspan(done));
+  }
 
   void read_at(std::uint64_t offset, std::span<std::byte> out) override {
     std::byte* data = out.data();
@@ -202,8 +235,12 @@ class PosixReadableFile final : public ReadableFile {
   }
 
  private:
+  static constexpr int kNotOpen = -1;
+  static constexpr int kNoDirectIo = -2;
+
   fs::path path_;
   int fd_;
+  int direct_fd_;  // opened at the first direct read, or kNoDirectIo
 };
 
 class PosixFileEnv final : public FileEnv {
@@ -213,7 +250,7 @@ class PosixFileEnv final : public FileEnv {
     if (fd < 0) throw_errno("open", path, errno);
     // The kernel's read-ahead window doubles for files read front to back.
     ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-    return std::make_unique<PosixReadableFile>(path, fd);
+    return std::make_unique<PosixReadableFile>(path, fd, direct_io_);
   }
 
   explicit PosixFileEnv(bool direct_io) : direct_io_(direct_io) {}

@@ -138,12 +138,19 @@ struct PieceRead {
 // when it is checksummed.
 constexpr std::size_t kReadChunk = 1U << 20;
 
-// Finds where the data of each piece of `file_reads` lies in the rank file
-// (HDF5 reads only its own metadata here), sorts them by that offset, and
-// checks that they lie inside the file without overlapping.
+// Finds where the data of each piece of `file_reads` lies in the rank file,
+// sorts them by that offset, and checks that they lie inside the file
+// without overlapping. The metadata says where; for checkpoints that did
+// not record it, HDF5 reads the file's headers (small reads all over the
+// file, which on a cold cache took a quarter of a one-rank restore).
 void locate_pieces(const fs::path& path, std::uint64_t file_size, const FlatState& flat,
                    std::vector<std::size_t>& file_reads, std::vector<PieceRead>& reads) {
-  {
+  const bool recorded = std::all_of(file_reads.begin(), file_reads.end(), [&](std::size_t index) {
+    return reads[index].piece->offset != Piece::kUnknownOffset;
+  });
+  if (recorded) {
+    for (const auto index : file_reads) reads[index].file_offset = reads[index].piece->offset;
+  } else {
     RankFileReader reader(path);
     for (const auto index : file_reads) {
       auto& read = reads[index];
@@ -244,6 +251,11 @@ struct ReadPart {
   std::size_t end = 0;
 };
 
+// A rank that reads every file alone (one rank) reads in parts of this size
+// with direct I/O where the files and tensors allow it: the disk writes into
+// the tensors, with no copy through the page cache.
+constexpr std::size_t kDirectReadChunk = 8U << 20;
+
 // On one node every rank walks all files in step, window by window of this
 // many bytes of file offset, its own files first in each window: the owner
 // of a file reads it from the disk, and the other ranks copy each window out
@@ -251,14 +263,15 @@ struct ReadPart {
 constexpr std::uint64_t kFillWindow = 8U << 20;
 
 // Reads every piece of every rank file straight into `targets`, in parts of
-// kReadChunk split over up to `threads` threads, and checks the CRC-32C of
-// the pieces of this rank's files (`owner`) from the parts just read.
-// Returns the first failure (a read error or a checksum mismatch), or an
-// empty string; the tensors hold whatever was read.
+// kReadChunk (kDirectReadChunk with `direct`, through read_direct_at) split
+// over up to `threads` threads, and checks the CRC-32C of the pieces of this
+// rank's files (`owner`) from the parts just read. Returns the first failure
+// (a read error or a checksum mismatch), or an empty string; the tensors
+// hold whatever was read.
 std::string fill_and_check(FileEnv& env, const fs::path& step_dir, const Metadata& metadata,
                            const std::vector<PieceRead>& reads, const FlatState& flat,
                            const std::vector<std::byte*>& targets, const std::vector<int>& owner,
-                           int rank, int threads) {
+                           int rank, int threads, bool direct) {
   const auto files_count = static_cast<int>(owner.size());
   int first_own = rank % files_count;
   for (int f = 0; f < files_count; ++f) {
@@ -267,10 +280,11 @@ std::string fill_and_check(FileEnv& env, const fs::path& step_dir, const Metadat
       break;
     }
   }
+  const std::size_t chunk = direct ? kDirectReadChunk : kReadChunk;
   std::vector<ReadPart> parts;
   for (std::size_t i = 0; i < reads.size(); ++i) {
-    for (std::size_t begin = 0; begin < reads[i].bytes; begin += kReadChunk) {
-      parts.push_back({i, begin, std::min(begin + kReadChunk, reads[i].bytes)});
+    for (std::size_t begin = 0; begin < reads[i].bytes; begin += chunk) {
+      parts.push_back({i, begin, std::min(begin + chunk, reads[i].bytes)});
     }
   }
   const auto key = [&](const ReadPart& part) {
@@ -288,22 +302,27 @@ std::string fill_and_check(FileEnv& env, const fs::path& step_dir, const Metadat
   const auto slots = static_cast<std::size_t>(std::max(1, threads));
   std::vector<std::optional<OpenFiles>> files(slots);
   try {
-    split_over_threads(
-        sizes, threads, kMinCopyRun, true,
-        [&](int thread, std::size_t k, std::size_t, std::size_t) {
-          const auto slot = static_cast<std::size_t>(thread);
-          if (!files[slot]) files[slot].emplace(env, step_dir, metadata);
-          const auto& part = parts[k];
-          const auto& read = reads[part.read];
-          const std::size_t element = dtype_size(flat.layouts[read.tensor].dtype);
-          std::byte* into = targets[read.tensor] +
-                            static_cast<std::size_t>(read.piece->begin) * element + part.begin;
-          const std::span bytes(into, part.end - part.begin);
-          files[slot]->get(read.piece->file).read_at(read.file_offset + part.begin, bytes);
-          if (owner[static_cast<std::size_t>(read.piece->file)] == rank) {
-            part_crcs[k] = crc32c(std::span<const std::byte>(bytes));
-          }
-        });
+    split_over_threads(sizes, threads, kMinCopyRun, true,
+                       [&](int thread, std::size_t k, std::size_t, std::size_t) {
+                         const auto slot = static_cast<std::size_t>(thread);
+                         if (!files[slot]) files[slot].emplace(env, step_dir, metadata);
+                         const auto& part = parts[k];
+                         const auto& read = reads[part.read];
+                         const std::size_t element = dtype_size(flat.layouts[read.tensor].dtype);
+                         std::byte* into = targets[read.tensor] +
+                                           static_cast<std::size_t>(read.piece->begin) * element +
+                                           part.begin;
+                         const std::span bytes(into, part.end - part.begin);
+                         ReadableFile& file = files[slot]->get(read.piece->file);
+                         if (direct) {
+                           file.read_direct_at(read.file_offset + part.begin, bytes);
+                         } else {
+                           file.read_at(read.file_offset + part.begin, bytes);
+                         }
+                         if (owner[static_cast<std::size_t>(read.piece->file)] == rank) {
+                           part_crcs[k] = crc32c(std::span<const std::byte>(bytes));
+                         }
+                       });
   } catch (const IoError& failure) {
     return failure.what();
   }
@@ -459,8 +478,8 @@ void restore_step(FileEnv& env, const fs::path& step_dir, std::int64_t step, Sta
   const bool one_node = exchange == Exchange::kAutomatic ? ranks_on_node(comm) == ranks
                                                          : exchange == Exchange::kReadAll;
 
-  // Check this rank's files: sizes, HDF5 structure, where each piece lies
-  // and, across nodes, the checksums. Nothing is written into the tensors
+  // Check this rank's files: sizes, where each piece lies and, across
+  // nodes, the checksums. Nothing is written into the tensors
   // before every rank has passed these checks, so a missing, truncated or
   // malformed file leaves them untouched.
   const auto checking = std::chrono::steady_clock::now();
@@ -505,11 +524,11 @@ void restore_step(FileEnv& env, const fs::path& step_dir, std::int64_t step, Sta
       } catch (const IoError& failure) {
         throw CorruptCheckpoint(failure.what());
       }
-      // HDF5's metadata lies between the data, all over the file: before a
-      // check pass, reading the whole file ahead turns its small reads into
-      // waits for a sequential read that the check needs anyway. On one
-      // node the ranks' fill reads the files in step instead, and a read
-      // ahead of all of them would compete with it for the disk.
+      // Across nodes the check pass reads the whole file: reading it ahead
+      // lets the disk stream while the pieces are checked (and serves the
+      // small reads of HDF5's headers in checkpoints without recorded
+      // offsets). On one node the ranks' fill reads the files in step
+      // instead, and a read ahead of all of them would compete with it.
       if (!one_node) file->prefetch(0, record.size);
       locate_pieces(path, record.size, flat, file_reads, reads);
       order.insert(order.end(), file_reads.begin(), file_reads.end());
@@ -536,7 +555,8 @@ void restore_step(FileEnv& env, const fs::path& step_dir, std::int64_t step, Sta
     for (std::size_t i = 0; i < reads.size(); ++i) reads[i].file_offset = offsets[i];
     error.clear();
     try {
-      error = fill_and_check(env, step_dir, metadata, reads, flat, targets, owner, rank, threads);
+      error = fill_and_check(env, step_dir, metadata, reads, flat, targets, owner, rank, threads,
+                             ranks == 1);
     } catch (const std::exception& failure) {
       error = failure.what();
       not_the_checkpoint = true;

@@ -247,12 +247,21 @@ std::uint64_t write_and_commit(StagedSave& staged, MPI_Comm comm, FileEnv& env,
     std::vector<std::uint32_t> piece_crcs;
     const std::uint32_t file_crc =
         write_rank_file(env, temporary / rank_file_name(rank), plan, staged.sources, piece_crcs);
+    // Where each piece's data lies in the file, from the plan's segments.
+    std::vector<std::uint64_t> piece_offsets(piece_crcs.size(), Piece::kUnknownOffset);
+    std::uint64_t at = 0;
+    for (const auto& segment : plan.segments) {
+      if (segment.data) piece_offsets.at(segment.piece) = at;
+      at += segment.size;
+    }
     json checksums = json::array();
+    json offsets = json::array();
     std::size_t next = 0;
     for (std::size_t t = 0; t < staged.layouts.size(); ++t) {
       for (auto& piece : staged.own_pieces[t]) {
-        piece.crc32c = piece_crcs.at(next++);
+        piece.crc32c = piece_crcs.at(next);
         checksums.push_back(piece.crc32c);
+        offsets.push_back(piece_offsets.at(next++));
       }
     }
     log::debug("step {}: checksums, write and fsync {:.3f} s", staged.step,
@@ -261,7 +270,8 @@ std::uint64_t write_and_commit(StagedSave& staged, MPI_Comm comm, FileEnv& env,
     outcome = {{"error", ""},
                {"size", plan.file_size},
                {"crc32c", file_crc},
-               {"pieces", std::move(checksums)}};
+               {"pieces", std::move(checksums)},
+               {"offsets", std::move(offsets)}};
   } catch (const std::exception& failure) {
     outcome = {{"error", fmt::format("rank {}: {}", rank, failure.what())}};
   }
@@ -304,7 +314,8 @@ std::uint64_t write_and_commit(StagedSave& staged, MPI_Comm comm, FileEnv& env,
         TensorRecord record{.layout = staged.layouts[t], .pieces = staged.pieces[t]};
         for (auto& piece : record.pieces) {
           const auto file = static_cast<std::size_t>(piece.file);
-          piece.crc32c = parsed[file].at("pieces").at(next_checksum[file]++).get<std::uint32_t>();
+          piece.crc32c = parsed[file].at("pieces").at(next_checksum[file]).get<std::uint32_t>();
+          piece.offset = parsed[file].at("offsets").at(next_checksum[file]++).get<std::uint64_t>();
         }
         metadata.tensors.push_back(std::move(record));
       }

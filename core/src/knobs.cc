@@ -184,8 +184,8 @@ const Knob<bool> checkpoint_direct_io{{
     .type = KnobType::kBool,
     .default_value = "true",
     .doc = "Write checkpoint files with O_DIRECT where the file system allows it: no copy into "
-           "the page cache, a third or less of the CPU time of buffered writes. false: write "
-           "through the page cache.",
+           "the page cache, a third or less of the CPU time of buffered writes; a restore by a "
+           "single rank reads with O_DIRECT too. false: read and write through the page cache.",
 }};
 
 const Knob<std::string> checkpoint_policy{{

@@ -201,7 +201,7 @@ Metadata sample_metadata() {
   metadata.master_file = {"checkpoint.h5", 30, 3};
   metadata.tensors.push_back(
       {.layout = {.path = "model/w", .dtype = DType::kBF16, .shape = {2, 3}, .numel = 6},
-       .pieces = {{0, 0, 4, 77}, {1, 4, 2, 88}}});
+       .pieces = {{0, 0, 4, 77, 8192}, {1, 4, 2, 88}}});
   metadata.values = {{"data", {{"position", 5}}}};
   return metadata;
 }
@@ -212,6 +212,9 @@ TEST(Metadata, RoundTripsAndRejectsDamage) {
   EXPECT_EQ(parsed.step, 12);
   EXPECT_EQ(parsed.tensors.at(0).layout.shape, (Shape{2, 3}));
   EXPECT_EQ(parsed.tensors.at(0).pieces.at(1).crc32c, 88U);
+  // Where a piece lies in its file, when recorded.
+  EXPECT_EQ(parsed.tensors.at(0).pieces.at(0).offset, 8192U);
+  EXPECT_EQ(parsed.tensors.at(0).pieces.at(1).offset, Piece::kUnknownOffset);
   EXPECT_EQ(parsed.values["data"]["position"], 5);
 
   std::string damaged = text;
@@ -372,6 +375,70 @@ TEST(PosixFileEnv, DirectAndBufferedWritesKeepEveryByte) {
     const auto shm = std::filesystem::path("/dev/shm") / fmt::format("lockstep-{}", ::getpid());
     std::filesystem::create_directories(shm);
     EXPECT_EQ(write_and_read_back(*posix_file_env(true), shm / "file.bin", 10000), "same");
+    std::filesystem::remove_all(shm);
+  }
+  std::filesystem::remove_all(dir);
+}
+
+// Reads `size` bytes at `offset` into a buffer `shift` bytes past a 4 KiB
+// boundary, with read_direct_at, and compares them with `expected`.
+std::string read_direct_and_compare(const std::filesystem::path& path, bool direct_io,
+                                    std::span<const std::byte> expected, std::size_t offset,
+                                    std::size_t size, std::size_t shift) {
+  auto file = posix_file_env(direct_io)->new_readable_file(path);
+  std::unique_ptr<std::byte, decltype(&std::free)> buffer(
+      static_cast<std::byte*>(std::aligned_alloc(4096, (size + shift + 4095) / 4096 * 4096 + 4096)),
+      &std::free);
+  file->read_direct_at(offset, std::span(buffer.get() + shift, size));
+  return std::memcmp(buffer.get() + shift, expected.data() + offset, size) == 0 ? "same"
+                                                                                : "different";
+}
+
+TEST(PosixFileEnv, DirectReadsGiveTheBytesOfBufferedOnes) {
+  const auto dir = scratch_dir("posix-env-read");
+  std::filesystem::create_directories(dir);
+  const std::size_t size = (std::size_t{9} << 20) + 4097;
+  std::vector<std::byte> bytes(size);
+  for (std::size_t i = 0; i < size; ++i)
+    bytes[i] = static_cast<std::byte>((i * 131 + i / 4099) & 0xFF);
+  const auto path = dir / "file.bin";
+  {
+    std::ofstream out(path, std::ios::binary);
+    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(size));
+  }
+  struct Read {
+    std::size_t offset;
+    std::size_t size;
+    std::size_t shift;
+  };
+  // Aligned reads (blocks straight from the disk, then a tail through the
+  // page cache), the whole file up to its last partial block, and reads
+  // whose offset or buffer is not aligned (all through the page cache).
+  for (const Read read :
+       {Read{0, size, 0}, Read{4096, (std::size_t{8} << 20) + 5, 0}, Read{8192, 4096, 0},
+        Read{4096, 100, 0}, Read{1, 70000, 0}, Read{4096, 70000, 1}, Read{size - 4097, 4097, 0}}) {
+    for (const bool direct_io : {true, false}) {
+      SCOPED_TRACE(fmt::format("{} bytes at {}, buffer {} past a block, direct {}", read.size,
+                               read.offset, read.shift, direct_io));
+      EXPECT_EQ(read_direct_and_compare(path, direct_io, bytes, read.offset, read.size, read.shift),
+                "same");
+    }
+  }
+  // A read past the end is an error naming the file.
+  auto file = posix_file_env(true)->new_readable_file(path);
+  std::vector<std::byte> past(8192);
+  try {
+    file->read_direct_at(size - 4096, past);
+    FAIL() << "read past the end of the file";
+  } catch (const IoError& error) {
+    EXPECT_NE(std::string(error.what()).find("file.bin"), std::string::npos) << error.what();
+  }
+  // A file system without O_DIRECT (tmpfs) reads through the page cache.
+  if (std::filesystem::is_directory("/dev/shm")) {
+    const auto shm = std::filesystem::path("/dev/shm") / fmt::format("lockstep-r-{}", ::getpid());
+    std::filesystem::create_directories(shm);
+    std::filesystem::copy_file(path, shm / "file.bin");
+    EXPECT_EQ(read_direct_and_compare(shm / "file.bin", true, bytes, 0, size, 0), "same");
     std::filesystem::remove_all(shm);
   }
   std::filesystem::remove_all(dir);

@@ -42,6 +42,14 @@ class ReadableFile {
   // reads); throws IoError naming the file when the read fails or the file
   // ends first.
   virtual void read_at(std::uint64_t offset, std::span<std::byte> out) = 0;
+  // Reads like read_at, but straight from the disk into `out`, bypassing the
+  // page cache (O_DIRECT), where the file system allows it and `offset` and
+  // the address of `out` are multiples of kDirectIoAlignment; the bytes past
+  // the last whole block, and every read that is not aligned, go through the
+  // page cache. The default reads through the page cache.
+  virtual void read_direct_at(std::uint64_t offset, std::span<std::byte> out) {
+    read_at(offset, out);
+  }
   // A hint that [offset, offset + bytes) will be read soon, so the system can
   // start reading it in the background. Never fails.
   virtual void prefetch(std::uint64_t offset, std::uint64_t bytes) = 0;
@@ -82,7 +90,8 @@ class FileEnv {
 // The real file system (POSIX calls). One shared instance of each kind.
 // With `direct_io`, files are written with O_DIRECT where the file system
 // allows it (bypassing the page cache, which costs less CPU time), through
-// the page cache elsewhere; files are always read through the page cache.
+// the page cache elsewhere, and read_direct_at reads with O_DIRECT likewise;
+// without it, every read and write goes through the page cache.
 std::shared_ptr<FileEnv> posix_file_env(bool direct_io = true);
 
 }  // namespace lockstep
