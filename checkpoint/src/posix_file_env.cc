@@ -184,13 +184,15 @@ class PosixReadableFile final : public ReadableFile {
   void read_direct_at(std::uint64_t offset, std::span<std::byte> out) override {
     const std::size_t blocks = out.size() / kDirectIoAlignment * kDirectIoAlignment;
     const auto address = reinterpret_cast<std::uintptr_t>(out.data());
-    if (direct_fd_ == kNotOpen && blocks > 0) {
+    const bool aligned =
+        blocks > 0 && offset % kDirectIoAlignment == 0 && address % kDirectIoAlignment == 0;
+    if (aligned && direct_fd_ == kNotOpen) {
       // EINVAL: the file system has no direct I/O (tmpfs).
       direct_fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
       if (direct_fd_ < 0) direct_fd_ = kNoDirectIo;
     }
     std::size_t done = 0;
-    if (direct_fd_ >= 0 && offset % kDirectIoAlignment == 0 && address % kDirectIoAlignment == 0) {
+    if (aligned && direct_fd_ >= 0) {
       while (done < blocks) {
         const ssize_t got = ::pread(direct_fd_, out.data() + done, blocks - done,
                                     static_cast<off_t>(offset + done));

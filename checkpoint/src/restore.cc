@@ -262,6 +262,22 @@ constexpr std::size_t kDirectReadChunk = 8U << 20;
 // of the page cache while the disk is busy with the next one.
 constexpr std::uint64_t kFillWindow = 8U << 20;
 
+// Reads one part of a piece into its place in `target` (the piece's
+// tensor), with direct I/O when `direct`, and returns the bytes read.
+std::span<const std::byte> read_part(OpenFiles& files, const PieceRead& read, const ReadPart& part,
+                                     const FlatState& flat, std::byte* target, bool direct) {
+  const std::size_t element = dtype_size(flat.layouts[read.tensor].dtype);
+  const std::span bytes(target + static_cast<std::size_t>(read.piece->begin) * element + part.begin,
+                        part.end - part.begin);
+  ReadableFile& file = files.get(read.piece->file);
+  if (direct) {
+    file.read_direct_at(read.file_offset + part.begin, bytes);
+  } else {
+    file.read_at(read.file_offset + part.begin, bytes);
+  }
+  return bytes;
+}
+
 // Reads every piece of every rank file straight into `targets`, in parts of
 // kReadChunk (kDirectReadChunk with `direct`, through read_direct_at) split
 // over up to `threads` threads, and checks the CRC-32C of the pieces of this
@@ -306,21 +322,11 @@ std::string fill_and_check(FileEnv& env, const fs::path& step_dir, const Metadat
                        [&](int thread, std::size_t k, std::size_t, std::size_t) {
                          const auto slot = static_cast<std::size_t>(thread);
                          if (!files[slot]) files[slot].emplace(env, step_dir, metadata);
-                         const auto& part = parts[k];
-                         const auto& read = reads[part.read];
-                         const std::size_t element = dtype_size(flat.layouts[read.tensor].dtype);
-                         std::byte* into = targets[read.tensor] +
-                                           static_cast<std::size_t>(read.piece->begin) * element +
-                                           part.begin;
-                         const std::span bytes(into, part.end - part.begin);
-                         ReadableFile& file = files[slot]->get(read.piece->file);
-                         if (direct) {
-                           file.read_direct_at(read.file_offset + part.begin, bytes);
-                         } else {
-                           file.read_at(read.file_offset + part.begin, bytes);
-                         }
+                         const auto& read = reads[parts[k].read];
+                         const auto bytes = read_part(*files[slot], read, parts[k], flat,
+                                                      targets[read.tensor], direct);
                          if (owner[static_cast<std::size_t>(read.piece->file)] == rank) {
-                           part_crcs[k] = crc32c(std::span<const std::byte>(bytes));
+                           part_crcs[k] = crc32c(bytes);
                          }
                        });
   } catch (const IoError& failure) {
