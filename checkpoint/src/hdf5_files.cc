@@ -249,6 +249,7 @@ RankFilePlan plan_rank_file(const std::vector<TensorLayout>& layouts,
     // Unsigned wrap-around keeps remainders modulo a power of two.
     const std::size_t shift = (static_cast<std::size_t>(region.address) - end) % kDataAlignment;
     plan.staged_offsets.push_back(end + shift);
+    plan.piece_offsets.push_back(region.address);
     plan.staged_size = end + shift + region.bytes;
   }
   // The file in order: HDF5's bytes between the data regions.

@@ -45,6 +45,9 @@ struct RankFilePlan {
   // buffer's size.
   std::vector<std::size_t> staged_offsets;
   std::size_t staged_size = 0;
+  // Where each piece's data starts in the file (tensor order), recorded in
+  // the metadata so that a restore need not parse the file to find it.
+  std::vector<std::uint64_t> piece_offsets;
   // What the plan was built for: tensor path, dtype, piece begin and count.
   std::vector<std::string> key;
 };

@@ -256,6 +256,14 @@ struct ReadPart {
 // the tensors, with no copy through the page cache.
 constexpr std::size_t kDirectReadChunk = 8U << 20;
 
+// Direct reads are synchronous: a thread's disk is idle while it checksums
+// the part it just read and issues the next. This many threads keep enough
+// reads in flight; they spend their time waiting for the disk, so they are
+// not limited by the copy threads (the cores). On a 2-core VM with a virtio
+// disk, 8 reads of 8 MiB in flight read a 1.5 GB checkpoint in 0.29 s,
+// against 0.43 s with 2 and 0.39 s with 4; 16 were no faster.
+constexpr int kDirectReadsInFlight = 8;
+
 // On one node every rank walks all files in step, window by window of this
 // many bytes of file offset, its own files first in each window: the owner
 // of a file reads it from the disk, and the other ranks copy each window out
@@ -279,11 +287,12 @@ std::span<const std::byte> read_part(OpenFiles& files, const PieceRead& read, co
 }
 
 // Reads every piece of every rank file straight into `targets`, in parts of
-// kReadChunk (kDirectReadChunk with `direct`, through read_direct_at) split
-// over up to `threads` threads, and checks the CRC-32C of the pieces of this
-// rank's files (`owner`) from the parts just read. Returns the first failure
-// (a read error or a checksum mismatch), or an empty string; the tensors
-// hold whatever was read.
+// kReadChunk split over up to `threads` threads (with `direct`: parts of
+// kDirectReadChunk through read_direct_at, kDirectReadsInFlight threads),
+// and checks the CRC-32C of the pieces of this rank's files (`owner`) from
+// the parts just read. Returns the first failure (a read error or a
+// checksum mismatch), or an empty string; the tensors hold whatever was
+// read.
 std::string fill_and_check(FileEnv& env, const fs::path& step_dir, const Metadata& metadata,
                            const std::vector<PieceRead>& reads, const FlatState& flat,
                            const std::vector<std::byte*>& targets, const std::vector<int>& owner,
@@ -297,6 +306,7 @@ std::string fill_and_check(FileEnv& env, const fs::path& step_dir, const Metadat
     }
   }
   const std::size_t chunk = direct ? kDirectReadChunk : kReadChunk;
+  if (direct) threads = kDirectReadsInFlight;
   std::vector<ReadPart> parts;
   for (std::size_t i = 0; i < reads.size(); ++i) {
     for (std::size_t begin = 0; begin < reads[i].bytes; begin += chunk) {
@@ -553,12 +563,23 @@ void restore_step(FileEnv& env, const fs::path& step_dir, std::int64_t step, Sta
   const auto checked = std::chrono::steady_clock::now();
 
   if (one_node) {
-    // Every piece's offset in its file, from the rank that located it.
-    std::vector<std::uint64_t> offsets(reads.size(), 0);
-    for (std::size_t i = 0; i < reads.size(); ++i) offsets[i] = reads[i].file_offset;
-    LOCKSTEP_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, offsets.data(), static_cast<int>(offsets.size()),
-                                     MPI_UINT64_T, MPI_MAX, comm));
-    for (std::size_t i = 0; i < reads.size(); ++i) reads[i].file_offset = offsets[i];
+    // Every piece's offset in its file: as the metadata records it (the
+    // owners checked those of their files above), or, in checkpoints that
+    // did not record them, from the rank that located it. Every rank holds
+    // the same metadata, so all take the same branch.
+    const bool recorded = std::all_of(reads.begin(), reads.end(), [](const PieceRead& read) {
+      return read.piece->offset != Piece::kUnknownOffset;
+    });
+    if (recorded) {
+      for (auto& read : reads) read.file_offset = read.piece->offset;
+    } else {
+      std::vector<std::uint64_t> offsets(reads.size(), 0);
+      for (std::size_t i = 0; i < reads.size(); ++i) offsets[i] = reads[i].file_offset;
+      LOCKSTEP_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, offsets.data(),
+                                       static_cast<int>(offsets.size()), MPI_UINT64_T, MPI_MAX,
+                                       comm));
+      for (std::size_t i = 0; i < reads.size(); ++i) reads[i].file_offset = offsets[i];
+    }
     error.clear();
     try {
       error = fill_and_check(env, step_dir, metadata, reads, flat, targets, owner, rank, threads,

@@ -247,13 +247,6 @@ std::uint64_t write_and_commit(StagedSave& staged, MPI_Comm comm, FileEnv& env,
     std::vector<std::uint32_t> piece_crcs;
     const std::uint32_t file_crc =
         write_rank_file(env, temporary / rank_file_name(rank), plan, staged.sources, piece_crcs);
-    // Where each piece's data lies in the file, from the plan's segments.
-    std::vector<std::uint64_t> piece_offsets(piece_crcs.size(), Piece::kUnknownOffset);
-    std::uint64_t at = 0;
-    for (const auto& segment : plan.segments) {
-      if (segment.data) piece_offsets.at(segment.piece) = at;
-      at += segment.size;
-    }
     json checksums = json::array();
     json offsets = json::array();
     std::size_t next = 0;
@@ -261,7 +254,7 @@ std::uint64_t write_and_commit(StagedSave& staged, MPI_Comm comm, FileEnv& env,
       for (auto& piece : staged.own_pieces[t]) {
         piece.crc32c = piece_crcs.at(next);
         checksums.push_back(piece.crc32c);
-        offsets.push_back(piece_offsets.at(next++));
+        offsets.push_back(plan.piece_offsets.at(next++));
       }
     }
     log::debug("step {}: checksums, write and fsync {:.3f} s", staged.step,

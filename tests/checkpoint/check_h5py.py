@@ -14,6 +14,29 @@ NUMPY_TYPES = {"f32": np.float32, "f64": np.float64, "f16": np.float16, "bf16": 
                "i32": np.int32, "i64": np.int64, "u8": np.uint8}
 
 
+def check_recorded_offsets(step_dir):
+    """A restore reads each piece at the offset metadata.json records for it;
+    h5py's HDF5 must find the piece's dataset data at that same offset."""
+    failures = []
+    metadata = json.load(open(os.path.join(step_dir, "metadata.json")))
+    files = [entry["name"] for entry in metadata["rank_files"]]
+    recorded = 0
+    for tensor in metadata["tensors"]:
+        for piece in tensor["pieces"]:
+            if "offset" not in piece:
+                failures.append(f"{tensor['path']}: a piece without a recorded offset")
+                continue
+            recorded += 1
+            with h5py.File(os.path.join(step_dir, files[piece["file"]]), "r") as rank_file:
+                actual = rank_file[tensor["path"]].id.get_offset()
+            if actual != piece["offset"]:
+                failures.append(f"{tensor['path']} in {files[piece['file']]}: offset "
+                                f"{piece['offset']} recorded, {actual} in the file")
+    if recorded == 0:
+        failures.append("metadata.json records no piece offsets")
+    return failures
+
+
 def main():
     step_dir, expected_dir, world_size = sys.argv[1], sys.argv[2], int(sys.argv[3])
     manifest = json.load(open(os.path.join(expected_dir, "manifest.json")))
@@ -45,6 +68,7 @@ def main():
                 failures.append(f"{path}: lockstep_dtype {tag}, expected {entry['dtype']}")
         if len(manifest) != sum(len(group) for group in f["model"].values()):
             failures.append("the file holds other datasets than the ones saved")
+    failures += check_recorded_offsets(step_dir)
     for failure in failures:
         print("FAIL", failure)
     print(f"checked {len(manifest)} datasets: {len(failures)} failures")
