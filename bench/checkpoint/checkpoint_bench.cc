@@ -548,6 +548,9 @@ int main(int argc, char** argv) {
     window =
         std::min(saves_every,
                  std::max(5, static_cast<int>(std::ceil(3 * median(async_times) / measured_step))));
+    // The stall and save times above are each rank's own: rank 0's window
+    // for all, or ranks would run different numbers of collective steps.
+    MPI_Bcast(&window, 1, MPI_INT, 0, runtime.comm());
     const auto plain_segment = [&] {
       settle_disk(runtime);
       const auto start = Clock::now();

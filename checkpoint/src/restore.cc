@@ -256,12 +256,11 @@ struct ReadPart {
 // the tensors, with no copy through the page cache.
 constexpr std::size_t kDirectReadChunk = 8U << 20;
 
-// Direct reads are synchronous: a thread's disk is idle while it checksums
-// the part it just read and issues the next. This many threads keep enough
-// reads in flight; they spend their time waiting for the disk, so they are
-// not limited by the copy threads (the cores). On a 2-core VM with a virtio
-// disk, 8 reads of 8 MiB in flight read a 1.5 GB checkpoint in 0.29 s,
-// against 0.43 s with 2 and 0.39 s with 4; 16 were no faster.
+// Direct reads are synchronous and nothing reads ahead of them: while a
+// thread checksums the part it just read, it has no read in flight. This
+// many threads keep the disk busy; they spend their time waiting for it, so
+// their number is not that of the copy threads (the cores). On a 2-core VM with a virtio
+// disk, 8 in flight read faster than 2 or 4; 16 were no faster.
 constexpr int kDirectReadsInFlight = 8;
 
 // On one node every rank walks all files in step, window by window of this
