@@ -258,9 +258,10 @@ constexpr std::size_t kDirectReadChunk = 8U << 20;
 
 // Direct reads are synchronous and nothing reads ahead of them: while a
 // thread checksums the part it just read, it has no read in flight. This
-// many threads keep the disk busy; they spend their time waiting for it, so
-// their number is not that of the copy threads (the cores). On a 2-core VM with a virtio
-// disk, 8 in flight read faster than 2 or 4; 16 were no faster.
+// many threads keep the disk busy; they spend their time waiting for it,
+// so their number is not that of the copy threads (the cores). On a 2-core
+// VM with a virtio disk, 8 in flight read faster than 2 or 4; 16 were no
+// faster.
 constexpr int kDirectReadsInFlight = 8;
 
 // On one node every rank walks all files in step, window by window of this
