@@ -138,19 +138,16 @@ struct PieceRead {
 // when it is checksummed.
 constexpr std::size_t kReadChunk = 1U << 20;
 
-// Finds where the data of each piece of `file_reads` lies in the rank file,
-// sorts them by that offset, and checks that they lie inside the file
-// without overlapping. The metadata says where; for checkpoints that did
-// not record it, HDF5 reads the file's headers (small reads all over the
-// file, which on a cold cache took a quarter of a one-rank restore).
+// Sorts the pieces of `file_reads` by where their data lies in the rank
+// file and checks that they lie inside it without overlapping. With
+// `recorded`, their file_offset already holds what the metadata says; for
+// checkpoints that did not record it, HDF5 reads the file's headers (small
+// reads all over the file, which on a cold cache took a quarter of a
+// one-rank restore).
 void locate_pieces(const fs::path& path, std::uint64_t file_size, const FlatState& flat,
-                   std::vector<std::size_t>& file_reads, std::vector<PieceRead>& reads) {
-  const bool recorded = std::all_of(file_reads.begin(), file_reads.end(), [&](std::size_t index) {
-    return reads[index].piece->offset != Piece::kUnknownOffset;
-  });
-  if (recorded) {
-    for (const auto index : file_reads) reads[index].file_offset = reads[index].piece->offset;
-  } else {
+                   bool recorded, std::vector<std::size_t>& file_reads,
+                   std::vector<PieceRead>& reads) {
+  if (!recorded) {
     RankFileReader reader(path);
     for (const auto index : file_reads) {
       auto& read = reads[index];
@@ -306,7 +303,7 @@ std::string fill_and_check(FileEnv& env, const fs::path& step_dir, const Metadat
     }
   }
   const std::size_t chunk = direct ? kDirectReadChunk : kReadChunk;
-  if (direct) threads = kDirectReadsInFlight;
+  const int workers = direct ? kDirectReadsInFlight : threads;
   std::vector<ReadPart> parts;
   for (std::size_t i = 0; i < reads.size(); ++i) {
     for (std::size_t begin = 0; begin < reads[i].bytes; begin += chunk) {
@@ -325,10 +322,10 @@ std::string fill_and_check(FileEnv& env, const fs::path& step_dir, const Metadat
   std::vector<std::size_t> sizes;
   for (const auto& part : parts) sizes.push_back(part.end - part.begin);
   std::vector<std::uint32_t> part_crcs(parts.size(), 0);
-  const auto slots = static_cast<std::size_t>(std::max(1, threads));
+  const auto slots = static_cast<std::size_t>(std::max(1, workers));
   std::vector<std::optional<OpenFiles>> files(slots);
   try {
-    split_over_threads(sizes, threads, kMinCopyRun, true,
+    split_over_threads(sizes, workers, kMinCopyRun, true,
                        [&](int thread, std::size_t k, std::size_t, std::size_t) {
                          const auto slot = static_cast<std::size_t>(thread);
                          if (!files[slot]) files[slot].emplace(env, step_dir, metadata);
@@ -485,6 +482,14 @@ void restore_step(FileEnv& env, const fs::path& step_dir, std::int64_t step, Sta
       if (own) buffer_bytes += bytes;
     }
   }
+  // Where each piece lies in its file, as the metadata records it (every
+  // rank holds the same metadata, so all agree on `recorded`).
+  const bool recorded = std::all_of(reads.begin(), reads.end(), [](const PieceRead& read) {
+    return read.piece->offset != Piece::kUnknownOffset;
+  });
+  if (recorded) {
+    for (auto& read : reads) read.file_offset = read.piece->offset;
+  }
 
   // All ranks on one node share the page cache: each rank reads every file
   // straight into its tensors, checking the checksums of its own share as it
@@ -546,7 +551,7 @@ void restore_step(FileEnv& env, const fs::path& step_dir, std::int64_t step, Sta
       // offsets). On one node the ranks' fill reads the files in step
       // instead, and a read ahead of all of them would compete with it.
       if (!one_node) file->prefetch(0, record.size);
-      locate_pieces(path, record.size, flat, file_reads, reads);
+      locate_pieces(path, record.size, flat, recorded, file_reads, reads);
       order.insert(order.end(), file_reads.begin(), file_reads.end());
     }
     if (!one_node)
@@ -563,16 +568,10 @@ void restore_step(FileEnv& env, const fs::path& step_dir, std::int64_t step, Sta
   const auto checked = std::chrono::steady_clock::now();
 
   if (one_node) {
-    // Every piece's offset in its file: as the metadata records it (the
-    // owners checked those of their files above), or, in checkpoints that
-    // did not record them, from the rank that located it. Every rank holds
-    // the same metadata, so all take the same branch.
-    const bool recorded = std::all_of(reads.begin(), reads.end(), [](const PieceRead& read) {
-      return read.piece->offset != Piece::kUnknownOffset;
-    });
-    if (recorded) {
-      for (auto& read : reads) read.file_offset = read.piece->offset;
-    } else {
+    // Recorded offsets are every rank's already (the owners checked those
+    // of their files above); otherwise each comes from the rank that
+    // located it.
+    if (!recorded) {
       std::vector<std::uint64_t> offsets(reads.size(), 0);
       for (std::size_t i = 0; i < reads.size(); ++i) offsets[i] = reads[i].file_offset;
       LOCKSTEP_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, offsets.data(),
