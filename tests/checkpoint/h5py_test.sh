@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A checkpoint written by 3 ranks opens in h5py, h5ls and h5dump, and holds
-# the saved values.
+# the saved values; the bf16 recipe of docs/CHECKPOINTS.md, run as written
+# there, gives the saved values for every dataset shape (scalar, 1-d, n-d).
 # Usage: h5py_test.sh <writer binary> <python3> <check_h5py.py> <scratch dir> <mpiexec...>
 set -euo pipefail
 writer=$1 python=$2 check=$3 scratch=$4
