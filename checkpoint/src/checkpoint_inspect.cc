@@ -37,7 +37,8 @@ double modified_seconds(const fs::path& path) {
 void measure(const fs::path& path, CheckpointEntry& entry) {
   std::error_code error;
   entry.modified_unix_seconds = modified_seconds(path);
-  if (!fs::is_directory(path, error)) {
+  // A link is not followed: what it points to is not the checkpoint's.
+  if (!fs::is_directory(fs::symlink_status(path, error))) {
     entry.bytes = fs::file_size(path, error);
     if (error) entry.bytes = 0;
     return;
@@ -84,24 +85,38 @@ FileSum sum_file(const fs::path& path) {
   return sum;
 }
 
-void check_file(const fs::path& step_dir, const checkpoint::FileRecord& record,
+// Checks the size and CRC-32C of one file of the step; returns whether it
+// is a regular file of the size the metadata records, which the check of
+// its pieces needs (their sizes are then bounded by the file's).
+bool check_file(const fs::path& step_dir, const checkpoint::FileRecord& record,
                 VerifyReport& report) {
   const fs::path path = step_dir / record.name;
+  std::error_code error;
+  if (fs::is_symlink(fs::symlink_status(path, error))) {
+    report.problems.push_back(fmt::format(
+        "{}: is a symbolic link; a checkpoint's files are never links, so it is not read",
+        path.string()));
+    return false;
+  }
   try {
     const FileSum sum = sum_file(path);
     report.bytes_checked += sum.size;
     if (sum.size != record.size) {
       report.problems.push_back(fmt::format("{}: {} bytes, the metadata says {} (truncated?)",
                                             path.string(), sum.size, record.size));
-    } else if (sum.crc32c != record.crc32c) {
+      return false;
+    }
+    if (sum.crc32c != record.crc32c) {
       report.problems.push_back(
           fmt::format("{}: file checksum mismatch (CRC-32C {:08x}, the metadata says {:08x})",
                       path.string(), sum.crc32c, record.crc32c));
     } else {
       ++report.checks_passed;
     }
-  } catch (const IoError& error) {
-    report.problems.push_back(fmt::format("{}: {}", path.string(), error.what()));
+    return true;
+  } catch (const IoError& failure) {
+    report.problems.push_back(fmt::format("{}: {}", path.string(), failure.what()));
+    return false;
   }
 }
 
@@ -159,12 +174,7 @@ std::vector<CheckpointEntry> list_checkpoint_entries(const fs::path& dir) {
 
 CheckpointInfo read_checkpoint_info(const fs::path& step_dir) {
   const fs::path path = step_dir / checkpoint::kMetadataFile;
-  std::string text;
-  try {
-    text = posix_file_env()->read_file(path);
-  } catch (const IoError& error) {
-    throw IoError(fmt::format("incomplete checkpoint: {}", error.what()));
-  }
+  const std::string text = checkpoint::read_metadata_text(*posix_file_env(), step_dir);
   const checkpoint::Metadata metadata = checkpoint::parse_metadata(text, path.string());
   CheckpointInfo info;
   info.step = metadata.step;
@@ -197,8 +207,8 @@ VerifyReport verify_checkpoint(const fs::path& step_dir) {
   const fs::path metadata_path = step_dir / checkpoint::kMetadataFile;
   checkpoint::Metadata metadata;
   try {
-    metadata = checkpoint::parse_metadata(posix_file_env()->read_file(metadata_path),
-                                          metadata_path.string());
+    metadata = checkpoint::parse_metadata(
+        checkpoint::read_metadata_text(*posix_file_env(), step_dir), metadata_path.string());
     ++report.checks_passed;
   } catch (const Error& failure) {
     // Without metadata nothing else can be checked.
@@ -213,13 +223,19 @@ VerifyReport verify_checkpoint(const fs::path& step_dir) {
   }
 
   // Whole files first: the cheap check that covers HDF5's own metadata too.
-  for (const auto& record : metadata.rank_files) check_file(step_dir, record, report);
+  std::vector<bool> readable;
+  for (const auto& record : metadata.rank_files) {
+    readable.push_back(check_file(step_dir, record, report));
+  }
   check_file(step_dir, metadata.master_file, report);
 
   // Then every piece as a restore reads it, so a report names the tensor
-  // and element range that a damaged byte belongs to.
+  // and element range that a damaged byte belongs to. Only files of the
+  // recorded size: the metadata's checks bound every piece by that size,
+  // so the buffer never grows past a file that is really there.
   std::vector<std::byte> buffer;
   for (int file = 0; file < metadata.world_size; ++file) {
+    if (!readable[static_cast<std::size_t>(file)]) continue;
     const fs::path path = step_dir / metadata.rank_files[static_cast<std::size_t>(file)].name;
     try {
       checkpoint::RankFileReader reader(path);

@@ -3,12 +3,14 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "layout.h"
+#include "lockstep/file_env.h"
 
 namespace lockstep::checkpoint {
 
@@ -16,6 +18,12 @@ namespace lockstep::checkpoint {
 inline constexpr int kFormatVersion = 1;
 inline constexpr char kMetadataFile[] = "metadata.json";
 inline constexpr char kMasterFile[] = "checkpoint.h5";
+// metadata.json is read whole into memory; a file larger than this is not
+// one the writer produced (100,000 ranks and thousands of tensors take a few
+// tens of MiB) and is refused before anything is allocated for it.
+inline constexpr std::uint64_t kMaxMetadataBytes = 256ULL << 20;
+// HDF5's limit on the rank of a dataset (H5S_MAX_RANK).
+inline constexpr std::size_t kMaxTensorRank = 32;
 
 // "rank-00003.h5"
 std::string rank_file_name(int rank);
@@ -47,8 +55,21 @@ struct Metadata {
 // The JSON text, with a "checksum" member over the rest of it.
 std::string serialize(const Metadata& metadata);
 // Parses and checks the text; throws CorruptCheckpoint when it is damaged and
-// UsageError when it comes from a newer format version.
+// UsageError when it comes from a newer format version. Every field is
+// untrusted (anyone who can edit the file can recompute its checksum), so
+// everything is checked before a reader uses it to name a file, size memory
+// or index anything: file names are exactly the writer's (rank-NNNNN.h5 for
+// its index, checkpoint.h5), tensor paths pass the checks a save applies,
+// dtypes and shapes are known and their bytes fit in 63 bits, the pieces
+// tile each tensor and lie inside the file sizes recorded, counts and the
+// world size agree, and the times and version text are plain.
 Metadata parse_metadata(const std::string& text, const std::string& where);
+
+// Reads metadata.json of `step_dir` through `env`. Throws CorruptCheckpoint
+// when the step directory or the file is a symbolic link (the writer makes
+// neither), when the file is larger than kMaxMetadataBytes, or when it
+// cannot be read.
+std::string read_metadata_text(FileEnv& env, const std::filesystem::path& step_dir);
 
 // The JSON of the data only (no files or checksums), for HDF5 attributes.
 nlohmann::json to_json(const Metadata& metadata);

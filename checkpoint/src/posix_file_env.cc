@@ -331,6 +331,11 @@ class PosixFileEnv final : public FileEnv {
     return fs::exists(path, error);
   }
 
+  bool is_symlink(const fs::path& path) override {
+    std::error_code error;
+    return fs::is_symlink(fs::symlink_status(path, error));
+  }
+
   std::uint64_t file_size(const fs::path& path) override {
     std::error_code error;
     const auto size = fs::file_size(path, error);

@@ -90,28 +90,13 @@ void agree(MPI_Comm comm, const fs::path& step_dir, const std::string& error,
   if (!first.empty()) throw CorruptCheckpoint(first, state_modified);
 }
 
-// Pieces must tile each tensor exactly, or reading them would write out of
-// bounds; a checkpoint whose metadata says otherwise is corrupt.
-void check_pieces(const Metadata& metadata, const fs::path& where) {
-  for (const auto& record : metadata.tensors) {
-    std::int64_t next = 0;
-    for (const auto& piece : record.pieces) {
-      if (piece.begin != next || piece.count <= 0 || piece.file < 0 ||
-          piece.file >= metadata.world_size) {
-        throw CorruptCheckpoint(fmt::format("{}: the pieces of tensor '{}' do not tile it",
-                                            where.string(), record.layout.path));
-      }
-      next += piece.count;
-    }
-    if (next != record.layout.numel) {
-      throw CorruptCheckpoint(fmt::format("{}: the pieces of tensor '{}' cover {} of {} elements",
-                                          where.string(), record.layout.path, next,
-                                          record.layout.numel));
-    }
-  }
-}
-
+// A file of the step: no symbolic link (the writer makes none, and one
+// could lead outside the checkpoint) and of the size the metadata records.
 void check_size(FileEnv& env, const fs::path& path, std::uint64_t expected) {
+  if (env.is_symlink(path)) {
+    throw CorruptCheckpoint(
+        fmt::format("{} is a symbolic link; a checkpoint's files are never links", path.string()));
+  }
   std::uint64_t size = 0;
   try {
     size = env.file_size(path);
@@ -160,7 +145,8 @@ void locate_pieces(const fs::path& path, std::uint64_t file_size, const FlatStat
   std::uint64_t end = 0;
   for (const auto index : file_reads) {
     const auto& read = reads[index];
-    if (read.file_offset < end || read.file_offset + read.bytes > file_size) {
+    if (read.file_offset < end || read.file_offset > file_size ||
+        read.bytes > file_size - read.file_offset) {
       throw CorruptCheckpoint(
           fmt::format("{}: the data of tensor '{}' overlaps other data or "
                       "lies outside the file",
@@ -433,9 +419,9 @@ void restore_step(FileEnv& env, const fs::path& step_dir, std::int64_t step, Sta
   std::string error;
   if (rank == 0) {
     try {
-      text = env.read_file(metadata_path);
+      text = read_metadata_text(env, step_dir);
     } catch (const std::exception& failure) {
-      error = fmt::format("incomplete checkpoint: {}", failure.what());
+      error = failure.what();
     }
   }
   broadcast_text(comm, 0, error);
@@ -446,7 +432,6 @@ void restore_step(FileEnv& env, const fs::path& step_dir, std::int64_t step, Sta
     throw CorruptCheckpoint(fmt::format("{} is of step {}, its directory of step {}",
                                         metadata_path.string(), metadata.step, step));
   }
-  check_pieces(metadata, step_dir);
   FlatState flat = flatten(state);
   const auto records = match_state(flat, metadata, step_dir);
   for (const auto& item : state.items()) {

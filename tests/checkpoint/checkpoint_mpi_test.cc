@@ -9,6 +9,7 @@
 #include <lockstep/checkpoint_policy.h>
 
 #include "checkpoint_test_util.h"
+#include "crc32c.h"
 #include "fault_injection_env.h"
 #include "layout.h"
 #include "metadata.h"
@@ -302,6 +303,77 @@ TEST(CheckpointVerification, MissingRankFileFallsBackToTheOlderStep) {
   expect_fallback(
       "no-rank-file", [](const fs::path& step_dir) { fs::remove(step_dir / last_rank_file()); },
       "missing", true);
+}
+
+// Rewrites metadata.json of `step_dir` changed by `edit`, with its checksum
+// recomputed, as anyone who can write the file can do.
+void edit_metadata(const fs::path& step_dir, const std::function<void(nlohmann::json&)>& edit) {
+  const auto path = step_dir / "metadata.json";
+  std::ifstream in(path);
+  auto document = nlohmann::json::parse(in);
+  document.erase("checksum");
+  edit(document);
+  const std::string body = document.dump();
+  document["checksum"] = checkpoint::crc32c(std::as_bytes(std::span(body.data(), body.size())));
+  std::ofstream(path, std::ios::trunc) << document.dump(1);
+}
+
+// Names read from disk are untrusted: a rank file named outside the step
+// (relative or absolute), a tensor path that a save would refuse, and a
+// step or file that is a symbolic link to elsewhere make the step corrupt,
+// skipped with a warning, even when the bytes they lead to are intact.
+TEST(CheckpointVerification, NamesOnDiskCannotLeadOutOfTheStep) {
+  const auto moved_out = [](const fs::path& step_dir, const std::string& to) {
+    const auto outside = step_dir.parent_path().parent_path() / "outside";
+    fs::create_directories(outside);
+    fs::rename(step_dir / last_rank_file(), outside / to);
+    return outside / to;
+  };
+  const auto rank_index = [] { return static_cast<std::size_t>(world_size() - 1); };
+  expect_fallback(
+      "name-relative",
+      [&](const fs::path& step_dir) {
+        moved_out(step_dir, last_rank_file());
+        edit_metadata(step_dir, [&](nlohmann::json& metadata) {
+          metadata["rank_files"][rank_index()]["name"] = "../../outside/" + last_rank_file();
+        });
+      },
+      "is named '../../outside/", true);
+  expect_fallback(
+      "name-absolute",
+      [&](const fs::path& step_dir) {
+        const auto target = moved_out(step_dir, "absolute.h5");
+        edit_metadata(step_dir, [&](nlohmann::json& metadata) {
+          metadata["rank_files"][rank_index()]["name"] = target.string();
+        });
+      },
+      "absolute.h5', expected", true);
+  expect_fallback(
+      "tensor-path",
+      [&](const fs::path& step_dir) {
+        edit_metadata(step_dir, [&](nlohmann::json& metadata) {
+          for (auto& tensor : metadata["tensors"]) {
+            if (tensor["path"] == "model/weight") tensor["path"] = "model/../model/weight";
+          }
+        });
+      },
+      "would leave its place in the checkpoint", true);
+  expect_fallback(
+      "rank-file-link",
+      [&](const fs::path& step_dir) {
+        const auto target = moved_out(step_dir, last_rank_file());
+        fs::create_symlink(target, step_dir / last_rank_file());
+      },
+      "is a symbolic link", true);
+  expect_fallback(
+      "step-link",
+      [&](const fs::path& step_dir) {
+        const auto outside = step_dir.parent_path().parent_path() / "outside-step-2";
+        fs::remove_all(outside);
+        fs::rename(step_dir, outside);
+        fs::create_directory_symlink(outside, step_dir);
+      },
+      "is a symbolic link", true);
 }
 
 // With nothing left to fall back on, a state that holds bytes of a damaged

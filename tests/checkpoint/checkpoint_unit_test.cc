@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <memory>
 #include <mutex>
@@ -197,7 +198,7 @@ Metadata sample_metadata() {
   metadata.step = 12;
   metadata.world_size = 2;
   metadata.wall_time = "2026-01-01T00:00:00Z";
-  metadata.rank_files = {{"rank-00000.h5", 10, 1}, {"rank-00001.h5", 20, 2}};
+  metadata.rank_files = {{"rank-00000.h5", 10000, 1}, {"rank-00001.h5", 20000, 2}};
   metadata.master_file = {"checkpoint.h5", 30, 3};
   metadata.tensors.push_back(
       {.layout = {.path = "model/w", .dtype = DType::kBF16, .shape = {2, 3}, .numel = 6},
@@ -221,6 +222,97 @@ TEST(Metadata, RoundTripsAndRejectsDamage) {
   damaged.replace(damaged.find("\"step\": 12"), 10, "\"step\": 13");
   EXPECT_THROW(parse_metadata(damaged, "m"), CorruptCheckpoint);
   EXPECT_THROW(parse_metadata(text.substr(0, text.size() / 2), "m"), CorruptCheckpoint);
+}
+
+// The text of `metadata` changed by `edit`, with its checksum recomputed, as
+// anyone who can write the file can do.
+std::string resealed(const Metadata& metadata, const std::function<void(nlohmann::json&)>& edit) {
+  nlohmann::json document = nlohmann::json::parse(serialize(metadata));
+  document.erase("checksum");
+  edit(document);
+  const std::string body = document.dump();
+  document["checksum"] = crc_of(body);
+  return document.dump(1);
+}
+
+// Every field of metadata.json is untrusted: a name that leads out of the
+// step, a count, offset, size, dtype or shape out of range, or a field of
+// the wrong kind makes the checkpoint corrupt (skipped by a restore), never
+// a usage error, a crash or an allocation sized by the file.
+TEST(Metadata, HostileFieldsAreCorruption) {
+  using nlohmann::json;
+  const std::uint64_t huge = std::uint64_t{1} << 62;
+  const std::vector<std::pair<const char*, std::function<void(json&)>>> edits = {
+      {"rank file outside the step",
+       [](json& d) { d["rank_files"][0]["name"] = "../../elsewhere/rank-00000.h5"; }},
+      {"absolute rank file", [](json& d) { d["rank_files"][0]["name"] = "/tmp/rank-00000.h5"; }},
+      {"another rank's file", [](json& d) { d["rank_files"][0]["name"] = "rank-00001.h5"; }},
+      {"unpadded rank file", [](json& d) { d["rank_files"][1]["name"] = "rank-1.h5"; }},
+      {"master file outside", [](json& d) { d["master_file"]["name"] = "../checkpoint.h5"; }},
+      {"tensor path escapes", [](json& d) { d["tensors"][0]["path"] = "../../etc/w"; }},
+      {"absolute tensor path", [](json& d) { d["tensors"][0]["path"] = "/model/w"; }},
+      {"control character", [](json& d) { d["tensors"][0]["path"] = "model/\x1b[2Jw"; }},
+      {"tensor twice", [](json& d) { d["tensors"].push_back(d["tensors"][0]); }},
+      {"unknown dtype", [](json& d) { d["tensors"][0]["dtype"] = "f128"; }},
+      {"negative dimension",
+       [](json& d) {
+         d["tensors"][0]["shape"] = {-2, -3};
+       }},
+      {"elements overflow",
+       [&](json& d) {
+         d["tensors"][0]["shape"] = {huge, 8};
+       }},
+      {"bytes overflow",
+       [&](json& d) {
+         d["tensors"][0]["shape"] = {huge};
+         d["tensors"][0]["pieces"][1]["count"] = huge - 4;
+       }},
+      {"too many dimensions",
+       [](json& d) { d["tensors"][0]["shape"] = json(std::vector<int>(40, 1)); }},
+      {"shape not a list", [](json& d) { d["tensors"][0]["shape"] = "2x3"; }},
+      {"piece of no rank", [](json& d) { d["tensors"][0]["pieces"][1]["file"] = 2; }},
+      {"negative piece file", [](json& d) { d["tensors"][0]["pieces"][1]["file"] = -1; }},
+      {"piece file truncated to int",
+       [](json& d) { d["tensors"][0]["pieces"][1]["file"] = (std::uint64_t{1} << 32) + 1; }},
+      {"empty piece", [](json& d) { d["tensors"][0]["pieces"][1]["count"] = 0; }},
+      {"piece past the tensor", [](json& d) { d["tensors"][0]["pieces"][1]["count"] = 3; }},
+      {"gap between pieces", [](json& d) { d["tensors"][0]["pieces"][1]["begin"] = 5; }},
+      {"fractional count", [](json& d) { d["tensors"][0]["pieces"][1]["count"] = 2.5; }},
+      {"offset wraps around",
+       [](json& d) { d["tensors"][0]["pieces"][0]["offset"] = ~std::uint64_t{0} - 4; }},
+      {"offset past the file", [](json& d) { d["tensors"][0]["pieces"][0]["offset"] = 9995; }},
+      {"piece larger than its file", [](json& d) { d["rank_files"][1]["size"] = 3; }},
+      {"negative size", [](json& d) { d["rank_files"][1]["size"] = -1; }},
+      {"world size without files", [](json& d) { d["world_size"] = 3; }},
+      {"world size zero", [](json& d) { d["world_size"] = 0; }},
+      {"world size truncated to int",
+       [](json& d) { d["world_size"] = (std::uint64_t{1} << 32) + 2; }},
+      {"negative step", [](json& d) { d["step"] = -1; }},
+      {"format version zero", [](json& d) { d["format_version"] = 0; }},
+      {"time out of range", [](json& d) { d["unix_time"] = 1e300; }},
+      {"negative time", [](json& d) { d["unix_time"] = -5.0; }},
+      {"version with escapes", [](json& d) { d["library_version"] = "0.1\x1b[31m"; }},
+      {"values not an object",
+       [](json& d) {
+         d["values"] = json::array({1, 2});
+       }},
+      {"key/values not an object", [](json& d) { d["values"]["data"] = 5; }},
+  };
+  // The unchanged text, resealed, parses: the edits alone make it corrupt.
+  EXPECT_NO_THROW(parse_metadata(resealed(sample_metadata(), [](json&) {}), "m"));
+  for (const auto& [name, edit] : edits) {
+    SCOPED_TRACE(name);
+    const std::string text = resealed(sample_metadata(), edit);
+    try {
+      parse_metadata(text, "step-12/metadata.json");
+      ADD_FAILURE() << "accepted";
+    } catch (const CorruptCheckpoint& error) {
+      EXPECT_NE(std::string(error.what()).find("step-12/metadata.json"), std::string::npos)
+          << error.what();
+    } catch (const std::exception& error) {
+      ADD_FAILURE() << "not reported as corruption: " << error.what();
+    }
+  }
 }
 
 TEST(Metadata, NewerFormatIsAUsageError) {
@@ -493,6 +585,34 @@ TEST(RankFilePlan, LargePiecesStartOnBlocksAndStageAtTheirFileOffsetsRemainder) 
   EXPECT_LE(staged.back().second, plan.staged_size);
   EXPECT_GE(plan.staged_size, data_bytes);
   EXPECT_LT(plan.staged_size, data_bytes + count * kDataAlignment);
+}
+
+// metadata.json is read whole: one larger than any the writer makes is
+// refused before it is read, and neither the step nor the file may be a
+// symbolic link.
+TEST(Metadata, ReadingRefusesLinksAndHugeFiles) {
+  const auto dir = scratch_dir("metadata-read");
+  const auto env = posix_file_env();
+  std::filesystem::create_directories(dir / "real");
+  std::ofstream(dir / "real" / "metadata.json") << serialize(sample_metadata());
+  EXPECT_EQ(read_metadata_text(*env, dir / "real"), serialize(sample_metadata()));
+  std::filesystem::create_directory_symlink(dir / "real", dir / "linked");
+  EXPECT_THROW(read_metadata_text(*env, dir / "linked"), CorruptCheckpoint);
+  std::filesystem::create_directories(dir / "file-link");
+  std::filesystem::create_symlink(dir / "real" / "metadata.json",
+                                  dir / "file-link" / "metadata.json");
+  EXPECT_THROW(read_metadata_text(*env, dir / "file-link"), CorruptCheckpoint);
+  std::filesystem::create_directories(dir / "huge");
+  std::ofstream(dir / "huge" / "metadata.json").close();
+  std::filesystem::resize_file(dir / "huge" / "metadata.json", kMaxMetadataBytes + 1);
+  try {
+    read_metadata_text(*env, dir / "huge");
+    ADD_FAILURE() << "read a metadata file larger than any the writer makes";
+  } catch (const CorruptCheckpoint& error) {
+    EXPECT_NE(std::string(error.what()).find("more than"), std::string::npos) << error.what();
+  }
+  EXPECT_THROW(read_metadata_text(*env, dir / "missing"), CorruptCheckpoint);
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Inspect, ListsCommittedAndTornEntriesByStep) {

@@ -56,6 +56,45 @@ expect 2 "step 6 is not a committed checkpoint" -- ckpt verify --step 6 "$dir"
 expect 2 "" -- ckpt frobnicate "$dir"
 expect 2 "" -- ckpt list
 
+# Names in metadata.json are untrusted: a rank file named outside the step
+# (the metadata's checksum recomputed, as anyone who edits it can) is a
+# damaged step, even though the file it names is intact.
+cp -r "$dir/step-5" "$scratch/step-5.saved"
+mkdir -p "$scratch/outside"
+mv "$dir/step-5/rank-00001.h5" "$scratch/outside/rank-00001.h5"
+"$python" - "$dir/step-5/metadata.json" "../../outside/rank-00001.h5" <<'PYTHON' || exit 1
+import json, sys
+def crc32c(data):
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
+    return crc ^ 0xFFFFFFFF
+path, name = sys.argv[1], sys.argv[2]
+document = json.load(open(path))
+del document["checksum"]
+document["rank_files"][1]["name"] = name
+# nlohmann::json's compact dump: sorted keys, no spaces, UTF-8 as is.
+body = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+document["checksum"] = crc32c(body.encode())
+json.dump(document, open(path, "w"), indent=1)
+PYTHON
+expect 1 "step-5: .*rank file 1 is named '../../outside/rank-00001.h5', expected 'rank-00001.h5'" \
+  -- ckpt verify "$dir"
+expect 0 " 5  damaged .*step-5$" -- ckpt list "$dir"
+rm -rf "$dir/step-5"
+cp -r "$scratch/step-5.saved" "$dir/step-5"
+expect 0 "^step-5: ok" -- ckpt verify "$dir"
+
+# A step directory that is a symbolic link (here to the step moved out of
+# the checkpoint directory) is refused, not followed.
+mv "$dir/step-5" "$scratch/outside/step-5"
+ln -s "$scratch/outside/step-5" "$dir/step-5"
+expect 1 "step-5: .*step-5 is a symbolic link" -- ckpt verify "$dir"
+rm "$dir/step-5"
+mv "$scratch/outside/step-5" "$dir/step-5"
+
 # Flip one byte of tensor data inside rank 1's file.
 "$python" - "$dir/step-5/rank-00001.h5" "$scratch/expected" <<'PYTHON' || exit 1
 import pathlib, sys

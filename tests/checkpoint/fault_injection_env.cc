@@ -154,6 +154,8 @@ std::vector<std::string> FaultInjectionEnv::list_directory(const fs::path& path)
 
 bool FaultInjectionEnv::exists(const fs::path& path) { return base_->exists(path); }
 
+bool FaultInjectionEnv::is_symlink(const fs::path& path) { return base_->is_symlink(path); }
+
 std::uint64_t FaultInjectionEnv::file_size(const fs::path& path) { return base_->file_size(path); }
 
 void FaultInjectionEnv::check_writable(const fs::path& path) {

@@ -44,6 +44,7 @@ class FaultInjectionEnv final : public FileEnv {
   void remove_all(const std::filesystem::path& path) override;
   std::vector<std::string> list_directory(const std::filesystem::path& path) override;
   bool exists(const std::filesystem::path& path) override;
+  bool is_symlink(const std::filesystem::path& path) override;
   std::uint64_t file_size(const std::filesystem::path& path) override;
   void check_writable(const std::filesystem::path& path) override;
 

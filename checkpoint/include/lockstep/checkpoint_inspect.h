@@ -57,9 +57,10 @@ struct CheckpointInfo {
   std::uint64_t tensor_bytes = 0;             // sum over tensors
 };
 
-// Reads and checks metadata.json of `step_dir` (its own checksum included).
-// Throws IoError when it is missing or damaged, UsageError when it is of a
-// newer format version than this library reads.
+// Reads and checks metadata.json of `step_dir` (its own checksum and every
+// field included; see docs/CHECKPOINTS.md). Throws IoError when it is
+// missing or damaged, or when the step or the file is a symbolic link;
+// UsageError when it is of a newer format version than this library reads.
 CheckpointInfo read_checkpoint_info(const std::filesystem::path& step_dir);
 
 // The outcome of verifying one step: empty `problems` means every check
@@ -73,8 +74,9 @@ struct VerifyReport {
 };
 
 // Checks everything a restore checks, and more, without loading anything
-// into a State: the metadata's own checksum, the size and CRC-32C of every
-// file, and the CRC-32C of every piece of every tensor as HDF5 reads it.
+// into a State: the metadata's own checksum and fields (file names, links,
+// ranges), the size and CRC-32C of every file, and the CRC-32C of every
+// piece of every tensor as HDF5 reads it.
 // Problems are collected, not thrown, so one report lists every damaged
 // file. Throws only for a step directory that does not exist (UsageError).
 VerifyReport verify_checkpoint(const std::filesystem::path& step_dir);

@@ -82,6 +82,9 @@ class FileEnv {
   // Names of the entries of directory `path`; empty when it does not exist.
   virtual std::vector<std::string> list_directory(const std::filesystem::path& path) = 0;
   virtual bool exists(const std::filesystem::path& path) = 0;
+  // Whether `path` itself is a symbolic link (not followed); false when it
+  // does not exist.
+  virtual bool is_symlink(const std::filesystem::path& path) = 0;
   virtual std::uint64_t file_size(const std::filesystem::path& path) = 0;
   // Throws IoError unless the process may create files in directory `path`.
   virtual void check_writable(const std::filesystem::path& path) = 0;
