@@ -22,4 +22,7 @@ void add_run_command(CLI::App& app, int& exit_code);
 // `lockstep ckpt list|verify|inspect DIR`: runs the sibling lockstep-ckpt.
 void add_ckpt_command(CLI::App& app, int& exit_code);
 
+// `lockstep plan`: checkpoint interval and expected goodput of a run.
+void add_plan_command(CLI::App& app, int& exit_code);
+
 }  // namespace lockstep::cli

@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   add_run_command(app, exit_code);
   add_config_command(app, exit_code);
   add_ckpt_command(app, exit_code);
+  add_plan_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {

@@ -15,16 +15,6 @@
 
 namespace lockstep {
 
-double young_daly_interval(double save_cost_seconds, double mtbf_seconds) {
-  if (!(save_cost_seconds >= 0) || !(mtbf_seconds > 0)) {
-    throw UsageError(
-        fmt::format("Young/Daly interval needs a save cost >= 0 and an MTBF > 0; got "
-                    "{} s and {} s",
-                    save_cost_seconds, mtbf_seconds));
-  }
-  return std::sqrt(2.0 * save_cost_seconds * mtbf_seconds);
-}
-
 std::optional<double> estimate_mtbf(double run_seconds, std::int64_t restarts) {
   if (restarts <= 0 || !(run_seconds > 0)) return std::nullopt;
   return run_seconds / static_cast<double>(restarts);

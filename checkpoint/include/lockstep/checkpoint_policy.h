@@ -12,14 +12,11 @@
 #include <mpi.h>
 
 #include "lockstep/mpi_comm.h"
+#include "lockstep/young_daly.h"  // young_daly_interval(), which the automatic policy uses
 
 namespace lockstep {
 
 class Runtime;
-
-// sqrt(2 · save_cost · mtbf), in seconds. Throws UsageError for a negative
-// cost or a non-positive MTBF.
-double young_daly_interval(double save_cost_seconds, double mtbf_seconds);
 
 // The MTBF that a run's history suggests: its total run time divided by the
 // failures (restarts) seen; nullopt before the first failure.
