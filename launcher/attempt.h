@@ -52,7 +52,12 @@ struct Goodput {
   std::int64_t steps_completed = 0;
   int restarts = 0;
   double mean_time_to_recovery = 0;  // failure to first step after restart
+  std::int64_t checkpoints = 0;      // saves reported by the ranks
 };
+
+// The "summary_version" of summary.json, raised when a field changes
+// meaning or goes away (`lockstep plan --from` reads it).
+inline constexpr int kSummaryVersion = 1;
 
 Goodput compute_goodput(const std::vector<AttemptRecord>& attempts,
                         const std::vector<CheckpointEvent>& checkpoints, Clock::time_point start,

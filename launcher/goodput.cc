@@ -61,6 +61,7 @@ Goodput compute_goodput(const std::vector<AttemptRecord>& attempts,
   for (const CheckpointEvent& checkpoint : checkpoints) {
     goodput.checkpoint_seconds += checkpoint.stall_seconds;
   }
+  goodput.checkpoints = static_cast<std::int64_t>(checkpoints.size());
   goodput.productive_seconds =
       std::max(0.0, training - goodput.lost_seconds - goodput.checkpoint_seconds);
   goodput.other_seconds =
@@ -96,11 +97,13 @@ nlohmann::json to_json(const AttemptRecord& attempt, Clock::time_point run_start
 
 nlohmann::json to_json(const Goodput& goodput) {
   return {
+      {"summary_version", kSummaryVersion},
       {"wall_seconds", goodput.wall_seconds},
       {"productive_seconds", goodput.productive_seconds},
       {"lost_recompute_seconds", goodput.lost_seconds},
       {"restart_seconds", goodput.restart_seconds},
       {"checkpoint_stall_seconds", goodput.checkpoint_seconds},
+      {"checkpoints", goodput.checkpoints},
       {"other_seconds", goodput.other_seconds},
       {"goodput", goodput.wall_seconds > 0 ? goodput.productive_seconds / goodput.wall_seconds : 0},
       {"steps_completed", goodput.steps_completed},
