@@ -127,8 +127,13 @@ std::vector<Configuration> configurations(const PlanInputs& inputs) {
 }
 
 const Lever& ClosedForm::best_lever() const {
-  return *std::max_element(levers.begin(), levers.end(),
-                           [](const Lever& a, const Lever& b) { return a.goodput < b.goodput; });
+  const Lever* best = nullptr;
+  for (const Lever& lever : levers) {
+    if (lever.in_the_jobs_hands && (best == nullptr || lever.goodput > best->goodput)) {
+      best = &lever;
+    }
+  }
+  return *best;
 }
 
 std::vector<ClosedForm> plan_closed_form(const PlanInputs& inputs) {
@@ -147,7 +152,7 @@ std::vector<ClosedForm> plan_closed_form(const PlanInputs& inputs) {
     form.levers = {
         {"halve the save stall", closed_form(cheaper_saves, mtbf, inputs).goodput},
         {"halve the restart cost", closed_form(cheaper_restarts, mtbf, inputs).goodput},
-        {"double the MTBF", closed_form(configuration, 2 * mtbf, inputs).goodput},
+        {"double the MTBF", closed_form(configuration, 2 * mtbf, inputs).goodput, false},
     };
     result.push_back(std::move(form));
   }

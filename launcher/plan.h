@@ -84,6 +84,11 @@ std::vector<Configuration> configurations(const PlanInputs& inputs);
 struct Lever {
   std::string name;  // "halve the save stall", ...
   double goodput = 0;
+  // The save stall and the restart cost are the job's to cut; the MTBF is
+  // the cluster's. To first order doubling the MTBF buys at least as much
+  // as either halving (it shrinks the stall and recomputation terms as
+  // halving C does and the restart term as halving R does).
+  bool in_the_jobs_hands = true;
 };
 
 // The closed form of one configuration.
@@ -97,7 +102,7 @@ struct ClosedForm {
   double exponential_goodput = 0;  // exact for exponential failures, less requeue
   double interruptions = 0;        // failures expected over the run
   std::vector<Lever> levers;       // halving C, halving R, doubling the MTBF
-  // The lever with the largest gain.
+  // Of the levers in the job's hands, the one with the largest gain.
   const Lever& best_lever() const;
 };
 

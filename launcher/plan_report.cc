@@ -138,7 +138,8 @@ nlohmann::json to_json(const PlanReport& report) {
     for (const Lever& lever : form.levers) {
       levers.push_back({{"name", lever.name},
                         {"goodput", lever.goodput},
-                        {"gain", lever.goodput - form.goodput}});
+                        {"gain", lever.goodput - form.goodput},
+                        {"in_the_jobs_hands", lever.in_the_jobs_hands}});
     }
     nlohmann::json entry = {
         {"name", form.configuration.name},
@@ -222,7 +223,7 @@ std::string describe(const PlanReport& report) {
       return points(forms[i].levers[lever].goodput - forms[i].goodput);
     });
   }
-  table.row("the lever that buys the most", n,
+  table.row("the job's lever that buys the most", n,
             [&](std::size_t i) { return forms[i].best_lever().name; });
   if (!report.simulations.empty()) {
     const SimulationOptions& options = *report.simulation_options;

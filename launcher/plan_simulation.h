@@ -4,7 +4,10 @@
 // limit) do not hold.
 //
 // Each node fails on its own, at exponential intervals (the job then fails
-// at the summed rate) or Weibull ones. A failure stops the job, which
+// at the summed rate) or Weibull ones with the same mean; a node's clock
+// starts again at each of its failures (a new node, or a process started
+// afresh), and the cluster has run long before the job, so the first
+// failure of each node is the renewal process's residual time. A failure stops the job, which
 // restores the newest checkpoint that survived and restarts; failures during
 // a save or a restart are counted like any other. A failure either kills a
 // process (the node and its memory survive) or loses the node: its memory
