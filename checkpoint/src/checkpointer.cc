@@ -86,6 +86,10 @@ class Checkpointer::SaveJob {
   }
   std::int64_t step() const { return staged_.step; }
   std::vector<std::filesystem::path> take_retired() { return std::move(staged_.retired); }
+  // What every rank's save must agree on: the step and the state's layout.
+  std::uint64_t fingerprint() const {
+    return checkpoint::save_fingerprint(staged_.step, staged_.layouts);
+  }
 
  private:
   checkpoint::StagedSave staged_;
@@ -114,18 +118,20 @@ Checkpointer::Checkpointer(MPI_Comm comm, CheckpointOptions options)
   }
   copy_threads_ =
       checkpoint::copy_threads(options_.copy_threads, checkpoint::ranks_on_node(comm_.get()));
-  std::string error;
+  // Rank 0 prepares the directory for all. Whatever it throws (an IoError,
+  // a std::filesystem_error, std::bad_alloc) reaches every rank, which
+  // would otherwise wait for rank 0 forever.
+  std::exception_ptr failure;
   if (comm_.rank() == 0) {
     try {
       options_.env->create_directories(options_.dir);
       options_.env->check_writable(options_.dir);
       checkpoint::remove_leftovers(*options_.env, options_.dir);
-    } catch (const Error& failure) {
-      error = failure.what();
+    } catch (...) {
+      failure = std::current_exception();
     }
   }
-  checkpoint::broadcast_text(comm_.get(), 0, error);
-  if (!error.empty()) throw IoError(error);
+  checkpoint::agree_or_throw(comm_.get(), failure);
 }
 
 Checkpointer::~Checkpointer() {
@@ -158,10 +164,28 @@ void Checkpointer::finish_in_flight(bool rethrow) {
 void Checkpointer::save(std::int64_t step, const State& state) {
   const auto start = Clock::now();
   finish_in_flight(true);
-  if (step < 0) throw UsageError(fmt::format("checkpoint step {} is negative", step));
-  auto job = std::make_unique<SaveJob>(checkpoint::stage(step, state, comm_.rank(), comm_.size(),
-                                                         options_.async, copy_threads_, staging_,
-                                                         rank_file_, master_file_));
+  // Every rank stages, then all agree before any writer starts: a rank whose
+  // staging failed (a bad name, no memory) or that passed another step or
+  // another state than the others would leave their writers waiting for it
+  // forever, and their next save() waiting for those writers.
+  std::unique_ptr<SaveJob> job;
+  std::exception_ptr failure;
+  std::uint64_t fingerprint = 0;
+  try {
+    if (step < 0) throw UsageError(fmt::format("checkpoint step {} is negative", step));
+    job = std::make_unique<SaveJob>(checkpoint::stage(step, state, comm_.rank(), comm_.size(),
+                                                      options_.async, copy_threads_, staging_,
+                                                      rank_file_, master_file_));
+    fingerprint = job->fingerprint();
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  if (!checkpoint::agree_or_throw(comm_.get(), failure, fingerprint)) {
+    throw UsageError(fmt::format(
+        "save of step {}: the ranks passed different steps or states (tensor names, shapes or "
+        "dtypes); every rank must pass the same",
+        step));
+  }
   job->stats().step = step;
   log::debug("step {}: staging {:.3f} s", step, seconds_since(start));
   if (options_.async) {
@@ -198,19 +222,17 @@ std::optional<std::int64_t> Checkpointer::restore_latest(State& state) {
   // Rank 0's view of the directory decides for all, so that every rank
   // tries the same steps in the same order.
   std::string listing;
+  std::exception_ptr failure;
   if (comm_.rank() == 0) {
-    std::string error;
     try {
       listing = nlohmann::json(committed_steps()).dump();
-    } catch (const Error& failure) {
-      error = failure.what();
+    } catch (...) {
+      failure = std::current_exception();
     }
-    if (!error.empty()) listing = nlohmann::json{{"error", error}}.dump();
   }
+  checkpoint::agree_or_throw(comm_.get(), failure);
   checkpoint::broadcast_text(comm_.get(), 0, listing);
-  const auto parsed = nlohmann::json::parse(listing);
-  if (parsed.is_object()) throw IoError(parsed.at("error").get<std::string>());
-  const auto steps = parsed.get<std::vector<std::int64_t>>();
+  const auto steps = nlohmann::json::parse(listing).get<std::vector<std::int64_t>>();
   std::optional<std::int64_t> modified_by;  // the first step that wrote into the state
   for (auto it = steps.rbegin(); it != steps.rend(); ++it) {
     std::string why;

@@ -5,6 +5,8 @@
 #include <limits>
 #include <thread>
 
+#include <fmt/format.h>
+
 #include "lockstep/error.h"
 #include "lockstep/mpi_check.h"
 
@@ -88,6 +90,44 @@ std::string first_error(MPI_Comm comm, const std::string& error) {
   std::string message = error;
   broadcast_text(comm, first, message);
   return message;
+}
+
+bool agree_or_throw(MPI_Comm comm, std::exception_ptr failure, std::uint64_t fingerprint) {
+  int rank = 0;
+  int ranks = 0;
+  LOCKSTEP_CHECK_MPI(MPI_Comm_rank(comm, &rank));
+  LOCKSTEP_CHECK_MPI(MPI_Comm_size(comm, &ranks));
+  // The first failing rank, and the smallest and (complemented) largest
+  // fingerprint, in one reduction.
+  std::uint64_t values[3] = {
+      failure ? static_cast<std::uint64_t>(rank) : static_cast<std::uint64_t>(ranks), fingerprint,
+      ~fingerprint};
+  MPI_Request request = MPI_REQUEST_NULL;
+  LOCKSTEP_CHECK_MPI(
+      MPI_Iallreduce(MPI_IN_PLACE, values, 3, MPI_UINT64_T, MPI_MIN, comm, &request));
+  wait_idly(request);
+  if (values[0] == static_cast<std::uint64_t>(ranks)) return values[1] == ~values[2];
+  const int first = static_cast<int>(values[0]);
+  // The failing rank sends its message, led by one character for its type.
+  std::string message;
+  if (rank == first) {
+    char kind = 'i';
+    try {
+      std::rethrow_exception(failure);
+    } catch (const UsageError& error) {
+      kind = 'u';
+      message = error.what();
+    } catch (const std::exception& error) {
+      message = error.what();
+    } catch (...) {
+      message = "an exception that is not a std::exception";
+    }
+    message = fmt::format("{}rank {}: {}", kind, rank, message);
+  }
+  broadcast_text(comm, first, message);
+  if (message.empty()) throw IoError(fmt::format("rank {} failed", first));
+  if (message.front() == 'u') throw UsageError(message.substr(1));
+  throw IoError(message.substr(1));
 }
 
 }  // namespace lockstep::checkpoint

@@ -47,7 +47,7 @@ void remove_leftovers(FileEnv& env, const std::filesystem::path& dir) {
     try {
       env.remove_all(dir / name);
       log::info("removed {} left behind by an interrupted save", (dir / name).string());
-    } catch (const Error& error) {
+    } catch (const std::exception& error) {
       log::warn("cannot remove leftover {}: {}", (dir / name).string(), error.what());
     }
   }

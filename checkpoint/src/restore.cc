@@ -432,14 +432,25 @@ void restore_step(FileEnv& env, const fs::path& step_dir, std::int64_t step, Sta
     throw CorruptCheckpoint(fmt::format("{} is of step {}, its directory of step {}",
                                         metadata_path.string(), metadata.step, step));
   }
-  FlatState flat = flatten(state);
-  const auto records = match_state(flat, metadata, step_dir);
-  for (const auto& item : state.items()) {
-    if (item.values != nullptr && !metadata.values.contains(item.name)) {
-      throw UsageError(fmt::format("key/values '{}' of the state are not in checkpoint {}",
-                                   item.name, step_dir.string()));
+  // Every rank matches its own state against the checkpoint; one whose
+  // state does not fit (another shape, a bad name) fails the restore on
+  // every rank, instead of leaving the others waiting for it.
+  FlatState flat;
+  std::vector<const TensorRecord*> records;
+  std::exception_ptr mismatch;
+  try {
+    flat = flatten(state);
+    records = match_state(flat, metadata, step_dir);
+    for (const auto& item : state.items()) {
+      if (item.values != nullptr && !metadata.values.contains(item.name)) {
+        throw UsageError(fmt::format("key/values '{}' of the state are not in checkpoint {}",
+                                     item.name, step_dir.string()));
+      }
     }
+  } catch (...) {
+    mismatch = std::current_exception();
   }
+  agree_or_throw(comm, mismatch);
 
   // Saving rank f's file is verified by loading rank owner[f]; each loading
   // rank gets a contiguous run of files, so the work is split evenly
@@ -582,17 +593,25 @@ void restore_step(FileEnv& env, const fs::path& step_dir, std::int64_t step, Sta
     broadcast_pieces(comm, rank, ranks, owner, records, flat, buffer ? buffer->data() : nullptr,
                      targets);
   }
-  for (std::size_t t = 0; t < records.size(); ++t) {
-    Tensor& tensor = flat.tensors[t];
-    if (tensor.device().is_cpu()) continue;
+  // GPU tensors get their bytes from the host buffer; a rank that fails
+  // here fails the restore on every rank, so that none trains on alone.
+  std::exception_ptr copy_failure;
+  try {
+    for (std::size_t t = 0; t < records.size(); ++t) {
+      Tensor& tensor = flat.tensors[t];
+      if (tensor.device().is_cpu()) continue;
 #if LOCKSTEP_HAVE_CUDA
-    LOCKSTEP_CHECK_CUDA(
-        cudaMemcpy(tensor.data(), targets[t], tensor.nbytes(), cudaMemcpyHostToDevice));
+      LOCKSTEP_CHECK_CUDA(
+          cudaMemcpy(tensor.data(), targets[t], tensor.nbytes(), cudaMemcpyHostToDevice));
 #else
-    throw UsageError(fmt::format("tensor {} lives on {}, but lockstep was built without CUDA",
-                                 tensor.name(), tensor.device().str()));
+      throw UsageError(fmt::format("tensor {} lives on {}, but lockstep was built without CUDA",
+                                   tensor.name(), tensor.device().str()));
 #endif
+    }
+  } catch (...) {
+    copy_failure = std::current_exception();
   }
+  agree_or_throw(comm, copy_failure);
   for (const auto& item : state.items()) {
     if (item.values != nullptr) *item.values = metadata.values.at(item.name);
   }

@@ -126,6 +126,27 @@ double seconds_between(std::chrono::steady_clock::time_point start,
 
 }  // namespace
 
+std::uint64_t save_fingerprint(std::int64_t step, const std::vector<TensorLayout>& layouts) {
+  // FNV-1a over the fields, each followed by a separator.
+  std::uint64_t hash = 0xcbf29ce484222325ULL;
+  const auto add = [&](const void* data, std::size_t bytes) {
+    const auto* p = static_cast<const unsigned char*>(data);
+    for (std::size_t i = 0; i < bytes; ++i) {
+      hash ^= p[i];
+      hash *= 0x100000001b3ULL;
+    }
+  };
+  const auto add_integer = [&](std::int64_t value) { add(&value, sizeof(value)); };
+  add_integer(step);
+  for (const auto& layout : layouts) {
+    add(layout.path.data(), layout.path.size() + 1);  // with its terminating '\0'
+    add_integer(static_cast<std::int64_t>(layout.dtype));
+    add_integer(static_cast<std::int64_t>(layout.shape.size()));
+    for (const auto dim : layout.shape) add_integer(dim);
+  }
+  return hash;
+}
+
 StagedSave stage(std::int64_t step, const State& state, int rank, int world_size, bool copy,
                  int threads, Tensor staging, std::shared_ptr<const RankFilePlan> rank_file,
                  std::shared_ptr<const MasterFileTemplate> master_file) {

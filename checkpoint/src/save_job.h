@@ -43,6 +43,10 @@ struct StagedSave {
   std::vector<std::filesystem::path> retired;
 };
 
+// A hash of the step and of every tensor's path, dtype and shape, which
+// every rank of one save must have alike.
+std::uint64_t save_fingerprint(std::int64_t step, const std::vector<TensorLayout>& layouts);
+
 // Copies this rank's share of `state` into `staging` (grown when too small,
 // page-locked when CUDA is usable), in up to `threads` threads for host
 // tensors, and returns everything the writer needs.

@@ -3,6 +3,8 @@
 // after a restart the previous step loads and the debris is cleaned up.
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include "checkpoint_test_util.h"
 #include "fault_injection_env.h"
 
@@ -93,6 +95,125 @@ TEST(CheckpointFaults, PreviousStepSurvivesEveryFaultAsynchronously) {
     SCOPED_TRACE(fault_case.name);
     expect_previous_step_survives(fault_case, true);
   }
+}
+
+// What `action` throws on this rank: the exception's type and message.
+struct Thrown {
+  std::string type = "(nothing)";
+  std::string message;
+};
+
+Thrown thrown_by(const std::function<void()>& action) {
+  Thrown thrown;
+  try {
+    action();
+  } catch (const UsageError& error) {
+    thrown = {"UsageError", error.what()};
+  } catch (const IoError& error) {
+    thrown = {"IoError", error.what()};
+  } catch (const std::exception& error) {
+    thrown = {"other", error.what()};
+  }
+  return thrown;
+}
+
+// Where rank 0 works for all (the directory checks of the constructor, the
+// listing of restore_latest), a failure that is not a lockstep::Error
+// reaches every rank as an IoError instead of leaving them waiting.
+TEST(CheckpointFaults, AFailureOfRankZeroReachesEveryRank) {
+  const MPI_Comm world = runtime().comm();
+  for (const auto fault : {Fault::kFilesystemError, Fault::kOutOfMemory}) {
+    const bool filesystem = fault == Fault::kFilesystemError;
+    SCOPED_TRACE(filesystem ? "filesystem_error" : "bad_alloc");
+    const auto dir = fresh_dir(filesystem ? "rank0-filesystem" : "rank0-memory", world);
+    const std::string expected = filesystem ? "injected failure" : "bad_alloc";
+    auto env = std::make_shared<FaultInjectionEnv>();
+    if (runtime().rank() == 0) env->arm(fault);
+    const Thrown constructing =
+        thrown_by([&] { Checkpointer checkpointer(world, {.dir = dir, .env = env}); });
+    EXPECT_EQ(constructing.type, "IoError") << constructing.message;
+    EXPECT_NE(constructing.message.find("rank 0: "), std::string::npos) << constructing.message;
+    EXPECT_NE(constructing.message.find(expected), std::string::npos) << constructing.message;
+
+    Checkpointer checkpointer(world, {.dir = dir, .env = env});
+    TestModel model = large_model();
+    auto state = model.state();
+    if (runtime().rank() == 0) env->arm(fault, dir.filename().string());
+    const Thrown listing = thrown_by([&] { checkpointer.restore_latest(state); });
+    EXPECT_EQ(listing.type, "IoError") << listing.message;
+    EXPECT_NE(listing.message.find(expected), std::string::npos) << listing.message;
+    // Nothing is left armed: the next restore finds nothing to load.
+    EXPECT_EQ(checkpointer.restore_latest(state), std::nullopt);
+  }
+}
+
+// A save whose staging fails on one rank only (a bad name, another step,
+// another state) fails on every rank with the same error, before any
+// background writer starts; the Checkpointer then saves normally.
+TEST(CheckpointFaults, AStagingFailureOfOneRankFailsTheSaveOnEveryRank) {
+  const MPI_Comm world = runtime().comm();
+  const bool odd_one = runtime().rank() == runtime().world_size() - 1;
+  for (const bool async : {true, false}) {
+    SCOPED_TRACE(async ? "async" : "sync");
+    const auto dir = fresh_dir(async ? "staging-async" : "staging-sync", world);
+    Checkpointer checkpointer(world, {.dir = dir, .async = async});
+    TestModel model = large_model();
+    model.fill_all(1);
+    checkpointer.save(1, model.state());
+
+    TestModel bad = large_model();
+    bad.model.push_back(Tensor::allocate("../escape", DType::kF32, {2}));
+    Thrown thrown = thrown_by([&] { checkpointer.save(2, (odd_one ? bad : model).state()); });
+    EXPECT_EQ(thrown.type, "UsageError") << thrown.message;
+    EXPECT_NE(thrown.message.find("../escape"), std::string::npos) << thrown.message;
+
+    thrown = thrown_by([&] { checkpointer.save(odd_one ? -1 : 2, model.state()); });
+    EXPECT_EQ(thrown.type, "UsageError") << thrown.message;
+    EXPECT_NE(thrown.message.find("negative"), std::string::npos) << thrown.message;
+
+    if (runtime().world_size() > 1) {
+      // Valid on every rank, but not alike: another step, another shape.
+      thrown = thrown_by([&] { checkpointer.save(odd_one ? 3 : 2, model.state()); });
+      EXPECT_EQ(thrown.type, "UsageError") << thrown.message;
+      EXPECT_NE(thrown.message.find("different steps or states"), std::string::npos)
+          << thrown.message;
+      TestModel other = large_model();
+      other.model[0] = Tensor::allocate("weight", DType::kF32, {1 << 10});
+      thrown = thrown_by([&] { checkpointer.save(2, (odd_one ? other : model).state()); });
+      EXPECT_EQ(thrown.type, "UsageError") << thrown.message;
+    }
+
+    model.fill_all(4);
+    checkpointer.save(4, model.state());
+    checkpointer.wait();
+    EXPECT_EQ(checkpointer.committed_steps(), steps({1, 4}));
+    auto state = model.state();
+    model.fill_all(9);
+    EXPECT_EQ(checkpointer.restore_latest(state), 4);
+    EXPECT_EQ(model.mismatch(4), "");
+  }
+}
+
+// A restore into a state that does not fit the checkpoint on one rank only
+// fails on every rank (UsageError) instead of leaving the others waiting.
+TEST(CheckpointFaults, AStateThatDoesNotFitOnOneRankFailsTheRestoreOnEveryRank) {
+  const MPI_Comm world = runtime().comm();
+  const bool odd_one = runtime().rank() == runtime().world_size() - 1;
+  const auto dir = fresh_dir("restore-mismatch", world);
+  Checkpointer checkpointer(world, {.dir = dir, .async = false});
+  TestModel model = large_model();
+  model.fill_all(1);
+  checkpointer.save(1, model.state());
+  TestModel other = large_model();
+  other.model[1] = Tensor::allocate("bias", DType::kF32, {18});
+  auto state = (odd_one ? other : model).state();
+  const Thrown thrown = thrown_by([&] { checkpointer.restore_latest(state); });
+  EXPECT_EQ(thrown.type, "UsageError") << thrown.message;
+  EXPECT_NE(thrown.message.find("model/bias"), std::string::npos) << thrown.message;
+  auto fitting = model.state();
+  model.fill_all(2);
+  EXPECT_EQ(checkpointer.restore_latest(fitting), 1);
+  EXPECT_EQ(model.mismatch(1), "");
 }
 
 }  // namespace

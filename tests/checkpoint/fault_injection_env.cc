@@ -3,6 +3,8 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <new>
+#include <system_error>
 #include <thread>
 
 #include <fmt/format.h>
@@ -96,12 +98,20 @@ void FaultInjectionEnv::check_alive(const fs::path& path) const {
   }
 }
 
+void FaultInjectionEnv::throw_foreign(const fs::path& path) {
+  if (take(Fault::kFilesystemError, path)) {
+    throw fs::filesystem_error("injected failure", path, std::make_error_code(std::errc::io_error));
+  }
+  if (take(Fault::kOutOfMemory, path)) throw std::bad_alloc();
+}
+
 void FaultInjectionEnv::record_synced(const fs::path& path, std::uint64_t size) {
   std::lock_guard lock(mutex_);
   synced_sizes_[path.string()] = size;
 }
 
 std::unique_ptr<WritableFile> FaultInjectionEnv::new_writable_file(const fs::path& path) {
+  throw_foreign(path);
   check_alive(path);
   {
     std::lock_guard lock(mutex_);
@@ -111,22 +121,29 @@ std::unique_ptr<WritableFile> FaultInjectionEnv::new_writable_file(const fs::pat
 }
 
 std::unique_ptr<ReadableFile> FaultInjectionEnv::new_readable_file(const fs::path& path) {
+  throw_foreign(path);
   return base_->new_readable_file(path);
 }
 
-std::string FaultInjectionEnv::read_file(const fs::path& path) { return base_->read_file(path); }
+std::string FaultInjectionEnv::read_file(const fs::path& path) {
+  throw_foreign(path);
+  return base_->read_file(path);
+}
 
 void FaultInjectionEnv::create_directories(const fs::path& path) {
+  throw_foreign(path);
   check_alive(path);
   base_->create_directories(path);
 }
 
 void FaultInjectionEnv::sync_directory(const fs::path& path) {
+  throw_foreign(path);
   check_alive(path);
   base_->sync_directory(path);
 }
 
 void FaultInjectionEnv::rename(const fs::path& from, const fs::path& to) {
+  throw_foreign(to);
   check_alive(to);
   if (take(Fault::kCrashBeforeRename, to)) {
     // What a power cut does: bytes written but never synced are gone.
@@ -144,21 +161,33 @@ void FaultInjectionEnv::rename(const fs::path& from, const fs::path& to) {
 }
 
 void FaultInjectionEnv::remove_all(const fs::path& path) {
+  throw_foreign(path);
   check_alive(path);
   base_->remove_all(path);
 }
 
 std::vector<std::string> FaultInjectionEnv::list_directory(const fs::path& path) {
+  throw_foreign(path);
   return base_->list_directory(path);
 }
 
-bool FaultInjectionEnv::exists(const fs::path& path) { return base_->exists(path); }
+bool FaultInjectionEnv::exists(const fs::path& path) {
+  throw_foreign(path);
+  return base_->exists(path);
+}
 
-bool FaultInjectionEnv::is_symlink(const fs::path& path) { return base_->is_symlink(path); }
+bool FaultInjectionEnv::is_symlink(const fs::path& path) {
+  throw_foreign(path);
+  return base_->is_symlink(path);
+}
 
-std::uint64_t FaultInjectionEnv::file_size(const fs::path& path) { return base_->file_size(path); }
+std::uint64_t FaultInjectionEnv::file_size(const fs::path& path) {
+  throw_foreign(path);
+  return base_->file_size(path);
+}
 
 void FaultInjectionEnv::check_writable(const fs::path& path) {
+  throw_foreign(path);
   check_alive(path);
   base_->check_writable(path);
 }

@@ -21,6 +21,11 @@ enum class Fault {
   kNoSpace,            // an append stores half its bytes, then fails with ENOSPC
   kIoError,            // fsync fails with EIO
   kCrashBeforeRename,  // the process dies just before renaming into step-<N>
+  // Failures that are not an IoError, as a library call can throw them: any
+  // operation on the path throws std::filesystem::filesystem_error, or
+  // std::bad_alloc.
+  kFilesystemError,
+  kOutOfMemory,
 };
 
 class FaultInjectionEnv final : public FileEnv {
@@ -53,6 +58,8 @@ class FaultInjectionEnv final : public FileEnv {
   // Whether `fault` is armed for `path`; disarms it when so.
   bool take(Fault fault, const std::filesystem::path& path);
   void check_alive(const std::filesystem::path& path) const;
+  // Throws what kFilesystemError or kOutOfMemory arm, for `path`.
+  void throw_foreign(const std::filesystem::path& path);
   void record_synced(const std::filesystem::path& path, std::uint64_t size);
   std::chrono::milliseconds append_delay() const;
 

@@ -96,8 +96,8 @@ struct SaveStats {
 class Checkpointer {
  public:
   // Collective over `runtime.comm()`. Creates options.dir, checks that it is
-  // writable (IoError otherwise, on every rank), and removes what crashed
-  // saves left behind (step-<N>.tmp-* directories).
+  // writable (IoError otherwise, on every rank, whatever rank 0 caught), and
+  // removes what crashed saves left behind (step-<N>.tmp-* directories).
   Checkpointer(const Runtime& runtime, CheckpointOptions options);
   // The same over any communicator (a subset of ranks, a test's world).
   Checkpointer(MPI_Comm comm, CheckpointOptions options);
@@ -120,7 +120,11 @@ class Checkpointer {
   // is committed; their files are deleted in the background, and the next
   // call of this object waits for that. Throws UsageError for names that are
   // empty, hold "..", "." or control characters, or repeat, and for a step
-  // below 0. After it returns the caller may modify the tensors.
+  // below 0. Whatever fails on one rank while staging fails the save on
+  // every rank, before anything is written: the first failing rank's error
+  // (UsageError, else IoError), or a UsageError when the ranks passed
+  // different steps or states. After it returns the caller may modify the
+  // tensors.
   void save(std::int64_t step, const State& state);
 
   // Collective. Blocks until the save in flight, if any, is committed or has
