@@ -30,6 +30,14 @@ struct AttemptRecord {
   std::optional<Clock::time_point> failure_at;  // first death, or hang detection
   int failed_rank = -1;
   std::string failed_host;
+  // Set when the first failure was the starter itself (mpirun or srun
+  // killed), not a rank: "mpirun (pid 123)".
+  std::string failed_process;
+  // The failure came from outside the program (a SIGKILL: an operator, the
+  // OOM killer, a lost starter), so it says nothing about a bug in it.
+  bool outside_kill = false;
+  int ranks_reported = 0;         // ranks that introduced themselves to the launcher
+  int world_size = 0;             // as the ranks reported it (0: none did)
   std::string failure;            // "killed by signal 9 (Killed)", ...
   std::vector<std::string> tail;  // last lines of the failed rank
   std::vector<pid_t> killed_after_grace;

@@ -84,11 +84,13 @@ nlohmann::json to_json(const AttemptRecord& attempt, Clock::time_point run_start
       {"mpirun_status", attempt.mpirun_status ? attempt.mpirun_status->str() : "unknown"},
       {"killed_after_grace", attempt.killed_after_grace},
       {"survivors", attempt.survivors},
+      {"ranks_reported", attempt.ranks_reported},
   };
   if (attempt.failure_at) {
     record["failure_s"] = offset(*attempt.failure_at);
     record["failed_rank"] = attempt.failed_rank;
     record["failed_host"] = attempt.failed_host;
+    if (!attempt.failed_process.empty()) record["failed_process"] = attempt.failed_process;
     record["failure"] = attempt.failure;
     record["tail"] = attempt.tail;
   }

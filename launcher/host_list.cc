@@ -11,6 +11,11 @@ namespace lockstep::launcher {
 
 namespace {
 
+// Longer than any host entry: a line beyond it means the file is not a
+// hostfile (and reading on would hold all of it in memory).
+constexpr std::size_t kMaxLineLength = 4096;
+constexpr std::uintmax_t kMaxFileSize = 16 << 20;
+
 std::string_view trim(std::string_view text) {
   const std::size_t first = text.find_first_not_of(" \t\r");
   if (first == std::string_view::npos) return {};
@@ -76,6 +81,20 @@ std::vector<Host> parse_host_list(std::string_view text) {
 }
 
 std::vector<Host> parse_hostfile(const std::filesystem::path& path) {
+  std::error_code error;
+  if (std::filesystem::is_directory(path, error)) {
+    throw UsageError(
+        fmt::format("hostfile {} is a directory; give a file with one host per line "
+                    "('node1 slots=4' or 'node1:4')",
+                    path.string()));
+  }
+  if (std::filesystem::is_regular_file(path, error) &&
+      std::filesystem::file_size(path, error) > kMaxFileSize) {
+    throw UsageError(
+        fmt::format("hostfile {} is larger than {} bytes; is it a hostfile (one host "
+                    "per line)?",
+                    path.string(), kMaxFileSize));
+  }
   std::ifstream file(path);
   if (!file) {
     throw UsageError(
@@ -84,6 +103,12 @@ std::vector<Host> parse_hostfile(const std::filesystem::path& path) {
   std::vector<Host> hosts;
   std::string line;
   for (int number = 1; std::getline(file, line); ++number) {
+    if (line.size() > kMaxLineLength) {
+      throw UsageError(
+          fmt::format("{}:{}: a line of {} bytes is not a host entry; is this a "
+                      "hostfile?",
+                      path.string(), number, line.size()));
+    }
     std::string_view text = line;
     text = trim(text.substr(0, text.find('#')));
     if (text.empty()) continue;

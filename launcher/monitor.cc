@@ -3,10 +3,12 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -20,7 +22,8 @@ namespace lockstep::launcher {
 namespace {
 
 constexpr std::size_t kMaxLine = 64 * 1024;
-constexpr auto kHelloDeadline = std::chrono::seconds(10);
+// More ranks than any machine has: a rank number beyond it is malformed.
+constexpr int kMaxRanks = 1 << 24;
 
 // Compares without an early exit so that timing does not leak the token.
 bool same_token(const std::string& a, const std::string& b) {
@@ -34,40 +37,55 @@ bool same_token(const std::string& a, const std::string& b) {
 
 }  // namespace
 
-Monitor::Monitor(const std::string& bind_address, std::string token) : token_(std::move(token)) {
-  listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (listen_fd_ < 0) throw IoError(fmt::format("monitor socket: {}", std::strerror(errno)));
+Monitor::Monitor(const std::string& bind_address, std::string token, MonitorLimits limits)
+    : token_(std::move(token)), limits_(limits) {
+  listen_fd_.reset(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!listen_fd_) throw IoError(fmt::format("monitor socket: {}", std::strerror(errno)));
   const int one = 1;
-  setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  setsockopt(listen_fd_.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   sockaddr_in address{};
   address.sin_family = AF_INET;
   address.sin_port = 0;
   if (inet_pton(AF_INET, bind_address.c_str(), &address.sin_addr) != 1) {
     throw UsageError(fmt::format("monitor bind address '{}' is not an IPv4 address", bind_address));
   }
-  if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
-      listen(listen_fd_, 1024) != 0) {
+  if (bind(listen_fd_.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
+      listen(listen_fd_.get(), 1024) != 0) {
     throw IoError(
         fmt::format("monitor cannot listen on {}: {}", bind_address, std::strerror(errno)));
   }
   socklen_t length = sizeof(address);
-  getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&address), &length);
+  getsockname(listen_fd_.get(), reinterpret_cast<sockaddr*>(&address), &length);
   port_ = ntohs(address.sin_port);
-  if (pipe2(wake_fds_, O_CLOEXEC | O_NONBLOCK) != 0) {
+  int wake[2];
+  if (pipe2(wake, O_CLOEXEC | O_NONBLOCK) != 0) {
     throw IoError(fmt::format("monitor pipe: {}", std::strerror(errno)));
   }
+  wake_read_.reset(wake[0]);
+  wake_write_.reset(wake[1]);
+  epoll_fd_.reset(epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll_fd_) throw IoError(fmt::format("monitor epoll: {}", std::strerror(errno)));
+  for (const int fd : {wake_read_.get(), listen_fd_.get()}) {
+    epoll_event interest{};
+    interest.events = EPOLLIN;
+    interest.data.fd = fd;
+    if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, fd, &interest) != 0) {
+      throw IoError(fmt::format("monitor epoll_ctl: {}", std::strerror(errno)));
+    }
+  }
+  rlimit files{};
+  getrlimit(RLIMIT_NOFILE, &files);
+  const std::size_t soft =
+      files.rlim_cur == RLIM_INFINITY ? std::size_t{1} << 20 : std::size_t(files.rlim_cur);
+  max_connections_ = soft > limits_.reserved_fds * 2 ? soft - limits_.reserved_fds : soft / 2;
   thread_ = std::thread([this] { run(); });
 }
 
 Monitor::~Monitor() {
   stopping_ = true;
   const char byte = 0;
-  [[maybe_unused]] const ssize_t written = write(wake_fds_[1], &byte, 1);
+  [[maybe_unused]] const ssize_t written = write(wake_write_.get(), &byte, 1);
   if (thread_.joinable()) thread_.join();
-  for (Connection& connection : connections_) close(connection.fd);
-  close(listen_fd_);
-  close(wake_fds_[0]);
-  close(wake_fds_[1]);
 }
 
 std::vector<RankEvent> Monitor::drain() {
@@ -82,46 +100,133 @@ void Monitor::push(RankEvent event) {
   events_.push_back(std::move(event));
 }
 
+int Monitor::next_timeout_ms(Clock::time_point now) const {
+  Clock::time_point wake = now + std::chrono::milliseconds(500);
+  if (listen_paused_until_) wake = std::min(wake, *listen_paused_until_);
+  for (const auto& [fd, id] : strangers_) {
+    const auto it = connections_.find(fd);
+    if (it == connections_.end() || it->second.id != id || it->second.authenticated) continue;
+    wake = std::min(wake, it->second.opened + limits_.hello_deadline);
+    break;  // the oldest stranger expires first
+  }
+  const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(wake - now).count();
+  return static_cast<int>(std::clamp<std::int64_t>(wait, 0, 500)) + 1;
+}
+
 void Monitor::run() {
-  std::vector<pollfd> fds;
+  std::vector<epoll_event> ready(256);
   while (!stopping_) {
-    fds.clear();
-    fds.push_back({wake_fds_[0], POLLIN, 0});
-    fds.push_back({listen_fd_, POLLIN, 0});
-    for (const Connection& connection : connections_) fds.push_back({connection.fd, POLLIN, 0});
-    if (poll(fds.data(), fds.size(), 500) < 0 && errno != EINTR) break;
-    if (fds[1].revents & POLLIN) accept_new();
-    const auto now = Clock::now();
-    // fds[i + 2] belongs to connections_[i] as it was before accept_new().
-    for (std::size_t i = 0; i + 2 < fds.size(); ++i) {
-      Connection& connection = connections_[i];
-      bool keep = true;
-      if (fds[i + 2].revents & (POLLIN | POLLHUP | POLLERR)) keep = read_from(connection);
-      if (keep && !connection.authenticated && now - connection.opened > kHelloDeadline) {
-        ++refused_;
-        keep = false;
+    const int count = epoll_wait(epoll_fd_.get(), ready.data(), static_cast<int>(ready.size()),
+                                 next_timeout_ms(Clock::now()));
+    if (count < 0 && errno != EINTR) break;
+    for (std::size_t i = 0; i < static_cast<std::size_t>(std::max(count, 0)); ++i) {
+      const int fd = ready[i].data.fd;
+      if (fd == wake_read_.get()) continue;  // stopping_ ends the loop
+      if (fd == listen_fd_.get()) {
+        if (!accept_new()) {
+          // Out of descriptors or memory: stop listening for a moment
+          // instead of spinning on a listener that stays readable.
+          epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr);
+          listen_paused_until_ = Clock::now() + limits_.accept_backoff;
+        }
+        continue;
       }
-      if (!keep) close_connection(connection);
+      const auto it = connections_.find(fd);
+      if (it == connections_.end()) continue;  // closed earlier in this batch
+      if (!read_from(it->second)) close_connection(fd);
     }
-    std::erase_if(connections_, [](const Connection& c) { return c.fd < 0; });
+    const auto now = Clock::now();
+    if (listen_paused_until_ && now >= *listen_paused_until_) {
+      listen_paused_until_.reset();
+      epoll_event interest{};
+      interest.events = EPOLLIN;
+      interest.data.fd = listen_fd_.get();
+      epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, listen_fd_.get(), &interest);
+    }
+    expire_strangers(now);
+  }
+  for (auto& [fd, connection] : connections_) connection.fd.reset();
+  connections_.clear();
+  open_connections_ = 0;
+}
+
+bool Monitor::make_room() {
+  while (stranger_count_ >= limits_.max_strangers || connections_.size() >= max_connections_) {
+    if (strangers_.empty()) return false;
+    const auto [fd, id] = strangers_.front();
+    strangers_.pop_front();
+    const auto it = connections_.find(fd);
+    if (it == connections_.end() || it->second.id != id || it->second.authenticated) continue;
+    ++refused_;
+    close_connection(fd);
+  }
+  return true;
+}
+
+void Monitor::expire_strangers(Clock::time_point now) {
+  while (!strangers_.empty()) {
+    const auto [fd, id] = strangers_.front();
+    const auto it = connections_.find(fd);
+    if (it != connections_.end() && it->second.id == id && !it->second.authenticated) {
+      if (now - it->second.opened <= limits_.hello_deadline) return;
+      ++refused_;
+      close_connection(fd);
+    }
+    strangers_.pop_front();
   }
 }
 
-void Monitor::accept_new() {
+bool Monitor::accept_new() {
   while (true) {
-    const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (fd < 0) return;
+    UniqueFd fd(accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+    if (!fd) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
+      if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) continue;
+      ++accept_failures_;
+      // Out of descriptors: free one by dropping the oldest stranger, and
+      // rest before trying again.
+      if (errno == EMFILE || errno == ENFILE) make_room_for_descriptor();
+      return false;
+    }
+    if (!make_room()) {
+      ++refused_;  // every connection is a rank's: the newcomer cannot be one
+      continue;
+    }
     Connection connection;
-    connection.fd = fd;
+    connection.id = next_id_++;
     connection.opened = Clock::now();
-    connections_.push_back(std::move(connection));
+    const int number = fd.get();
+    epoll_event interest{};
+    interest.events = EPOLLIN | EPOLLRDHUP;
+    interest.data.fd = number;
+    if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, number, &interest) != 0) continue;
+    connection.fd = std::move(fd);
+    strangers_.emplace_back(number, connection.id);
+    ++stranger_count_;
+    auto [it, inserted] = connections_.emplace(number, std::move(connection));
+    open_connections_ = connections_.size();
+    // A rank's hello usually arrives with its connection: read it now, so
+    // that a flood of strangers behind it cannot push it out.
+    if (!read_from(it->second)) close_connection(number);
+  }
+}
+
+void Monitor::make_room_for_descriptor() {
+  while (!strangers_.empty()) {
+    const auto [fd, id] = strangers_.front();
+    strangers_.pop_front();
+    const auto it = connections_.find(fd);
+    if (it == connections_.end() || it->second.id != id || it->second.authenticated) continue;
+    ++refused_;
+    close_connection(fd);
+    return;
   }
 }
 
 bool Monitor::read_from(Connection& connection) {
   char chunk[4096];
   while (true) {
-    const ssize_t got = read(connection.fd, chunk, sizeof(chunk));
+    const ssize_t got = read(connection.fd.get(), chunk, sizeof(chunk));
     if (got == 0) return false;  // closed by the rank
     if (got < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
     connection.buffer.append(chunk, static_cast<std::size_t>(got));
@@ -156,13 +261,28 @@ bool Monitor::handle_line(Connection& connection, const std::string& line) {
         ++refused_;
         return false;
       }
-      connection.authenticated = true;
-      connection.rank = message.at("rank").get<int>();
-      connection.restart_count = message.value("restart_count", std::int64_t{0});
-      event.kind = RankEvent::Kind::kHello;
+      // Every field is read before the connection counts as a rank's, so a
+      // malformed hello leaves it a stranger.
+      const int rank = message.at("rank").get<int>();
+      const std::int64_t restart_count = message.value("restart_count", std::int64_t{0});
       event.pid = message.value("pid", 0);
       event.world_size = message.value("world_size", 0);
       event.host = message.value("host", std::string());
+      if (rank < 0 || rank >= kMaxRanks || event.world_size < 0 || event.world_size > kMaxRanks ||
+          event.host.size() > 255) {
+        ++malformed_;
+        return false;
+      }
+      connection.rank = rank;
+      connection.restart_count = restart_count;
+      connection.authenticated = true;
+      --stranger_count_;
+      // The welcome tells the rank that this launcher watches it; from now
+      // on a closed connection means the launcher is gone.
+      static constexpr char kWelcome[] = "{\"type\":\"welcome\"}\n";
+      [[maybe_unused]] const ssize_t sent =
+          send(connection.fd.get(), kWelcome, sizeof(kWelcome) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+      event.kind = RankEvent::Kind::kHello;
     } else if (type == "step") {
       event.kind = RankEvent::Kind::kStep;
       event.step = message.at("step").get<std::int64_t>();
@@ -194,7 +314,10 @@ bool Monitor::handle_line(Connection& connection, const std::string& line) {
   return true;
 }
 
-void Monitor::close_connection(Connection& connection) {
+void Monitor::close_connection(int fd) {
+  const auto it = connections_.find(fd);
+  if (it == connections_.end()) return;
+  Connection& connection = it->second;
   if (connection.authenticated) {
     // A rank whose connection ends without saying goodbye has died.
     RankEvent event;
@@ -204,9 +327,12 @@ void Monitor::close_connection(Connection& connection) {
     event.restart_count = connection.restart_count;
     event.exit_code = connection.said_exit ? 0 : -1;
     push(std::move(event));
+  } else {
+    --stranger_count_;
   }
-  close(connection.fd);
-  connection.fd = -1;
+  epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr);
+  connections_.erase(it);  // closes the descriptor
+  open_connections_ = connections_.size();
 }
 
 }  // namespace lockstep::launcher

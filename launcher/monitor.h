@@ -2,17 +2,24 @@
 // accepts TCP connections from ranks, authenticates each with the per-run
 // token (first line), parses JSON-line messages into events, and queues them
 // for the supervisor. Malformed input is dropped and counted; it never
-// stops the monitor.
+// stops the monitor. One epoll set holds every connection, so the work per
+// message does not grow with the number of ranks.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
+#include <unordered_map>
+#include <utility>
 #include <vector>
+
+#include "unique_fd.h"
 
 namespace lockstep::launcher {
 
@@ -37,11 +44,29 @@ struct RankEvent {
   bool stopped = false;  // kExit: the rank stopped early on request (a signal)
 };
 
+// Limits that keep strangers from starving the launcher.
+struct MonitorLimits {
+  // Connections that have not yet shown the token. When a new one arrives
+  // and this many are waiting, the oldest is dropped: a flood of idle
+  // connections cannot hold more than this many descriptors, and a rank,
+  // whose hello arrives with its connection, still gets in.
+  std::size_t max_strangers = 64;
+  // Descriptors left free for the launcher itself (the next attempt's
+  // pipes, files): the monitor never holds more than the soft limit
+  // (RLIMIT_NOFILE) minus this.
+  std::size_t reserved_fds = 128;
+  // How long a connection may stay without showing the token.
+  std::chrono::milliseconds hello_deadline = std::chrono::seconds(10);
+  // Pause before accepting again after accept() failed for lack of
+  // descriptors or memory.
+  std::chrono::milliseconds accept_backoff = std::chrono::milliseconds(100);
+};
+
 class Monitor {
  public:
   // Listens on `bind_address` ("127.0.0.1" or "0.0.0.0") on a free port.
   // Throws IoError when no socket can be opened.
-  Monitor(const std::string& bind_address, std::string token);
+  Monitor(const std::string& bind_address, std::string token, MonitorLimits limits = {});
   // Stops the thread and closes every connection.
   ~Monitor();
   Monitor(const Monitor&) = delete;
@@ -52,14 +77,20 @@ class Monitor {
   // Events received since the last call, oldest first.
   std::vector<RankEvent> drain();
 
-  // Connections closed for a missing or wrong token.
+  // Connections closed for a missing or wrong token, for being too slow to
+  // show it, or for arriving when the limits were reached.
   std::int64_t refused() const { return refused_.load(); }
   // Lines that were not valid messages, dropped.
   std::int64_t malformed() const { return malformed_.load(); }
+  // accept() calls that failed (out of descriptors or memory).
+  std::int64_t accept_failures() const { return accept_failures_.load(); }
+  // Connections open now, authenticated or not.
+  std::size_t open_connections() const { return open_connections_.load(); }
 
  private:
   struct Connection {
-    int fd = -1;
+    UniqueFd fd;
+    std::uint64_t id = 0;  // tells a reused descriptor number from the old one
     bool authenticated = false;
     int rank = -1;
     std::int64_t restart_count = -1;
@@ -69,22 +100,48 @@ class Monitor {
   };
 
   void run();
-  void accept_new();
+  // Accepts what is pending; returns false when accept() ran out of
+  // descriptors or memory and the listener must rest.
+  bool accept_new();
+  // Makes room for one more connection: drops the oldest stranger when the
+  // strangers or all connections are at their limit. False when no room
+  // can be made (every connection is a rank).
+  bool make_room();
+  // Closes the oldest stranger, if any, to free one descriptor.
+  void make_room_for_descriptor();
+  void expire_strangers(Clock::time_point now);
   // Returns false when the connection must be closed.
   bool read_from(Connection& connection);
   bool handle_line(Connection& connection, const std::string& line);
-  void close_connection(Connection& connection);
+  void close_connection(int fd);
   void push(RankEvent event);
+  int next_timeout_ms(Clock::time_point now) const;
 
+  // Constant after construction.
   std::string token_;
-  int listen_fd_ = -1;
-  int wake_fds_[2] = {-1, -1};  // a pipe that interrupts poll() on shutdown
+  MonitorLimits limits_;
+  std::size_t max_connections_ = 0;
+  UniqueFd listen_fd_;
+  UniqueFd epoll_fd_;
+  UniqueFd wake_read_;  // a pipe that interrupts epoll_wait() on shutdown
+  UniqueFd wake_write_;
   int port_ = 0;
-  std::vector<Connection> connections_;  // used by the monitor thread only
+
+  // Used by the monitor thread only.
+  std::unordered_map<int, Connection> connections_;
+  // Strangers by age: (fd, id) pairs; entries whose connection has since
+  // closed or authenticated are skipped when met.
+  std::deque<std::pair<int, std::uint64_t>> strangers_;
+  std::size_t stranger_count_ = 0;
+  std::uint64_t next_id_ = 1;
+  std::optional<Clock::time_point> listen_paused_until_;
+
   std::mutex mutex_;
   std::vector<RankEvent> events_;  // guarded by mutex_
   std::atomic<std::int64_t> refused_{0};
   std::atomic<std::int64_t> malformed_{0};
+  std::atomic<std::int64_t> accept_failures_{0};
+  std::atomic<std::size_t> open_connections_{0};
   std::atomic<bool> stopping_{false};
   std::thread thread_;
 };

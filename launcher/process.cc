@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <thread>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -34,13 +35,28 @@ std::string ExitStatus::str() const {
   return fmt::format("exit code {}", code);
 }
 
-ChildProcess ChildProcess::start(const std::vector<std::string>& argv,
-                                 const std::map<std::string, std::string>& environment) {
-  int out[2];
-  int err[2];
-  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
-    throw IoError(fmt::format("cannot create pipes: {}", std::strerror(errno)));
+namespace {
+struct Pipe {
+  UniqueFd read_end;
+  UniqueFd write_end;
+};
+
+Pipe make_pipe() {
+  int ends[2];
+  if (pipe2(ends, O_CLOEXEC) != 0) {
+    throw IoError(fmt::format("cannot create pipes for the job's output: {}{}",
+                              std::strerror(errno),
+                              errno == EMFILE ? " (raise the limit with ulimit -n)" : ""));
   }
+  return {UniqueFd(ends[0]), UniqueFd(ends[1])};
+}
+}  // namespace
+
+ChildProcess ChildProcess::start(const std::vector<std::string>& argv,
+                                 const std::map<std::string, std::string>& environment,
+                                 int death_signal) {
+  Pipe out = make_pipe();
+  Pipe err = make_pipe();
   // Everything the child needs is prepared before fork(): after it, only
   // async-signal-safe calls are allowed.
   std::vector<std::string> env_storage;
@@ -58,12 +74,20 @@ ChildProcess ChildProcess::start(const std::vector<std::string>& argv,
   for (std::string& argument : arg_storage) arg_pointers.push_back(argument.data());
   arg_pointers.push_back(nullptr);
 
+  const pid_t parent = getpid();
   const pid_t pid = fork();
   if (pid < 0) throw IoError(fmt::format("fork failed: {}", std::strerror(errno)));
   if (pid == 0) {
+    // The job's own process group keeps a terminal's ^C away from it (the
+    // launcher asks the ranks to checkpoint instead), so the kernel's
+    // parent-death signal is what ties the job to the launcher's life.
+    if (death_signal != 0) {
+      prctl(PR_SET_PDEATHSIG, death_signal, 0, 0, 0);
+      if (getppid() != parent) _exit(128 + death_signal);  // died before prctl
+    }
     setpgid(0, 0);
-    dup2(out[1], STDOUT_FILENO);
-    dup2(err[1], STDERR_FILENO);
+    dup2(out.write_end.get(), STDOUT_FILENO);
+    dup2(err.write_end.get(), STDERR_FILENO);
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     execvpe(arg_pointers[0], arg_pointers.data(), env_pointers.data());
@@ -72,24 +96,19 @@ ChildProcess ChildProcess::start(const std::vector<std::string>& argv,
     _exit(127);
   }
   setpgid(pid, pid);  // also from the parent, so there is no race with kill(-pid)
-  close(out[1]);
-  close(err[1]);
   ChildProcess child;
   child.pid_ = pid;
-  child.stdout_fd_ = out[0];
-  child.stderr_fd_ = err[0];
+  child.stdout_fd_ = std::move(out.read_end);
+  child.stderr_fd_ = std::move(err.read_end);
   return child;
 }
 
 ChildProcess::ChildProcess(ChildProcess&& other) noexcept
-    : pid_(other.pid_),
-      stdout_fd_(other.stdout_fd_),
-      stderr_fd_(other.stderr_fd_),
-      status_(other.status_) {
-  other.pid_ = -1;
-  other.stdout_fd_ = -1;
-  other.stderr_fd_ = -1;
-}
+    : pid_(std::exchange(other.pid_, -1)),
+      stdout_fd_(std::move(other.stdout_fd_)),
+      stderr_fd_(std::move(other.stderr_fd_)),
+      status_(other.status_),
+      stopped_by_launcher_(other.stopped_by_launcher_) {}
 
 ChildProcess::~ChildProcess() {
   close_stdout();
@@ -97,15 +116,9 @@ ChildProcess::~ChildProcess() {
   if (pid_ > 0 && !status_) stop_all(std::chrono::milliseconds(2000));
 }
 
-void ChildProcess::close_stdout() {
-  if (stdout_fd_ >= 0) close(stdout_fd_);
-  stdout_fd_ = -1;
-}
+void ChildProcess::close_stdout() { stdout_fd_.reset(); }
 
-void ChildProcess::close_stderr() {
-  if (stderr_fd_ >= 0) close(stderr_fd_);
-  stderr_fd_ = -1;
-}
+void ChildProcess::close_stderr() { stderr_fd_.reset(); }
 
 std::optional<ExitStatus> ChildProcess::poll() {
   if (!status_ && pid_ > 0) reap_all();
@@ -179,6 +192,7 @@ void ChildProcess::reap_all() {
 }
 
 std::vector<pid_t> ChildProcess::stop_all(std::chrono::milliseconds grace) {
+  if (pid_ > 0 && !status_) stopped_by_launcher_ = true;
   const auto alive = [this] {
     // Our own descendants: mpirun, its ranks, and ranks orphaned to us.
     std::vector<pid_t> pids = descendants_of(getpid());

@@ -4,12 +4,16 @@
 
 #include <sys/types.h>
 
+#include <csignal>
+
 #include <chrono>
 #include <map>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "unique_fd.h"
 
 namespace lockstep::launcher {
 
@@ -30,9 +34,12 @@ class ChildProcess {
  public:
   // Starts argv[0] (searched in PATH) in a process group of its own, with
   // `environment` added to this process's environment, stdout and stderr on
-  // pipes. Throws IoError when it cannot be started.
+  // pipes. The child gets `death_signal` when the launcher dies, however it
+  // dies (SIGKILL included), so that a job never outlives its launcher.
+  // Throws IoError when it cannot be started.
   static ChildProcess start(const std::vector<std::string>& argv,
-                            const std::map<std::string, std::string>& environment);
+                            const std::map<std::string, std::string>& environment,
+                            int death_signal = SIGTERM);
 
   ChildProcess(ChildProcess&& other) noexcept;
   ChildProcess& operator=(ChildProcess&&) = delete;
@@ -41,8 +48,8 @@ class ChildProcess {
   ~ChildProcess();
 
   pid_t pid() const { return pid_; }
-  int stdout_fd() const { return stdout_fd_; }
-  int stderr_fd() const { return stderr_fd_; }
+  int stdout_fd() const { return stdout_fd_.get(); }
+  int stderr_fd() const { return stderr_fd_.get(); }
   void close_stdout();
   void close_stderr();
 
@@ -52,6 +59,9 @@ class ChildProcess {
   // Stops the process and every descendant: SIGTERM to all, then SIGKILL to
   // whatever is left after `grace`. Returns the pids that needed SIGKILL.
   std::vector<pid_t> stop_all(std::chrono::milliseconds grace);
+  // Whether stop_all() was called while the process was alive: a signal
+  // that ended it may have come from the launcher itself.
+  bool stopped_by_launcher() const { return stopped_by_launcher_; }
 
  private:
   ChildProcess() = default;
@@ -60,9 +70,10 @@ class ChildProcess {
   void reap_all();
 
   pid_t pid_ = -1;
-  int stdout_fd_ = -1;
-  int stderr_fd_ = -1;
+  UniqueFd stdout_fd_;
+  UniqueFd stderr_fd_;
   std::optional<ExitStatus> status_;
+  bool stopped_by_launcher_ = false;
 };
 
 // True when the local process `pid` was started with `entry` ("NAME=value")

@@ -2,16 +2,21 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <thread>
 
 #include <fmt/format.h>
 
+#include "cli_checks.h"
 #include "commands.h"
 #include "host_list.h"
+#include "lockstep/config.h"
 #include "lockstep/error.h"
 #include "mpirun_command.h"
 #include "supervisor.h"
@@ -21,6 +26,13 @@ namespace lockstep::cli {
 namespace {
 
 using launcher::InjectedFailure;
+
+// Bounds of the command line's numbers: beyond any real job, small enough
+// that no arithmetic on them overflows.
+constexpr std::int64_t kMaxRanks = std::int64_t{1} << 24;
+constexpr std::int64_t kMaxSteps = 1'000'000'000'000'000;
+constexpr double kMaxSeconds = 30.0 * 24 * 3600;  // a month
+constexpr double kMaxGraceSeconds = 24.0 * 3600;  // a day
 
 struct RunOptions {
   int ranks = 0;
@@ -116,6 +128,39 @@ launcher::SlurmOptions slurm_options(const RunOptions& options) {
   return slurm;
 }
 
+// The LOCKSTEP_* variables travel to every rank, whose Runtime would stop
+// on a bad one at start-up, attempt after attempt: check them here, against
+// the same table, before anything starts.
+void check_environment() {
+  const Config config = Config::load();  // throws ConfigError naming the variable
+  for (const std::string& unknown : config.unknown_variables()) {
+    std::cerr << "lockstep: warning: ignoring unknown environment variable " << unknown
+              << " (`lockstep config` lists the settings)\n";
+  }
+}
+
+// The run directory must exist before the ranks write into it; a path that
+// cannot be one is a usage error, not a failure of the job.
+void make_run_dir(const std::filesystem::path& run_dir) {
+  std::error_code error;
+  std::filesystem::create_directories(run_dir, error);
+  if (!std::filesystem::is_directory(run_dir)) {
+    const bool is_file = std::filesystem::exists(run_dir);
+    throw UsageError(
+        fmt::format("--run-dir {}: {}; give a directory that can be created and "
+                    "written to",
+                    run_dir.string(),
+                    is_file ? "it exists and is not a directory"
+                            : "cannot create it (" + error.message() + ")"));
+  }
+  if (access(run_dir.c_str(), W_OK | X_OK) != 0) {
+    throw UsageError(
+        fmt::format("--run-dir {}: cannot write into it ({}); give a directory "
+                    "that can be written to",
+                    run_dir.string(), std::strerror(errno)));
+  }
+}
+
 launcher::SupervisorOptions plan_from(const RunOptions& options) {
   const bool slurm = use_slurm(options);
   if (options.ranks < 1 && !(slurm && options.ranks == 0)) {
@@ -192,9 +237,11 @@ void add_run_command(CLI::App& app, int& exit_code) {
       "Start a job with mpirun (srun inside Slurm), watch it, and restart it from its newest "
       "checkpoint when "
       "a rank crashes or hangs");
-  command->add_option("-n,--ranks", options->ranks,
-                      "Number of ranks to start (inside Slurm: default all tasks of the "
-                      "allocation)");
+  command
+      ->add_option("-n,--ranks", options->ranks,
+                   "Number of ranks to start (inside Slurm: default all tasks of the "
+                   "allocation)")
+      ->check(whole_number_in(0, kMaxRanks));
   auto* hosts = command->add_option("-H,--host", options->host_list,
                                     "Hosts and slots: node1:4,node2:4 (default: this machine)");
   command
@@ -204,25 +251,31 @@ void add_run_command(CLI::App& app, int& exit_code) {
   command
       ->add_option("--max-restarts", options->max_restarts,
                    "Restarts after failures before giving up")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(whole_number_in(0, 1'000'000));
   command
       ->add_option("--hang-timeout", options->hang_timeout,
                    "Seconds without a heartbeat from any rank before the job counts as hung")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(seconds_in(0, kMaxSeconds, /*min_excluded=*/true));
   command
       ->add_option("--grace", options->grace,
                    "Seconds between SIGTERM and SIGKILL when stopping a job")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(seconds_in(0, kMaxGraceSeconds));
   command
       ->add_option("--run-dir", options->run_dir,
                    "Directory for checkpoints, attempts.jsonl and summary.json")
       ->capture_default_str();
-  command->add_option("--total-steps", options->total_steps,
-                      "Steps of the whole run, for progress and ETA (optional)");
+  command
+      ->add_option("--total-steps", options->total_steps,
+                   "Steps of the whole run, for progress and ETA (optional)")
+      ->check(whole_number_in(0, kMaxSteps));
   command
       ->add_option("--status-interval", options->status_interval,
                    "Seconds between status lines when stderr is not a terminal")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(seconds_in(0, kMaxGraceSeconds, /*min_excluded=*/true));
   command->add_option("--mpirun", options->mpirun, "The mpirun to use")->capture_default_str();
   auto* slurm = command->add_flag(
       "--slurm", options->slurm,
@@ -236,12 +289,14 @@ void add_run_command(CLI::App& app, int& exit_code) {
   command
       ->add_option("--min-nodes", options->min_nodes,
                    "Slurm: fewest nodes to go on with after leaving out failing ones")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(whole_number_in(0, kMaxRanks));
   command
       ->add_option("--exclude-after", options->exclude_after,
                    "Slurm: failed attempts that implicate a node before later attempts leave it "
                    "out (srun --exclude)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(whole_number_in(0, 1'000'000));
   command->add_flag("--no-requeue", options->no_requeue,
                     "Slurm: after SIGUSR1 (sbatch --signal=B:USR1@LEAD) checkpoint and stop, but "
                     "do not requeue the job");
@@ -263,7 +318,9 @@ void add_run_command(CLI::App& app, int& exit_code) {
       "a checkpoint (SIGINT, SIGTERM or SIGUSR1 to lockstep; run again to resume; inside "
       "Slurm SIGUSR1 also requeues the job).");
   command->callback([options, &exit_code] {
+    check_environment();
     const launcher::SupervisorOptions plan = plan_from(*options);
+    if (!options->dry_run) make_run_dir(plan.run_dir);
     if (options->dry_run) {
       // Show the variables every attempt adds; their values exist only then.
       launcher::LaunchPlan shown = plan.plan;

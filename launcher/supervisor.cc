@@ -1,10 +1,16 @@
 #include "supervisor.h"
 
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -19,6 +25,7 @@
 #include "process.h"
 #include "slurm_job.h"
 #include "status_line.h"
+#include "unique_fd.h"
 
 namespace lockstep::launcher {
 
@@ -56,6 +63,118 @@ std::string random_token() {
   return token;
 }
 
+// What the launcher tells the user while a job runs, besides its output:
+// connections it refused (at most one line per interval) and a run
+// directory that disappeared under it.
+class Notices {
+ public:
+  Notices(std::filesystem::path run_dir, int port) : run_dir_(std::move(run_dir)), port_(port) {}
+
+  void check(Clock::time_point now, const Monitor& monitor, StatusLine& status) {
+    if (now < next_check_) return;
+    next_check_ = now + std::chrono::seconds(1);
+    const std::int64_t refused = monitor.refused();
+    const std::int64_t failures = monitor.accept_failures();
+    if ((refused > refused_reported_ || failures > failures_reported_) &&
+        now >= next_refusal_line_) {
+      status.print_line(
+          fmt::format("lockstep: refused {} connection(s) to the heartbeat port {} without this "
+                      "run's token{}; something other than this job's ranks connects to it "
+                      "(counted in summary.json)",
+                      refused - refused_reported_, port_,
+                      failures > failures_reported_
+                          ? fmt::format(", and ran out of file descriptors {} time(s)",
+                                        failures - failures_reported_)
+                          : ""),
+          true);
+      refused_reported_ = refused;
+      failures_reported_ = failures;
+      next_refusal_line_ = now + kRefusalLineInterval;
+    }
+    std::error_code error;
+    if (!std::filesystem::is_directory(run_dir_, error)) {
+      std::filesystem::create_directories(run_dir_, error);
+      status.print_line(
+          fmt::format("lockstep: warning: the run directory {} was removed while the job ran; "
+                      "checkpoints and logs written there before are lost; {}",
+                      run_dir_.string(),
+                      error ? "it cannot be made again: " + error.message()
+                            : "made it again for what comes next"),
+          true);
+    }
+  }
+
+ private:
+  static constexpr auto kRefusalLineInterval = std::chrono::seconds(30);
+  std::filesystem::path run_dir_;
+  int port_;
+  Clock::time_point next_check_{};
+  Clock::time_point next_refusal_line_{};
+  std::int64_t refused_reported_ = 0;
+  std::int64_t failures_reported_ = 0;
+};
+
+// attempts.jsonl, one line per attempt. The file is reopened when it was
+// removed or replaced since the last line (the run directory deleted under
+// a running job), so that later attempts are not written into a file that
+// no longer has a name.
+class AttemptsLog {
+ public:
+  explicit AttemptsLog(std::filesystem::path path) : path_(std::move(path)) {}
+
+  // Appends `line`; returns what went wrong, or "".
+  std::string append(const std::string& line) {
+    std::string note;
+    struct stat on_disk = {};
+    struct stat opened = {};
+    const bool same = file_ && stat(path_.c_str(), &on_disk) == 0 &&
+                      fstat(file_.get(), &opened) == 0 && on_disk.st_ino == opened.st_ino &&
+                      on_disk.st_dev == opened.st_dev;
+    if (!same) {
+      if (file_)
+        note = fmt::format(
+            "{} was removed while the job ran; earlier attempts in it are "
+            "lost, later ones go to a new file",
+            path_.string());
+      std::error_code error;
+      std::filesystem::create_directories(path_.parent_path(), error);
+      file_.reset(open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644));
+      if (!file_) return fmt::format("cannot write {}: {}", path_.string(), std::strerror(errno));
+    }
+    const std::string framed = line + "\n";
+    std::size_t done = 0;
+    while (done < framed.size()) {
+      const ssize_t wrote = write(file_.get(), framed.data() + done, framed.size() - done);
+      if (wrote < 0 && errno == EINTR) continue;
+      if (wrote <= 0)
+        return fmt::format("cannot write {}: {}", path_.string(), std::strerror(errno));
+      done += static_cast<std::size_t>(wrote);
+    }
+    return note;
+  }
+
+ private:
+  std::filesystem::path path_;
+  UniqueFd file_;
+};
+
+// Writes `text` to `path` through a temporary file and a rename, so that a
+// reader never sees half a summary. Returns what went wrong, or "".
+std::string write_whole_file(const std::filesystem::path& path, const std::string& text) {
+  std::error_code error;
+  std::filesystem::create_directories(path.parent_path(), error);
+  const std::filesystem::path temporary = path.string() + ".tmp";
+  {
+    std::ofstream file(temporary, std::ios::trunc);
+    file << text;
+    file.flush();
+    if (!file) return fmt::format("cannot write {}: {}", temporary.string(), std::strerror(errno));
+  }
+  std::filesystem::rename(temporary, path, error);
+  if (error) return fmt::format("cannot write {}: {}", path.string(), error.message());
+  return "";
+}
+
 struct RankState {
   int pid = 0;
   std::string host;
@@ -70,14 +189,15 @@ class Attempt {
  public:
   Attempt(const SupervisorOptions& options, int index, const std::string& token, Monitor& monitor,
           StatusLine& status, std::vector<CheckpointEvent>& checkpoints,
-          std::vector<InjectedFailure>& injected)
+          std::vector<InjectedFailure>& injected, Notices& notices)
       : options_(options),
         token_entry_("LOCKSTEP_MONITOR_TOKEN=" + token),
         monitor_(monitor),
         status_(status),
         checkpoints_(checkpoints),
         injected_(injected),
-        tails_(20) {
+        tails_(20),
+        notices_(notices) {
     record_.index = index;
   }
 
@@ -116,6 +236,10 @@ class Attempt {
   bool ranks_stopped_ = false;  // ranks stopped early on a signal of their own
   int hung_rank_ = -1;
   std::string hang_evidence_;  // why hung_rank_ is blamed
+  pid_t starter_pid_ = 0;
+  int world_size_ = 0;
+  bool starter_killed_ = false;  // mpirun/srun ended by a signal lockstep did not send
+  Notices& notices_;
 };
 
 void Attempt::print(const OutputLine& line) {
@@ -141,6 +265,9 @@ void Attempt::pump_output(ChildProcess& job, int timeout_ms) {
   for (int i = 0; i < 2; ++i) {
     if (fds[i].fd < 0 || (fds[i].revents & (POLLIN | POLLHUP)) == 0) continue;
     const ssize_t got = read(fds[i].fd, chunk, sizeof(chunk));
+    // A signal (the user's ^C, Slurm's warning) interrupts a read; that is
+    // not the end of the stream.
+    if (got < 0 && (errno == EINTR || errno == EAGAIN)) continue;
     LineSplitter& lines = i == 0 ? out_lines_ : err_lines_;
     const bool srun = options_.plan.starter == Starter::kSrun;
     const auto emit = [&](std::string_view text) { print(parse_tagged_line(text, i == 1, srun)); };
@@ -187,6 +314,7 @@ void Attempt::handle(const RankEvent& event) {
     case RankEvent::Kind::kHello:
       rank.pid = event.pid;
       rank.host = event.host;
+      world_size_ = std::max(world_size_, event.world_size);
       break;
     case RankEvent::Kind::kStep:
       rank.last_step = std::max(rank.last_step, event.step);
@@ -303,6 +431,21 @@ void Attempt::attribute_failure() {
     }
   }
   const MpirunVerdict& verdict = mpirun_messages_.verdict();
+  const char* starter = options_.plan.starter == Starter::kSrun ? "srun" : "mpirun";
+  if (!hang_ && starter_killed_ && !verdict.names(record_.failed_rank)) {
+    // mpirun (srun) died of a signal the launcher did not send: the ranks
+    // that lost their connection went down with it, they are not the cause.
+    record_.failed_rank = -1;
+    record_.failed_process = fmt::format("{} (pid {})", starter, starter_pid_);
+    record_.failure = fmt::format(
+        "was killed by {} from outside lockstep; the ranks went down "
+        "with it",
+        record_.mpirun_status->str());
+    record_.outside_kill = record_.mpirun_status->signal == SIGKILL;
+    const auto& tail = tails_.of(-1);
+    record_.tail.assign(tail.begin(), tail.end());
+    return;
+  }
   if (hang_) {
     record_.failed_rank = hung_rank_;
     record_.failure =
@@ -314,6 +457,7 @@ void Attempt::attribute_failure() {
     if (verdict.names(record_.failed_rank) && verdict.signal != 0) {
       record_.failure =
           fmt::format("killed by signal {} ({})", verdict.signal, strsignal(verdict.signal));
+      record_.outside_kill = verdict.signal == SIGKILL;
     } else if (verdict.names(record_.failed_rank) && verdict.called_abort) {
       record_.failure =
           fmt::format("called MPI_Abort (error code {})", verdict.exit_code.value_or(-1));
@@ -341,6 +485,7 @@ void Attempt::attribute_failure() {
 
 AttemptRecord Attempt::run(ChildProcess& job) {
   record_.start = Clock::now();
+  starter_pid_ = job.pid();
   last_activity_ = record_.start;
   stop_requests_seen_ = g_stop_requests.load();
   bool stopping = false;
@@ -354,8 +499,10 @@ AttemptRecord Attempt::run(ChildProcess& job) {
     }
     status_.tick(Clock::now());
     const auto now = Clock::now();
+    notices_.check(Clock::now(), monitor_, status_);
     if (const auto status = job.poll()) {
       record_.mpirun_status = *status;
+      starter_killed_ = status->signal != 0 && !job.stopped_by_launcher();
       while (job.stdout_fd() >= 0 || job.stderr_fd() >= 0) pump_output(job, 200);
       break;
     }
@@ -389,6 +536,10 @@ AttemptRecord Attempt::run(ChildProcess& job) {
   record_.survivors = descendants_of(getpid()).size();
   for (const RankEvent& event : monitor_.drain()) handle(event);
   record_.end = Clock::now();
+  for (const auto& [rank, state] : ranks_) {
+    if (state.pid > 0) ++record_.ranks_reported;
+  }
+  record_.world_size = world_size_;
   const bool clean = record_.mpirun_status && record_.mpirun_status->success() && !hang_;
   if (clean && !record_.failure_at) {
     // Ranks may be asked to stop without the launcher: Slurm's preemption
@@ -402,12 +553,39 @@ AttemptRecord Attempt::run(ChildProcess& job) {
   return record_;
 }
 
+// Whether any rank of the run ever reported to the launcher.
+bool monitored(const std::vector<AttemptRecord>& attempts) {
+  return std::any_of(attempts.begin(), attempts.end(),
+                     [](const AttemptRecord& attempt) { return attempt.ranks_reported > 0; });
+}
+
+// A job whose ranks never report cannot be watched: no hang detection, no
+// steps, no goodput. Say so instead of reporting a quiet success.
+void warn_if_unmonitored(const AttemptRecord& record, const std::string& address,
+                         StatusLine& status) {
+  if (record.ranks_reported == 0) {
+    status.print_line(
+        fmt::format("lockstep: warning: no rank of attempt {} ever reported to the launcher at "
+                    "{}: the program does not create a lockstep::Runtime, or its ranks could not "
+                    "reach that address (see their log lines). The job was not monitored: a hang "
+                    "would not have been detected, and no step or goodput is known",
+                    record.index + 1, address),
+        true);
+  } else if (record.world_size > record.ranks_reported) {
+    status.print_line(
+        fmt::format("lockstep: warning: only {} of {} ranks of attempt {} reported to the "
+                    "launcher at {}; the others were not monitored",
+                    record.ranks_reported, record.world_size, record.index + 1, address),
+        true);
+  }
+}
+
 void report_failure(const AttemptRecord& record, StatusLine& status) {
   const std::string where =
       record.failed_rank >= 0
           ? fmt::format("rank {}{}", record.failed_rank,
                         record.failed_host.empty() ? "" : " on " + record.failed_host)
-          : std::string("the job");
+          : (record.failed_process.empty() ? std::string("the job") : record.failed_process);
   status.print_line(
       fmt::format("lockstep: attempt {} {} at step {}: first failure: {} {}", record.index + 1,
                   record.outcome, record.last_step, where, record.failure),
@@ -472,6 +650,7 @@ int supervise(SupervisorOptions options) {
   become_subreaper();
   struct sigaction action = {};
   action.sa_handler = on_stop_signal;
+  action.sa_flags = SA_RESTART;
   sigemptyset(&action.sa_mask);
   for (const int signal_number : {SIGINT, SIGTERM, SIGUSR1})
     sigaction(signal_number, &action, nullptr);
@@ -482,6 +661,13 @@ int supervise(SupervisorOptions options) {
   NodeExclusion exclusion(options.slurm);
   bool requeued = false;
 
+  // Rank connections, pipes and files all need descriptors; use what the
+  // hard limit allows (the monitor still leaves a reserve of them).
+  rlimit files{};
+  if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &files);
+  }
   std::filesystem::create_directories(options.run_dir);
   const std::string token = random_token();
   Monitor monitor(options.multi_host ? "0.0.0.0" : "127.0.0.1", token);
@@ -489,7 +675,8 @@ int supervise(SupervisorOptions options) {
   gethostname(hostname, sizeof(hostname) - 1);
   const std::string address =
       fmt::format("{}:{}", options.multi_host ? hostname : "127.0.0.1", monitor.port());
-  std::ofstream attempts_log(options.run_dir / "attempts.jsonl", std::ios::app);
+  AttemptsLog attempts_log(options.run_dir / "attempts.jsonl");
+  Notices notices(options.run_dir, monitor.port());
   StatusLine status(options.total_steps, options.status_interval);
   std::vector<AttemptRecord> attempts;
   std::vector<CheckpointEvent> checkpoints;
@@ -506,10 +693,14 @@ int supervise(SupervisorOptions options) {
     plan.environment["LOCKSTEP_MONITOR_TOKEN"] = token;
     status.set_restarts(index);
     ChildProcess job = ChildProcess::start(launch_argv(plan), plan.environment);
-    Attempt attempt(options, index, token, monitor, status, checkpoints, options.injected);
+    Attempt attempt(options, index, token, monitor, status, checkpoints, options.injected, notices);
     attempts.push_back(attempt.run(job));
     const AttemptRecord& record = attempts.back();
-    attempts_log << to_json(record, run_start).dump() << std::endl;
+    if (const std::string problem = attempts_log.append(to_json(record, run_start).dump());
+        !problem.empty()) {
+      status.print_line("lockstep: warning: " + problem, true);
+    }
+    warn_if_unmonitored(record, address, status);
     if (record.outcome == "success") {
       exit_code = kRunSuccess;
       break;
@@ -546,7 +737,9 @@ int supervise(SupervisorOptions options) {
     if (slurm) {
       if (const auto change = exclusion.on_failure(record)) status.print_line(*change, true);
     }
-    no_progress_streak = record.first_step < 0 ? no_progress_streak + 1 : 0;
+    // Only failures the program causes itself may end the restarts early; a
+    // SIGKILL from outside before the first step says nothing about a bug.
+    no_progress_streak = record.first_step < 0 && !record.outside_kill ? no_progress_streak + 1 : 0;
     if (no_progress_streak >= 2) {
       status.print_line(
           "lockstep: the job failed twice in a row before completing a step: "
@@ -579,7 +772,13 @@ int supervise(SupervisorOptions options) {
         {"excluded_nodes", exclusion.excluded()},
     };
   }
-  std::ofstream(options.run_dir / "summary.json") << summary.dump(2) << "\n";
+  summary["monitored"] = monitored(attempts);
+  summary["heartbeat_accept_failures"] = monitor.accept_failures();
+  if (const std::string problem =
+          write_whole_file(options.run_dir / "summary.json", summary.dump(2) + "\n");
+      !problem.empty()) {
+    status.print_line("lockstep: warning: " + problem, true);
+  }
   status.finish();
   std::cerr << describe(goodput) << "\n";
   if (slurm) {

@@ -50,6 +50,25 @@ std::size_t edit_distance(std::string_view a, std::string_view b) {
   return row[b.size()];
 }
 
+}  // namespace
+
+std::string closest_match(std::string_view name, const std::vector<std::string>& candidates) {
+  std::string best;
+  // Suggest only likely misspellings: 2 edits for short names ("rnu" ->
+  // "run", but not "x" -> "run"), up to 3 for long ones.
+  std::size_t best_distance = std::clamp<std::size_t>(name.size() / 3, 2, 3) + 1;
+  for (const std::string& candidate : candidates) {
+    const std::size_t distance = edit_distance(name, candidate);
+    if (distance < best_distance) {
+      best_distance = distance;
+      best = candidate;
+    }
+  }
+  return best;
+}
+
+namespace {
+
 std::string_view type_name(KnobType type) {
   switch (type) {
     case KnobType::kInt:
@@ -204,18 +223,11 @@ Config Config::load(const std::map<std::string, std::string, std::less<>>& overr
     const bool known = std::any_of(all_knobs().begin(), all_knobs().end(),
                                    [&](const KnobSpec* spec) { return spec->env == key; });
     if (known) continue;
-    const KnobSpec* closest = nullptr;
-    std::size_t best = 4;  // suggest only close matches
-    for (const KnobSpec* spec : all_knobs()) {
-      const std::size_t distance = edit_distance(key, spec->env);
-      if (distance < best) {
-        best = distance;
-        closest = spec;
-      }
-    }
-    config.unknown_.push_back(closest != nullptr
-                                  ? fmt::format("{} (did you mean {}?)", key, closest->env)
-                                  : std::string(key));
+    std::vector<std::string> names;
+    for (const KnobSpec* spec : all_knobs()) names.emplace_back(spec->env);
+    const std::string closest = closest_match(key, names);
+    config.unknown_.push_back(closest.empty() ? std::string(key)
+                                              : fmt::format("{} (did you mean {}?)", key, closest));
   }
   return config;
 }

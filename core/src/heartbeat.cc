@@ -1,13 +1,18 @@
 #include "lockstep/heartbeat.h"
 
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -17,6 +22,12 @@
 namespace lockstep {
 
 namespace {
+
+// A launcher whose host vanishes sends no FIN; keep-alive probes notice
+// that within idle + interval * count seconds.
+constexpr int kKeepAliveIdleSeconds = 5;
+constexpr int kKeepAliveIntervalSeconds = 2;
+constexpr int kKeepAliveProbes = 3;
 
 int connect_to(const std::string& address) {
   const std::size_t colon = address.rfind(':');
@@ -50,15 +61,109 @@ int connect_to(const std::string& address) {
   }
   const int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &kKeepAliveIdleSeconds, sizeof(int));
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &kKeepAliveIntervalSeconds, sizeof(int));
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &kKeepAliveProbes, sizeof(int));
   return fd;
 }
 
 }  // namespace
 
+// The connection and its watcher. The thread reads `socket` (the launcher
+// only ever sends its welcome) and `wake` (the destructor's "stop now");
+// the training thread only sends. Neither closes `socket` before the
+// thread has been joined.
+struct HeartbeatClient::Channel {
+  int socket = -1;
+  int wake[2] = {-1, -1};
+  std::string address;
+  LauncherLost on_lost;
+  std::chrono::milliseconds exit_after{0};
+  std::atomic<bool> broken{false};  // sending failed: stop sending
+  std::thread watcher;
+
+  ~Channel() {
+    if (watcher.joinable()) {
+      const char byte = 0;
+      [[maybe_unused]] const ssize_t written = ::write(wake[1], &byte, 1);
+      watcher.join();
+    }
+    for (const int fd : {socket, wake[0], wake[1]}) {
+      if (fd >= 0) ::close(fd);
+    }
+  }
+
+  // Waits up to `timeout` (forever when negative); true when woken.
+  bool wait_for_wake(int timeout_ms) const {
+    pollfd wake_fd = {wake[0], POLLIN, 0};
+    while (true) {
+      const int ready = ::poll(&wake_fd, 1, timeout_ms);
+      if (ready > 0) return true;
+      if (ready == 0) return false;
+      if (errno != EINTR) return false;
+    }
+  }
+
+  void watch() {
+    bool welcomed = false;
+    std::string received;
+    std::string reason;
+    while (reason.empty()) {
+      pollfd fds[2] = {{wake[0], POLLIN, 0}, {socket, POLLIN | POLLRDHUP, 0}};
+      if (::poll(fds, 2, -1) < 0) {
+        if (errno == EINTR) continue;
+        return;
+      }
+      if (fds[0].revents != 0) return;  // the client is going away
+      char chunk[256];
+      const ssize_t got = ::recv(socket, chunk, sizeof(chunk), MSG_DONTWAIT);
+      if (got > 0) {
+        received.append(chunk, static_cast<std::size_t>(got));
+        welcomed = welcomed || received.find('\n') != std::string::npos;
+        if (received.size() > 4096) received.clear();  // never grows
+        continue;
+      }
+      if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) continue;
+      reason = got == 0 ? "the launcher closed the connection"
+                        : std::string("the connection failed: ") + std::strerror(errno);
+    }
+    if (!welcomed) {
+      // Closed before the welcome: the launcher refused this rank (a token
+      // of another run), which is no reason to stop training.
+      log::warn(
+          "heartbeats disabled: the launcher at {} refused this rank ({}); is "
+          "LOCKSTEP_MONITOR_TOKEN left over from another run?",
+          address, reason);
+      broken = true;
+      return;
+    }
+    broken = true;
+    log::error(
+        "lost the launcher (lockstep run) at {}: {}; it is no longer watching this job, "
+        "so this rank checkpoints if it can and stops (it exits in at most {:.0f} s)",
+        address, reason, static_cast<double>(exit_after.count()) / 1000.0);
+    if (on_lost) on_lost(reason);
+    if (wait_for_wake(static_cast<int>(exit_after.count()))) return;
+    log::error("still running {:.0f} s after losing the launcher: exiting now",
+               static_cast<double>(exit_after.count()) / 1000.0);
+    std::_Exit(1);
+  }
+};
+
 HeartbeatClient::HeartbeatClient(const std::string& address, const std::string& token, int rank,
                                  int world_size, const std::string& host,
-                                 std::int64_t restart_count)
-    : socket_(connect_to(address)) {
+                                 std::int64_t restart_count, LauncherLost on_launcher_lost,
+                                 std::chrono::milliseconds exit_after)
+    : channel_(std::make_unique<Channel>()) {
+  channel_->address = address;
+  channel_->socket = connect_to(address);
+  if (channel_->socket < 0) {
+    channel_.reset();
+    return;
+  }
+  channel_->on_lost = std::move(on_launcher_lost);
+  channel_->exit_after = exit_after;
   nlohmann::json hello = {{"type", "hello"},
                           {"token", token},
                           {"rank", rank},
@@ -67,43 +172,36 @@ HeartbeatClient::HeartbeatClient(const std::string& address, const std::string& 
                           {"host", host},
                           {"restart_count", restart_count}};
   send_line(hello.dump());
-}
-
-HeartbeatClient::HeartbeatClient(HeartbeatClient&& other) noexcept
-    : socket_(other.socket_), last_step_(other.last_step_), last_step_sent_(other.last_step_sent_) {
-  other.socket_ = -1;
-}
-
-HeartbeatClient& HeartbeatClient::operator=(HeartbeatClient&& other) noexcept {
-  if (this != &other) {
-    if (socket_ >= 0) close(socket_);
-    socket_ = other.socket_;
-    last_step_ = other.last_step_;
-    last_step_sent_ = other.last_step_sent_;
-    other.socket_ = -1;
+  if (pipe2(channel_->wake, O_CLOEXEC) != 0) {
+    log::warn("cannot watch the launcher's connection: {}", std::strerror(errno));
+    return;
   }
-  return *this;
+  Channel* channel = channel_.get();
+  channel_->watcher = std::thread([channel] { channel->watch(); });
 }
 
-HeartbeatClient::~HeartbeatClient() {
-  if (socket_ >= 0) close(socket_);
-}
+HeartbeatClient::HeartbeatClient() = default;
+HeartbeatClient::HeartbeatClient(HeartbeatClient&& other) noexcept = default;
+HeartbeatClient& HeartbeatClient::operator=(HeartbeatClient&& other) noexcept = default;
+HeartbeatClient::~HeartbeatClient() = default;
+
+bool HeartbeatClient::connected() const { return channel_ != nullptr && !channel_->broken; }
 
 void HeartbeatClient::send_line(const std::string& line) {
-  if (socket_ < 0) return;
+  if (!connected()) return;
   const std::string framed = line + "\n";
   // MSG_DONTWAIT: a launcher that does not read must not stall training.
-  const ssize_t sent = ::send(socket_, framed.data(), framed.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  const ssize_t sent =
+      ::send(channel_->socket, framed.data(), framed.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
   if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
     log::debug("heartbeat connection lost ({}); no more heartbeats", std::strerror(errno));
-    close(socket_);
-    socket_ = -1;
+    channel_->broken = true;
   }
 }
 
 void HeartbeatClient::step(std::int64_t step, double step_seconds,
                            const std::map<std::string, double>& metrics) {
-  if (socket_ < 0) return;
+  if (!connected()) return;
   last_step_ = step;
   const auto now = std::chrono::steady_clock::now();
   if (now - last_step_sent_ < min_interval_) return;

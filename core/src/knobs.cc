@@ -105,6 +105,18 @@ const Knob<std::string> monitor_token{{
     .set_by_launcher = true,
 }};
 
+const Knob<double> launcher_loss_grace{{
+    .name = "launcher_loss_grace",
+    .env = "LOCKSTEP_LAUNCHER_LOSS_GRACE",
+    .type = KnobType::kFloat,
+    .default_value = "5",
+    .doc = "Seconds a rank started by `lockstep run` goes on after losing its launcher (the "
+           "launcher's process died, or its host is unreachable): it is asked to checkpoint "
+           "and stop at once, and exits when this time is up.",
+    .min = 0,
+    .max = 3600,
+}};
+
 // collectives
 
 const Knob<double> mpi_segment_mb{{
@@ -224,7 +236,7 @@ const Knob<double> mtbf{{
 }  // namespace knobs
 
 std::span<const KnobSpec* const> all_knobs() {
-  static const std::array<const KnobSpec*, 19> table = {
+  static const std::array<const KnobSpec*, 20> table = {
       &knobs::log_level.spec,
       &knobs::run_dir.spec,
       &knobs::device.spec,
@@ -234,6 +246,7 @@ std::span<const KnobSpec* const> all_knobs() {
       &knobs::restart_count.spec,
       &knobs::monitor_address.spec,
       &knobs::monitor_token.spec,
+      &knobs::launcher_loss_grace.spec,
       &knobs::mpi_segment_mb.spec,
       &knobs::checkpoint_dir.spec,
       &knobs::checkpoint_keep.spec,

@@ -145,8 +145,13 @@ Runtime::Runtime(int& argc, char**& argv) : uncaught_at_start_(std::uncaught_exc
   checkpoint_every_ = config_.get(knobs::checkpoint_every);
   if (config_.get(knobs::handle_signals)) signals::install();
   if (const std::string monitor = config_.get(knobs::monitor_address); !monitor.empty()) {
-    heartbeat_ = HeartbeatClient(monitor, config_.get(knobs::monitor_token), rank_, world_size_,
-                                 hostname_, restart_count_);
+    // A rank whose launcher is gone asks for "checkpoint and stop", as a
+    // SIGTERM would; every rank loses the launcher at about the same time.
+    heartbeat_ = HeartbeatClient(
+        monitor, config_.get(knobs::monitor_token), rank_, world_size_, hostname_, restart_count_,
+        [](const std::string&) { signals::request(kRequestStop); },
+        std::chrono::milliseconds(
+            static_cast<std::int64_t>(config_.get(knobs::launcher_loss_grace) * 1000)));
   }
 
   log::debug("lockstep {}: rank {}/{} local {}/{} node {}/{} device {} run dir {} restarts {}",

@@ -2,8 +2,14 @@
 // the launcher side (Monitor), including strangers and garbage.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <atomic>
 
 #include <string>
 #include <thread>
@@ -131,6 +137,166 @@ TEST(HeartbeatClient, UnreachableLauncherIsNotAnError) {
   EXPECT_FALSE(client.connected());
   client.step(1, 0.1, {});  // silently nothing
   EXPECT_THROW(HeartbeatClient("no-port", "t", 0, 1, "h", 0), UsageError);
+}
+
+// Strangers that connect and say nothing, held open by a child process (so
+// that their descriptors do not count against this process's limit).
+class Flood {
+ public:
+  Flood(int port, int connections) {
+    int ready[2];
+    EXPECT_EQ(pipe(ready), 0);
+    pid_ = fork();
+    if (pid_ == 0) {
+      rlimit files{};
+      getrlimit(RLIMIT_NOFILE, &files);
+      files.rlim_cur = files.rlim_max;
+      setrlimit(RLIMIT_NOFILE, &files);
+      sockaddr_in address{};
+      address.sin_family = AF_INET;
+      address.sin_port = htons(static_cast<std::uint16_t>(port));
+      inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
+      for (int i = 0; i < connections; ++i) {
+        const int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address));
+      }
+      [[maybe_unused]] const ssize_t written = write(ready[1], "x", 1);
+      pause();
+      _exit(0);
+    }
+    close(ready[1]);
+    char byte = 0;
+    EXPECT_EQ(read(ready[0], &byte, 1), 1);
+    close(ready[0]);
+  }
+  ~Flood() {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+double process_cpu_seconds() {
+  timespec now{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
+  return static_cast<double>(now.tv_sec) + static_cast<double>(now.tv_nsec) * 1e-9;
+}
+
+// Lowers this process's soft descriptor limit for one test.
+class SoftFileLimit {
+ public:
+  explicit SoftFileLimit(rlim_t limit) {
+    getrlimit(RLIMIT_NOFILE, &saved_);
+    rlimit lowered = saved_;
+    lowered.rlim_cur = limit;
+    EXPECT_EQ(setrlimit(RLIMIT_NOFILE, &lowered), 0);
+  }
+  ~SoftFileLimit() { setrlimit(RLIMIT_NOFILE, &saved_); }
+
+ private:
+  rlimit saved_{};
+};
+
+TEST(Monitor, AFloodOfSilentStrangersIsCappedAndARankStillGetsIn) {
+  MonitorLimits limits;
+  limits.max_strangers = 16;
+  Monitor monitor("127.0.0.1", "t", limits);
+  Flood flood(monitor.port(), 500);
+  wait_until([&] { return monitor.refused() >= 500 - 16; });
+  EXPECT_GE(monitor.refused(), 500 - 16) << "the oldest strangers are dropped";
+  EXPECT_LE(monitor.open_connections(), 16u) << "strangers never hold more than the cap";
+  HeartbeatClient rank("127.0.0.1:" + std::to_string(monitor.port()), "t", 5, 8, "h", 0);
+  ASSERT_TRUE(rank.connected());
+  rank.step(3, 0.1, {});
+  const std::vector<RankEvent> events = wait_for(monitor, 2);
+  ASSERT_EQ(events.size(), 2u) << "the rank got in despite the flood";
+  EXPECT_EQ(events[0].rank, 5);
+  EXPECT_EQ(events[1].step, 3);
+}
+
+TEST(Monitor, LeavesDescriptorsForTheLauncherAndDoesNotSpinWhenOutOfThem) {
+  // The monitor holds at most the soft limit minus its reserve.
+  SoftFileLimit limit(256);
+  MonitorLimits limits;
+  limits.max_strangers = 100000;
+  limits.reserved_fds = 64;
+  Monitor monitor("127.0.0.1", "t", limits);
+  {
+    Flood flood(monitor.port(), 1500);
+    wait_until([&] { return monitor.refused() >= 1500 - 192; });
+    EXPECT_LE(monitor.open_connections(), 192u);
+    std::vector<UniqueFd> pipes;
+    for (int i = 0; i < 20; ++i) {
+      int ends[2];
+      ASSERT_EQ(pipe(ends), 0) << "the launcher's own pipes are not starved: " << i;
+      pipes.emplace_back(ends[0]);
+      pipes.emplace_back(ends[1]);
+    }
+  }
+  wait_until([&] { return monitor.open_connections() == 0; });
+  // Out of descriptors altogether: accept() fails; the monitor must rest,
+  // not spin, and take the rank once descriptors are free again.
+  {
+    std::vector<UniqueFd> hog;
+    while (true) {
+      const int fd = dup(0);
+      if (fd < 0) break;
+      hog.emplace_back(fd);
+    }
+    hog.resize(hog.size() - 2);  // room for the flood's own pipe
+    Flood more(monitor.port(), 50);
+    const double cpu_before = process_cpu_seconds();
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    EXPECT_LT(process_cpu_seconds() - cpu_before, 0.3) << "the monitor spins on accept()";
+    EXPECT_GT(monitor.accept_failures(), 0);
+  }
+  HeartbeatClient rank("127.0.0.1:" + std::to_string(monitor.port()), "t", 0, 1, "h", 0);
+  ASSERT_TRUE(rank.connected());
+  EXPECT_EQ(wait_for(monitor, 1).size(), 1u) << "a rank gets in after the shortage";
+}
+
+TEST(HeartbeatClient, ALostLauncherAsksTheRankToStop) {
+  std::atomic<int> lost{0};
+  auto monitor = std::make_unique<Monitor>("127.0.0.1", "t");
+  HeartbeatClient client(
+      "127.0.0.1:" + std::to_string(monitor->port()), "t", 0, 1, "h", 0,
+      [&](const std::string&) { lost.fetch_add(1); }, std::chrono::hours(1));
+  ASSERT_TRUE(client.connected());
+  EXPECT_EQ(wait_for(*monitor, 1).size(), 1u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(lost.load(), 0) << "a launcher that is there is not lost";
+  monitor.reset();  // the launcher goes away
+  wait_until([&] { return lost.load() > 0; });
+  EXPECT_EQ(lost.load(), 1);
+  EXPECT_FALSE(client.connected());
+}
+
+TEST(HeartbeatClient, ARefusedRankIsNotToldToStop) {
+  std::atomic<int> lost{0};
+  Monitor monitor("127.0.0.1", "right");
+  HeartbeatClient client(
+      "127.0.0.1:" + std::to_string(monitor.port()), "stale-token", 0, 1, "h", 0,
+      [&](const std::string&) { lost.fetch_add(1); }, std::chrono::hours(1));
+  wait_until([&] { return !client.connected(); });
+  EXPECT_FALSE(client.connected());
+  EXPECT_EQ(lost.load(), 0) << "being refused is not losing the launcher";
+}
+
+TEST(HeartbeatClientDeathTest, ARankThatOutlivesItsLauncherExits) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        auto monitor = std::make_unique<Monitor>("127.0.0.1", "t");
+        HeartbeatClient client("127.0.0.1:" + std::to_string(monitor->port()), "t", 0, 1, "h", 0,
+                               {}, std::chrono::milliseconds(200));
+        wait_for(*monitor, 1);
+        monitor.reset();
+        std::this_thread::sleep_for(std::chrono::seconds(5));  // training on, ignoring the stop
+        std::exit(0);
+      },
+      ::testing::ExitedWithCode(1), "exiting now");
 }
 
 }  // namespace

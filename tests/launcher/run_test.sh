@@ -27,6 +27,36 @@ run() {
   shift
   timeout 240 "$lockstep" run --run-dir "$dir" "$@" >"$dir.log" 2>&1
 }
+# start_job <dir> [lockstep run options...] -- [trainer args]: in the
+# background; waits until rank 0 trains. The launcher's pid is in $launcher.
+start_job() {
+  local dir=$1
+  shift
+  "$lockstep" run --run-dir "$dir" "$@" >"$dir.log" 2>&1 &
+  launcher=$!
+  for _ in $(seq 150); do grep -q "starting at step" "$dir.log" 2>/dev/null && break; sleep 0.1; done
+  grep -q "starting at step" "$dir.log" || fail "the job in $dir did not start"
+}
+# pids of the ranks of the run in <dir> (processes whose environment has it)
+rank_pids() {
+  grep -l "LOCKSTEP_RUN_DIR=$1" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3 |
+    while read -r pid; do
+      [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = "$(basename "$trainer" | cut -c1-15)" ] && echo "$pid"
+    done
+}
+# Waits up to <seconds> for every process of the run in <dir> to be gone.
+expect_all_gone_within() {
+  local dir=$1 seconds=$2 left=0
+  for _ in $(seq $((seconds * 10))); do
+    left=$(grep -l "LOCKSTEP_RUN_DIR=$dir" /proc/[0-9]*/environ 2>/dev/null | wc -l)
+    [ "$left" -eq 0 ] && break
+    sleep 0.1
+  done
+  if [ "$left" -eq 0 ]; then ok "no process of $dir outlives its launcher by ${seconds} s"
+  else fail "$left processes of $dir still run ${seconds} s after the launcher died"; ps -ef | grep -F "$trainer" | grep -v grep | sed 's/^/    | /'; fi
+}
+# CPU seconds (user + system) a process has used so far.
+cpu_seconds() { awk '{ printf "%.2f", ($14 + $15) / 100 }' "/proc/$1/stat"; }
 reference() { # the result of an uninterrupted run of <steps> steps
   run "$scratch/reference" -n 4 -- "$trainer" --steps "$1" --step-ms 5 || fail "reference run failed"
   cat "$scratch/reference/toy-result"
@@ -63,6 +93,65 @@ usage)
   SLURM_JOB_ID=1 SLURM_JOB_NUM_NODES=2 run "$dir" --srun /bin/true --min-nodes 3 -- "$trainer"
   expect_rc 2 $? "--min-nodes above the allocation is a usage error"
   expect_grep "--min-nodes 3 exceeds the 2 node" "$dir.log" "--min-nodes names the allocation's size"
+  # Every LOCKSTEP_* variable is checked before anything starts.
+  printf '#!/bin/sh\ntouch %s/mpirun-started\n' "$scratch" >"$scratch/fake-mpirun"
+  chmod +x "$scratch/fake-mpirun"
+  LOCKSTEP_CHECKPOINT_EVERY=abc run "$scratch/env" -n 2 --mpirun "$scratch/fake-mpirun" -- "$trainer"
+  expect_rc 2 $? "a bad LOCKSTEP_* value is a usage error"
+  expect_grep "LOCKSTEP_CHECKPOINT_EVERY='abc' is not an integer; accepted: an integer" "$scratch/env.log" \
+    "the bad variable, its value and what is accepted are named"
+  [ ! -e "$scratch/mpirun-started" ] && ok "mpirun was not started" || fail "mpirun was started"
+  [ ! -e "$scratch/env" ] && ok "no run directory was made" || fail "the run directory was made"
+  LOCKSTEP_COLLECTIVE_TIMEOUT=nan run "$scratch/env" -n 2 --mpirun "$scratch/fake-mpirun" -- "$trainer"
+  expect_rc 2 $? "LOCKSTEP_COLLECTIVE_TIMEOUT=nan is a usage error"
+  # A run directory that cannot be one.
+  touch "$scratch/a-file"
+  "$lockstep" run -n 2 --run-dir "$scratch/a-file" -- "$trainer" >"$dir.log" 2>&1
+  expect_rc 2 $? "--run-dir naming a file is a usage error"
+  expect_grep "run-dir .*a-file: it exists and is not a directory" "$dir.log" "--run-dir naming a file says so"
+  "$lockstep" run -n 2 --run-dir "$scratch/a-file/run" -- "$trainer" >"$dir.log" 2>&1
+  expect_rc 2 $? "--run-dir under a file is a usage error"
+  expect_grep "run-dir .*a-file/run: cannot create it" "$dir.log" "--run-dir under a file says so"
+  mkdir -p "$scratch/read-only"
+  if mount -t tmpfs -o ro,size=1m tmpfs "$scratch/read-only" 2>/dev/null; then
+    "$lockstep" run -n 2 --run-dir "$scratch/read-only/run" -- "$trainer" >"$dir.log" 2>&1
+    expect_rc 2 $? "--run-dir under a read-only parent is a usage error"
+    expect_grep "read-only/run: cannot create it \(Read-only file system\)" "$dir.log" \
+      "--run-dir under a read-only parent names the reason"
+    umount "$scratch/read-only"
+  fi
+  mkdir -p "$scratch/hosts-dir"
+  run "$dir" -n 2 --hostfile "$scratch/hosts-dir" -- "$trainer"
+  expect_rc 2 $? "a hostfile that is a directory is a usage error"
+  expect_grep "hostfile .*hosts-dir is a directory" "$dir.log" "a hostfile that is a directory says so"
+  # Unknown commands and options are named, with a likely spelling.
+  "$lockstep" frobnicate >"$dir.log" 2>&1
+  expect_rc 2 $? "an unknown command is a usage error"
+  expect_grep "unknown command 'frobnicate'" "$dir.log" "the unknown command is named"
+  expect_grep "The commands are run, " "$dir.log" "the commands are listed"
+  "$lockstep" rnu -n 2 >"$dir.log" 2>&1
+  expect_grep "did you mean 'run'" "$dir.log" "a misspelt command gets a suggestion"
+  run "$dir" -n 2 --hang-timout 5 -- "$trainer"
+  expect_rc 2 $? "a misspelt option is a usage error"
+  expect_grep "has no option '--hang-timout' \(did you mean --hang-timeout\?\)" "$dir.log" \
+    "a misspelt option is named with its likely spelling"
+  run "$dir" -n 2 --no-such-option -- "$trainer"
+  if grep -qE -- "'-- |-- --no-such|: --$" "$dir.log"; then fail "the unknown option is reported with the -- separator"; else ok "the unknown option is reported without the -- separator"; fi
+  # Numbers: NaN, infinities and overflows are refused for every option.
+  for option in --hang-timeout --grace --status-interval; do
+    for value in nan inf -inf 1e300 -1 abc; do
+      run "$dir" -n 2 "$option" "$value" -- "$trainer"
+      expect_rc 2 $? "$option $value is a usage error"
+      expect_grep "$option: '$value' is not a number of seconds from" "$dir.log" "$option $value is named with the range"
+    done
+  done
+  for option in -n --max-restarts --min-nodes --exclude-after --total-steps; do
+    run "$dir" "$option" 99999999999999999999 -n 2 -- "$trainer"
+    expect_rc 2 $? "$option 99999999999999999999 is a usage error"
+    expect_grep "'99999999999999999999' is not a whole number from" "$dir.log" "$option overflow is named with the range"
+  done
+  run "$dir" -n 99999999999 -- "$trainer"
+  expect_grep "--ranks: '99999999999' is not a whole number from 0 to" "$dir.log" "-n 99999999999 says what is accepted"
   [ ! -e "$dir/attempts.jsonl" ] && ok "nothing was started" || fail "a usage error started a job"
   SLURM_JOB_ID=1 SLURM_JOB_NUM_NODES=2 SLURM_NTASKS=4 run "$dir" --srun /bin/true --dry-run -- "$trainer"
   expect_rc 0 $? "--dry-run inside an allocation"
@@ -136,6 +225,103 @@ stop)
   expect_rc 0 $? "the run resumes and completes"
   expect_grep "starting at step [1-9]" "$dir.log" "it resumed from the checkpoint"
   [ "$(cat "$dir/toy-result" 2>/dev/null)" = "$want" ] && ok "result equals the uninterrupted run" || fail "result differs"
+  ;;
+orphans)
+  # The launcher killed with SIGKILL: mpirun gets its parent-death signal
+  # and the ranks see the heartbeat channel close; nothing may train on.
+  dir=$scratch/orphans
+  start_job "$dir" -n 4 -- "$trainer" --steps 100000 --step-ms 50
+  kill -KILL "$launcher"
+  wait "$launcher" 2>/dev/null
+  expect_all_gone_within "$dir" 8
+  # The launcher and mpirun killed together: the ranks stop by themselves
+  # when the channel to their launcher is gone.
+  dir=$scratch/orphans-both
+  start_job "$dir" -n 4 -- "$trainer" --steps 100000 --step-ms 50
+  kill -KILL "$launcher" "$(pgrep -P "$launcher" | head -1)"
+  wait "$launcher" 2>/dev/null
+  expect_all_gone_within "$dir" 10
+  ;;
+rootcause)
+  # mpirun killed from outside: the report blames mpirun, not the ranks
+  # that lost their connection when it died; the run recovers.
+  want=$(reference 60)
+  dir=$scratch/rootcause
+  LOCKSTEP_CHECKPOINT_EVERY=5 start_job "$dir" -n 4 -- "$trainer" --steps 60 --step-ms 40
+  sleep 1
+  mpirun_pid=$(pgrep -P "$launcher" | head -1)
+  kill -KILL "$mpirun_pid"
+  wait "$launcher"
+  expect_rc 0 $? "a run whose mpirun was killed recovers"
+  expect_grep "first failure: mpirun \(pid $mpirun_pid\) was killed by signal 9" "$dir.log" "mpirun is named as the first failure"
+  expect_grep '"failed_process":"mpirun \(pid '"$mpirun_pid"'\)"' "$dir/attempts.jsonl" "attempts.jsonl names mpirun"
+  if grep -q "lost its connection" "$dir.log"; then fail "a rank is blamed for mpirun's death"; else ok "no rank is blamed"; fi
+  [ "$(cat "$dir/toy-result" 2>/dev/null)" = "$want" ] && ok "result equals the uninterrupted run" || fail "result differs"
+  expect_no_survivors "$dir"
+  ;;
+flood)
+  # A flood of idle strangers on the heartbeat port under a low descriptor
+  # limit: capped, reported, and the restart still gets its pipes.
+  want=$(reference 300)
+  dir=$scratch/flood
+  (
+    ulimit -n 1024
+    LOCKSTEP_CHECKPOINT_EVERY=5 exec "$lockstep" run --run-dir "$dir" -n 4 -- "$trainer" --steps 300 --step-ms 40
+  ) >"$dir.log" 2>&1 &
+  launcher=$!
+  for _ in $(seq 150); do grep -q "starting at step" "$dir.log" 2>/dev/null && break; sleep 0.1; done
+  rank=$(rank_pids "$dir" | head -1)
+  port=$(tr '\0' '\n' <"/proc/$rank/environ" | sed -n 's/^LOCKSTEP_MONITOR_ADDRESS=.*://p')
+  python3 - "$port" 1500 <<'PY' &
+import socket, sys, time
+port, count = int(sys.argv[1]), int(sys.argv[2])
+held = []
+for _ in range(count):
+    try:
+        held.append(socket.create_connection(("127.0.0.1", port), timeout=1))
+    except OSError:
+        pass
+time.sleep(60)
+PY
+  flood=$!
+  sleep 2
+  before=$(cpu_seconds "$launcher")
+  sleep 2
+  after=$(cpu_seconds "$launcher")
+  awk -v a="$after" -v b="$before" 'BEGIN { exit !(a - b < 0.5) }' &&
+    ok "the launcher does not spin under the flood ($before -> $after CPU s in 2 s)" ||
+    fail "the launcher spins under the flood ($before -> $after CPU s in 2 s)"
+  kill -KILL "$(rank_pids "$dir" | sed -n 3p)"
+  wait "$launcher"
+  expect_rc 0 $? "the run recovers from a killed rank during the flood"
+  kill "$flood" 2>/dev/null
+  wait "$flood" 2>/dev/null
+  expect_grep "restarting the job" "$dir.log" "the job was restarted"
+  if grep -q "Too many open files" "$dir.log"; then fail "the launcher ran out of descriptors"; else ok "the launcher kept descriptors for itself"; fi
+  expect_grep "refused [0-9]+ connection\(s\) to the heartbeat port $port" "$dir.log" "refused connections are reported"
+  expect_grep '"heartbeats_refused": [1-9][0-9]+' "$dir/summary.json" "summary.json counts them"
+  [ "$(cat "$dir/toy-result" 2>/dev/null)" = "$want" ] && ok "result equals the uninterrupted run" || fail "result differs"
+  expect_no_survivors "$dir"
+  ;;
+silent)
+  # A program that never reports is not a quiet success.
+  dir=$scratch/silent
+  run "$dir" -n 2 -- /bin/true
+  expect_rc 0 $? "a program without a Runtime still runs"
+  expect_grep "no rank of attempt 1 ever reported to the launcher" "$dir.log" "the unmonitored run is reported"
+  expect_grep '"monitored": false' "$dir/summary.json" "summary.json says it was not monitored"
+  # The run directory removed while the job runs: noticed, said, and the
+  # attempts after it are still recorded.
+  dir=$scratch/removed
+  LOCKSTEP_CHECKPOINT_EVERY=5 start_job "$dir" -n 4 --inject-failure 1:40 -- "$trainer" --steps 60 --step-ms 60
+  for _ in $(seq 100); do [ -s "$dir/toy-checkpoint" ] && break; sleep 0.1; done
+  rm -rf "$dir"
+  wait "$launcher"
+  expect_rc 0 $? "the run completes"
+  expect_grep "the run directory .*removed while the job ran" "$dir.log" "the removal is reported"
+  expect_grep '"attempt":1' "$dir/attempts.jsonl" "attempts after the removal are recorded"
+  [ -s "$dir/summary.json" ] && ok "summary.json is written" || fail "no summary.json"
+  expect_no_survivors "$dir"
   ;;
 *)
   echo "unknown case $case_name"; exit 2 ;;

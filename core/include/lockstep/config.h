@@ -43,6 +43,10 @@ struct Knob {
 
 // Every knob lockstep knows, in documentation order.
 std::span<const KnobSpec* const> all_knobs();
+
+// The candidate closest to `name` when it is a likely misspelling of it (a
+// small edit distance for its length), else "". For "did you mean" in errors.
+std::string closest_match(std::string_view name, const std::vector<std::string>& candidates);
 // The knob with this name, or nullptr.
 const KnobSpec* find_knob(std::string_view name);
 

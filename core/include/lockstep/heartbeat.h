@@ -1,35 +1,55 @@
 // HeartbeatClient: tells the launcher (`lockstep run`) that this rank is
 // alive and how far it got. Messages are JSON lines over TCP; the first one
 // carries the per-run token, without which the launcher closes the
-// connection. Sending never blocks training: when the launcher is slow or
-// gone, messages are dropped.
+// connection, and the launcher answers a valid one with a welcome line.
+// Sending never blocks training: when the launcher is slow or gone, messages
+// are dropped.
+//
+// The channel also ties the rank to the launcher's life: a background thread
+// watches the connection, and when the launcher that welcomed this rank goes
+// away (its process died: the connection closes; its host vanished: TCP
+// keep-alive fails) it calls the owner's `on_launcher_lost`, then ends the
+// process after `exit_after` unless the client is destroyed first. A job
+// must never train on, holding its GPUs and its allocation, with nobody
+// left to watch it.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <memory>
 #include <string>
 
 namespace lockstep {
 
 class HeartbeatClient {
  public:
+  // Called once, from the watcher thread, with why the launcher counts as
+  // lost. It must be quick and thread-safe (e.g. request a stop).
+  using LauncherLost = std::function<void(const std::string& reason)>;
+
   // A client that sends nothing (not started by `lockstep run`).
-  HeartbeatClient() = default;
+  HeartbeatClient();
   // Connects to `address` ("host:port") and introduces this rank. Throws
   // UsageError for a malformed address; a launcher that cannot be reached
-  // is logged once and the client stays silent.
+  // is logged once and the client stays silent (and watches nothing).
   HeartbeatClient(const std::string& address, const std::string& token, int rank, int world_size,
-                  const std::string& host, std::int64_t restart_count);
+                  const std::string& host, std::int64_t restart_count,
+                  LauncherLost on_launcher_lost = {},
+                  std::chrono::milliseconds exit_after = std::chrono::seconds(10));
 
-  // Owns a socket: not copyable; movable (the moved-from client is silent).
+  // Owns a socket and a thread: not copyable; movable (the state lives on
+  // the heap, so the thread never sees a moved object; the moved-from
+  // client is silent).
   HeartbeatClient(const HeartbeatClient&) = delete;
   HeartbeatClient& operator=(const HeartbeatClient&) = delete;
   HeartbeatClient(HeartbeatClient&& other) noexcept;
   HeartbeatClient& operator=(HeartbeatClient&& other) noexcept;
+  // Stops the watcher (an exit pending after a lost launcher included).
   ~HeartbeatClient();
 
-  bool connected() const { return socket_ >= 0; }
+  bool connected() const;
 
   // Step `step` (0-based) finished after `step_seconds`; `metrics` such as
   // {"loss": 0.3}. Sent at most every `min_interval` unless `force`.
@@ -42,9 +62,10 @@ class HeartbeatClient {
   void exit(int exit_code, bool stopped_on_request);
 
  private:
+  struct Channel;
   void send_line(const std::string& line);
 
-  int socket_ = -1;
+  std::unique_ptr<Channel> channel_;
   std::int64_t last_step_ = -1;
   std::chrono::steady_clock::time_point last_step_sent_{};
   std::chrono::milliseconds min_interval_{200};

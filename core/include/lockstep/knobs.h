@@ -20,6 +20,7 @@ extern const Knob<double> collective_timeout;
 // set by `lockstep run` for the ranks it starts
 extern const Knob<std::string> monitor_address;
 extern const Knob<std::string> monitor_token;
+extern const Knob<double> launcher_loss_grace;
 
 // collectives
 extern const Knob<double> mpi_segment_mb;
