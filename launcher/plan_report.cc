@@ -59,7 +59,7 @@ std::string share_of(double fraction, double days) {
 std::string points(double fraction) { return fmt::format("{:+.2f} points", 100 * fraction); }
 
 std::string seconds_text(double seconds) {
-  if (seconds < 10) return fmt::format("{:.2f} s", seconds);
+  if (seconds < 10) return fmt::format("{:.3g} s", seconds);
   if (seconds < 3600) return fmt::format("{:.0f} s", seconds);
   return fmt::format("{:.2f} h", seconds / 3600);
 }
@@ -176,7 +176,7 @@ std::string describe(const PlanReport& report) {
                                         in.failures_per_node_day, mtbf / 3600);
   text += fmt::format("; {:g} days\n", in.days);
   if (report.measured) {
-    text += fmt::format("costs measured by {} ({} saves, {} restarts) unless given as flags\n",
+    text += fmt::format("costs measured by {} (saves: {}, restarts: {}) unless given as flags\n",
                         report.measured->summary.string(), report.measured->checkpoints,
                         report.measured->restarts);
   }
@@ -230,8 +230,8 @@ std::string describe(const PlanReport& report) {
     const auto& sims = report.simulations;
     table.line("");
     table.line(fmt::format(
-        "  simulation: {} runs of {:g} days, seed {}, {} failures per node, {:.0f}% of them lose "
-        "the node, {}",
+        "  simulation: {} runs of {:g} days, seed {}\n  {} failures per node, {:.0f}% of them "
+        "lose the node, {}",
         options.runs, in.days, options.seed,
         options.weibull_shape > 0 ? fmt::format("Weibull (shape {:g})", options.weibull_shape)
                                   : std::string("exponential"),
