@@ -95,22 +95,41 @@ std::vector<Host> parse_hostfile(const std::filesystem::path& path) {
                     "per line)?",
                     path.string(), kMaxFileSize));
   }
-  std::ifstream file(path);
+  std::ifstream file(path, std::ios::binary);
   if (!file) {
     throw UsageError(
         fmt::format("cannot read hostfile {}; check the path and permissions", path.string()));
   }
+  std::string text;
+  char chunk[65536];
+  while (file.read(chunk, sizeof(chunk)) || file.gcount() > 0) {
+    text.append(chunk, static_cast<std::size_t>(file.gcount()));
+    if (text.size() > kMaxFileSize) {
+      throw UsageError(
+          fmt::format("hostfile {} is larger than {} bytes; is it a hostfile (one "
+                      "host per line)?",
+                      path.string(), kMaxFileSize));
+    }
+  }
+  return parse_hostfile_text(text, path.string());
+}
+
+std::vector<Host> parse_hostfile_text(std::string_view contents, std::string_view name) {
   std::vector<Host> hosts;
-  std::string line;
-  for (int number = 1; std::getline(file, line); ++number) {
+  int number = 0;
+  while (!contents.empty()) {
+    ++number;
+    const std::size_t newline = contents.find('\n');
+    const std::string_view line = contents.substr(0, newline);
+    contents =
+        newline == std::string_view::npos ? std::string_view() : contents.substr(newline + 1);
     if (line.size() > kMaxLineLength) {
       throw UsageError(
           fmt::format("{}:{}: a line of {} bytes is not a host entry; is this a "
                       "hostfile?",
-                      path.string(), number, line.size()));
+                      name, number, line.size()));
     }
-    std::string_view text = line;
-    text = trim(text.substr(0, text.find('#')));
+    std::string_view text = trim(line.substr(0, line.find('#')));
     if (text.empty()) continue;
     const std::size_t space = text.find_first_of(" \t");
     const std::string_view first = text.substr(0, space);
@@ -126,13 +145,13 @@ std::vector<Host> parse_hostfile(const std::filesystem::path& path) {
       }
     }
     if (!problem.empty()) {
-      throw UsageError(fmt::format("{}:{}: {}; expected 'host', 'host slots=N' or 'host:N'",
-                                   path.string(), number, problem));
+      throw UsageError(fmt::format("{}:{}: {}; expected 'host', 'host slots=N' or 'host:N'", name,
+                                   number, problem));
     }
     hosts.push_back(host);
   }
   if (hosts.empty()) {
-    throw UsageError(fmt::format("hostfile {} names no host", path.string()));
+    throw UsageError(fmt::format("hostfile {} names no host", name));
   }
   return hosts;
 }

@@ -23,6 +23,9 @@ std::vector<Host> parse_host_list(std::string_view text);
 // file name and line number of the first bad line, or when the file cannot
 // be read or names no host.
 std::vector<Host> parse_hostfile(const std::filesystem::path& path);
+// The same for the contents of a hostfile; `name` is the file's name in
+// errors.
+std::vector<Host> parse_hostfile_text(std::string_view contents, std::string_view name);
 
 // Sum of the slots.
 int total_slots(const std::vector<Host>& hosts);

@@ -26,7 +26,7 @@ constexpr std::size_t kMaxLine = 64 * 1024;
 constexpr int kMaxRanks = 1 << 24;
 
 // Compares without an early exit so that timing does not leak the token.
-bool same_token(const std::string& a, const std::string& b) {
+bool same_token(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   unsigned char difference = 0;
   for (std::size_t i = 0; i < a.size(); ++i) {
@@ -243,46 +243,37 @@ bool Monitor::read_from(Connection& connection) {
   }
 }
 
-bool Monitor::handle_line(Connection& connection, const std::string& line) {
+ChannelLine parse_channel_line(std::string_view line, bool authenticated, std::string_view token) {
+  ChannelLine parsed;
   nlohmann::json message = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
   if (!message.is_object() || !message.contains("type") || !message["type"].is_string()) {
-    ++malformed_;
-    // Before authentication, garbage is a stranger: close. After, drop it.
-    if (!connection.authenticated) ++refused_;
-    return connection.authenticated;
+    parsed.verdict = authenticated ? ChannelLine::kMalformed : ChannelLine::kGarbage;
+    return parsed;
   }
   const std::string type = message["type"];
-  RankEvent event;
+  RankEvent& event = parsed.event;
   event.time = Clock::now();
+  parsed.verdict = ChannelLine::kMalformed;
   try {
-    if (!connection.authenticated) {
+    if (!authenticated) {
       if (type != "hello" || !message.contains("token") || !message["token"].is_string() ||
-          !same_token(message["token"].get<std::string>(), token_)) {
-        ++refused_;
-        return false;
+          !same_token(message["token"].get<std::string>(), token)) {
+        parsed.verdict = ChannelLine::kStranger;
+        return parsed;
       }
       // Every field is read before the connection counts as a rank's, so a
       // malformed hello leaves it a stranger.
-      const int rank = message.at("rank").get<int>();
-      const std::int64_t restart_count = message.value("restart_count", std::int64_t{0});
+      event.kind = RankEvent::Kind::kHello;
+      event.rank = message.at("rank").get<int>();
+      event.restart_count = message.value("restart_count", std::int64_t{0});
       event.pid = message.value("pid", 0);
       event.world_size = message.value("world_size", 0);
       event.host = message.value("host", std::string());
-      if (rank < 0 || rank >= kMaxRanks || event.world_size < 0 || event.world_size > kMaxRanks ||
-          event.host.size() > 255) {
-        ++malformed_;
-        return false;
+      if (event.rank < 0 || event.rank >= kMaxRanks || event.world_size < 0 ||
+          event.world_size > kMaxRanks || event.restart_count < 0 || event.host.size() > 255) {
+        parsed.verdict = ChannelLine::kBadHello;
+        return parsed;
       }
-      connection.rank = rank;
-      connection.restart_count = restart_count;
-      connection.authenticated = true;
-      --stranger_count_;
-      // The welcome tells the rank that this launcher watches it; from now
-      // on a closed connection means the launcher is gone.
-      static constexpr char kWelcome[] = "{\"type\":\"welcome\"}\n";
-      [[maybe_unused]] const ssize_t sent =
-          send(connection.fd.get(), kWelcome, sizeof(kWelcome) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
-      event.kind = RankEvent::Kind::kHello;
     } else if (type == "step") {
       event.kind = RankEvent::Kind::kStep;
       event.step = message.at("step").get<std::int64_t>();
@@ -290,24 +281,60 @@ bool Monitor::handle_line(Connection& connection, const std::string& line) {
       if (message.contains("metrics")) {
         event.metrics = message["metrics"].get<std::map<std::string, double>>();
       }
+      if (event.step < 0) return parsed;
     } else if (type == "checkpoint") {
       event.kind = RankEvent::Kind::kCheckpoint;
       event.step = message.at("step").get<std::int64_t>();
       event.stall = message.value("stall", 0.0);
+      if (event.step < 0) return parsed;
     } else if (type == "exit") {
       event.kind = RankEvent::Kind::kExit;
       event.exit_code = message.value("code", 0);
       event.step = message.value("last_step", std::int64_t{-1});
       event.stopped = message.value("stopped", false);
-      connection.said_exit = true;
     } else {
-      ++malformed_;
-      return true;
+      return parsed;
     }
   } catch (const nlohmann::json::exception&) {
-    ++malformed_;
-    return connection.authenticated;
+    parsed.verdict = authenticated ? ChannelLine::kMalformed : ChannelLine::kBadHello;
+    return parsed;
   }
+  parsed.verdict = ChannelLine::kEvent;
+  return parsed;
+}
+
+bool Monitor::handle_line(Connection& connection, const std::string& line) {
+  ChannelLine parsed = parse_channel_line(line, connection.authenticated, token_);
+  switch (parsed.verdict) {
+    case ChannelLine::kGarbage:
+      ++malformed_;
+      ++refused_;
+      return false;
+    case ChannelLine::kStranger:
+      ++refused_;
+      return false;
+    case ChannelLine::kBadHello:
+      ++malformed_;
+      return false;
+    case ChannelLine::kMalformed:
+      ++malformed_;
+      return true;
+    case ChannelLine::kEvent:
+      break;
+  }
+  RankEvent& event = parsed.event;
+  if (event.kind == RankEvent::Kind::kHello) {
+    connection.rank = event.rank;
+    connection.restart_count = event.restart_count;
+    connection.authenticated = true;
+    --stranger_count_;
+    // The welcome tells the rank that this launcher watches it; from now on
+    // a closed connection means the launcher is gone.
+    static constexpr char kWelcome[] = "{\"type\":\"welcome\"}\n";
+    [[maybe_unused]] const ssize_t sent =
+        send(connection.fd.get(), kWelcome, sizeof(kWelcome) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+  }
+  if (event.kind == RankEvent::Kind::kExit) connection.said_exit = true;
   event.rank = connection.rank;
   event.restart_count = connection.restart_count;
   push(std::move(event));

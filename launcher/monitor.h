@@ -14,6 +14,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <utility>
@@ -43,6 +44,24 @@ struct RankEvent {
   int exit_code = 0;
   bool stopped = false;  // kExit: the rank stopped early on request (a signal)
 };
+
+// One line of the heartbeat channel, parsed.
+struct ChannelLine {
+  enum Verdict {
+    kEvent,      // a valid message: `event` holds it
+    kMalformed,  // from a rank, but not a valid message: dropped, counted
+    kGarbage,    // before authentication, not a message at all: closed
+    kStranger,   // before authentication, a message but not a hello with the token
+    kBadHello,   // a hello with the token but invalid fields
+  };
+  Verdict verdict = kMalformed;
+  RankEvent event;
+};
+
+// Parses one line (without its newline). Before authentication only a
+// hello carrying `token` is an event. Never throws: the input comes from
+// the network.
+ChannelLine parse_channel_line(std::string_view line, bool authenticated, std::string_view token);
 
 // Limits that keep strangers from starving the launcher.
 struct MonitorLimits {
