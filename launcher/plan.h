@@ -91,7 +91,11 @@ struct Lever {
   bool in_the_jobs_hands = true;
 };
 
-// The closed form of one configuration.
+// The closed form of one configuration. To first order every failure is
+// restored from the configuration's own tier (losing a node and its partner
+// between two saves is second order), a lost node is replaced at once, and
+// a requeue costs a save to disk, the queue and a restart from disk; the
+// simulation drops these assumptions.
 struct ClosedForm {
   Configuration configuration;
   double mtbf_seconds = 0;

@@ -399,6 +399,9 @@ void validate(const SimulationOptions& options) {
     throw UsageError(
         fmt::format("--replace-delay must be 0 or more; got {}", options.replace_delay_seconds));
   }
+  if (options.threads < 0) {
+    throw UsageError(fmt::format("--threads must be 0 or more; got {}", options.threads));
+  }
   if (!(options.repair_seconds >= 0) || !std::isfinite(options.repair_seconds)) {
     throw UsageError(
         fmt::format("--repair-hours must be 0 or more; got {}", options.repair_seconds / 3600));
