@@ -101,7 +101,8 @@ int list(const CkptOptions& options) {
   if (torn > 0) {
     std::cout << fmt::format(
         "{} torn: left by an interrupted save or deletion; never loaded, and removed by the "
-        "next Checkpointer in this directory\n",
+        "next Checkpointer in this directory (which puts a step-N.replaced-* back as step-N "
+        "when step-N is missing)\n",
         torn);
   }
   return kExitSuccess;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <set>
 
 #include <fmt/format.h>
 
@@ -26,6 +27,14 @@ std::optional<std::int64_t> parse_step_directory(std::string_view name) {
   return step;
 }
 
+std::optional<std::int64_t> replaced_step(std::string_view name) {
+  const std::size_t dot = name.find('.');
+  if (dot == std::string_view::npos || name.substr(dot).find(".replaced-") != 0) {
+    return std::nullopt;
+  }
+  return parse_step_directory(name.substr(0, dot));
+}
+
 bool is_leftover(std::string_view name) {
   if (!name.starts_with(kPrefix)) return false;
   const std::size_t dot = name.find('.');
@@ -42,8 +51,29 @@ std::vector<std::int64_t> committed_steps(FileEnv& env, const std::filesystem::p
 }
 
 void remove_leftovers(FileEnv& env, const std::filesystem::path& dir) {
+  // A committed step moved aside by a save of the same step that never
+  // finished: without the new copy, it is step N again.
+  std::set<std::string> kept;
   for (const auto& name : env.list_directory(dir)) {
-    if (!is_leftover(name)) continue;
+    const auto step = replaced_step(name);
+    if (!step) continue;
+    const auto committed = dir / step_directory_name(*step);
+    if (env.exists(committed) || env.is_symlink(committed)) continue;
+    try {
+      env.rename(dir / name, committed);
+      env.sync_directory(dir);
+      log::warn(
+          "put {} back as {}: a save of the same step was interrupted before its copy "
+          "replaced it",
+          (dir / name).string(), committed.string());
+    } catch (const std::exception& error) {
+      log::warn("cannot put {} back as {}: {}", (dir / name).string(), committed.string(),
+                error.what());
+      kept.insert(name);  // deleting it would lose the step
+    }
+  }
+  for (const auto& name : env.list_directory(dir)) {
+    if (!is_leftover(name) || kept.contains(name)) continue;
     try {
       env.remove_all(dir / name);
       log::info("removed {} left behind by an interrupted save", (dir / name).string());

@@ -25,8 +25,15 @@ bool is_leftover(std::string_view name);
 // Committed steps in `dir`, oldest first (by number, not by name).
 std::vector<std::int64_t> committed_steps(FileEnv& env, const std::filesystem::path& dir);
 
-// Removes every leftover entry in `dir`. Failures are logged, not thrown: a
-// leftover is harmless apart from its space.
+// The step of a committed copy that a save of the same step moved aside
+// ("step-42.replaced-ab12" -> 42); nullopt for any other name.
+std::optional<std::int64_t> replaced_step(std::string_view name);
+
+// Removes every leftover entry in `dir`, except that a step moved aside by
+// an interrupted save of the same step (step-<N>.replaced-*) is renamed
+// back to step-<N> when there is no step-<N>. Failures are logged, not
+// thrown: a leftover is harmless apart from its space (and a moved-aside
+// step that cannot be put back is kept).
 void remove_leftovers(FileEnv& env, const std::filesystem::path& dir);
 
 // The steps retention removes: all but the newest `keep_last` (0 keeps all)

@@ -297,8 +297,9 @@ std::uint64_t write_and_commit(StagedSave& staged, MPI_Comm comm, FileEnv& env,
   const auto gathered = std::chrono::steady_clock::now();
   error.clear();
   if (rank == 0) {
-    bool committed = false;
-    bool moved_aside = false;
+    bool committed = false;    // renamed into place and durable
+    bool renamed = false;      // renamed into place
+    bool moved_aside = false;  // an earlier copy of the step is at `replaced`
     const fs::path final_path = dir / step_directory_name(staged.step);
     const fs::path replaced = dir / fmt::format("step-{}.replaced-{}", staged.step, token);
     try {
@@ -346,16 +347,21 @@ std::uint64_t write_and_commit(StagedSave& staged, MPI_Comm comm, FileEnv& env,
       bytes_written += master.size() + text.size();
       env.sync_directory(temporary);
 
-      // The commit: one rename, made durable by syncing the parent.
+      // The commit: one rename, made durable by syncing the parent; a step
+      // whose rename may not survive a crash is not committed.
       // A step saved again (after a restart) replaces the old copy, which
       // rename(2) cannot do for a non-empty directory: move it aside first.
+      // A crash before the new copy is in place leaves step-N.replaced-*
+      // and no step-N: the next Checkpointer puts the old copy back
+      // (remove_leftovers), so step N is never lost.
       if (env.exists(final_path)) {
         env.rename(final_path, replaced);
         moved_aside = true;
       }
       env.rename(temporary, final_path);
-      committed = true;
+      renamed = true;
       env.sync_directory(dir);
+      committed = true;
       log::debug(
           "step {}: waiting for the other ranks {:.3f} s, master file {:.3f} s, metadata and "
           "commit {:.3f} s",
@@ -366,11 +372,21 @@ std::uint64_t write_and_commit(StagedSave& staged, MPI_Comm comm, FileEnv& env,
     } catch (const std::exception& failure) {
       if (!committed) {
         error = failure.what();
+        // Undo: the new copy out of sight again (its rename may be on disk
+        // or not), the old one back, the new files gone.
         try {
+          if (renamed) env.rename(final_path, temporary);
+          renamed = false;
           if (moved_aside) env.rename(replaced, final_path);
           env.remove_all(temporary);
         } catch (const std::exception& cleanup) {
-          log::warn("cannot remove {} of the failed save: {}", temporary.string(), cleanup.what());
+          log::warn("cannot undo the failed save of step {}: {}", staged.step, cleanup.what());
+          if (renamed) {
+            error += fmt::format(
+                "; {} could not be taken out of sight again ({}), so it may load although "
+                "this save failed",
+                final_path.string(), cleanup.what());
+          }
         }
       } else {
         log::warn("step {} is committed, but finishing up failed: {}", staged.step, failure.what());

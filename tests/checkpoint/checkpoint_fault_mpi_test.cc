@@ -3,6 +3,7 @@
 // after a restart the previous step loads and the debris is cleaned up.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <functional>
 
 #include "checkpoint_test_util.h"
@@ -214,6 +215,93 @@ TEST(CheckpointFaults, AStateThatDoesNotFitOnOneRankFailsTheRestoreOnEveryRank) 
   model.fill_all(2);
   EXPECT_EQ(checkpointer.restore_latest(fitting), 1);
   EXPECT_EQ(model.mismatch(1), "");
+}
+
+// Saving a step again moves the committed copy aside before the new one is
+// renamed into place. A crash in between leaves no step-<N>: the next
+// Checkpointer puts the moved copy back instead of deleting it.
+TEST(CheckpointFaults, ACrashWhileAStepIsReplacedKeepsTheCommittedCopy) {
+  const MPI_Comm world = runtime().comm();
+  const auto dir = fresh_dir("crash-replacing", world);
+  auto env = std::make_shared<FaultInjectionEnv>();
+  TestModel model = large_model();
+  {
+    Checkpointer checkpointer(world, {.dir = dir, .async = false, .env = env});
+    model.fill_all(1);
+    checkpointer.save(4, model.state());
+    // Only the rename into step-4 itself, not the one to step-4.replaced-*.
+    if (runtime().rank() == 0) {
+      env->arm(Fault::kCrashBeforeRename, "step-4", FaultInjectionEnv::Match::kEndsWith);
+    }
+    model.fill_all(2);
+    const Thrown thrown = thrown_by([&] { checkpointer.save(4, model.state()); });
+    EXPECT_EQ(thrown.type, "IoError") << thrown.message;
+    EXPECT_NE(thrown.message.find("simulated crash"), std::string::npos) << thrown.message;
+    if (runtime().rank() == 0) {
+      const auto entries = directory_entries(dir);
+      EXPECT_EQ(std::count(entries.begin(), entries.end(), "step-4"), 0) << "no crash window";
+      EXPECT_EQ(std::count_if(
+                    entries.begin(), entries.end(),
+                    [](const std::string& name) { return name.starts_with("step-4.replaced-"); }),
+                1);
+    }
+  }
+  MPI_Barrier(world);
+  Checkpointer restarted(world, {.dir = dir});
+  if (runtime().rank() == 0) {
+    EXPECT_EQ(directory_entries(dir), (std::vector<std::string>{"step-4"}));
+  }
+  model.fill_all(9);
+  auto state = model.state();
+  EXPECT_EQ(restarted.restore_latest(state), 4);
+  EXPECT_EQ(model.mismatch(1), "");
+}
+
+// The commit is the rename made durable by an fsync of the directory: when
+// that fsync fails, the save fails on every rank, the new copy is taken out
+// of sight again (the old copy of a step saved again is put back) and
+// retention keeps what it would have dropped.
+TEST(CheckpointFaults, AFailedDirectorySyncAfterTheRenameFailsTheSave) {
+  const MPI_Comm world = runtime().comm();
+  for (const bool async : {false, true}) {
+    for (const bool again : {false, true}) {
+      SCOPED_TRACE(fmt::format("{}, {}", async ? "async" : "sync",
+                               again ? "the same step again" : "a new step"));
+      const auto dir = fresh_dir(
+          fmt::format("dir-sync-{}-{}", async ? "async" : "sync", again ? "again" : "new"), world);
+      auto env = std::make_shared<FaultInjectionEnv>();
+      TestModel model = large_model();
+      {
+        Checkpointer checkpointer(world, {.dir = dir, .keep_last = 1, .async = async, .env = env});
+        model.fill_all(1);
+        checkpointer.save(1, model.state());
+        checkpointer.wait();
+        // The checkpoint directory itself, not the step's temporary one.
+        if (runtime().rank() == 0) {
+          env->arm(Fault::kDirectorySyncError, dir.filename().string(),
+                   FaultInjectionEnv::Match::kEndsWith);
+        }
+        model.fill_all(2);
+        const Thrown thrown = thrown_by([&] {
+          checkpointer.save(again ? 1 : 2, model.state());
+          checkpointer.wait();
+        });
+        EXPECT_EQ(thrown.type, "IoError") << thrown.message;
+        EXPECT_NE(thrown.message.find("was not committed"), std::string::npos) << thrown.message;
+        EXPECT_NE(thrown.message.find("fsync of directory"), std::string::npos) << thrown.message;
+        EXPECT_EQ(checkpointer.committed_steps(), steps({1}));
+      }
+      MPI_Barrier(world);
+      Checkpointer restarted(world, {.dir = dir});
+      if (runtime().rank() == 0) {
+        EXPECT_EQ(directory_entries(dir), (std::vector<std::string>{"step-1"}));
+      }
+      model.fill_all(9);
+      auto state = model.state();
+      EXPECT_EQ(restarted.restore_latest(state), 1);
+      EXPECT_EQ(model.mismatch(1), "");
+    }
+  }
 }
 
 }  // namespace

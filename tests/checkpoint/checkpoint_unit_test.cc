@@ -183,6 +183,13 @@ TEST(Directory, ParsesOnlyCommittedNames) {
   EXPECT_TRUE(is_leftover("step-7.deleted-1"));
   EXPECT_FALSE(is_leftover("step-42"));
   EXPECT_FALSE(is_leftover("notes.txt"));
+  // A committed copy moved aside by a save of the same step.
+  EXPECT_EQ(replaced_step("step-7.replaced-00ff"), 7);
+  EXPECT_TRUE(is_leftover("step-7.replaced-00ff"));
+  EXPECT_FALSE(replaced_step("step-7.deleted-00ff"));
+  EXPECT_FALSE(replaced_step("step-7.tmp-1.replaced-2"));
+  EXPECT_FALSE(replaced_step("step-07.replaced-1"));
+  EXPECT_FALSE(replaced_step("step-7"));
 }
 
 TEST(Retention, KeepsTheNewestByNumberAndEveryMth) {

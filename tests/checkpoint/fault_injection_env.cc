@@ -58,10 +58,11 @@ class FaultInjectionFile final : public WritableFile {
 
 FaultInjectionEnv::FaultInjectionEnv(std::shared_ptr<FileEnv> base) : base_(std::move(base)) {}
 
-void FaultInjectionEnv::arm(Fault fault, std::string path_part) {
+void FaultInjectionEnv::arm(Fault fault, std::string path_part, Match match) {
   std::lock_guard lock(mutex_);
   armed_ = fault;
   armed_path_part_ = std::move(path_part);
+  armed_match_ = match;
 }
 
 void FaultInjectionEnv::set_append_delay(std::chrono::milliseconds delay) {
@@ -86,7 +87,12 @@ bool FaultInjectionEnv::crashed() const {
 
 bool FaultInjectionEnv::take(Fault fault, const fs::path& path) {
   std::lock_guard lock(mutex_);
-  if (armed_ != fault || path.string().find(armed_path_part_) == std::string::npos) return false;
+  if (armed_ != fault) return false;
+  const std::string text = path.string();
+  const bool matches = armed_match_ == Match::kEndsWith
+                           ? text.ends_with(armed_path_part_)
+                           : text.find(armed_path_part_) != std::string::npos;
+  if (!matches) return false;
   armed_ = Fault::kNone;
   return true;
 }
@@ -139,6 +145,10 @@ void FaultInjectionEnv::create_directories(const fs::path& path) {
 void FaultInjectionEnv::sync_directory(const fs::path& path) {
   throw_foreign(path);
   check_alive(path);
+  if (take(Fault::kDirectorySyncError, path)) {
+    throw IoError(
+        fmt::format("fsync of directory '{}' failed: {}", path.string(), std::strerror(EIO)));
+  }
   base_->sync_directory(path);
 }
 

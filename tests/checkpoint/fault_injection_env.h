@@ -17,10 +17,11 @@ namespace lockstep::testing {
 
 enum class Fault {
   kNone,
-  kShortWrite,         // an append stores half its bytes and reports success
-  kNoSpace,            // an append stores half its bytes, then fails with ENOSPC
-  kIoError,            // fsync fails with EIO
-  kCrashBeforeRename,  // the process dies just before renaming into step-<N>
+  kShortWrite,          // an append stores half its bytes and reports success
+  kNoSpace,             // an append stores half its bytes, then fails with ENOSPC
+  kIoError,             // fsync fails with EIO
+  kCrashBeforeRename,   // the process dies just before renaming into step-<N>
+  kDirectorySyncError,  // the fsync of a directory fails with EIO
   // Failures that are not an IoError, as a library call can throw them: any
   // operation on the path throws std::filesystem::filesystem_error, or
   // std::bad_alloc.
@@ -32,8 +33,14 @@ class FaultInjectionEnv final : public FileEnv {
  public:
   explicit FaultInjectionEnv(std::shared_ptr<FileEnv> base = posix_file_env());
 
-  // Arms `fault` for the first operation on a path containing `path_part`.
-  void arm(Fault fault, std::string path_part = "");
+  // How `path_part` of arm() selects a path.
+  enum class Match {
+    kContains,  // the path contains it
+    kEndsWith,  // the path ends with it ("step-4" but not "step-4.replaced-…")
+  };
+  // Arms `fault` for the first operation on a path containing (or ending
+  // with) `path_part`.
+  void arm(Fault fault, std::string path_part = "", Match match = Match::kContains);
   // Each append first sleeps this long (to make saves slow enough to race).
   void set_append_delay(std::chrono::milliseconds delay);
   // Target names of every successful rename, in order.
@@ -67,6 +74,7 @@ class FaultInjectionEnv final : public FileEnv {
   mutable std::mutex mutex_;
   Fault armed_ = Fault::kNone;                         // guarded by mutex_
   std::string armed_path_part_;                        // guarded by mutex_
+  Match armed_match_ = Match::kContains;               // guarded by mutex_
   bool crashed_ = false;                               // guarded by mutex_
   std::chrono::milliseconds append_delay_{0};          // guarded by mutex_
   std::map<std::string, std::uint64_t> synced_sizes_;  // guarded by mutex_
