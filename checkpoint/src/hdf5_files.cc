@@ -151,6 +151,21 @@ H5PropertyList intermediate_groups() {
 H5Dataset open_piece_dataset(hid_t file, const std::filesystem::path& path,
                              const TensorLayout& layout, const Piece& piece) {
   const auto fail = [&](std::string_view why) { fail_on_dataset(path, layout, why); };
+  // Every link on the way must be a hard link: an external link (or a soft
+  // link to one) would make HDF5 open another file, anywhere.
+  for (std::size_t end = layout.path.find('/');; end = layout.path.find('/', end + 1)) {
+    const std::string prefix = layout.path.substr(0, end);
+    H5L_info_t link{};
+    if (H5Lexists(file, prefix.c_str(), H5P_DEFAULT) <= 0 ||
+        H5Lget_info(file, prefix.c_str(), &link, H5P_DEFAULT) < 0) {
+      fail("is missing or unreadable");
+    }
+    if (link.type != H5L_TYPE_HARD) {
+      fail(fmt::format("is reached through a link ('{}') instead of being stored in the file",
+                       prefix));
+    }
+    if (end == std::string::npos) break;
+  }
   const hid_t raw_dataset = H5Dopen2(file, layout.path.c_str(), H5P_DEFAULT);
   if (raw_dataset < 0) fail("is missing or unreadable");
   H5Dataset dataset(raw_dataset);
@@ -168,6 +183,15 @@ H5Dataset open_piece_dataset(hid_t file, const std::filesystem::path& path,
   const H5Datatype type(raw_type);
   if (H5Tget_size(type.get()) != dtype_size(layout.dtype)) {
     fail(fmt::format("is not of dtype {}", dtype_name(layout.dtype)));
+  }
+  // Stored as the writer stores it: in this file, contiguously, unfiltered.
+  // A virtual dataset or external storage would read other files.
+  const hid_t raw_create = H5Dget_create_plist(dataset.get());
+  if (raw_create < 0) fail("has an unreadable creation property list");
+  const H5PropertyList create(raw_create);
+  if (H5Pget_layout(create.get()) != H5D_CONTIGUOUS || H5Pget_nfilters(create.get()) != 0 ||
+      H5Pget_external_count(create.get()) != 0) {
+    fail("is not stored contiguously and unfiltered in the file itself");
   }
   return dataset;
 }
@@ -396,12 +420,6 @@ std::uint64_t RankFileReader::data_offset(const TensorLayout& layout, const Piec
   auto lock = lock_hdf5();
   const auto fail = [&](std::string_view why) { fail_on_dataset(path_, layout, why); };
   const H5Dataset dataset = open_piece_dataset(static_cast<hid_t>(file_), path_, layout, piece);
-  const hid_t raw_create = H5Dget_create_plist(dataset.get());
-  if (raw_create < 0) fail("has an unreadable creation property list");
-  const H5PropertyList create(raw_create);
-  if (H5Pget_layout(create.get()) != H5D_CONTIGUOUS || H5Pget_nfilters(create.get()) != 0) {
-    fail("is not stored contiguously and unfiltered");
-  }
   const haddr_t address = H5Dget_offset(dataset.get());
   if (address == HADDR_UNDEF) fail("has no data in the file");
   return static_cast<std::uint64_t>(address);

@@ -62,30 +62,65 @@ expect 2 "" -- ckpt list
 cp -r "$dir/step-5" "$scratch/step-5.saved"
 mkdir -p "$scratch/outside"
 mv "$dir/step-5/rank-00001.h5" "$scratch/outside/rank-00001.h5"
-"$python" - "$dir/step-5/metadata.json" "../../outside/rank-00001.h5" <<'PYTHON' || exit 1
-import json, sys
+# reseal <step dir> <rank> [<name>]: names rank file <rank> <name> in the
+# metadata (or keeps the name and takes the file's new size and CRC-32C),
+# and recomputes the metadata's own checksum.
+cat >"$scratch/reseal.py" <<'PYTHON'
+import json, os, sys
+TABLE = []
+for n in range(256):
+    c = n
+    for _ in range(8):
+        c = (c >> 1) ^ (0x82F63B78 & -(c & 1))
+    TABLE.append(c)
 def crc32c(data):
     crc = 0xFFFFFFFF
     for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
+        crc = TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
     return crc ^ 0xFFFFFFFF
-path, name = sys.argv[1], sys.argv[2]
+step_dir, rank = sys.argv[1], int(sys.argv[2])
+path = os.path.join(step_dir, "metadata.json")
 document = json.load(open(path))
 del document["checksum"]
-document["rank_files"][1]["name"] = name
+entry = document["rank_files"][rank]
+if len(sys.argv) > 3:
+    entry["name"] = sys.argv[3]
+else:
+    data = open(os.path.join(step_dir, entry["name"]), "rb").read()
+    entry["size"], entry["crc32c"] = len(data), crc32c(data)
 # nlohmann::json's compact dump: sorted keys, no spaces, UTF-8 as is.
 body = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 document["checksum"] = crc32c(body.encode())
 json.dump(document, open(path, "w"), indent=1)
 PYTHON
+"$python" "$scratch/reseal.py" "$dir/step-5" 1 "../../outside/rank-00001.h5" || exit 1
 expect 1 "step-5: .*rank file 1 is named '../../outside/rank-00001.h5', expected 'rank-00001.h5'" \
   -- ckpt verify "$dir"
 expect 0 " 5  damaged .*step-5$" -- ckpt list "$dir"
 rm -rf "$dir/step-5"
 cp -r "$scratch/step-5.saved" "$dir/step-5"
 expect 0 "^step-5: ok" -- ckpt verify "$dir"
+
+# A dataset of a rank file that is an external link to a file elsewhere
+# (holding the same bytes; the file's size and checksum resealed) is refused:
+# HDF5 would read the other file.
+"$python" - "$dir/step-5/rank-00001.h5" "$scratch/outside/external.h5" <<'PYTHON' || exit 1
+import sys, h5py
+rank_file, outside = sys.argv[1], sys.argv[2]
+with h5py.File(rank_file, "r+") as f:
+    names = []
+    f.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None)
+    name = names[0]
+    with h5py.File(outside, "w") as g:
+        g.create_dataset(name, data=f[name][()])
+    del f[name]
+    f[name] = h5py.ExternalLink(outside, name)
+print("linked", name, "to", outside)
+PYTHON
+"$python" "$scratch/reseal.py" "$dir/step-5" 1 || exit 1
+expect 1 "step-5: .*rank-00001.h5: dataset .* is reached through a link" -- ckpt verify "$dir"
+rm -rf "$dir/step-5"
+cp -r "$scratch/step-5.saved" "$dir/step-5"
 
 # A step directory that is a symbolic link (here to the step moved out of
 # the checkpoint directory) is refused, not followed.
