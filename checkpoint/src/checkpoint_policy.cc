@@ -1,6 +1,7 @@
 #include "lockstep/checkpoint_policy.h"
 
 #include <cmath>
+#include <exception>
 #include <fstream>
 #include <string>
 
@@ -8,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "collective_text.h"
 #include "lockstep/error.h"
 #include "lockstep/knobs.h"
 #include "lockstep/mpi_check.h"
@@ -56,8 +58,21 @@ bool CheckpointPolicy::should_checkpoint(std::int64_t step, double now_seconds) 
                                : history_.seconds;
     observe_restarts(earlier + now_seconds, history_.failures);
   }
-  int answer = due(step, now_seconds) ? 1 : 0;
-  if (comm_) LOCKSTEP_CHECK_MPI(MPI_Bcast(&answer, 1, MPI_INT, 0, comm_->get()));
+  if (!comm_) return due(step, now_seconds);
+  // Rank 0 decides; a failure of its decision (-1) is every rank's, or the
+  // others would go on without it.
+  int answer = 0;
+  std::exception_ptr failure;
+  if (comm_->rank() == 0) {
+    try {
+      answer = due(step, now_seconds) ? 1 : 0;
+    } catch (...) {
+      failure = std::current_exception();
+      answer = -1;
+    }
+  }
+  LOCKSTEP_CHECK_MPI(MPI_Bcast(&answer, 1, MPI_INT, 0, comm_->get()));
+  if (answer < 0) checkpoint::agree_or_throw(comm_->get(), failure);
   return answer != 0;
 }
 

@@ -573,5 +573,28 @@ TEST(CheckpointPolicyDecision, EveryRankGetsRankZerosAnswer) {
   EXPECT_TRUE(automatic.should_checkpoint(2, world_rank() == 0 ? interval + 1 : 1));
 }
 
+// Rank 0 decides for all; when its decision fails (here: a negative stall
+// that only rank 0 recorded makes the Young/Daly interval throw), every rank
+// throws rank 0's error instead of waiting for its answer.
+TEST(CheckpointPolicyDecision, AFailureOfRankZerosDecisionReachesEveryRank) {
+  auto policy = CheckpointPolicy::automatic(3600).agree_over(world());
+  policy.record_save(0, world_rank() == 0 ? -5 : 1);
+  std::string type = "(nothing)";
+  std::string message;
+  try {
+    policy.should_checkpoint(1, 10);
+  } catch (const UsageError& error) {
+    type = "UsageError";
+    message = error.what();
+  }
+  EXPECT_EQ(type, "UsageError");
+  EXPECT_NE(message.find("rank 0: "), std::string::npos) << message;
+  EXPECT_NE(message.find("Young/Daly"), std::string::npos) << message;
+  // A decision that does not fail works as before.
+  auto healthy = CheckpointPolicy::automatic(3600).agree_over(world());
+  healthy.record_save(0, 1);
+  EXPECT_TRUE(healthy.should_checkpoint(2, std::sqrt(2.0 * 3600) + 1));
+}
+
 }  // namespace
 }  // namespace lockstep::testing
