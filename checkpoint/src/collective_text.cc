@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "layout.h"
 #include "lockstep/error.h"
 #include "lockstep/mpi_check.h"
 
@@ -117,6 +118,9 @@ bool agree_or_throw(MPI_Comm comm, std::exception_ptr failure, std::uint64_t fin
     } catch (const UsageError& error) {
       kind = 'u';
       message = error.what();
+    } catch (const CorruptCheckpoint& error) {
+      kind = 'c';
+      message = error.what();
     } catch (const std::exception& error) {
       message = error.what();
     } catch (...) {
@@ -127,6 +131,7 @@ bool agree_or_throw(MPI_Comm comm, std::exception_ptr failure, std::uint64_t fin
   broadcast_text(comm, first, message);
   if (message.empty()) throw IoError(fmt::format("rank {} failed", first));
   if (message.front() == 'u') throw UsageError(message.substr(1));
+  if (message.front() == 'c') throw CorruptCheckpoint(message.substr(1));
   throw IoError(message.substr(1));
 }
 

@@ -26,7 +26,8 @@ std::string first_error(MPI_Comm comm, const std::string& error);
 // rank caught (null: nothing); `fingerprint` is what every rank must agree
 // on (the step and the state's layout, say). When any rank failed, every
 // rank throws the failure of the lowest failing rank, naming that rank: a
-// UsageError stays a UsageError, anything else (an IoError, a
+// UsageError stays a UsageError, a CorruptCheckpoint a CorruptCheckpoint
+// (without `state_modified`), anything else (an IoError, a
 // std::filesystem_error, std::bad_alloc) becomes an IoError. Otherwise
 // returns whether every rank passed the same fingerprint. One small
 // all-reduce, plus a broadcast of the message when a rank failed.

@@ -427,18 +427,21 @@ void restore_step(FileEnv& env, const fs::path& step_dir, std::int64_t step, Sta
   broadcast_text(comm, 0, error);
   if (!error.empty()) throw CorruptCheckpoint(error);
   broadcast_text(comm, 0, text);
-  const Metadata metadata = parse_metadata(text, metadata_path.string());
-  if (metadata.step != step) {
-    throw CorruptCheckpoint(fmt::format("{} is of step {}, its directory of step {}",
-                                        metadata_path.string(), metadata.step, step));
-  }
-  // Every rank matches its own state against the checkpoint; one whose
-  // state does not fit (another shape, a bad name) fails the restore on
-  // every rank, instead of leaving the others waiting for it.
+  // Every rank parses the metadata (the same text: damage is found alike
+  // everywhere) and matches its own state against it; a rank whose state
+  // does not fit (another shape, a bad name) or that fails otherwise (no
+  // memory) fails the restore on every rank, instead of leaving the others
+  // waiting for it.
+  Metadata metadata;
   FlatState flat;
   std::vector<const TensorRecord*> records;
   std::exception_ptr mismatch;
   try {
+    metadata = parse_metadata(text, metadata_path.string());
+    if (metadata.step != step) {
+      throw CorruptCheckpoint(fmt::format("{} is of step {}, its directory of step {}",
+                                          metadata_path.string(), metadata.step, step));
+    }
     flat = flatten(state);
     records = match_state(flat, metadata, step_dir);
     for (const auto& item : state.items()) {
