@@ -97,7 +97,10 @@ class Checkpointer {
  public:
   // Collective over `runtime.comm()`. Creates options.dir, checks that it is
   // writable (IoError otherwise, on every rank, whatever rank 0 caught), and
-  // removes what crashed saves left behind (step-<N>.tmp-* directories).
+  // removes what crashed saves left behind (step-<N>.tmp-* directories),
+  // except that a committed step moved aside by an interrupted save of the
+  // same step (step-<N>.replaced-*) becomes step-<N> again when that is
+  // missing.
   Checkpointer(const Runtime& runtime, CheckpointOptions options);
   // The same over any communicator (a subset of ranks, a test's world).
   Checkpointer(MPI_Comm comm, CheckpointOptions options);
@@ -127,8 +130,9 @@ class Checkpointer {
   // tensors.
   void save(std::int64_t step, const State& state);
 
-  // Collective. Blocks until the save in flight, if any, is committed or has
-  // failed; throws the failure (IoError) once.
+  // Collective. Blocks until the save in flight, if any, is committed (its
+  // rename made durable by an fsync of the directory) or has failed; throws
+  // the failure (IoError) once.
   void wait();
 
   // Collective. Restores the newest committed checkpoint that passes its
