@@ -1,5 +1,6 @@
 #include "metadata.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <set>
