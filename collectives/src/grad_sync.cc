@@ -151,18 +151,21 @@ void GradSync::ready(const Tensor& gradient) {
                     "wait() before the next step",
                     gradient.name()));
   }
-  slot.ready = true;
-  Bucket& bucket = buckets_[slot.bucket];
-  if (slot.in_place) {
+  try {
+    slot.ready = true;
+    Bucket& bucket = buckets_[slot.bucket];
+    if (!slot.in_place) {
+      const std::size_t wire_element = dtype_size(bucket.buffer.dtype());
+      detail::convert_scaled_on(
+          device_, slot.gradient.data(), slot.gradient.dtype(),
+          static_cast<char*>(bucket.buffer.data()) + slot.offset * wire_element,
+          bucket.buffer.dtype(), static_cast<std::size_t>(slot.gradient.numel()), 1.0);
+    }
     if (--bucket.waiting_for == 0) launch_full_buckets();
-    return;
+  } catch (...) {
+    abandon_step();
+    throw;
   }
-  const std::size_t wire_element = dtype_size(bucket.buffer.dtype());
-  detail::convert_scaled_on(device_, slot.gradient.data(), slot.gradient.dtype(),
-                            static_cast<char*>(bucket.buffer.data()) + slot.offset * wire_element,
-                            bucket.buffer.dtype(), static_cast<std::size_t>(slot.gradient.numel()),
-                            1.0);
-  if (--bucket.waiting_for == 0) launch_full_buckets();
 }
 
 void GradSync::launch_full_buckets() {
@@ -207,24 +210,44 @@ void GradSync::wait() {
   }
   const int size = communicator_.size();
   const double inverse_size = 1.0 / size;
-  for (Bucket& bucket : buckets_) {
-    const double scale = bucket.buffer_averaged ? 1.0 : inverse_size;
-    for (const std::shared_ptr<Work>& work : bucket.works) work->wait();
-    bucket.works.clear();
-    if (bucket.buffer_averaged && !device_.is_cpu() && size > 1) divide_summed(bucket);
-    const std::size_t wire_element = dtype_size(bucket.buffer.dtype());
-    for (std::size_t index : bucket.slots) {
-      Slot& slot = slots_[index];
-      slot.ready = false;
-      if (slot.in_place) continue;
-      detail::convert_scaled_on(
-          device_, static_cast<const char*>(bucket.buffer.data()) + slot.offset * wire_element,
-          bucket.buffer.dtype(), slot.gradient.data(), slot.gradient.dtype(),
-          static_cast<std::size_t>(slot.gradient.numel()), scale);
+  try {
+    for (Bucket& bucket : buckets_) {
+      const double scale = bucket.buffer_averaged ? 1.0 : inverse_size;
+      for (const std::shared_ptr<Work>& work : bucket.works) work->wait();
+      bucket.works.clear();
+      if (bucket.buffer_averaged && !device_.is_cpu() && size > 1) divide_summed(bucket);
+      const std::size_t wire_element = dtype_size(bucket.buffer.dtype());
+      for (std::size_t index : bucket.slots) {
+        Slot& slot = slots_[index];
+        if (slot.in_place) continue;
+        detail::convert_scaled_on(
+            device_, static_cast<const char*>(bucket.buffer.data()) + slot.offset * wire_element,
+            bucket.buffer.dtype(), slot.gradient.data(), slot.gradient.dtype(),
+            static_cast<std::size_t>(slot.gradient.numel()), scale);
+      }
     }
+  } catch (...) {
+    abandon_step();
+    throw;
+  }
+  start_step();
+}
+
+void GradSync::start_step() noexcept {
+  for (Slot& slot : slots_) slot.ready = false;
+  for (Bucket& bucket : buckets_) {
+    bucket.works.clear();
     bucket.waiting_for = bucket.slots.size();
   }
   next_launch_ = 0;
+}
+
+void GradSync::abandon_step() noexcept {
+  // Every bucket, finished or not, goes back to the start of a step; the
+  // all-reduces still in flight are waited for, since they write buffers
+  // and gradients that the next step reuses.
+  finish_in_flight();
+  start_step();
 }
 
 void GradSync::divide_summed(Bucket& bucket) {

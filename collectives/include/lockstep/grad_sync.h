@@ -74,7 +74,8 @@ class GradSync {
   // nor write it. On a GPU, the work that produced the gradient must already
   // be queued on the legacy default stream (it need not have run). Throws
   // UsageError for an unknown gradient or one already marked in this step.
-  // Call ready() and wait() from one thread.
+  // Call ready() and wait() from one thread. When starting an all-reduce
+  // (or, on a GPU, packing) fails, the step is abandoned as in wait().
   void ready(const Tensor& gradient);
 
   // Finishes every bucket and leaves the average over all ranks in every
@@ -86,6 +87,9 @@ class GradSync {
   // sums: sum, then divide by the number of ranks. Throws UsageError naming
   // the first gradient that was not marked ready (the step stays open: mark
   // it ready and call wait() again), and rethrows a communication failure.
+  // After a failure the whole step is abandoned: every all-reduce still in
+  // flight is waited for, every bucket and gradient starts a new step (mark
+  // them all ready again), and the gradients' values are unspecified.
   void wait();
 
   // The names in each bucket, in launch order (for tests and logs).
@@ -117,6 +121,11 @@ class GradSync {
   // GPU buckets with in-place gradients: divides their sums by the size.
   void divide_summed(Bucket& bucket);
   void finish_in_flight() noexcept;
+  // Every slot not ready, every bucket waiting for all its gradients.
+  void start_step() noexcept;
+  // After a failure part-way through a step: waits for what is in flight,
+  // then starts a new step, so that no bucket is left half-way.
+  void abandon_step() noexcept;
 
   Communicator& communicator_;
   GradSyncOptions options_;
