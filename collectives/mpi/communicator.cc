@@ -73,10 +73,12 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm, const CommunicatorOptions& optio
       size_(data_.size()),
       options_(options),
       board_(control_.get()),
-      watchdog_(std::string(kBackend), board_),
-      communication_thread_([this] { communicate(); }) {
+      watchdog_(std::string(kBackend), board_) {
   LOCKSTEP_CHECK_MPI(MPI_Comm_set_errhandler(data_.get(), MPI_ERRORS_RETURN));
   LOCKSTEP_CHECK_MPI(MPI_Comm_set_errhandler(control_.get(), MPI_ERRORS_RETURN));
+  // Last, after everything that can throw: a constructor that throws with
+  // the thread running would destroy a joinable std::thread (std::terminate).
+  communication_thread_ = std::thread([this] { communicate(); });
 }
 
 MpiCommunicator::~MpiCommunicator() {

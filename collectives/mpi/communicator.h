@@ -101,7 +101,7 @@ class MpiCommunicator final : public Communicator {
   std::uint64_t issued_ = 0;                    // guarded by mutex_
   bool busy_ = false;      // a collective is running, on either thread; guarded by mutex_
   bool stopping_ = false;  // guarded by mutex_
-  std::thread communication_thread_;  // last: starts once the rest exists
+  std::thread communication_thread_;  // started at the end of the constructor
 };
 
 }  // namespace lockstep::detail
