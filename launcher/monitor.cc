@@ -24,6 +24,7 @@ namespace {
 constexpr std::size_t kMaxLine = 64 * 1024;
 // More ranks than any machine has: a rank number beyond it is malformed.
 constexpr int kMaxRanks = 1 << 24;
+constexpr std::size_t kMaxFaultText = 2048;
 
 // Compares without an early exit so that timing does not leak the token.
 bool same_token(std::string_view a, std::string_view b) {
@@ -287,6 +288,15 @@ ChannelLine parse_channel_line(std::string_view line, bool authenticated, std::s
       event.step = message.at("step").get<std::int64_t>();
       event.stall = message.value("stall", 0.0);
       if (event.step < 0) return parsed;
+    } else if (type == "fault") {
+      event.kind = RankEvent::Kind::kFault;
+      event.what = message.at("what").get<std::string>();
+      event.blamed = message.value("ranks", std::vector<int>());
+      if (event.what.size() > kMaxFaultText) event.what.resize(kMaxFaultText);
+      if (std::any_of(event.blamed.begin(), event.blamed.end(),
+                      [](int rank) { return rank < 0 || rank >= kMaxRanks; })) {
+        return parsed;
+      }
     } else if (type == "exit") {
       event.kind = RankEvent::Kind::kExit;
       event.exit_code = message.value("code", 0);

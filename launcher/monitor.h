@@ -27,7 +27,7 @@ namespace lockstep::launcher {
 using Clock = std::chrono::steady_clock;
 
 struct RankEvent {
-  enum class Kind { kHello, kStep, kCheckpoint, kExit, kClosed };
+  enum class Kind { kHello, kStep, kCheckpoint, kExit, kClosed, kFault };
   Kind kind = Kind::kHello;
   Clock::time_point time;
   int rank = -1;
@@ -43,6 +43,9 @@ struct RankEvent {
   double stall = 0;
   int exit_code = 0;
   bool stopped = false;  // kExit: the rank stopped early on request (a signal)
+  // kFault: what the rank found, and the ranks it blames
+  std::string what;
+  std::vector<int> blamed;
 };
 
 // One line of the heartbeat channel, parsed.

@@ -54,6 +54,7 @@ struct RunOptions {
   bool no_slurm = false;
   bool dry_run = false;
   std::vector<std::string> inject;
+  std::string inject_bitflip;
   std::vector<std::string> program;
 };
 
@@ -161,6 +162,13 @@ void make_run_dir(const std::filesystem::path& run_dir) {
   }
 }
 
+// The number of ranks an attempt starts: -n, else (inside Slurm) every task
+// of the allocation.
+int ranks_for(const RunOptions& options) {
+  const char* tasks = std::getenv("SLURM_NTASKS");
+  return options.ranks > 0 ? options.ranks : (tasks != nullptr ? std::atoi(tasks) : 1);
+}
+
 launcher::SupervisorOptions plan_from(const RunOptions& options) {
   const bool slurm = use_slurm(options);
   if (options.ranks < 1 && !(slurm && options.ranks == 0)) {
@@ -203,6 +211,14 @@ launcher::SupervisorOptions plan_from(const RunOptions& options) {
           std::string(text.substr(equals + 1));
     }
   }
+  if (!options.inject_bitflip.empty()) {
+    const InjectedFailure flip = launcher::parse_injected_failure(options.inject_bitflip);
+    if (flip.signal != SIGKILL || flip.at_checkpoint || flip.rank >= ranks_for(options)) {
+      throw UsageError(fmt::format("--inject-bitflip '{}' is not RANK:STEP with an existing rank",
+                                   options.inject_bitflip));
+    }
+    plan.plan.environment["LOCKSTEP_INJECT_BITFLIP"] = fmt::format("{}:{}", flip.rank, flip.step);
+  }
   plan.run_dir = std::filesystem::absolute(options.run_dir);
   plan.max_restarts = options.max_restarts;
   plan.hang_timeout = options.hang_timeout;
@@ -214,9 +230,7 @@ launcher::SupervisorOptions plan_from(const RunOptions& options) {
   for (const launcher::Host& host : plan.plan.hosts) {
     if (host.name != "localhost" && host.name != hostname) plan.multi_host = true;
   }
-  // Without -n, srun starts every task of the allocation.
-  const char* tasks = std::getenv("SLURM_NTASKS");
-  const int ranks = options.ranks > 0 ? options.ranks : (tasks != nullptr ? std::atoi(tasks) : 1);
+  const int ranks = ranks_for(options);
   for (const std::string& text : options.inject) {
     InjectedFailure failure = launcher::parse_injected_failure(text);
     if (failure.rank >= ranks) {
@@ -310,6 +324,11 @@ void add_run_command(CLI::App& app, int& exit_code) {
                    "at or after STEP is written, as RANK:STEPc[:SIGNAL]; repeatable, at most "
                    "one per attempt (the others wait for the next attempt)")
       ->allow_extra_args(false);
+  command->add_option(
+      "--inject-bitflip", options->inject_bitflip,
+      "Testing: flip one bit of RANK's parameters after STEP, as RANK:STEP "
+      "(first attempt only), to see the replica check (LOCKSTEP_REPLICA_CHECK_EVERY) "
+      "catch silent data corruption; the program must use a lockstep::ReplicaCheck");
   command->add_option("program", options->program, "The program and its arguments, after --")
       ->required();
   command->footer(

@@ -235,7 +235,8 @@ class Attempt {
   bool hang_ = false;
   bool ranks_stopped_ = false;  // ranks stopped early on a signal of their own
   int hung_rank_ = -1;
-  std::string hang_evidence_;  // why hung_rank_ is blamed
+  std::string hang_evidence_;       // why hung_rank_ is blamed
+  std::optional<RankEvent> fault_;  // the first fault a rank reported
   pid_t starter_pid_ = 0;
   int world_size_ = 0;
   bool starter_killed_ = false;  // mpirun/srun ended by a signal lockstep did not send
@@ -347,6 +348,15 @@ void Attempt::handle(const RankEvent& event) {
         status_.on_step(event.step, {}, event.time);
       }
       break;
+    case RankEvent::Kind::kFault:
+      // The first fault a rank found and reported is the cause of what
+      // follows (its abort, the others' lost connections).
+      if (!fault_) {
+        fault_ = event;
+        status_.print_line(fmt::format("lockstep: rank {} reports: {}", event.rank, event.what),
+                           true);
+      }
+      break;
     case RankEvent::Kind::kClosed:
       if (!rank.said_exit && !rank.died_at) {
         rank.died_at = event.time;
@@ -432,6 +442,14 @@ void Attempt::attribute_failure() {
   }
   const MpirunVerdict& verdict = mpirun_messages_.verdict();
   const char* starter = options_.plan.starter == Starter::kSrun ? "srun" : "mpirun";
+  if (!hang_ && fault_) {
+    record_.failed_rank = fault_->blamed.empty() ? fault_->rank : fault_->blamed.front();
+    record_.failure = fault_->what;
+    record_.failed_host = ranks_[record_.failed_rank].host;
+    const auto& tail = tails_.of(record_.failed_rank);
+    record_.tail.assign(tail.begin(), tail.end());
+    return;
+  }
   if (!hang_ && starter_killed_ && !verdict.names(record_.failed_rank)) {
     // mpirun (srun) died of a signal the launcher did not send: the ranks
     // that lost their connection went down with it, they are not the cause.

@@ -11,6 +11,7 @@ packages=(
   googletest libgtest-dev               # tests
   libspdlog-dev libfmt-dev              # logging
   nlohmann-json3-dev                    # small metadata and reports
+  libxxhash-dev                         # hashes of the replicas (header-only use)
   libopenblas-dev                       # the CPU example trainer
   clang-format                          # format check in the test suite
   python3 python3-h5py python3-numpy    # checks that checkpoints open in h5py

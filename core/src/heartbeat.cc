@@ -224,4 +224,8 @@ void HeartbeatClient::exit(int exit_code, bool stopped_on_request) {
                 .dump());
 }
 
+void HeartbeatClient::fault(const std::string& what, const std::vector<int>& ranks) {
+  send_line(nlohmann::json{{"type", "fault"}, {"what", what}, {"ranks", ranks}}.dump());
+}
+
 }  // namespace lockstep

@@ -119,6 +119,28 @@ const Knob<double> launcher_loss_grace{{
 
 // collectives
 
+const Knob<std::int64_t> replica_check_every{{
+    .name = "replica_check_every",
+    .env = "LOCKSTEP_REPLICA_CHECK_EVERY",
+    .type = KnobType::kInt,
+    .default_value = "100",
+    .doc = "Compare a hash of the replicated parameters across ranks every N steps, and before "
+           "every checkpoint, to catch silent data corruption (a ReplicaCheck in the training "
+           "loop); 0 compares only before checkpoints.",
+    .min = 0,
+    .max = kMaxSteps,
+}};
+
+const Knob<std::string> inject_bitflip{{
+    .name = "inject_bitflip",
+    .env = "LOCKSTEP_INJECT_BITFLIP",
+    .type = KnobType::kString,
+    .default_value = "",
+    .doc = "Testing: RANK:STEP flips one bit of that rank's parameters after that step (first "
+           "attempt only), to see the replica check catch it. Set by `lockstep run "
+           "--inject-bitflip`.",
+}};
+
 const Knob<double> mpi_segment_mb{{
     .name = "mpi_segment_mb",
     .env = "LOCKSTEP_MPI_SEGMENT_MB",
@@ -236,7 +258,7 @@ const Knob<double> mtbf{{
 }  // namespace knobs
 
 std::span<const KnobSpec* const> all_knobs() {
-  static const std::array<const KnobSpec*, 20> table = {
+  static const std::array<const KnobSpec*, 22> table = {
       &knobs::log_level.spec,
       &knobs::run_dir.spec,
       &knobs::device.spec,
@@ -248,6 +270,8 @@ std::span<const KnobSpec* const> all_knobs() {
       &knobs::monitor_token.spec,
       &knobs::launcher_loss_grace.spec,
       &knobs::mpi_segment_mb.spec,
+      &knobs::replica_check_every.spec,
+      &knobs::inject_bitflip.spec,
       &knobs::checkpoint_dir.spec,
       &knobs::checkpoint_keep.spec,
       &knobs::checkpoint_keep_every.spec,

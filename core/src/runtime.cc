@@ -322,6 +322,10 @@ void Runtime::report_checkpoint(std::int64_t step, double stall_seconds) {
   heartbeat_.checkpoint(step, stall_seconds);
 }
 
+void Runtime::report_fault(const std::string& what, const std::vector<int>& ranks) {
+  heartbeat_.fault(what, ranks);
+}
+
 void Runtime::abort(const std::string& message, int exit_code) const {
   abort_job(message, exit_code);
 }

@@ -116,6 +116,9 @@ int main(int argc, char** argv) {
   auto communicator =
       lockstep::make_communicator(rt.comm(), device, lockstep::communicator_options(rt));
   lockstep::GradSync sync(*communicator, model->gradients());
+  // Every rank must hold the same weights after each step: compare them now
+  // and then (LOCKSTEP_REPLICA_CHECK_EVERY) and before every checkpoint.
+  lockstep::ReplicaCheck replicas(*communicator, model->parameters(), rt);
   lockstep::Checkpointer checkpointer(rt, {.dir = rt.run_dir() / "checkpoints",
                                            .keep_last = options.keep_last,
                                            .async = !options.sync_checkpoints});
@@ -146,12 +149,14 @@ int main(int argc, char** argv) {
         model->forward_backward(batch, [&](lockstep::Tensor& gradient) { sync.ready(gradient); });
     sync.wait();
     model->optimizer_step();
+    replicas.after_step(step);
     if (options.step_ms > 0)
       std::this_thread::sleep_for(std::chrono::milliseconds(options.step_ms));
     rt.heartbeat(step, {{"loss", loss}});
     if (rt.should_checkpoint(step)) {
       progress["next_step"] = step + 1;
       const auto begin = std::chrono::steady_clock::now();
+      replicas.verify(step);  // a checkpoint never holds diverged weights
       checkpointer.save(step, state);
       rt.report_checkpoint(
           step, std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count());

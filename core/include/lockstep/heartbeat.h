@@ -20,6 +20,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace lockstep {
 
@@ -60,6 +61,8 @@ class HeartbeatClient {
   // treat the closing connection as a crash. Carries the last step reported
   // and whether the run stopped early on request (a signal), not at its end.
   void exit(int exit_code, bool stopped_on_request);
+  // A fault this rank found, blaming `ranks`, sent before the attempt ends.
+  void fault(const std::string& what, const std::vector<int>& ranks);
 
  private:
   struct Channel;

@@ -23,6 +23,8 @@ extern const Knob<std::string> monitor_token;
 extern const Knob<double> launcher_loss_grace;
 
 // collectives
+extern const Knob<std::int64_t> replica_check_every;
+extern const Knob<std::string> inject_bitflip;
 extern const Knob<double> mpi_segment_mb;
 
 // checkpoint

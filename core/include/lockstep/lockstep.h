@@ -18,6 +18,7 @@
 #if __has_include("lockstep/communicator.h")
 #include "lockstep/communicator.h"
 #include "lockstep/grad_sync.h"
+#include "lockstep/replica_check.h"
 #include "lockstep/work.h"
 #endif
 

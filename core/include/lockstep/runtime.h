@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "lockstep/config.h"
 #include "lockstep/heartbeat.h"
@@ -85,6 +86,11 @@ class Runtime {
   // Reports a checkpoint of step `step` that stalled training for
   // `stall_seconds`; the launcher counts it in the goodput summary.
   void report_checkpoint(std::int64_t step, double stall_seconds);
+  // Tells the launcher, before this attempt fails, what went wrong and
+  // which ranks are to blame (e.g. silent data corruption found by a
+  // ReplicaCheck), so that its report names the cause rather than the
+  // abort that follows. A no-op outside `lockstep run`.
+  void report_fault(const std::string& what, const std::vector<int>& ranks);
 
   // Logs `message` and terminates every rank of the job with `exit_code`.
   [[noreturn]] void abort(const std::string& message, int exit_code = 1) const;
