@@ -39,7 +39,7 @@ ranks_on_n2() { # pids of the trainer's processes that Slurm started on n2
 last=-1 kills=0 deadline=$((SECONDS + 300)) state=""
 while [ $SECONDS -lt $deadline ]; do
   state=$(job_field "$job" JobState)
-  case $state in PENDING | RUNNING | CONFIGURING | "") ;; *) break ;; esac
+  case $state in PENDING | RUNNING | CONFIGURING | COMPLETING | "") ;; *) break ;; esac
   step=$(newest_checkpoint)
   if [ -n "$step" ] && [ "$step" -gt "$last" ]; then
     pids=$(ranks_on_n2 | tr '\n' ' ')
