@@ -153,15 +153,22 @@ void Monitor::run() {
 
 bool Monitor::make_room() {
   while (stranger_count_ >= limits_.max_strangers || connections_.size() >= max_connections_) {
-    if (strangers_.empty()) return false;
+    if (!drop_oldest_stranger()) return false;
+  }
+  return true;
+}
+
+bool Monitor::drop_oldest_stranger() {
+  while (!strangers_.empty()) {
     const auto [fd, id] = strangers_.front();
     strangers_.pop_front();
     const auto it = connections_.find(fd);
     if (it == connections_.end() || it->second.id != id || it->second.authenticated) continue;
     ++refused_;
     close_connection(fd);
+    return true;
   }
-  return true;
+  return false;
 }
 
 void Monitor::expire_strangers(Clock::time_point now) {
@@ -186,7 +193,7 @@ bool Monitor::accept_new() {
       ++accept_failures_;
       // Out of descriptors: free one by dropping the oldest stranger, and
       // rest before trying again.
-      if (errno == EMFILE || errno == ENFILE) make_room_for_descriptor();
+      if (errno == EMFILE || errno == ENFILE) drop_oldest_stranger();
       return false;
     }
     if (!make_room()) {
@@ -209,18 +216,6 @@ bool Monitor::accept_new() {
     // A rank's hello usually arrives with its connection: read it now, so
     // that a flood of strangers behind it cannot push it out.
     if (!read_from(it->second)) close_connection(number);
-  }
-}
-
-void Monitor::make_room_for_descriptor() {
-  while (!strangers_.empty()) {
-    const auto [fd, id] = strangers_.front();
-    strangers_.pop_front();
-    const auto it = connections_.find(fd);
-    if (it == connections_.end() || it->second.id != id || it->second.authenticated) continue;
-    ++refused_;
-    close_connection(fd);
-    return;
   }
 }
 

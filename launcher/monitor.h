@@ -129,8 +129,8 @@ class Monitor {
   // strangers or all connections are at their limit. False when no room
   // can be made (every connection is a rank).
   bool make_room();
-  // Closes the oldest stranger, if any, to free one descriptor.
-  void make_room_for_descriptor();
+  // Closes the oldest stranger still open; false when there is none.
+  bool drop_oldest_stranger();
   void expire_strangers(Clock::time_point now);
   // Returns false when the connection must be closed.
   bool read_from(Connection& connection);
