@@ -20,9 +20,11 @@ configure: deps
 build: configure
 	cmake --build $(BUILD) -j $(JOBS)
 
-# The whole suite, then the unit tests again under AddressSanitizer and
-# UndefinedBehaviorSanitizer, and under ThreadSanitizer.
+# Clang's thread-safety analysis of the locking, the whole suite, then the
+# unit tests again under AddressSanitizer and UndefinedBehaviorSanitizer,
+# and under ThreadSanitizer.
 test: build format-check
+	tools/check-thread-safety.sh $(BUILD)
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) --timeout 900
 	$(MAKE) test-asan
 	$(MAKE) test-tsan

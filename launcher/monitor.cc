@@ -90,14 +90,14 @@ Monitor::~Monitor() {
 }
 
 std::vector<RankEvent> Monitor::drain() {
-  std::scoped_lock lock(mutex_);
+  MutexLock lock(mutex_);
   std::vector<RankEvent> events;
   events.swap(events_);
   return events;
 }
 
 void Monitor::push(RankEvent event) {
-  std::scoped_lock lock(mutex_);
+  MutexLock lock(mutex_);
   events_.push_back(std::move(event));
 }
 

@@ -11,7 +11,6 @@
 #include <cstdint>
 #include <deque>
 #include <map>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -20,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "lockstep/mutex.h"
 #include "unique_fd.h"
 
 namespace lockstep::launcher {
@@ -97,7 +97,7 @@ class Monitor {
   int port() const { return port_; }
 
   // Events received since the last call, oldest first.
-  std::vector<RankEvent> drain();
+  std::vector<RankEvent> drain() LOCKSTEP_EXCLUDES(mutex_);
 
   // Connections closed for a missing or wrong token, for being too slow to
   // show it, or for arriving when the limits were reached.
@@ -136,7 +136,7 @@ class Monitor {
   bool read_from(Connection& connection);
   bool handle_line(Connection& connection, const std::string& line);
   void close_connection(int fd);
-  void push(RankEvent event);
+  void push(RankEvent event) LOCKSTEP_EXCLUDES(mutex_);
   int next_timeout_ms(Clock::time_point now) const;
 
   // Constant after construction.
@@ -158,8 +158,8 @@ class Monitor {
   std::uint64_t next_id_ = 1;
   std::optional<Clock::time_point> listen_paused_until_;
 
-  std::mutex mutex_;
-  std::vector<RankEvent> events_;  // guarded by mutex_
+  Mutex mutex_;
+  std::vector<RankEvent> events_ LOCKSTEP_GUARDED_BY(mutex_);
   std::atomic<std::int64_t> refused_{0};
   std::atomic<std::int64_t> malformed_{0};
   std::atomic<std::int64_t> accept_failures_{0};
