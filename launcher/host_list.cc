@@ -1,7 +1,9 @@
 #include "host_list.h"
 
 #include <charconv>
+#include <cstdint>
 #include <fstream>
+#include <limits>
 
 #include <fmt/format.h>
 
@@ -15,6 +17,9 @@ namespace {
 // hostfile (and reading on would hold all of it in memory).
 constexpr std::size_t kMaxLineLength = 4096;
 constexpr std::uintmax_t kMaxFileSize = 16 << 20;
+// The slots of all hosts count ranks, which are ints (mpirun's -n, the
+// plan's rank count): a total beyond this would wrap around.
+constexpr std::int64_t kMaxTotalSlots = std::numeric_limits<int>::max();
 
 std::string_view trim(std::string_view text) {
   const std::size_t first = text.find_first_not_of(" \t\r");
@@ -61,6 +66,7 @@ std::string parse_entry(std::string_view entry, Host* host) {
 
 std::vector<Host> parse_host_list(std::string_view text) {
   std::vector<Host> hosts;
+  std::int64_t slots = 0;
   std::size_t start = 0;
   while (start <= text.size()) {
     const std::size_t comma = text.find(',', start);
@@ -72,6 +78,12 @@ std::vector<Host> parse_host_list(std::string_view text) {
           fmt::format("bad host list '{}': {}; expected host:slots,host:slots "
                       "(e.g. node1:4,node2:4)",
                       text, entry.empty() ? "an entry is empty" : problem));
+    }
+    slots += host.slots;
+    if (slots > kMaxTotalSlots) {
+      throw UsageError(
+          fmt::format("bad host list '{}': the slots add up to more than {}; check the slot counts",
+                      text, kMaxTotalSlots));
     }
     hosts.push_back(host);
     if (comma == std::string_view::npos) break;
@@ -116,6 +128,7 @@ std::vector<Host> parse_hostfile(const std::filesystem::path& path) {
 
 std::vector<Host> parse_hostfile_text(std::string_view contents, std::string_view name) {
   std::vector<Host> hosts;
+  std::int64_t slots = 0;
   int number = 0;
   while (!contents.empty()) {
     ++number;
@@ -147,6 +160,11 @@ std::vector<Host> parse_hostfile_text(std::string_view contents, std::string_vie
     if (!problem.empty()) {
       throw UsageError(fmt::format("{}:{}: {}; expected 'host', 'host slots=N' or 'host:N'", name,
                                    number, problem));
+    }
+    slots += host.slots;
+    if (slots > kMaxTotalSlots) {
+      throw UsageError(fmt::format("{}:{}: the slots add up to more than {}; check the slot counts",
+                                   name, number, kMaxTotalSlots));
     }
     hosts.push_back(host);
   }

@@ -39,6 +39,18 @@ TEST(HostList, RejectsMalformedEntries) {
   }
 }
 
+// Slots count ranks, which are ints: a total beyond one would wrap around
+// into a small or negative rank count.
+TEST(HostList, RejectsSlotsThatAddUpBeyondAnInt) {
+  EXPECT_EQ(total_slots(parse_host_list("a:2147483646,b:1")), 2147483647);
+  const std::string message = usage_error([] { parse_host_list("a:2147483647,b:1"); });
+  EXPECT_NE(message.find("add up to more than"), std::string::npos) << message;
+  EXPECT_EQ(total_slots(parse_hostfile_text("a slots=2147483646\nb\n", "h")), 2147483647);
+  const std::string file_message =
+      usage_error([] { parse_hostfile_text("a slots=2000000000\n# two\nb:2000000000\n", "h"); });
+  EXPECT_NE(file_message.find("h:3: the slots add up"), std::string::npos) << file_message;
+}
+
 TEST(Hostfile, ParsesFormsAndComments) {
   const auto path = std::filesystem::temp_directory_path() / "lockstep-hostfile-test";
   std::ofstream(path) << "# cluster\nn1 slots=4\n\n  n2:2   # fast\nn3\n";
