@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <limits>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -25,6 +26,35 @@ constexpr std::size_t kMaxLine = 64 * 1024;
 // More ranks than any machine has: a rank number beyond it is malformed.
 constexpr int kMaxRanks = 1 << 24;
 constexpr std::size_t kMaxFaultText = 2048;
+
+// A member that is not an integer its field can hold: a float, text, or a
+// number out of range. Caught by parse_channel_line() like nlohmann's own
+// type errors.
+struct NotAnInteger {};
+
+// `value` as a T, exactly. nlohmann's get<T>() would truncate an integer
+// that T cannot hold into another valid-looking one, and converting a float
+// out of T's range is undefined behaviour.
+template <typename T>
+T integer_value(const nlohmann::json& value) {
+  if (value.is_number_unsigned()) {
+    const auto number = value.get<std::uint64_t>();
+    if (number > static_cast<std::uint64_t>(std::numeric_limits<T>::max())) throw NotAnInteger{};
+    return static_cast<T>(number);
+  }
+  if (!value.is_number_integer()) throw NotAnInteger{};
+  const auto number = value.get<std::int64_t>();
+  if (number < std::numeric_limits<T>::min() || number > std::numeric_limits<T>::max()) {
+    throw NotAnInteger{};
+  }
+  return static_cast<T>(number);
+}
+
+// The integer member `key` of `message`, or `fallback` when there is none.
+template <typename T>
+T integer_member(const nlohmann::json& message, const char* key, T fallback) {
+  return message.contains(key) ? integer_value<T>(message.at(key)) : fallback;
+}
 
 // Compares without an early exit so that timing does not leak the token.
 bool same_token(std::string_view a, std::string_view b) {
@@ -260,10 +290,10 @@ ChannelLine parse_channel_line(std::string_view line, bool authenticated, std::s
       // Every field is read before the connection counts as a rank's, so a
       // malformed hello leaves it a stranger.
       event.kind = RankEvent::Kind::kHello;
-      event.rank = message.at("rank").get<int>();
-      event.restart_count = message.value("restart_count", std::int64_t{0});
-      event.pid = message.value("pid", 0);
-      event.world_size = message.value("world_size", 0);
+      event.rank = integer_value<int>(message.at("rank"));
+      event.restart_count = integer_member(message, "restart_count", std::int64_t{0});
+      event.pid = integer_member(message, "pid", 0);
+      event.world_size = integer_member(message, "world_size", 0);
       event.host = message.value("host", std::string());
       if (event.rank < 0 || event.rank >= kMaxRanks || event.world_size < 0 ||
           event.world_size > kMaxRanks || event.restart_count < 0 || event.host.size() > 255) {
@@ -272,7 +302,7 @@ ChannelLine parse_channel_line(std::string_view line, bool authenticated, std::s
       }
     } else if (type == "step") {
       event.kind = RankEvent::Kind::kStep;
-      event.step = message.at("step").get<std::int64_t>();
+      event.step = integer_value<std::int64_t>(message.at("step"));
       event.step_time = message.value("step_time", 0.0);
       if (message.contains("metrics")) {
         event.metrics = message["metrics"].get<std::map<std::string, double>>();
@@ -280,13 +310,17 @@ ChannelLine parse_channel_line(std::string_view line, bool authenticated, std::s
       if (event.step < 0) return parsed;
     } else if (type == "checkpoint") {
       event.kind = RankEvent::Kind::kCheckpoint;
-      event.step = message.at("step").get<std::int64_t>();
+      event.step = integer_value<std::int64_t>(message.at("step"));
       event.stall = message.value("stall", 0.0);
       if (event.step < 0) return parsed;
     } else if (type == "fault") {
       event.kind = RankEvent::Kind::kFault;
       event.what = message.at("what").get<std::string>();
-      event.blamed = message.value("ranks", std::vector<int>());
+      if (message.contains("ranks")) {
+        const nlohmann::json& ranks = message.at("ranks");
+        if (!ranks.is_array()) return parsed;
+        for (const nlohmann::json& rank : ranks) event.blamed.push_back(integer_value<int>(rank));
+      }
       if (event.what.size() > kMaxFaultText) event.what.resize(kMaxFaultText);
       if (std::any_of(event.blamed.begin(), event.blamed.end(),
                       [](int rank) { return rank < 0 || rank >= kMaxRanks; })) {
@@ -294,13 +328,16 @@ ChannelLine parse_channel_line(std::string_view line, bool authenticated, std::s
       }
     } else if (type == "exit") {
       event.kind = RankEvent::Kind::kExit;
-      event.exit_code = message.value("code", 0);
-      event.step = message.value("last_step", std::int64_t{-1});
+      event.exit_code = integer_member(message, "code", 0);
+      event.step = integer_member(message, "last_step", std::int64_t{-1});
       event.stopped = message.value("stopped", false);
     } else {
       return parsed;
     }
   } catch (const nlohmann::json::exception&) {
+    parsed.verdict = authenticated ? ChannelLine::kMalformed : ChannelLine::kBadHello;
+    return parsed;
+  } catch (const NotAnInteger&) {
     parsed.verdict = authenticated ? ChannelLine::kMalformed : ChannelLine::kBadHello;
     return parsed;
   }

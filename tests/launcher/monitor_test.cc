@@ -127,6 +127,31 @@ TEST(Monitor, DropsAndCountsMalformedMessagesButKeepsTheRank) {
   EXPECT_EQ(events[2].kind, RankEvent::Kind::kClosed);
 }
 
+// The integers of a message are read exactly: a float, or a number that
+// its field cannot hold, is malformed, not truncated into another valid
+// value (2^32 + 3 is not rank 3) or converted out of range.
+TEST(ChannelLine, ReadsIntegersExactly) {
+  const auto verdict = [](const std::string& line, bool authenticated) {
+    return parse_channel_line(line, authenticated, "t").verdict;
+  };
+  EXPECT_EQ(verdict(R"({"type":"hello","token":"t","rank":3,"world_size":4})", false),
+            ChannelLine::kEvent);
+  for (const char* hello : {R"({"type":"hello","token":"t","rank":4294967299,"world_size":4})",
+                            R"({"type":"hello","token":"t","rank":3.5})",
+                            R"({"type":"hello","token":"t","rank":3,"pid":1e300})",
+                            R"({"type":"hello","token":"t","rank":3,"restart_count":0.5})"}) {
+    EXPECT_EQ(verdict(hello, false), ChannelLine::kBadHello) << hello;
+  }
+  EXPECT_EQ(verdict(R"({"type":"step","step":41})", true), ChannelLine::kEvent);
+  for (const char* line :
+       {R"({"type":"step","step":41.5})", R"({"type":"step","step":1e300})",
+        R"({"type":"checkpoint","step":40.0})", R"({"type":"fault","what":"x","ranks":[1.5]})",
+        R"({"type":"fault","what":"x","ranks":2})", R"({"type":"exit","code":4294967296})",
+        R"({"type":"exit","code":0,"last_step":1e19})"}) {
+    EXPECT_EQ(verdict(line, true), ChannelLine::kMalformed) << line;
+  }
+}
+
 TEST(HeartbeatClient, UnreachableLauncherIsNotAnError) {
   int port = 0;
   {
