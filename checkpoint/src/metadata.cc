@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <set>
+#include <string_view>
 
 #include <fmt/format.h>
 
@@ -25,13 +26,14 @@ json file_json(const FileRecord& file) {
   return {{"name", file.name}, {"size", file.size}, {"crc32c", file.crc32c}};
 }
 
-// A non-negative integer field in [low, high]; a JSON number of another
-// kind or range (a float, a negative size, a value that a narrower type
-// would truncate) is damage, not something to convert.
+// A non-negative integer in [low, high]; a JSON number of another kind or
+// range (a float, a negative size, a value that a narrower type would
+// truncate) is damage, not something to convert. nlohmann's get<T>() would
+// convert it, and converting a float out of T's range is undefined.
+// `what` names the value in the message.
 template <typename T>
-T integer_field(const json& object, const char* key, std::uint64_t low, std::uint64_t high,
+T integer_value(const json& value, std::string_view what, std::uint64_t low, std::uint64_t high,
                 const std::string& where) {
-  const json& value = object.at(key);
   std::uint64_t number = 0;
   bool fits = value.is_number_integer();
   if (value.is_number_unsigned()) {
@@ -42,10 +44,58 @@ T integer_field(const json& object, const char* key, std::uint64_t low, std::uin
     number = static_cast<std::uint64_t>(signed_number);
   }
   if (!fits || number < low || number > high) {
-    throw CorruptCheckpoint(
-        fmt::format("{}: '{}' is {}, outside [{}, {}]", where, key, value.dump(), low, high));
+    throw CorruptCheckpoint(fmt::format("{}: {} is {}, not an integer in [{}, {}]", where, what,
+                                        value.dump(), low, high));
   }
   return static_cast<T>(number);
+}
+
+// The member `key` of `object`, as integer_value() reads it.
+template <typename T>
+T integer_field(const json& object, const char* key, std::uint64_t low, std::uint64_t high,
+                const std::string& where) {
+  return integer_value<T>(object.at(key), fmt::format("'{}'", key), low, high, where);
+}
+
+// The shape of the tensor at `path`: a list of at most kMaxTensorRank
+// dimensions, each an integer that fits in 63 bits.
+Shape shape_value(const json& dimensions, std::string_view path, const std::string& where) {
+  if (!dimensions.is_array() || dimensions.size() > kMaxTensorRank) {
+    throw CorruptCheckpoint(
+        fmt::format("{}: the shape of tensor '{}' is not a list of up to {} dimensions", where,
+                    path, kMaxTensorRank));
+  }
+  Shape shape;
+  for (const json& dimension : dimensions) {
+    shape.push_back(integer_value<std::int64_t>(dimension, "a dimension", 0,
+                                                std::numeric_limits<std::int64_t>::max(), where));
+  }
+  return shape;
+}
+
+// Whether the arrays and objects of the JSON `text` nest deeper than
+// `limit`; brackets inside strings do not count. Exact for valid JSON, and
+// invalid JSON fails to parse whatever this says.
+bool nests_deeper_than(std::string_view text, std::size_t limit) {
+  std::size_t depth = 0;
+  bool in_string = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;  // the escaped character, which may be a quote
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > limit) return true;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return false;
 }
 
 // Text that is printed (versions, times) holds no control characters,
@@ -181,6 +231,12 @@ std::string serialize(const Metadata& metadata) {
 }
 
 Metadata parse_metadata(const std::string& text, const std::string& where) {
+  if (nests_deeper_than(text, kMaxMetadataDepth)) {
+    throw CorruptCheckpoint(
+        fmt::format("{} nests arrays or objects more than {} deep; lockstep's metadata is a few "
+                    "levels deep, so it is not lockstep checkpoint metadata",
+                    where, kMaxMetadataDepth));
+  }
   json document;
   try {
     document = json::parse(text);
@@ -203,7 +259,8 @@ Metadata parse_metadata(const std::string& text, const std::string& where) {
           where, version_field.dump(), document.value("library_version", "?"), kFormatVersion));
     }
     const int version = version_field.get<int>();
-    const auto stored_checksum = document.at("checksum").get<std::uint32_t>();
+    const auto stored_checksum = integer_field<std::uint32_t>(
+        document, "checksum", 0, std::numeric_limits<std::uint32_t>::max(), where);
     document.erase("checksum");
     if (text_checksum(document.dump()) != stored_checksum) {
       throw CorruptCheckpoint(fmt::format("{} fails its checksum", where));
@@ -243,12 +300,7 @@ Metadata parse_metadata(const std::string& text, const std::string& where) {
         // The checks of a save: a path that a save refuses is damage here.
         check_name(tensor.layout.path, "tensor path");
         tensor.layout.dtype = parse_dtype(entry.at("dtype").get<std::string>());
-        tensor.layout.shape = entry.at("shape").get<Shape>();
-        if (tensor.layout.shape.size() > kMaxTensorRank) {
-          throw UsageError(fmt::format("tensor '{}' has {} dimensions, more than {}",
-                                       tensor.layout.path, tensor.layout.shape.size(),
-                                       kMaxTensorRank));
-        }
+        tensor.layout.shape = shape_value(entry.at("shape"), tensor.layout.path, where);
         tensor.layout.numel = checked_numel(tensor.layout.shape, tensor.layout.path);
       } catch (const UsageError& error) {
         throw CorruptCheckpoint(fmt::format("{}: {}", where, error.what()));

@@ -22,6 +22,12 @@ inline constexpr char kMasterFile[] = "checkpoint.h5";
 // one the writer produced (100,000 ranks and thousands of tensors take a few
 // tens of MiB) and is refused before anything is allocated for it.
 inline constexpr std::uint64_t kMaxMetadataBytes = 256ULL << 20;
+// The deepest nesting of arrays and objects that metadata.json may have.
+// The writer's own fields are a few levels deep, and the key/values saved
+// beside the tensors are small; copying and printing a JSON document
+// recurse once per level, so a deeper file is refused before it is parsed,
+// where it could otherwise exhaust the stack.
+inline constexpr std::size_t kMaxMetadataDepth = 1000;
 // HDF5's limit on the rank of a dataset (H5S_MAX_RANK).
 inline constexpr std::size_t kMaxTensorRank = 32;
 
@@ -62,7 +68,9 @@ std::string serialize(const Metadata& metadata);
 // its index, checkpoint.h5), tensor paths pass the checks a save applies,
 // dtypes and shapes are known and their bytes fit in 63 bits, the pieces
 // tile each tensor and lie inside the file sizes recorded, counts and the
-// world size agree, and the times and version text are plain.
+// world size agree, the times and version text are plain, every integer is
+// an integer in range (never a float converted), and arrays and objects
+// nest at most kMaxMetadataDepth deep.
 Metadata parse_metadata(const std::string& text, const std::string& where);
 
 // Reads metadata.json of `step_dir` through `env`. Throws CorruptCheckpoint

@@ -277,6 +277,14 @@ TEST(Metadata, HostileFieldsAreCorruption) {
       {"too many dimensions",
        [](json& d) { d["tensors"][0]["shape"] = json(std::vector<int>(40, 1)); }},
       {"shape not a list", [](json& d) { d["tensors"][0]["shape"] = "2x3"; }},
+      {"fractional dimension",
+       [](json& d) {
+         d["tensors"][0]["shape"] = {2.5, 3};
+       }},
+      {"dimension beyond any integer",
+       [](json& d) {
+         d["tensors"][0]["shape"] = {1e300, 3};
+       }},
       {"piece of no rank", [](json& d) { d["tensors"][0]["pieces"][1]["file"] = 2; }},
       {"negative piece file", [](json& d) { d["tensors"][0]["pieces"][1]["file"] = -1; }},
       {"piece file truncated to int",
@@ -320,6 +328,45 @@ TEST(Metadata, HostileFieldsAreCorruption) {
       ADD_FAILURE() << "not reported as corruption: " << error.what();
     }
   }
+}
+
+// The checksum is an integer like every other count: a float, even one
+// equal to the right value, or one beyond any integer, is damage.
+TEST(Metadata, ChecksumMustBeAnInteger) {
+  const std::string text = serialize(sample_metadata());
+  const std::size_t start = text.find("\"checksum\": ") + 12;
+  const std::size_t end = text.find(',', start);
+  const std::string checksum = text.substr(start, end - start);
+  ASSERT_NO_THROW(parse_metadata(text, "m"));
+  for (const std::string& bad :
+       {checksum + ".0", std::string("1e300"), std::string("-1"), "\"" + checksum + "\""}) {
+    SCOPED_TRACE(bad);
+    std::string damaged = text;
+    damaged.replace(start, end - start, bad);
+    EXPECT_THROW(parse_metadata(damaged, "m"), CorruptCheckpoint);
+  }
+}
+
+// Copying and printing JSON recurse once per level: a file that nests
+// deeper than kMaxMetadataDepth is corrupt, not a stack overflow, while
+// key/values nested within the limit still load.
+TEST(Metadata, DeepNestingIsCorruptionNotAStackOverflow) {
+  const auto nested = [](std::size_t depth) {
+    return std::string(depth, '[') + std::string(depth, ']');
+  };
+  std::string deep = serialize(sample_metadata());
+  deep.insert(deep.find('{') + 1, "\"deep\": " + nested(100000) + ",");
+  try {
+    parse_metadata(deep, "step-12/metadata.json");
+    FAIL() << "accepted";
+  } catch (const CorruptCheckpoint& error) {
+    EXPECT_NE(std::string(error.what()).find("more than 1000 deep"), std::string::npos)
+        << error.what();
+  }
+  const std::string within = resealed(sample_metadata(), [&](nlohmann::json& document) {
+    document["values"]["data"]["nested"] = nlohmann::json::parse(nested(kMaxMetadataDepth - 3));
+  });
+  EXPECT_EQ(parse_metadata(within, "m").values["data"]["position"], 5);
 }
 
 TEST(Metadata, NewerFormatIsAUsageError) {
