@@ -10,7 +10,12 @@ function(lockstep_component target export_name)
   target_include_directories(${target} PUBLIC
     $<BUILD_INTERFACE:${CMAKE_CURRENT_SOURCE_DIR}/include>
     $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
-  install(DIRECTORY include/lockstep DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+  # Components declared side by side (core and base) share one header folder.
+  get_property(headers_installed DIRECTORY PROPERTY LOCKSTEP_HEADERS_INSTALLED)
+  if(NOT headers_installed)
+    install(DIRECTORY include/lockstep DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+    set_property(DIRECTORY PROPERTY LOCKSTEP_HEADERS_INSTALLED ON)
+  endif()
   set_property(GLOBAL APPEND PROPERTY LOCKSTEP_COMPONENTS ${target})
   set_property(GLOBAL APPEND PROPERTY LOCKSTEP_EXPORTED_TARGETS ${target})
 endfunction()

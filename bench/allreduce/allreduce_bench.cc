@@ -30,6 +30,7 @@
 #include <nccl.h>
 
 #include <lockstep/cuda_check.h>
+#include <lockstep/nccl_check.h>
 #endif
 
 namespace {

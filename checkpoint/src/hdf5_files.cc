@@ -5,8 +5,8 @@
 
 #include <fmt/format.h>
 
+#include "hdf5_check.h"
 #include "hdf5_handles.h"
-#include "lockstep/hdf5_check.h"
 
 namespace lockstep::checkpoint {
 

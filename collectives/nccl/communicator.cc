@@ -9,6 +9,7 @@
 #include "lockstep/cuda_check.h"
 #include "lockstep/log.h"
 #include "lockstep/mpi_check.h"
+#include "lockstep/nccl_check.h"
 
 namespace lockstep::detail {
 

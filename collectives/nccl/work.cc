@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "lockstep/cuda_check.h"
+#include "lockstep/nccl_check.h"
 
 namespace lockstep::detail {
 

@@ -1,4 +1,4 @@
-// Built only with CUDA: the error reporting of LOCKSTEP_CHECK_CUDA/NCCL.
+// Built only with CUDA: the error reporting of LOCKSTEP_CHECK_CUDA.
 #include "lockstep/cuda_check.h"
 
 namespace lockstep::detail {
@@ -9,17 +9,5 @@ void throw_cuda_error(cudaError_t code, const char* call, const char* file, int 
   throw BackendError("CUDA", number,
                      format_call_failure("CUDA", number, message, call, file, line));
 }
-
-#if LOCKSTEP_HAVE_NCCL
-void throw_nccl_error(ncclResult_t code, const char* call, const char* file, int line) {
-  const int number = static_cast<int>(code);
-  std::string message = ncclGetErrorString(code);
-  // The last error of this thread often says which argument was wrong.
-  const char* last = ncclGetLastError(nullptr);
-  if (last != nullptr && *last != '\0') message += std::string(" (") + last + ")";
-  throw BackendError("NCCL", number,
-                     format_call_failure("NCCL", number, message, call, file, line));
-}
-#endif
 
 }  // namespace lockstep::detail

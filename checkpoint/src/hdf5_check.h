@@ -1,6 +1,7 @@
 // Checked calls into HDF5. HDF5 signals failure with a negative return value
 // and leaves the details on its error stack; the macro turns both into a
-// BackendError and clears the stack.
+// BackendError and clears the stack. Internal to the checkpoint layer, the
+// only one that links HDF5.
 #pragma once
 
 #include <hdf5.h>
