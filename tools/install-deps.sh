@@ -14,6 +14,7 @@ packages=(
   libxxhash-dev                         # hashes of the replicas (header-only use)
   libopenblas-dev                       # the CPU example trainer
   clang-format                          # format check in the test suite
+  clang libclang-rt-14-dev              # libFuzzer, ASan, UBSan for make test-fuzz
   python3 python3-h5py python3-numpy    # checks that checkpoints open in h5py
 )
 
