@@ -42,6 +42,11 @@ struct AttemptRecord {
   std::vector<std::string> tail;  // last lines of the failed rank
   std::vector<pid_t> killed_after_grace;
   std::size_t survivors = 0;  // processes left after the stop (must be 0)
+  // What ranks said when they could not reach the launcher: "rank 2 on
+  // node2 cannot reach the launcher at 10.0.0.1:4000 (connection refused
+  // within 10 s)", one per rank, at most kMaxUnreachable.
+  std::vector<std::string> unreachable;
+  static constexpr std::size_t kMaxUnreachable = 16;
 };
 
 struct CheckpointEvent {

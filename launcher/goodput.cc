@@ -94,6 +94,7 @@ nlohmann::json to_json(const AttemptRecord& attempt, Clock::time_point run_start
     record["failure"] = attempt.failure;
     record["tail"] = attempt.tail;
   }
+  if (!attempt.unreachable.empty()) record["unreachable"] = attempt.unreachable;
   return record;
 }
 

@@ -19,6 +19,7 @@
 #include "lockstep/config.h"
 #include "lockstep/error.h"
 #include "mpirun_command.h"
+#include "slurm_job.h"
 #include "supervisor.h"
 
 namespace lockstep::cli {
@@ -55,6 +56,9 @@ struct RunOptions {
   bool dry_run = false;
   std::vector<std::string> inject;
   std::string inject_bitflip;
+  std::string monitor_address;
+  bool monitor_bind_all = false;
+  bool allow_unmonitored = false;
   std::vector<std::string> program;
 };
 
@@ -169,6 +173,32 @@ int ranks_for(const RunOptions& options) {
   return options.ranks > 0 ? options.ranks : (tasks != nullptr ? std::atoi(tasks) : 1);
 }
 
+// This host's name, and its first label ("node1" of "node1.cluster").
+bool is_this_host(const std::string& name) {
+  char hostname[256] = {};
+  gethostname(hostname, sizeof(hostname) - 1);
+  const std::string full(hostname);
+  const std::string shortname = full.substr(0, full.find('.'));
+  return name == "localhost" || name == full || name == shortname ||
+         name.substr(0, name.find('.')) == shortname;
+}
+
+// The hosts of the run other than this one: the host list, or the
+// addresses of the other nodes of the Slurm allocation.
+std::vector<std::string> remote_hosts(const launcher::SupervisorOptions& plan) {
+  std::vector<std::string> names;
+  if (plan.plan.starter == launcher::Starter::kSrun) {
+    if (plan.slurm.nodes > 1) {
+      const char* nodelist = std::getenv("SLURM_JOB_NODELIST");
+      names = launcher::allocation_addresses(plan.slurm, nodelist != nullptr ? nodelist : "");
+    }
+  } else {
+    for (const launcher::Host& host : plan.plan.hosts) names.push_back(host.name);
+  }
+  std::erase_if(names, is_this_host);
+  return names;
+}
+
 launcher::SupervisorOptions plan_from(const RunOptions& options) {
   const bool slurm = use_slurm(options);
   if (options.ranks < 1 && !(slurm && options.ranks == 0)) {
@@ -225,11 +255,13 @@ launcher::SupervisorOptions plan_from(const RunOptions& options) {
   plan.grace = options.grace;
   plan.total_steps = options.total_steps;
   plan.status_interval = options.status_interval;
-  char hostname[256] = {};
-  gethostname(hostname, sizeof(hostname) - 1);
-  for (const launcher::Host& host : plan.plan.hosts) {
-    if (host.name != "localhost" && host.name != hostname) plan.multi_host = true;
-  }
+  launcher::EndpointRequest endpoint{.requested = options.monitor_address,
+                                     .bind_all = options.monitor_bind_all};
+  endpoint.remote_hosts = remote_hosts(plan);
+  if (!endpoint.remote_hosts.empty()) plan.multi_host = true;
+  plan.monitor = launcher::choose_monitor_endpoint(endpoint);
+  plan.allow_unmonitored = options.allow_unmonitored;
+  if (options.allow_unmonitored) plan.plan.environment["LOCKSTEP_ALLOW_UNMONITORED"] = "true";
   const int ranks = ranks_for(options);
   for (const std::string& text : options.inject) {
     InjectedFailure failure = launcher::parse_injected_failure(text);
@@ -290,6 +322,19 @@ void add_run_command(CLI::App& app, int& exit_code) {
                    "Seconds between status lines when stderr is not a terminal")
       ->capture_default_str()
       ->check(seconds_in(0, kMaxGraceSeconds, /*min_excluded=*/true));
+  command
+      ->add_option("--monitor-address", options->monitor_address,
+                   "Host name, IPv4 address or interface of this host that ranks on other hosts "
+                   "reach the launcher at (default: the address of the interface that routes to "
+                   "them; never loopback when a rank runs elsewhere)")
+      ->envname("LOCKSTEP_LAUNCHER_ADDRESS");
+  command->add_flag("--monitor-bind-all", options->monitor_bind_all,
+                    "Listen for ranks on every address of this host, not only the advertised one "
+                    "(for an advertised address this host does not hold, behind NAT)");
+  command->add_flag("--allow-unmonitored", options->allow_unmonitored,
+                    "Let ranks that cannot reach the launcher train on unwatched (no hang "
+                    "detection, no restarts), and let a program that never reports end as a "
+                    "success; without it both are errors");
   command->add_option("--mpirun", options->mpirun, "The mpirun to use")->capture_default_str();
   auto* slurm = command->add_flag(
       "--slurm", options->slurm,

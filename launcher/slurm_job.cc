@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <thread>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "lockstep/error.h"
 #include "process.h"
@@ -38,10 +40,19 @@ void NodeExclusion::apply(LaunchPlan& plan) const {
   plan.ranks = slurm_.ranks_per_node * remaining_nodes();
 }
 
-std::string requeue_job(const SlurmOptions& slurm) {
+namespace {
+
+// Runs `scontrol ARGS...` for at most 60 s. Returns "" on success, else what
+// went wrong (scontrol's own message when it gave one); its standard output
+// goes to `output`.
+std::string run_scontrol(const SlurmOptions& slurm, const std::vector<std::string>& args,
+                         std::string& output) {
+  std::vector<std::string> argv{slurm.scontrol};
+  argv.insert(argv.end(), args.begin(), args.end());
+  const std::string command = fmt::format("{}", fmt::join(argv, " "));
   std::optional<ChildProcess> child;
   try {
-    child.emplace(ChildProcess::start({slurm.scontrol, "requeue", slurm.job_id}, {}));
+    child.emplace(ChildProcess::start(argv, {}));
   } catch (const Error& error) {
     return error.what();
   }
@@ -49,8 +60,9 @@ std::string requeue_job(const SlurmOptions& slurm) {
   char chunk[4096];
   for (const int fd : {child->stdout_fd(), child->stderr_fd()}) {
     ssize_t got = 0;
-    while ((got = read(fd, chunk, sizeof(chunk))) > 0)
-      said.append(chunk, static_cast<std::size_t>(got));
+    while ((got = read(fd, chunk, sizeof(chunk))) > 0) {
+      (fd == child->stdout_fd() ? output : said).append(chunk, static_cast<std::size_t>(got));
+    }
   }
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   std::optional<ExitStatus> status;
@@ -60,13 +72,51 @@ std::string requeue_job(const SlurmOptions& slurm) {
   while (!said.empty() && (said.back() == '\n' || said.back() == ' ')) said.pop_back();
   if (!status) {
     child->stop_all(std::chrono::milliseconds(1000));
-    return fmt::format("{} requeue {} did not finish within 60 s", slurm.scontrol, slurm.job_id);
+    return fmt::format("{} did not finish within 60 s", command);
   }
   if (!status->success()) {
-    return fmt::format("{} requeue {} ended with {}{}{}", slurm.scontrol, slurm.job_id,
-                       status->str(), said.empty() ? "" : ": ", said);
+    return fmt::format("{} ended with {}{}{}", command, status->str(), said.empty() ? "" : ": ",
+                       said);
   }
   return "";
+}
+
+}  // namespace
+
+std::string requeue_job(const SlurmOptions& slurm) {
+  std::string output;
+  return run_scontrol(slurm, {"requeue", slurm.job_id}, output);
+}
+
+std::vector<std::string> allocation_addresses(const SlurmOptions& slurm,
+                                              const std::string& nodelist) {
+  if (nodelist.empty()) return {};
+  std::string output;
+  if (const std::string problem = run_scontrol(slurm, {"-o", "show", "node", nodelist}, output);
+      !problem.empty()) {
+    throw IoError(
+        fmt::format("cannot look up the nodes of the allocation ({}): {}", nodelist, problem));
+  }
+  // One line per node: "NodeName=n1 Arch=... NodeAddr=10.0.0.1 NodeHostName=n1 ...".
+  std::vector<std::string> addresses;
+  std::size_t start = 0;
+  while (start < output.size()) {
+    std::size_t end = output.find('\n', start);
+    if (end == std::string::npos) end = output.size();
+    const std::string line = " " + output.substr(start, end - start);
+    for (const char* key : {" NodeAddr=", " NodeHostName=", " NodeName="}) {
+      const std::size_t at = line.find(key);
+      if (at == std::string::npos) continue;
+      const std::size_t from = at + std::strlen(key);
+      const std::string value = line.substr(from, line.find(' ', from) - from);
+      if (!value.empty() && value != "(null)") {
+        addresses.push_back(value);
+        break;
+      }
+    }
+    start = end + 1;
+  }
+  return addresses;
 }
 
 }  // namespace lockstep::launcher

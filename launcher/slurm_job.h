@@ -41,4 +41,10 @@ class NodeExclusion {
 // wrong (scontrol's own message when it gave one).
 std::string requeue_job(const SlurmOptions& slurm);
 
+// Where the nodes of a Slurm node list ("node[1-3],gpu7") are reached: each
+// node's NodeAddr (else its NodeHostName, else its name), from `scontrol -o
+// show node`. Throws IoError when scontrol fails.
+std::vector<std::string> allocation_addresses(const SlurmOptions& slurm,
+                                              const std::string& nodelist);
+
 }  // namespace lockstep::launcher

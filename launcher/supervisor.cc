@@ -206,6 +206,9 @@ class Attempt {
  private:
   void pump_output(ChildProcess& job, int timeout_ms);
   void print(const OutputLine& line);
+  // Keeps what a rank says when it cannot reach the launcher (its Runtime
+  // logs "rank R on HOST cannot reach the launcher at ADDRESS (WHY)").
+  void note_unreachable(std::string_view text);
   void handle(const RankEvent& event);
   void inject(std::int64_t step, bool at_checkpoint);
   void request_stop(ChildProcess& job);
@@ -245,6 +248,7 @@ class Attempt {
 
 void Attempt::print(const OutputLine& line) {
   tails_.add(line);
+  note_unreachable(line.text);
   std::string prefix;
   if (line.rank < 0) {
     mpirun_messages_.feed(line.text);
@@ -257,6 +261,22 @@ void Attempt::print(const OutputLine& line) {
                  : fmt::format("[rank {}] ", line.rank);
   }
   status_.print_line(prefix + line.text, line.is_stderr);
+}
+
+void Attempt::note_unreachable(std::string_view text) {
+  const std::size_t at = text.find(" cannot reach the launcher at ");
+  if (at == std::string_view::npos) return;
+  const std::size_t start = text.rfind("rank ", at);
+  const std::size_t end = text.find(')', at);
+  if (start == std::string_view::npos || end == std::string_view::npos) return;
+  const std::string what(text.substr(start, end + 1 - start));
+  // One entry per rank: its log line and the exception's text say the same.
+  const std::string who = what.substr(0, at - start);
+  std::vector<std::string>& seen = record_.unreachable;
+  const bool known = std::any_of(seen.begin(), seen.end(), [&](const std::string& entry) {
+    return entry.starts_with(who + " ");
+  });
+  if (!known && seen.size() < AttemptRecord::kMaxUnreachable) seen.push_back(what);
 }
 
 void Attempt::pump_output(ChildProcess& job, int timeout_ms) {
@@ -578,16 +598,20 @@ bool monitored(const std::vector<AttemptRecord>& attempts) {
 }
 
 // A job whose ranks never report cannot be watched: no hang detection, no
-// steps, no goodput. Say so instead of reporting a quiet success.
+// steps, no goodput. Say so instead of reporting a quiet success; unless
+// the user asked for an unmonitored run, such an end is not a success.
 void warn_if_unmonitored(const AttemptRecord& record, const std::string& address,
-                         StatusLine& status) {
+                         bool allow_unmonitored, StatusLine& status) {
   if (record.ranks_reported == 0) {
     status.print_line(
-        fmt::format("lockstep: warning: no rank of attempt {} ever reported to the launcher at "
+        fmt::format("lockstep: {}: no rank of attempt {} ever reported to the launcher at "
                     "{}: the program does not create a lockstep::Runtime, or its ranks could not "
                     "reach that address (see their log lines). The job was not monitored: a hang "
-                    "would not have been detected, and no step or goodput is known",
-                    record.index + 1, address),
+                    "would not have been detected, and no step or goodput is known{}",
+                    allow_unmonitored ? "warning" : "error", record.index + 1, address,
+                    allow_unmonitored ? ""
+                                      : ". Not counted as a success; pass --allow-unmonitored "
+                                        "to run a program that does not report"),
         true);
   } else if (record.world_size > record.ranks_reported) {
     status.print_line(
@@ -596,6 +620,29 @@ void warn_if_unmonitored(const AttemptRecord& record, const std::string& address
                     record.ranks_reported, record.world_size, record.index + 1, address),
         true);
   }
+}
+
+// Ranks that could not reach the launcher: name them, the address they
+// were given and why it was chosen, and what to set.
+void report_unreachable(const AttemptRecord& record, const MonitorEndpoint& endpoint,
+                        const std::string& address, StatusLine& status) {
+  status.print_line(
+      fmt::format("lockstep: attempt {} failed: {} rank(s) cannot reach the launcher at {}:",
+                  record.index + 1, record.unreachable.size(), address),
+      true);
+  for (const std::string& what : record.unreachable) status.print_line("  " + what, true);
+  std::string addresses;
+  for (const LocalAddress& local : local_addresses()) {
+    addresses +=
+        fmt::format("{}{} {}", addresses.empty() ? "" : ", ", local.interface, local.address);
+  }
+  status.print_line(
+      fmt::format("lockstep: the launcher advertised {} ({}). Give --monitor-address (or "
+                  "LOCKSTEP_LAUNCHER_ADDRESS) an address or interface of this host that the "
+                  "ranks' hosts reach (this host has: {}), or pass --allow-unmonitored to train "
+                  "unwatched; not restarting, since every attempt would fail the same way",
+                  endpoint.advertised, endpoint.reason, addresses),
+      true);
 }
 
 void report_failure(const AttemptRecord& record, StatusLine& status) {
@@ -688,14 +735,17 @@ int supervise(SupervisorOptions options) {
   }
   std::filesystem::create_directories(options.run_dir);
   const std::string token = random_token();
-  Monitor monitor(options.multi_host ? "0.0.0.0" : "127.0.0.1", token);
-  char hostname[256] = {};
-  gethostname(hostname, sizeof(hostname) - 1);
-  const std::string address =
-      fmt::format("{}:{}", options.multi_host ? hostname : "127.0.0.1", monitor.port());
+  Monitor monitor(options.monitor.bind, token);
+  const std::string address = fmt::format("{}:{}", options.monitor.advertised, monitor.port());
   AttemptsLog attempts_log(options.run_dir / "attempts.jsonl");
   Notices notices(options.run_dir, monitor.port());
   StatusLine status(options.total_steps, options.status_interval);
+  if (options.multi_host || options.monitor.advertised != "127.0.0.1") {
+    status.print_line(
+        fmt::format("lockstep: ranks report to {} ({}){}", address, options.monitor.reason,
+                    options.monitor.bind == "0.0.0.0" ? "; listening on every address" : ""),
+        true);
+  }
   std::vector<AttemptRecord> attempts;
   std::vector<CheckpointEvent> checkpoints;
   const Clock::time_point run_start = Clock::now();
@@ -718,9 +768,15 @@ int supervise(SupervisorOptions options) {
         !problem.empty()) {
       status.print_line("lockstep: warning: " + problem, true);
     }
-    warn_if_unmonitored(record, address, status);
+    if (!record.unreachable.empty() && !options.allow_unmonitored) {
+      // Not a fault that a restart would mend: the ranks are told an address
+      // they cannot reach.
+      report_unreachable(record, options.monitor, address, status);
+      break;
+    }
+    warn_if_unmonitored(record, address, options.allow_unmonitored, status);
     if (record.outcome == "success") {
-      exit_code = kRunSuccess;
+      exit_code = record.ranks_reported > 0 || options.allow_unmonitored ? kRunSuccess : kRunFailed;
       break;
     }
     if (record.outcome == "stopped") {
@@ -798,7 +854,14 @@ int supervise(SupervisorOptions options) {
     status.print_line("lockstep: warning: " + problem, true);
   }
   status.finish();
-  std::cerr << describe(goodput) << "\n";
+  if (monitored(attempts)) {
+    std::cerr << describe(goodput) << "\n";
+  } else {
+    std::cerr << fmt::format(
+        "goodput: unknown: no rank reported to the launcher, so the run was not monitored "
+        "({:.1f} s wall time)\n",
+        goodput.wall_seconds);
+  }
   if (slurm) {
     std::cerr << fmt::format(
         "  Slurm job {}: started {} time(s), requeued {} time(s){}\n", options.slurm.job_id,

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "monitor_address.h"
 #include "mpirun_command.h"
 
 namespace lockstep::launcher {
@@ -52,6 +53,10 @@ struct SupervisorOptions {
   std::int64_t total_steps = 0;
   double status_interval = 10;  // seconds between plain status lines
   bool multi_host = false;
+  MonitorEndpoint monitor;  // where the ranks reach the launcher
+  // Ranks that cannot reach the launcher train on unwatched, and a run no
+  // rank reported to may end as a success.
+  bool allow_unmonitored = false;
   std::vector<InjectedFailure> injected;
   SlurmOptions slurm;  // used when plan.starter is Starter::kSrun
 };

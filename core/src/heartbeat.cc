@@ -8,12 +8,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <thread>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "lockstep/error.h"
@@ -29,7 +32,54 @@ constexpr int kKeepAliveIdleSeconds = 5;
 constexpr int kKeepAliveIntervalSeconds = 2;
 constexpr int kKeepAliveProbes = 3;
 
-int connect_to(const std::string& address) {
+// A connected socket, or why there is none.
+struct Connection {
+  int fd = -1;
+  std::string problem;  // "connection refused", "no answer within 10 s", ...
+};
+
+// One connect() bounded by `deadline`; the socket is left blocking again.
+Connection try_connect(const addrinfo& candidate, std::chrono::steady_clock::time_point deadline) {
+  Connection result;
+  const int fd = ::socket(candidate.ai_family, candidate.ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+                          candidate.ai_protocol);
+  if (fd < 0) {
+    result.problem = std::strerror(errno);
+    return result;
+  }
+  int error = 0;
+  if (::connect(fd, candidate.ai_addr, candidate.ai_addrlen) != 0) {
+    error = errno;
+    if (error == EINPROGRESS) {
+      pollfd writable = {fd, POLLOUT, 0};
+      int ready = 0;
+      do {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        ready = ::poll(&writable, 1, static_cast<int>(std::max<std::int64_t>(0, left.count())));
+      } while (ready < 0 && errno == EINTR);
+      socklen_t length = sizeof(error);
+      if (ready == 0) {
+        error = ETIMEDOUT;
+      } else if (ready < 0 || ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0) {
+        error = errno;
+      }
+    }
+  }
+  if (error != 0) {
+    ::close(fd);
+    result.problem = error == ETIMEDOUT ? "no answer" : std::strerror(error);
+    return result;
+  }
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  result.fd = fd;
+  return result;
+}
+
+// Connects to the launcher at "host:port", trying every address the host
+// resolves to, and again every 200 ms until `timeout` has passed (a
+// launcher under a flood of connections may refuse for a moment).
+Connection connect_to(const std::string& address, std::chrono::milliseconds timeout) {
   const std::size_t colon = address.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == address.size()) {
     throw UsageError("LOCKSTEP_MONITOR_ADDRESS='" + address +
@@ -41,31 +91,36 @@ int connect_to(const std::string& address) {
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* found = nullptr;
-  if (const int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &found); rc != 0) {
-    log::warn("heartbeats disabled: cannot resolve launcher {}: {}", address, gai_strerror(rc));
-    return -1;
+  if (const int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &found); rc != 0) {
+    return {.problem = fmt::format("cannot resolve {}: {}", host, gai_strerror(rc))};
   }
-  int fd = -1;
-  for (addrinfo* candidate = found; candidate != nullptr; candidate = candidate->ai_next) {
-    fd =
-        socket(candidate->ai_family, candidate->ai_socktype | SOCK_CLOEXEC, candidate->ai_protocol);
-    if (fd < 0) continue;
-    if (connect(fd, candidate->ai_addr, candidate->ai_addrlen) == 0) break;
-    close(fd);
-    fd = -1;
+  const std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> owner(found, freeaddrinfo);
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = start + timeout;
+  Connection result;
+  while (true) {
+    for (const addrinfo* candidate = found; candidate != nullptr; candidate = candidate->ai_next) {
+      result = try_connect(*candidate, deadline);
+      if (result.fd >= 0) break;
+    }
+    if (result.fd >= 0 ||
+        std::chrono::steady_clock::now() + std::chrono::milliseconds(200) >= deadline) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
-  freeaddrinfo(found);
-  if (fd < 0) {
-    log::warn("heartbeats disabled: cannot connect to the launcher at {}", address);
-    return -1;
+  if (result.fd < 0) {
+    result.problem = fmt::format("{} within {:g} s", result.problem,
+                                 std::chrono::duration<double>(timeout).count());
+    return result;
   }
   const int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
-  setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &kKeepAliveIdleSeconds, sizeof(int));
-  setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &kKeepAliveIntervalSeconds, sizeof(int));
-  setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &kKeepAliveProbes, sizeof(int));
-  return fd;
+  setsockopt(result.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  setsockopt(result.fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+  setsockopt(result.fd, IPPROTO_TCP, TCP_KEEPIDLE, &kKeepAliveIdleSeconds, sizeof(int));
+  setsockopt(result.fd, IPPROTO_TCP, TCP_KEEPINTVL, &kKeepAliveIntervalSeconds, sizeof(int));
+  setsockopt(result.fd, IPPROTO_TCP, TCP_KEEPCNT, &kKeepAliveProbes, sizeof(int));
+  return result;
 }
 
 }  // namespace
@@ -154,14 +209,28 @@ struct HeartbeatClient::Channel {
 HeartbeatClient::HeartbeatClient(const std::string& address, const std::string& token, int rank,
                                  int world_size, const std::string& host,
                                  std::int64_t restart_count, LauncherLost on_launcher_lost,
-                                 std::chrono::milliseconds exit_after)
+                                 std::chrono::milliseconds exit_after,
+                                 std::chrono::milliseconds connect_timeout, bool required)
     : channel_(std::make_unique<Channel>()) {
   channel_->address = address;
-  channel_->socket = connect_to(address);
-  if (channel_->socket < 0) {
+  Connection connection = connect_to(address, connect_timeout);
+  if (connection.fd < 0) {
     channel_.reset();
-    return;
+    const std::string what = fmt::format("rank {} on {} cannot reach the launcher at {} ({})", rank,
+                                         host, address, connection.problem);
+    if (!required) {
+      log::warn("heartbeats disabled: {}; this rank trains unwatched", what);
+      return;
+    }
+    const std::string message = fmt::format(
+        "{}. It stops: a run its launcher cannot see would not be watched (no hang detection, "
+        "no restarts). Give `lockstep run --monitor-address` an address or interface of the "
+        "launcher's host that {} reaches, or pass --allow-unmonitored to train unwatched",
+        what, host);
+    log::error("{}", message);
+    throw IoError(message);
   }
+  channel_->socket = connection.fd;
   channel_->on_lost = std::move(on_launcher_lost);
   channel_->exit_after = exit_after;
   nlohmann::json hello = {{"type", "hello"},

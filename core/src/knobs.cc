@@ -105,6 +105,38 @@ const Knob<std::string> monitor_token{{
     .set_by_launcher = true,
 }};
 
+const Knob<std::string> launcher_address{{
+    .name = "launcher_address",
+    .env = "LOCKSTEP_LAUNCHER_ADDRESS",
+    .type = KnobType::kString,
+    .default_value = "",
+    .doc = "Read by `lockstep run` (its --monitor-address): the host name, IPv4 address or "
+           "interface of the launcher's host that ranks on other hosts connect to. Empty: the "
+           "address of the interface that routes to the run's other hosts.",
+}};
+
+const Knob<double> launcher_connect_timeout{{
+    .name = "launcher_connect_timeout",
+    .env = "LOCKSTEP_LAUNCHER_CONNECT_TIMEOUT",
+    .type = KnobType::kFloat,
+    .default_value = "10",
+    .doc = "Seconds a rank started by `lockstep run` keeps trying to reach its launcher before "
+           "it stops with the reason (the name does not resolve, the connection is refused, no "
+           "answer).",
+    .min = 0.1,
+    .max = 3600,
+}};
+
+const Knob<bool> allow_unmonitored{{
+    .name = "allow_unmonitored",
+    .env = "LOCKSTEP_ALLOW_UNMONITORED",
+    .type = KnobType::kBool,
+    .default_value = "false",
+    .doc = "Set by `lockstep run --allow-unmonitored`: a rank that cannot reach its launcher "
+           "trains on unwatched instead of stopping.",
+    .set_by_launcher = true,
+}};
+
 const Knob<double> launcher_loss_grace{{
     .name = "launcher_loss_grace",
     .env = "LOCKSTEP_LAUNCHER_LOSS_GRACE",
@@ -258,7 +290,7 @@ const Knob<double> mtbf{{
 }  // namespace knobs
 
 std::span<const KnobSpec* const> all_knobs() {
-  static const std::array<const KnobSpec*, 22> table = {
+  static const std::array<const KnobSpec*, 25> table = {
       &knobs::log_level.spec,
       &knobs::run_dir.spec,
       &knobs::device.spec,
@@ -268,6 +300,9 @@ std::span<const KnobSpec* const> all_knobs() {
       &knobs::restart_count.spec,
       &knobs::monitor_address.spec,
       &knobs::monitor_token.spec,
+      &knobs::launcher_address.spec,
+      &knobs::launcher_connect_timeout.spec,
+      &knobs::allow_unmonitored.spec,
       &knobs::launcher_loss_grace.spec,
       &knobs::mpi_segment_mb.spec,
       &knobs::replica_check_every.spec,

@@ -151,7 +151,10 @@ Runtime::Runtime(int& argc, char**& argv) : uncaught_at_start_(std::uncaught_exc
         monitor, config_.get(knobs::monitor_token), rank_, world_size_, hostname_, restart_count_,
         [](const std::string&) { signals::request(kRequestStop); },
         std::chrono::milliseconds(
-            static_cast<std::int64_t>(config_.get(knobs::launcher_loss_grace) * 1000)));
+            static_cast<std::int64_t>(config_.get(knobs::launcher_loss_grace) * 1000)),
+        std::chrono::milliseconds(
+            static_cast<std::int64_t>(config_.get(knobs::launcher_connect_timeout) * 1000)),
+        /*required=*/!config_.get(knobs::allow_unmonitored));
   }
 
   log::debug("lockstep {}: rank {}/{} local {}/{} node {}/{} device {} run dir {} restarts {}",

@@ -152,16 +152,52 @@ TEST(ChannelLine, ReadsIntegersExactly) {
   }
 }
 
-TEST(HeartbeatClient, UnreachableLauncherIsNotAnError) {
-  int port = 0;
-  {
-    Monitor closed_soon("127.0.0.1", "t");
-    port = closed_soon.port();
-  }
-  HeartbeatClient client("127.0.0.1:" + std::to_string(port), "t", 0, 1, "h", 0);
+// A port nothing listens on: a monitor's, closed again.
+int closed_port() {
+  Monitor closed_soon("127.0.0.1", "t");
+  return closed_soon.port();
+}
+
+TEST(HeartbeatClient, AnUnreachableLauncherIsNotAnErrorWhenUnmonitoredRunsAreAllowed) {
+  const auto start = std::chrono::steady_clock::now();
+  HeartbeatClient client("127.0.0.1:" + std::to_string(closed_port()), "t", 0, 1, "h", 0, {},
+                         std::chrono::seconds(5), std::chrono::milliseconds(600),
+                         /*required=*/false);
   EXPECT_FALSE(client.connected());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
   client.step(1, 0.1, {});  // silently nothing
   EXPECT_THROW(HeartbeatClient("no-port", "t", 0, 1, "h", 0), UsageError);
+}
+
+// By default a rank that cannot reach its launcher stops within the
+// connect timeout, saying who it is, where it tried, why it failed and
+// what to set.
+TEST(HeartbeatClient, AnUnreachableLauncherStopsTheRankWithTheReason) {
+  const auto start = std::chrono::steady_clock::now();
+  const std::string address = "127.0.0.1:" + std::to_string(closed_port());
+  try {
+    HeartbeatClient client(address, "t", 2, 4, "node2", 0, {}, std::chrono::seconds(5),
+                           std::chrono::milliseconds(600), /*required=*/true);
+    ADD_FAILURE() << "connected to a closed port";
+  } catch (const IoError& error) {
+    const std::string what = error.what();
+    EXPECT_NE(what.find("rank 2 on node2 cannot reach the launcher at " + address +
+                        " (Connection refused within 0.6 s)"),
+              std::string::npos)
+        << what;
+    EXPECT_NE(what.find("--monitor-address"), std::string::npos) << what;
+    EXPECT_NE(what.find("--allow-unmonitored"), std::string::npos) << what;
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  try {
+    HeartbeatClient client("no-such..host:1", "t", 0, 1, "h", 0, {}, std::chrono::seconds(5),
+                           std::chrono::milliseconds(600), /*required=*/true);
+    ADD_FAILURE() << "resolved an invalid name";
+  } catch (const IoError& error) {
+    EXPECT_NE(std::string(error.what()).find("cannot resolve no-such..host"),
+              std::string::npos)
+        << error.what();
+  }
 }
 
 // Strangers that connect and say nothing, held open by a child process (so

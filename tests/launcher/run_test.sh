@@ -307,9 +307,31 @@ silent)
   # A program that never reports is not a quiet success.
   dir=$scratch/silent
   run "$dir" -n 2 -- /bin/true
-  expect_rc 0 $? "a program without a Runtime still runs"
-  expect_grep "no rank of attempt 1 ever reported to the launcher" "$dir.log" "the unmonitored run is reported"
+  expect_rc 1 $? "a program that never reports does not end as a success"
+  expect_grep "error: no rank of attempt 1 ever reported to the launcher" "$dir.log" "the unmonitored run is reported"
+  expect_grep "allow-unmonitored" "$dir.log" "the error names the option that allows it"
   expect_grep '"monitored": false' "$dir/summary.json" "summary.json says it was not monitored"
+  if grep -q "goodput: [0-9]" "$dir.log"; then fail "an unmonitored run reports a goodput"; else ok "no goodput is claimed"; fi
+  dir=$scratch/silent-allowed
+  run "$dir" -n 2 --allow-unmonitored -- /bin/true
+  expect_rc 0 $? "with --allow-unmonitored it may end as a success"
+  expect_grep "goodput: unknown" "$dir.log" "the goodput is said to be unknown"
+  # Ranks told an address where no launcher listens stop within seconds,
+  # and the launcher names them and the address, and does not restart.
+  dir=$scratch/unreachable
+  started=$SECONDS
+  # The ranks are given port 1 of loopback, where nothing listens, in
+  # place of the launcher's address.
+  LOCKSTEP_LAUNCHER_CONNECT_TIMEOUT=1 run "$dir" -n 2 -- /usr/bin/env \
+    LOCKSTEP_MONITOR_ADDRESS=127.0.0.1:1 "$trainer" --steps 50
+  expect_rc 1 $? "ranks that cannot reach the launcher fail the run"
+  expect_grep "2 rank\(s\) cannot reach the launcher" "$dir.log" "the launcher counts them"
+  expect_grep "rank 1 on .* cannot reach the launcher at 127.0.0.1:1 \(Connection refused" "$dir.log" "each rank, its host, the address and why"
+  expect_grep "monitor-address" "$dir.log" "the option to set is named"
+  took=$((SECONDS - started))
+  if [ $took -lt 30 ]; then ok "it ends within seconds ($took s)"; else fail "it took $took s"; fi
+  if [ "$(wc -l <"$dir/attempts.jsonl")" -eq 1 ]; then ok "no restart"; else fail "it restarted"; fi
+  expect_grep '"unreachable"' "$dir/attempts.jsonl" "attempts.jsonl records them"
   # The run directory removed while the job runs: noticed, said, and the
   # attempts after it are still recorded.
   dir=$scratch/removed

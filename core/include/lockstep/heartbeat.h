@@ -32,13 +32,18 @@ class HeartbeatClient {
 
   // A client that sends nothing (not started by `lockstep run`).
   HeartbeatClient();
-  // Connects to `address` ("host:port") and introduces this rank. Throws
-  // UsageError for a malformed address; a launcher that cannot be reached
-  // is logged once and the client stays silent (and watches nothing).
+  // Connects to `address` ("host:port"), trying for up to
+  // `connect_timeout`, and introduces this rank. Throws UsageError for a
+  // malformed address. A launcher that cannot be reached: when `required`,
+  // logs why (resolution, refused, no answer) with the options that fix it
+  // and throws IoError, so that a rank its launcher cannot watch never
+  // trains; otherwise logs a warning and the client stays silent.
   HeartbeatClient(const std::string& address, const std::string& token, int rank, int world_size,
                   const std::string& host, std::int64_t restart_count,
                   LauncherLost on_launcher_lost = {},
-                  std::chrono::milliseconds exit_after = std::chrono::seconds(10));
+                  std::chrono::milliseconds exit_after = std::chrono::seconds(10),
+                  std::chrono::milliseconds connect_timeout = std::chrono::seconds(10),
+                  bool required = false);
 
   // Owns a socket and a thread: not copyable; movable (the state lives on
   // the heap, so the thread never sees a moved object; the moved-from

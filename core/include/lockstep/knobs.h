@@ -20,6 +20,9 @@ extern const Knob<double> collective_timeout;
 // set by `lockstep run` for the ranks it starts
 extern const Knob<std::string> monitor_address;
 extern const Knob<std::string> monitor_token;
+extern const Knob<std::string> launcher_address;
+extern const Knob<double> launcher_connect_timeout;
+extern const Knob<bool> allow_unmonitored;
 extern const Knob<double> launcher_loss_grace;
 
 // collectives

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# `lockstep run --hostfile` from this machine's root namespace over two
+# hosts made of namespaces (2 ranks each), with the machine's hostname left
+# resolving to loopback as it does here:
+# (1) the launcher advertises an address the hosts reach, heartbeats arrive,
+#     and the final weights equal those of 4 ranks on one host;
+# (2) a rank SIGKILLed on node2 is named with its host, the job restarts,
+#     and the weights are again bit-identical;
+# (3) an advertised address the hosts cannot reach: a clear error within
+#     seconds naming the ranks, their hosts and the address; exit 1, no
+#     restart, nothing reported as success.
+#
+# Usage: launcher_test.sh <tests/support/hosts dir> <lockstep> <lockstep-mlp> <scratch dir>
+# Exit 77 (skipped) when hosts cannot be made here (not root, no namespaces).
+set -euo pipefail
+harness=$(cd "$1" && pwd -P) lockstep=$2 mlp=$3 scratch=$4
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "SKIP: making hosts needs root"
+  exit 77
+fi
+dir=$scratch/hosts
+if [ -d "$dir" ]; then "$harness/hosts-down.sh" "$dir" || true; fi
+rm -rf "$scratch"
+mkdir -p "$scratch"
+failures=0
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+ok() { echo "ok:   $*"; }
+expect_rc() { # expect_rc <wanted> <got> <what>
+  if [ "$2" -eq "$1" ]; then ok "$3 (exit $2)"; else fail "$3: exit $2, wanted $1"; fi
+}
+expect_grep() { # expect_grep <extended regex> <file> <what>
+  if grep -qE -- "$1" "$2"; then ok "$3"; else
+    fail "$3: /$1/ not in $2"
+    sed 's/^/    | /' "$2" | tail -40
+  fi
+}
+summary_field() { # summary_field <summary.json> <python expression on s>
+  python3 -c "import json,sys; s=json.load(open(sys.argv[1])); print($2)" "$1" 2>/dev/null || true
+}
+
+extra=""
+# shellcheck disable=SC2317 # the trap calls it
+cleanup() {
+  if [ -n "$extra" ]; then ip addr del "$extra/32" dev lo 2>/dev/null || true; fi
+  "$harness/hosts-down.sh" "$dir" >/dev/null 2>&1 || echo "FAIL: hosts-down reported survivors"
+}
+trap cleanup EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+trainer=("$mlp" --steps 60 --hidden 64,64)
+export LOCKSTEP_CHECKPOINT_EVERY=10
+
+# The reference: 4 ranks on this host, before any host exists.
+"$lockstep" run --no-slurm -n 4 --run-dir "$scratch/reference" -- "${trainer[@]}" \
+  --weights-out "$scratch/reference.bin" >"$scratch/reference.log" 2>&1 ||
+  fail "the reference run failed (see $scratch/reference.log)"
+
+"$harness/hosts-up.sh" "$dir" 2 >"$scratch/hosts-up.log" 2>&1 || {
+  rc=$?
+  cat "$scratch/hosts-up.log"
+  exit "$rc"
+}
+# shellcheck source=/dev/null
+. "$dir/env.sh"
+ok "hosts $HOSTS_NAMES up at $HOSTS_ADDRS (bridge $HOSTS_BRIDGE $HOSTS_BRIDGE_ADDR)"
+loopback=$(getent ahostsv4 "$(hostname)" | awk 'NR == 1 { print $1 }')
+case $loopback in
+  127.*) ok "this machine's hostname resolves to loopback ($loopback), as users have it" ;;
+  *) echo "note: this machine's hostname resolves to $loopback, not loopback" ;;
+esac
+printf 'node1 slots=2\nnode2 slots=2\n' >"$scratch/hostfile"
+
+# --- (1) a clean run over two hosts ------------------------------------------
+rc=0
+"$lockstep" run --hostfile "$scratch/hostfile" -n 4 --run-dir "$scratch/clean" -- \
+  "${trainer[@]}" --weights-out "$scratch/clean.bin" >"$scratch/clean.log" 2>&1 || rc=$?
+expect_rc 0 "$rc" "the run over two hosts completes"
+expect_grep "ranks report to $HOSTS_BRIDGE_ADDR:[0-9]+ \(the address of interface $HOSTS_BRIDGE that routes to node[12]" \
+  "$scratch/clean.log" "the launcher advertises the bridge address, and says why"
+steps=$(summary_field "$scratch/clean/summary.json" 's["steps_completed"]')
+monitored=$(summary_field "$scratch/clean/summary.json" 's["monitored"]')
+if [ "$steps" = 60 ] && [ "$monitored" = True ]; then ok "heartbeats arrived: 60 steps, monitored"; else
+  fail "summary.json: steps_completed=$steps monitored=$monitored"
+fi
+expect_grep "goodput: [0-9.]+% of" "$scratch/clean.log" "a goodput is reported"
+if cmp -s "$scratch/reference.bin" "$scratch/clean.bin"; then
+  ok "final weights equal 4 ranks on one host"
+else fail "final weights differ from 4 ranks on one host"; fi
+
+# --- (2) a rank killed on node2 ----------------------------------------------
+rc=0
+"$lockstep" run --hostfile "$scratch/hostfile" -n 4 --run-dir "$scratch/killed" \
+  --inject-failure 2:35 -- "${trainer[@]}" --weights-out "$scratch/killed.bin" \
+  >"$scratch/killed.log" 2>&1 || rc=$?
+expect_rc 0 "$rc" "the run with a rank killed on node2 recovers"
+expect_grep "first failure: rank 2 on node2 killed by signal 9" "$scratch/killed.log" \
+  "the killed rank and its host are named"
+if cmp -s "$scratch/reference.bin" "$scratch/killed.bin"; then
+  ok "final weights after the restart equal the uninterrupted run's"
+else fail "final weights after the restart differ"; fi
+
+# --- (3) an address the hosts cannot reach -----------------------------------
+# An address of this machine outside the hosts' subnet (on lo, not a
+# loopback address), with the hosts' route to anything outside their subnet
+# taken away: the ranks get "Network is unreachable" while mpirun's own
+# traffic stays on the subnet.
+extra=10.78.$HOSTS_SLOT.1
+ip addr add "$extra/32" dev lo
+for host in $HOSTS_NAMES; do "$HOSTS_AGENT" "$host" ip route del default; done
+started=$SECONDS rc=0
+LOCKSTEP_LAUNCHER_CONNECT_TIMEOUT=3 "$lockstep" run --hostfile "$scratch/hostfile" -n 4 \
+  --run-dir "$scratch/unreachable" --monitor-address "10.78.$HOSTS_SLOT.1" -- \
+  "${trainer[@]}" >"$scratch/unreachable.log" 2>&1 || rc=$?
+expect_rc 1 "$rc" "ranks that cannot reach the launcher fail the run"
+took=$((SECONDS - started))
+if [ $took -lt 40 ]; then ok "the error comes within seconds ($took s)"; else fail "it took $took s"; fi
+expect_grep "rank\(s\) cannot reach the launcher at 10\.78\.$HOSTS_SLOT\.1:[0-9]+" \
+  "$scratch/unreachable.log" "the launcher names the address"
+expect_grep "rank [0-9] on node[12] cannot reach the launcher at 10\.78\.$HOSTS_SLOT\.1:[0-9]+ \(Network is unreachable" \
+  "$scratch/unreachable.log" "each rank is named with its host and the reason"
+expect_grep "monitor-address" "$scratch/unreachable.log" "the option to set is named"
+attempts=$(wc -l <"$scratch/unreachable/attempts.jsonl")
+if [ "$attempts" -eq 1 ]; then ok "no restart"; else fail "$attempts attempts"; fi
+if grep -qE "goodput: [0-9]" "$scratch/unreachable.log"; then fail "a goodput is claimed"; else
+  ok "nothing is reported as success"
+fi
+
+trap - EXIT
+cleanup
+if "$harness/hosts-down.sh" "$dir" >/dev/null 2>&1; then ok "nothing of the hosts is left"; else
+  fail "hosts-down reported survivors"
+fi
+if [ "$failures" -eq 0 ]; then echo PASS; else
+  echo "$failures check(s) failed"
+  exit 1
+fi
