@@ -194,8 +194,7 @@ TEST(HeartbeatClient, AnUnreachableLauncherStopsTheRankWithTheReason) {
                            std::chrono::milliseconds(600), /*required=*/true);
     ADD_FAILURE() << "resolved an invalid name";
   } catch (const IoError& error) {
-    EXPECT_NE(std::string(error.what()).find("cannot resolve no-such..host"),
-              std::string::npos)
+    EXPECT_NE(std::string(error.what()).find("cannot resolve no-such..host"), std::string::npos)
         << error.what();
   }
 }
