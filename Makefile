@@ -44,15 +44,17 @@ test-asan: deps
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS) -L unit
 
-# The unit tests under ThreadSanitizer: they run the monitor thread, the
-# heartbeat client's watcher and the plan simulation's workers. Reports from
-# third-party libraries are suppressed in tests/tsan.supp, each with its reason.
+# The unit tests under ThreadSanitizer (the monitor thread, the heartbeat
+# client's watcher, the plan simulation's workers), and the multi-rank tests
+# labelled threads (the collectives' communication, completion and watchdog
+# threads, the checkpoint writer and retention). Reports from third-party
+# libraries are suppressed in tests/tsan.supp, each with its reason.
 test-tsan: deps
 	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOCKSTEP_SANITIZE=thread \
 	  -DLOCKSTEP_CUDA=OFF -DLOCKSTEP_BUILD_EXAMPLES=OFF -DLOCKSTEP_BUILD_BENCH=OFF
 	cmake --build $(TSAN_BUILD) -j $(JOBS)
 	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan.supp" \
-	  ctest --test-dir $(TSAN_BUILD) --output-on-failure -j $(JOBS) -L unit
+	  ctest --test-dir $(TSAN_BUILD) --output-on-failure -j $(JOBS) -L '^(unit|threads)$$'
 
 # libFuzzer (clang, with ASan and UBSan) on the parsers of untrusted input:
 # metadata.json, the heartbeat channel's lines, hostfiles. The seed corpora

@@ -4,12 +4,12 @@
 
 #include <array>
 #include <memory>
-#include <mutex>
 
 #include <fmt/format.h>
 #include <spdlog/sinks/stdout_sinks.h>
 
 #include "lockstep/error.h"
+#include "lockstep/mutex.h"
 
 namespace lockstep::log {
 
@@ -22,9 +22,10 @@ std::string local_hostname() {
 }
 
 struct State {
-  std::mutex mutex;
-  std::string identity = fmt::format("[-/- {}]", local_hostname());
-  std::shared_ptr<spdlog::logger> logger;
+  Mutex mutex;
+  std::string identity LOCKSTEP_GUARDED_BY(mutex) = fmt::format("[-/- {}]", local_hostname());
+  // Set once, under the mutex; the logger it points to is thread-safe.
+  std::shared_ptr<spdlog::logger> logger LOCKSTEP_GUARDED_BY(mutex);
 };
 
 State& state() {
@@ -46,7 +47,7 @@ void apply_pattern(spdlog::logger& logger, const std::string& identity) {
 
 spdlog::logger& logger() {
   State& s = state();
-  std::scoped_lock lock(s.mutex);
+  MutexLock lock(s.mutex);
   if (!s.logger) {
     // A stderr sink with its own mutex: ranks may log from several threads.
     s.logger = std::make_shared<spdlog::logger>("lockstep",
@@ -79,7 +80,7 @@ void set_level(Level level) {
 void set_identity(int rank, int world_size, std::string_view host) {
   spdlog::logger& target = logger();
   State& s = state();
-  std::scoped_lock lock(s.mutex);
+  MutexLock lock(s.mutex);
   s.identity = fmt::format("[{}/{} {}]", rank, world_size, host);
   apply_pattern(target, s.identity);
 }
@@ -87,7 +88,7 @@ void set_identity(int rank, int world_size, std::string_view host) {
 std::string identity() {
   logger();
   State& s = state();
-  std::scoped_lock lock(s.mutex);
+  MutexLock lock(s.mutex);
   return s.identity;
 }
 
