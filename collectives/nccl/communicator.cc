@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "../src/metadata_exchange.h"
+#include "../src/poll_until.h"
 #include "../src/unsupported.h"
 #include "lockstep/cuda_check.h"
 #include "lockstep/log.h"
@@ -81,21 +82,25 @@ std::string describe(std::string_view operation, const Tensor& tensor, ReduceOp 
 
 std::size_t count_of(const Tensor& tensor) { return static_cast<std::size_t>(tensor.numel()); }
 
-// Drives a non-blocking NCCL call that answered ncclInProgress to its end;
-// aborts the communicator when that takes longer than `timeout`.
+// Drives a non-blocking NCCL call that answered ncclInProgress to its end,
+// pausing between polls; aborts the communicator when that takes longer than
+// `timeout`. The caller must not hold a lock that the completion thread needs.
 void settle(NcclCommHandle& comm, ncclResult_t result, const char* call,
             CollectiveTimeout timeout) {
-  const auto deadline = std::chrono::steady_clock::now() +
-                        std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
-  while (result == ncclInProgress) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      comm.abort();
-      throw TimeoutError(
-          fmt::format("{} did not complete within {:.3g} s; the NCCL communicator "
-                      "was aborted",
-                      call, timeout.count()));
-    }
-    LOCKSTEP_CHECK_NCCL(ncclCommGetAsyncError(comm.get(), &result));
+  const bool settled = poll_until(
+      [&] {
+        if (result == ncclInProgress) {
+          LOCKSTEP_CHECK_NCCL(ncclCommGetAsyncError(comm.get(), &result));
+        }
+        return result != ncclInProgress;
+      },
+      {.timeout = timeout});
+  if (!settled) {
+    comm.abort();
+    throw TimeoutError(
+        fmt::format("{} did not complete within {:.3g} s; the NCCL communicator "
+                    "was aborted",
+                    call, timeout.count()));
   }
   if (result != ncclSuccess) throw_nccl_error(result, call, __FILE__, __LINE__);
 }
@@ -156,20 +161,42 @@ std::shared_ptr<Work> NcclCommunicator::launch(std::string description, Collecti
   CudaEventHandle inputs_ready = CudaEventHandle::create();
   LOCKSTEP_CHECK_CUDA(cudaEventRecord(inputs_ready.get(), nullptr));
   LOCKSTEP_CHECK_CUDA(cudaStreamWaitEvent(stream_.get(), inputs_ready.get(), 0));
-
-  std::unique_lock lock(mutex_);  // one issuing thread at a time keeps ranks in step
-  const std::uint64_t sequence = ++issued_;
-  board_.publish(sequence);
-  watchdog_.started(sequence, fmt::format("{} #{}", description, sequence), timeout);
-  settle(*comm_, call(comm_->get(), stream_.get()), description.c_str(), timeout);
   CudaEventHandle done = CudaEventHandle::create();
-  LOCKSTEP_CHECK_CUDA(cudaEventRecord(done.get(), stream_.get()));
-  auto work = std::make_shared<NcclWork>(sequence, std::move(description), std::move(done), comm_,
-                                         std::move(keep_alive));
-  in_flight_.push_back(work);
-  lock.unlock();
-  in_flight_changed_.notify_one();
-  return work;
+
+  // One issuing thread at a time keeps the ranks in step. The completion
+  // thread never takes this lock, so it goes on retiring collectives while
+  // an enqueue settles.
+  std::lock_guard issuing(issue_mutex_);
+  const std::uint64_t sequence = issued_ + 1;
+  board_.publish(sequence);
+  // Enqueue first: a call that fails has issued nothing, so it takes no
+  // sequence number and leaves the watchdog nothing to report as a hang.
+  settle(*comm_, call(comm_->get(), stream_.get()), description.c_str(), timeout);
+  issued_ = sequence;
+  try {
+    LOCKSTEP_CHECK_CUDA(cudaEventRecord(done.get(), stream_.get()));
+    auto work = std::make_shared<NcclWork>(sequence, std::move(description), std::move(done), comm_,
+                                           std::move(keep_alive));
+    {
+      std::lock_guard lock(mutex_);
+      in_flight_.push_back(work);
+      // Under mutex_, so that the completion thread cannot retire it first.
+      try {
+        watchdog_.started(sequence, work->describe(), timeout);
+      } catch (const std::exception& error) {
+        // The other ranks' watchdogs guard it as well.
+        log::warn("{} runs without the watchdog on this rank: {}", work->describe(), error.what());
+      }
+    }
+    in_flight_changed_.notify_one();
+    return work;
+  } catch (...) {
+    // The collective is queued on the device and counted by every rank, but
+    // nothing would see it end: abort the communicator, so that it fails
+    // rather than hangs unwatched.
+    comm_->abort();
+    throw;
+  }
 }
 
 void NcclCommunicator::watch_completions() {

@@ -70,10 +70,14 @@ class NcclCommunicator final : public Communicator {
   Tensor barrier_scratch_;  // NCCL has no barrier: one all-reduced float
   Watchdog watchdog_;
 
+  // Held by the issuing thread from taking a sequence number to the end of
+  // its enqueue (which may wait), never by the completion thread.
+  std::mutex issue_mutex_;
+  std::uint64_t issued_ = 0;  // guarded by issue_mutex_
+
   std::mutex mutex_;
   std::condition_variable in_flight_changed_;
   std::deque<std::shared_ptr<NcclWork>> in_flight_;  // guarded by mutex_
-  std::uint64_t issued_ = 0;                         // guarded by mutex_
   bool stopping_ = false;                            // guarded by mutex_
   std::thread completion_thread_;                    // last: starts once the rest exists
 };

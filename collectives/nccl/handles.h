@@ -26,8 +26,10 @@ class NcclCommHandle {
   // Move-assignment is deleted: it would have to destroy the old
   // communicator, a collective call that must not hide inside an operator=.
   NcclCommHandle& operator=(NcclCommHandle&&) = delete;
-  // Finalizes and destroys the communicator, or aborts it when abort() was
-  // called (a communicator in error cannot finalize).
+  // Finalizes and destroys the communicator. Aborts it instead when
+  // finalizing fails or has not finished after 10 s (a peer that died would
+  // hold it for ever), and does nothing when abort() was called. Never
+  // throws; logs what went wrong.
   ~NcclCommHandle();
 
   ncclComm_t get() const { return comm_; }
