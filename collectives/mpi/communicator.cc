@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <climits>
+#include <exception>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -64,6 +66,20 @@ void check_blocks(const Tensor& whole, const Tensor& block, int size, std::strin
 
 char* bytes_of(Tensor& tensor) { return static_cast<char*>(tensor.data()); }
 
+// Calls a function when the scope ends, whether normally or by an exception.
+template <class Function>
+class ScopeExit {
+ public:
+  explicit ScopeExit(Function function) : function_(std::move(function)) {}
+  // Neither copyable nor movable: the function runs once, at this scope's end.
+  ScopeExit(const ScopeExit&) = delete;
+  ScopeExit& operator=(const ScopeExit&) = delete;
+  ~ScopeExit() { function_(); }
+
+ private:
+  Function function_;
+};
+
 }  // namespace
 
 MpiCommunicator::MpiCommunicator(MPI_Comm comm, const CommunicatorOptions& options)
@@ -97,8 +113,11 @@ std::shared_ptr<MpiWork> MpiCommunicator::enqueue(Wake wake, std::string descrip
   std::shared_ptr<MpiWork> work;
   {
     std::lock_guard lock(mutex_);
-    work = std::make_shared<MpiWork>(++issued_, std::move(description), timeout, std::move(body));
+    // The number is taken once the work is queued: a failed allocation has
+    // issued nothing, and the next collective gets the number again.
+    work = std::make_shared<MpiWork>(issued_ + 1, std::move(description), timeout, std::move(body));
     queue_.push_back(work);
+    ++issued_;
   }
   if (wake == Wake::kNow) queue_changed_.notify_one();
   return work;
@@ -117,14 +136,22 @@ void MpiCommunicator::complete(const std::shared_ptr<MpiWork>& work) {
       inline_run = true;
     }
   }
-  bool wake = !inline_run;
   if (inline_run) {
+    // However execute() ends, busy_ falls and the communication thread hears
+    // of it: left set, it would hold back every later collective.
+    const ScopeExit release_thread([this] {
+      bool wake = false;
+      {
+        std::lock_guard lock(mutex_);
+        busy_ = false;
+        wake = !queue_.empty() || stopping_;  // others issued meanwhile wait for busy_
+      }
+      if (wake) queue_changed_.notify_one();
+    });
     execute(*work);
-    std::lock_guard lock(mutex_);
-    busy_ = false;
-    wake = !queue_.empty() || stopping_;  // others issued meanwhile wait for busy_
+  } else {
+    queue_changed_.notify_one();
   }
-  if (wake) queue_changed_.notify_one();
   work->wait(std::chrono::duration<double>(-1));  // rethrows a failure
 }
 
@@ -134,7 +161,14 @@ void MpiCommunicator::execute(MpiWork& work) {
   } catch (const std::exception& error) {
     log::warn("could not publish progress of {}: {}", work.describe(), error.what());
   }
-  watchdog_.started(work.sequence_number(), work.describe(), work.timeout());
+  try {
+    watchdog_.started(work.sequence_number(), work.describe(), work.timeout());
+  } catch (const std::exception& error) {
+    // The other ranks enter this collective; skipping it here would leave
+    // them waiting and this rank a collective behind. Their watchdogs guard
+    // it as well.
+    log::warn("{} runs without the watchdog on this rank: {}", work.describe(), error.what());
+  }
   work.run();
   watchdog_.finished(work.sequence_number());
 }

@@ -66,6 +66,8 @@ class MpiCommunicator final : public Communicator {
   // communication thread is idle and `work` is next, else by waiting.
   void complete(const std::shared_ptr<MpiWork>& work);
   // Publishes, guards and runs one collective, on whichever thread runs it.
+  // Does not throw: the collective's error goes to its Work, and one that
+  // cannot be guarded runs all the same (the other ranks are entering it).
   void execute(MpiWork& work);
   void communicate();  // the communication thread
 
