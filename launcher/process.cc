@@ -1,11 +1,14 @@
 #include "process.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -183,6 +186,24 @@ std::vector<pid_t> descendants_of(pid_t root) {
   return found;
 }
 
+std::optional<ExitStatus> ChildProcess::poll_own() {
+  int status = 0;
+  if (!status_ && pid_ > 0 && waitpid(pid_, &status, WNOHANG) == pid_) {
+    status_ = ExitStatus::from_wait_status(status);
+  }
+  return status_;
+}
+
+void ChildProcess::kill_group() {
+  if (pid_ <= 0 || status_) return;
+  stopped_by_launcher_ = true;
+  kill(-pid_, SIGKILL);
+  int status = 0;
+  while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+  }
+  status_ = ExitStatus::from_wait_status(status);
+}
+
 void ChildProcess::reap_all() {
   int status = 0;
   pid_t pid = 0;
@@ -216,6 +237,59 @@ std::vector<pid_t> ChildProcess::stop_all(std::chrono::milliseconds grace) {
   }
   reap_all();
   return remaining;
+}
+
+CommandResult run_bounded(const std::vector<std::string>& argv, std::chrono::milliseconds timeout) {
+  CommandResult result;
+  const std::string name = argv.empty() ? std::string("(nothing)") : argv.front();
+  std::optional<ChildProcess> child;
+  try {
+    child.emplace(ChildProcess::start(argv, {}));
+  } catch (const Error& error) {
+    result.problem = error.what();
+    return result;
+  }
+  constexpr std::size_t kMaxOutput = 64 * 1024;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  bool open[2] = {true, true};
+  while ((open[0] || open[1]) && std::chrono::steady_clock::now() < deadline) {
+    pollfd fds[2] = {{open[0] ? child->stdout_fd() : -1, POLLIN, 0},
+                     {open[1] ? child->stderr_fd() : -1, POLLIN, 0}};
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (::poll(fds, 2, static_cast<int>(std::max<std::int64_t>(1, left.count()))) < 0 &&
+        errno != EINTR) {
+      break;
+    }
+    for (int i = 0; i < 2; ++i) {
+      if (!open[i] || (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
+      char chunk[4096];
+      const ssize_t got = ::read(fds[i].fd, chunk, sizeof(chunk));
+      if (got < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+      if (got <= 0) {
+        open[i] = false;
+        continue;
+      }
+      std::string& into = i == 0 ? result.out : result.err;
+      into.append(chunk, std::min(static_cast<std::size_t>(got),
+                                  kMaxOutput - std::min(kMaxOutput, into.size())));
+    }
+  }
+  while (!(result.status = child->poll_own()) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  while (!result.err.empty() && std::isspace(static_cast<unsigned char>(result.err.back()))) {
+    result.err.pop_back();
+  }
+  if (!result.status) {
+    child->kill_group();
+    result.problem = fmt::format("{} did not finish within {:g} s", name,
+                                 std::chrono::duration<double>(timeout).count());
+  } else if (!result.status->success()) {
+    result.problem = fmt::format("{} ended with {}{}{}", name, result.status->str(),
+                                 result.err.empty() ? "" : ": ", result.err);
+  }
+  return result;
 }
 
 }  // namespace lockstep::launcher

@@ -59,6 +59,12 @@ class ChildProcess {
   // Stops the process and every descendant: SIGTERM to all, then SIGKILL to
   // whatever is left after `grace`. Returns the pids that needed SIGKILL.
   std::vector<pid_t> stop_all(std::chrono::milliseconds grace);
+  // Like poll(), but reaps only this process and no orphan: for short
+  // commands run while other threads run children of their own.
+  std::optional<ExitStatus> poll_own();
+  // SIGKILLs this process's group (it leads one) and reaps the process;
+  // every other descendant of the launcher is left alone.
+  void kill_group();
   // Whether stop_all() was called while the process was alive: a signal
   // that ended it may have come from the launcher itself.
   bool stopped_by_launcher() const { return stopped_by_launcher_; }
@@ -75,6 +81,23 @@ class ChildProcess {
   std::optional<ExitStatus> status_;
   bool stopped_by_launcher_ = false;
 };
+
+// What a short command said and how it ended.
+struct CommandResult {
+  std::optional<ExitStatus> status;  // nullopt: killed after the timeout
+  std::string out;                   // standard output, at most 64 KiB
+  std::string err;                   // standard error, at most 64 KiB, trailing blanks cut
+  // "" when it succeeded, else one line: "<argv0> ended with exit code 255:
+  // <its stderr>", "<argv0> did not finish within 10 s", or why it could
+  // not start.
+  std::string problem;
+};
+
+// Runs `argv` with its output captured and waits for it at most `timeout`;
+// then SIGKILLs its process group. Reaps only its own process, so several
+// threads may run commands at once. Never throws for the command's own
+// failures: they are in `problem`.
+CommandResult run_bounded(const std::vector<std::string>& argv, std::chrono::milliseconds timeout);
 
 // True when the local process `pid` was started with `entry` ("NAME=value")
 // in its environment: a pid a rank reported is only signalled when it is

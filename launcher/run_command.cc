@@ -258,6 +258,7 @@ launcher::SupervisorOptions plan_from(const RunOptions& options) {
   launcher::EndpointRequest endpoint{.requested = options.monitor_address,
                                      .bind_all = options.monitor_bind_all};
   endpoint.remote_hosts = remote_hosts(plan);
+  if (plan.plan.starter != launcher::Starter::kSrun) plan.remote_hosts = endpoint.remote_hosts;
   if (!endpoint.remote_hosts.empty()) plan.multi_host = true;
   plan.monitor = launcher::choose_monitor_endpoint(endpoint);
   plan.allow_unmonitored = options.allow_unmonitored;

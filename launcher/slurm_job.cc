@@ -49,36 +49,9 @@ std::string run_scontrol(const SlurmOptions& slurm, const std::vector<std::strin
                          std::string& output) {
   std::vector<std::string> argv{slurm.scontrol};
   argv.insert(argv.end(), args.begin(), args.end());
-  const std::string command = fmt::format("{}", fmt::join(argv, " "));
-  std::optional<ChildProcess> child;
-  try {
-    child.emplace(ChildProcess::start(argv, {}));
-  } catch (const Error& error) {
-    return error.what();
-  }
-  std::string said;
-  char chunk[4096];
-  for (const int fd : {child->stdout_fd(), child->stderr_fd()}) {
-    ssize_t got = 0;
-    while ((got = read(fd, chunk, sizeof(chunk))) > 0) {
-      (fd == child->stdout_fd() ? output : said).append(chunk, static_cast<std::size_t>(got));
-    }
-  }
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  std::optional<ExitStatus> status;
-  while (!(status = child->poll()) && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  while (!said.empty() && (said.back() == '\n' || said.back() == ' ')) said.pop_back();
-  if (!status) {
-    child->stop_all(std::chrono::milliseconds(1000));
-    return fmt::format("{} did not finish within 60 s", command);
-  }
-  if (!status->success()) {
-    return fmt::format("{} ended with {}{}{}", command, status->str(), said.empty() ? "" : ": ",
-                       said);
-  }
-  return "";
+  CommandResult result = run_bounded(argv, std::chrono::seconds(60));
+  output = std::move(result.out);
+  return result.problem;
 }
 
 }  // namespace

@@ -22,6 +22,7 @@
 #include "lockstep/error.h"
 #include "monitor.h"
 #include "output.h"
+#include "preflight.h"
 #include "process.h"
 #include "slurm_job.h"
 #include "status_line.h"
@@ -622,6 +623,40 @@ void warn_if_unmonitored(const AttemptRecord& record, const std::string& address
   }
 }
 
+// Enters every remote host of a host list the way mpirun will. Returns the
+// record of an attempt that was not started when a host cannot be entered,
+// with the first such host as its root cause; nullopt when all answered.
+std::optional<AttemptRecord> preflight(const SupervisorOptions& options, int index,
+                                       StatusLine& status) {
+  if (options.remote_hosts.empty() || options.plan.starter == Starter::kSrun) return std::nullopt;
+  constexpr std::chrono::seconds kPreflightTimeout{10};
+  const std::vector<std::string> agent = rsh_agent(kPreflightTimeout);
+  AttemptRecord record;
+  record.index = index;
+  record.start = Clock::now();
+  const std::vector<HostProblem> problems =
+      preflight_hosts(options.remote_hosts, agent, kPreflightTimeout);
+  record.end = Clock::now();
+  if (problems.empty()) return std::nullopt;
+  record.outcome = "preflight";
+  record.failure_at = record.end;
+  record.failed_host = problems.front().host;
+  record.failure = "cannot be entered: " + problems.front().problem;
+  for (const HostProblem& problem : problems) {
+    record.tail.push_back(problem.host + ": " + problem.problem);
+    status.print_line(fmt::format("lockstep: preflight: host {} cannot be entered with {}: {}",
+                                  problem.host, fmt::join(agent, " "), problem.problem),
+                      true);
+  }
+  status.print_line(
+      fmt::format("lockstep: not starting attempt {}: {} of {} host(s) cannot be entered ({:.1f} "
+                  "s); bring them back or take them out of the host list",
+                  index + 1, problems.size(), options.remote_hosts.size(),
+                  std::chrono::duration<double>(record.end - record.start).count()),
+      true);
+  return record;
+}
+
 // Ranks that could not reach the launcher: name them, the address they
 // were given and why it was chosen, and what to set.
 void report_unreachable(const AttemptRecord& record, const MonitorEndpoint& endpoint,
@@ -753,6 +788,14 @@ int supervise(SupervisorOptions options) {
   int no_progress_streak = 0;
 
   for (int index = 0;; ++index) {
+    if (const std::optional<AttemptRecord> refused = preflight(options, index, status)) {
+      attempts.push_back(*refused);
+      if (const std::string problem = attempts_log.append(to_json(*refused, run_start).dump());
+          !problem.empty()) {
+        status.print_line("lockstep: warning: " + problem, true);
+      }
+      break;
+    }
     LaunchPlan plan = options.plan;
     if (slurm) exclusion.apply(plan);
     plan.environment["LOCKSTEP_RUN_DIR"] = options.run_dir.string();

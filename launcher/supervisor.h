@@ -54,6 +54,9 @@ struct SupervisorOptions {
   double status_interval = 10;  // seconds between plain status lines
   bool multi_host = false;
   MonitorEndpoint monitor;  // where the ranks reach the launcher
+  // The hosts of a host list other than this one: entered (preflight)
+  // before every attempt that mpirun starts.
+  std::vector<std::string> remote_hosts;
   // Ranks that cannot reach the launcher train on unwatched, and a run no
   // rank reported to may end as a success.
   bool allow_unmonitored = false;

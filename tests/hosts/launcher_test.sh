@@ -8,7 +8,9 @@
 #     and the weights are again bit-identical;
 # (3) an advertised address the hosts cannot reach: a clear error within
 #     seconds naming the ranks, their hosts and the address; exit 1, no
-#     restart, nothing reported as success.
+#     restart, nothing reported as success;
+# (4) a lost host in the host list: preflight names it with the rsh agent's
+#     error within seconds, and mpirun is not started.
 #
 # Usage: launcher_test.sh <tests/support/hosts dir> <lockstep> <lockstep-mlp> <scratch dir>
 # Exit 77 (skipped) when hosts cannot be made here (not root, no namespaces).
@@ -127,6 +129,19 @@ if [ "$attempts" -eq 1 ]; then ok "no restart"; else fail "$attempts attempts"; 
 if grep -qE "goodput: [0-9]" "$scratch/unreachable.log"; then fail "a goodput is claimed"; else
   ok "nothing is reported as success"
 fi
+
+# --- (4) a host that cannot be entered: preflight names it -----------------
+"$harness/hosts-lose.sh" "$dir" node2 >/dev/null 2>&1
+started=$SECONDS rc=0
+"$lockstep" run --hostfile "$scratch/hostfile" -n 4 --run-dir "$scratch/lost" -- \
+  "${trainer[@]}" >"$scratch/lost.log" 2>&1 || rc=$?
+expect_rc 1 "$rc" "a host list with a lost host does not start"
+took=$((SECONDS - started))
+if [ $took -lt 15 ]; then ok "preflight answers within seconds ($took s)"; else fail "it took $took s"; fi
+expect_grep "preflight: host node2 cannot be entered with .*agent: cannot enter host node2" \
+  "$scratch/lost.log" "the lost host is named with the agent's own error"
+if grep -q "^\[mpirun\]" "$scratch/lost.log"; then fail "mpirun was started"; else ok "mpirun was not started"; fi
+expect_grep '"outcome": "preflight"' "$scratch/lost/summary.json" "summary.json says why"
 
 trap - EXIT
 cleanup
