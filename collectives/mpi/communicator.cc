@@ -99,7 +99,7 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm, const CommunicatorOptions& optio
 
 MpiCommunicator::~MpiCommunicator() {
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     stopping_ = true;
   }
   queue_changed_.notify_all();
@@ -112,7 +112,7 @@ std::shared_ptr<MpiWork> MpiCommunicator::enqueue(Wake wake, std::string descrip
   if (timeout.count() <= 0) timeout = options_.timeout;
   std::shared_ptr<MpiWork> work;
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     // The number is taken once the work is queued: a failed allocation has
     // issued nothing, and the next collective gets the number again.
     work = std::make_shared<MpiWork>(issued_ + 1, std::move(description), timeout, std::move(body));
@@ -126,7 +126,7 @@ std::shared_ptr<MpiWork> MpiCommunicator::enqueue(Wake wake, std::string descrip
 void MpiCommunicator::complete(const std::shared_ptr<MpiWork>& work) {
   bool inline_run = false;
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     // Running a blocking call on the caller's thread saves two thread
     // switches (about 15 us); allowed only when it is next in line and the
     // communication thread is idle, which keeps the issue order.
@@ -142,7 +142,7 @@ void MpiCommunicator::complete(const std::shared_ptr<MpiWork>& work) {
     const ScopeExit release_thread([this] {
       bool wake = false;
       {
-        std::lock_guard lock(mutex_);
+        MutexLock lock(mutex_);
         busy_ = false;
         wake = !queue_.empty() || stopping_;  // others issued meanwhile wait for busy_
       }
@@ -174,10 +174,11 @@ void MpiCommunicator::execute(MpiWork& work) {
 }
 
 void MpiCommunicator::communicate() {
-  std::unique_lock lock(mutex_);
+  MutexLock lock(mutex_);
   for (;;) {
-    queue_changed_.wait(lock,
-                        [this] { return (stopping_ && !busy_) || (!queue_.empty() && !busy_); });
+    queue_changed_.wait(lock, [this]() LOCKSTEP_REQUIRES(mutex_) {
+      return (stopping_ && !busy_) || (!queue_.empty() && !busy_);
+    });
     if (queue_.empty()) return;  // stopping, and everything issued is done
     std::shared_ptr<MpiWork> work = std::move(queue_.front());
     queue_.pop_front();

@@ -6,11 +6,9 @@
 // most one collective runs at any time.
 #pragma once
 
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 
@@ -18,6 +16,7 @@
 #include "../src/watchdog.h"
 #include "lockstep/communicator.h"
 #include "lockstep/mpi_comm.h"
+#include "lockstep/mutex.h"
 #include "reduce_ops.h"
 #include "work.h"
 
@@ -97,12 +96,12 @@ class MpiCommunicator final : public Communicator {
   std::vector<char> ring_scratch_;  // of the one running collective, on either thread
   Watchdog watchdog_;
 
-  std::mutex mutex_;
-  std::condition_variable queue_changed_;
-  std::deque<std::shared_ptr<MpiWork>> queue_;  // guarded by mutex_
-  std::uint64_t issued_ = 0;                    // guarded by mutex_
-  bool busy_ = false;      // a collective is running, on either thread; guarded by mutex_
-  bool stopping_ = false;  // guarded by mutex_
+  Mutex mutex_;
+  CondVar queue_changed_;
+  std::deque<std::shared_ptr<MpiWork>> queue_ LOCKSTEP_GUARDED_BY(mutex_);
+  std::uint64_t issued_ LOCKSTEP_GUARDED_BY(mutex_) = 0;
+  bool busy_ LOCKSTEP_GUARDED_BY(mutex_) = false;  // a collective runs, on either thread
+  bool stopping_ LOCKSTEP_GUARDED_BY(mutex_) = false;
   std::thread communication_thread_;  // started at the end of the constructor
 };
 

@@ -12,16 +12,17 @@ MpiWork::MpiWork(std::uint64_t sequence, std::string description, CollectiveTime
       body_(std::move(body)) {}
 
 bool MpiWork::test() {
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   if (done_) rethrow_if_failed();
   return done_;
 }
 
 void MpiWork::wait(std::chrono::duration<double> timeout) {
-  std::unique_lock lock(mutex_);
+  MutexLock lock(mutex_);
+  const auto done = [this]() LOCKSTEP_REQUIRES(mutex_) { return done_; };
   if (timeout.count() < 0) {
-    done_changed_.wait(lock, [this] { return done_; });
-  } else if (!done_changed_.wait_for(lock, timeout, [this] { return done_; })) {
+    done_changed_.wait(lock, done);
+  } else if (!done_changed_.wait_for(lock, timeout, done)) {
     throw TimeoutError(
         fmt::format("{} did not finish within {:.3g} s of waiting", describe(), timeout.count()));
   }
@@ -39,7 +40,7 @@ void MpiWork::run() {
   }
   body_ = nullptr;  // releases the captured tensors now, not when the handle dies
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     error_ = error;
     done_ = true;
   }

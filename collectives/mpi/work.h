@@ -1,14 +1,13 @@
 // MpiWork: one collective queued for the MPI backend's communication thread.
 #pragma once
 
-#include <condition_variable>
 #include <cstdint>
 #include <exception>
 #include <functional>
-#include <mutex>
 #include <string>
 
 #include "lockstep/communicator.h"
+#include "lockstep/mutex.h"
 #include "lockstep/work.h"
 
 namespace lockstep::detail {
@@ -31,16 +30,16 @@ class MpiWork final : public Work {
   CollectiveTimeout timeout() const { return timeout_; }
 
  private:
-  void rethrow_if_failed() const;  // needs mutex_ held
+  void rethrow_if_failed() const LOCKSTEP_REQUIRES(mutex_);
 
   const std::uint64_t sequence_;
   const std::string description_;
   const CollectiveTimeout timeout_;
   std::function<void()> body_;  // communication thread only
-  mutable std::mutex mutex_;
-  std::condition_variable done_changed_;
-  bool done_ = false;         // guarded by mutex_
-  std::exception_ptr error_;  // guarded by mutex_
+  mutable Mutex mutex_;
+  CondVar done_changed_;
+  bool done_ LOCKSTEP_GUARDED_BY(mutex_) = false;
+  std::exception_ptr error_ LOCKSTEP_GUARDED_BY(mutex_);
 };
 
 }  // namespace lockstep::detail

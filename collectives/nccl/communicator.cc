@@ -145,7 +145,7 @@ NcclCommunicator::NcclCommunicator(MPI_Comm comm, Device device, const Communica
 
 NcclCommunicator::~NcclCommunicator() {
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     stopping_ = true;
   }
   in_flight_changed_.notify_all();
@@ -166,7 +166,7 @@ std::shared_ptr<Work> NcclCommunicator::launch(std::string description, Collecti
   // One issuing thread at a time keeps the ranks in step. The completion
   // thread never takes this lock, so it goes on retiring collectives while
   // an enqueue settles.
-  std::lock_guard issuing(issue_mutex_);
+  MutexLock issuing(issue_mutex_);
   const std::uint64_t sequence = issued_ + 1;
   board_.publish(sequence);
   // Enqueue first: a call that fails has issued nothing, so it takes no
@@ -178,7 +178,7 @@ std::shared_ptr<Work> NcclCommunicator::launch(std::string description, Collecti
     auto work = std::make_shared<NcclWork>(sequence, std::move(description), std::move(done), comm_,
                                            std::move(keep_alive));
     {
-      std::lock_guard lock(mutex_);
+      MutexLock lock(mutex_);
       in_flight_.push_back(work);
       // Under mutex_, so that the completion thread cannot retire it first.
       try {
@@ -201,7 +201,7 @@ std::shared_ptr<Work> NcclCommunicator::launch(std::string description, Collecti
 
 void NcclCommunicator::watch_completions() {
   cudaSetDevice(device_.index);
-  std::unique_lock lock(mutex_);
+  MutexLock lock(mutex_);
   for (;;) {
     while (!in_flight_.empty() && in_flight_.front()->finished_on_device()) {
       watchdog_.finished(in_flight_.front()->sequence_number());

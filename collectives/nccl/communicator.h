@@ -5,12 +5,10 @@
 // dedicated stream; a completion thread watches their events.
 #pragma once
 
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 
@@ -19,6 +17,7 @@
 #include "handles.h"
 #include "lockstep/communicator.h"
 #include "lockstep/mpi_comm.h"
+#include "lockstep/mutex.h"
 #include "work.h"
 
 namespace lockstep::detail {
@@ -72,14 +71,14 @@ class NcclCommunicator final : public Communicator {
 
   // Held by the issuing thread from taking a sequence number to the end of
   // its enqueue (which may wait), never by the completion thread.
-  std::mutex issue_mutex_;
-  std::uint64_t issued_ = 0;  // guarded by issue_mutex_
+  Mutex issue_mutex_;
+  std::uint64_t issued_ LOCKSTEP_GUARDED_BY(issue_mutex_) = 0;
 
-  std::mutex mutex_;
-  std::condition_variable in_flight_changed_;
-  std::deque<std::shared_ptr<NcclWork>> in_flight_;  // guarded by mutex_
-  bool stopping_ = false;                            // guarded by mutex_
-  std::thread completion_thread_;                    // last: starts once the rest exists
+  Mutex mutex_;
+  CondVar in_flight_changed_;
+  std::deque<std::shared_ptr<NcclWork>> in_flight_ LOCKSTEP_GUARDED_BY(mutex_);
+  bool stopping_ LOCKSTEP_GUARDED_BY(mutex_) = false;
+  std::thread completion_thread_;  // last: starts once the rest exists
 };
 
 }  // namespace lockstep::detail

@@ -32,7 +32,7 @@ Watchdog::Watchdog(std::string backend, SequenceBoard& board, std::function<void
 
 Watchdog::~Watchdog() {
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     stopping_ = true;
   }
   changed_.notify_all();
@@ -44,7 +44,7 @@ void Watchdog::started(std::uint64_t sequence, std::string description, Seconds 
                         std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
   bool earlier = false;
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     pending_[sequence] = Pending{std::move(description), deadline, timeout};
     earlier = deadline < sleeping_until_;
   }
@@ -54,13 +54,13 @@ void Watchdog::started(std::uint64_t sequence, std::string description, Seconds 
 }
 
 void Watchdog::finished(std::uint64_t sequence) {
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   pending_.erase(sequence);
   last_finished_ = std::max(last_finished_, sequence);
 }
 
 void Watchdog::watch() {
-  std::unique_lock lock(mutex_);
+  MutexLock lock(mutex_);
   while (!stopping_) {
     if (pending_.empty()) {
       sleeping_until_ = std::chrono::steady_clock::time_point::max();

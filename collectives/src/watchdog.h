@@ -6,14 +6,13 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
-#include <mutex>
 #include <string>
 #include <thread>
 
+#include "lockstep/mutex.h"
 #include "sequence_board.h"
 
 namespace lockstep::detail {
@@ -55,15 +54,15 @@ class Watchdog {
   std::string backend_;
   SequenceBoard& board_;
   std::function<void()> before_abort_;
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  std::map<std::uint64_t, Pending> pending_;  // guarded by mutex_
-  std::uint64_t last_finished_ = 0;           // guarded by mutex_
-  // When the watchdog thread wakes next unless notified; guarded by mutex_.
-  std::chrono::steady_clock::time_point sleeping_until_ =
+  Mutex mutex_;
+  CondVar changed_;
+  std::map<std::uint64_t, Pending> pending_ LOCKSTEP_GUARDED_BY(mutex_);
+  std::uint64_t last_finished_ LOCKSTEP_GUARDED_BY(mutex_) = 0;
+  // When the watchdog thread wakes next unless notified.
+  std::chrono::steady_clock::time_point sleeping_until_ LOCKSTEP_GUARDED_BY(mutex_) =
       std::chrono::steady_clock::time_point::max();
-  bool stopping_ = false;  // guarded by mutex_
-  std::thread thread_;     // last: starts after the members above exist
+  bool stopping_ LOCKSTEP_GUARDED_BY(mutex_) = false;
+  std::thread thread_;  // last: starts after the members above exist
 };
 
 }  // namespace lockstep::detail

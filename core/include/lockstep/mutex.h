@@ -69,6 +69,17 @@ class CondVar {
   void notify_one() noexcept { cv_.notify_one(); }
   void notify_all() noexcept { cv_.notify_all(); }
 
+  // Without a predicate: may wake spuriously; the caller loops.
+  void wait(MutexLock& lock) { cv_.wait(lock.lock_); }
+  template <class Rep, class Period>
+  std::cv_status wait_for(MutexLock& lock, std::chrono::duration<Rep, Period> timeout) {
+    return cv_.wait_for(lock.lock_, timeout);
+  }
+  template <class Clock, class Duration>
+  std::cv_status wait_until(MutexLock& lock, std::chrono::time_point<Clock, Duration> deadline) {
+    return cv_.wait_until(lock.lock_, deadline);
+  }
+
   template <class Predicate>
   void wait(MutexLock& lock, Predicate ready) {
     cv_.wait(lock.lock_, std::move(ready));
