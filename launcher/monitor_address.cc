@@ -88,6 +88,8 @@ std::string interface_of(const std::vector<LocalAddress>& locals, const std::str
   return "";
 }
 
+}  // namespace
+
 std::string describe(const std::vector<LocalAddress>& locals) {
   std::string text;
   for (const LocalAddress& local : locals) {
@@ -96,6 +98,8 @@ std::string describe(const std::vector<LocalAddress>& locals) {
   }
   return text.empty() ? "none" : text;
 }
+
+namespace {
 
 // --monitor-address: an interface name, an IPv4 address or a host name.
 MonitorEndpoint requested_endpoint(const EndpointRequest& request) {

@@ -42,5 +42,7 @@ struct LocalAddress {
   std::string address;
 };
 std::vector<LocalAddress> local_addresses();
+// "lo 127.0.0.1, eth0 10.0.0.5" ("none" when empty), for error messages.
+std::string describe(const std::vector<LocalAddress>& locals);
 
 }  // namespace lockstep::launcher

@@ -666,11 +666,7 @@ void report_unreachable(const AttemptRecord& record, const MonitorEndpoint& endp
                   record.index + 1, record.unreachable.size(), address),
       true);
   for (const std::string& what : record.unreachable) status.print_line("  " + what, true);
-  std::string addresses;
-  for (const LocalAddress& local : local_addresses()) {
-    addresses +=
-        fmt::format("{}{} {}", addresses.empty() ? "" : ", ", local.interface, local.address);
-  }
+  const std::string addresses = describe(local_addresses());
   status.print_line(
       fmt::format("lockstep: the launcher advertised {} ({}). Give --monitor-address (or "
                   "LOCKSTEP_LAUNCHER_ADDRESS) an address or interface of this host that the "

@@ -93,9 +93,11 @@ if cmp -s "$scratch/reference.bin" "$scratch/clean.bin"; then
 else fail "final weights differ from 4 ranks on one host"; fi
 
 # --- (2) a rank killed on node2 ----------------------------------------------
+# Slowed (sleeps do not change the arithmetic): unslowed, 60 steps can end
+# before the launcher hears of step 35 and strikes.
 rc=0
 "$lockstep" run --hostfile "$scratch/hostfile" -n 4 --run-dir "$scratch/killed" \
-  --inject-failure 2:35 -- "${trainer[@]}" --weights-out "$scratch/killed.bin" \
+  --inject-failure 2:35 -- "${trainer[@]}" --step-ms 30 --weights-out "$scratch/killed.bin" \
   >"$scratch/killed.log" 2>&1 || rc=$?
 expect_rc 0 "$rc" "the run with a rank killed on node2 recovers"
 expect_grep "first failure: rank 2 on node2 killed by signal 9" "$scratch/killed.log" \
