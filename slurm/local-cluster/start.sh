@@ -1,23 +1,31 @@
 #!/usr/bin/env bash
-# Start a real Slurm on this machine: munge, one slurmctld and two slurmd
-# ("nodes" n1 and n2), with every file they write under one state directory.
+# Start a real Slurm on this machine: munge, one slurmctld and one slurmd per
+# compute node (n1, n2, ...), with every file they write under one state
+# directory. Each node is a host of its own, made of Linux namespaces by
+# tests/support/hosts/hosts-up.sh (hostname nodeI, address 10.77.X.(10+I) on
+# a bridge, private /dev/shm); slurmctld and munged stay in this machine's
+# namespaces. Where such hosts cannot be made, all slurmd run on this host,
+# each in a mount namespace of its own (the "one-host" layout).
 #
 #   slurm/local-cluster/start.sh DIR     # then: source DIR/env.sh
 #   slurm/local-cluster/stop.sh DIR
 #
-# Needs root (the daemons run as root, slurmd needs its own mount namespace).
+# Needs root (the daemons run as root; hosts need namespaces and a bridge).
 # Installs slurm-wlm and munge with apt-get when they are missing.
 #
 # Environment knobs:
-#   LOCAL_CLUSTER_TIMEOUT   seconds to wait for both nodes to be idle (60)
+#   LOCAL_CLUSTER_NODES     compute nodes (2); more give a test spare nodes
+#   LOCAL_CLUSTER_LAYOUT    hosts (default: one host per node, falling back to
+#                           one-host when hosts cannot be made) or one-host
+#   LOCAL_CLUSTER_TIMEOUT   seconds to wait for every node to be idle (60)
 #   LOCAL_CLUSTER_CPUS      CPUs declared per node (the machine's count)
 #   LOCAL_CLUSTER_KEEP_ON_FAILURE=1  leave the daemons running when start-up
 #                           fails, to inspect them (stop.sh DIR still works)
 set -euo pipefail
 
-readonly nodes=(n1 n2)
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 readonly here
+readonly hosts_scripts=$here/../../tests/support/hosts
 
 log() { printf 'local-cluster: %s\n' "$*"; }
 die() {
@@ -28,15 +36,32 @@ die() {
 usage() {
   cat >&2 <<EOF
 usage: $0 DIR
-Starts slurmctld and two slurmd (n1, n2) with state, spool, logs and
-configuration under DIR, and waits until both nodes are idle.
+Starts slurmctld and one slurmd per node (n1, n2, ...; LOCAL_CLUSTER_NODES,
+2 by default), each node on a namespace host of its own where they can be
+made, with state, spool, logs and configuration under DIR, and waits until
+every node is idle.
 EOF
   exit 2
 }
 
 [ $# -eq 1 ] || usage
 case $1 in -h | --help) usage ;; esac
-[ "$(id -u)" -eq 0 ] || die "must run as root (slurmd needs mount namespaces and runs jobs as any user)"
+[ "$(id -u)" -eq 0 ] || die "must run as root (slurmd needs namespaces and runs jobs as any user)"
+
+count=${LOCAL_CLUSTER_NODES:-2}
+if ! [[ $count =~ ^[1-9][0-9]*$ ]] || [ "$count" -gt 64 ]; then
+  die "LOCAL_CLUSTER_NODES must be a number from 1 to 64, not '$count'"
+fi
+layout=${LOCAL_CLUSTER_LAYOUT:-hosts}
+case $layout in hosts | one-host) ;; *) die "LOCAL_CLUSTER_LAYOUT must be hosts or one-host, not '$layout'" ;; esac
+nodes=()
+for ((i = 1; i <= count; i++)); do nodes+=("n$i"); done
+readonly count nodes
+# Seconds without an answer after which slurmctld marks a node DOWN.
+readonly slurmd_timeout=${LOCAL_CLUSTER_SLURMD_TIMEOUT:-10}
+[[ $slurmd_timeout =~ ^[1-9][0-9]*$ ]] || die "LOCAL_CLUSTER_SLURMD_TIMEOUT must be a positive number"
+# The PMIx client directory of every node, in the node's private /dev/shm.
+readonly pmix_dir=/dev/shm/slurm-pmix
 
 mkdir -p "$1"
 dir=$(cd "$1" && pwd -P)
@@ -86,8 +111,10 @@ if ! compgen -G '/usr/lib/*/slurm-wlm/mpi_pmix*.so' >/dev/null; then
   log "warning: no Slurm mpi_pmix plugin found; srun --mpi=pmix will not work"
 fi
 
-mkdir -p "$run" "$dir/log" "$dir/state" "$dir/pmixtmp"
-for n in "${nodes[@]}"; do mkdir -p "$dir/spool/$n" "$dir/pmix-$n"; done
+mkdir -p "$run" "$dir/log" "$dir/state"
+for n in "${nodes[@]}"; do mkdir -p "$dir/spool/$n"; done
+# A layout of an earlier start in DIR describes hosts that are gone.
+rm -f "$run/layout"
 
 # From here on a failure stops whatever was started, unless asked to keep it.
 started=0
@@ -104,6 +131,9 @@ on_exit() {
   exit "$rc"
 }
 trap on_exit EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # --- munge ------------------------------------------------------------------
 # Slurm authenticates every message with munge. A munged that already answers
@@ -145,6 +175,47 @@ else
   log "started munged (pid $(cat "$run/munged.started-here"))"
 fi
 
+# --- hosts --------------------------------------------------------------------
+# One namespace host per node (tests/support/hosts/README.md): slurmd and the
+# job steps of node nI then run with hostname nodeI, address 10.77.X.(10+I),
+# their own /dev/shm and their own network stack, as on separate machines.
+# Where hosts cannot be made (hosts-up.sh exits 77: no right to make network
+# namespaces or bridges), every slurmd runs on this host instead.
+hosts_dir=$dir/hosts
+host_names=() host_addrs=() host_pids=()
+if [ "$layout" = hosts ]; then
+  if [ ! -x "$hosts_scripts/hosts-up.sh" ]; then
+    log "no $hosts_scripts/hosts-up.sh; all nodes run on this host (one-host layout)"
+    layout=one-host
+  else
+    started=1
+    rc=0
+    "$hosts_scripts/hosts-up.sh" "$hosts_dir" "$count" >"$dir/log/hosts-up.log" 2>&1 || rc=$?
+    if [ "$rc" -eq 77 ]; then
+      log "cannot make namespace hosts here ($(grep -m1 'skipped' "$dir/log/hosts-up.log" || true));" \
+        "all nodes run on this host (one-host layout)"
+      layout=one-host
+    elif [ "$rc" -ne 0 ]; then
+      cat "$dir/log/hosts-up.log" >&2
+      die "making the hosts failed (exit $rc; see $dir/log/hosts-up.log)"
+    else
+      # The harness's env.sh also sets Open MPI's rsh agent; only the hosts'
+      # names, addresses and holders are wanted here.
+      # shellcheck disable=SC1091,SC2016 # the file is made at run time
+      mapfile -t host_info < <(bash -c '. "$1" && echo "$HOSTS_NAMES" && echo "$HOSTS_ADDRS" &&
+        echo "$HOSTS_PIDS" && echo "$HOSTS_BRIDGE_ADDR" && echo "$HOSTS_SUBNET"' sh "$hosts_dir/env.sh")
+      read -ra host_names <<<"${host_info[0]}"
+      read -ra host_addrs <<<"${host_info[1]}"
+      read -ra host_pids <<<"${host_info[2]}"
+      bridge_addr=${host_info[3]}
+      subnet=${host_info[4]}
+      [ "${#host_addrs[@]}" -eq "$count" ] || die "hosts-up.sh made ${#host_addrs[@]} hosts, not $count"
+      log "made hosts ${host_names[*]} on $subnet"
+    fi
+  fi
+fi
+echo "$layout" >"$run/layout"
+
 # --- ports ------------------------------------------------------------------
 # Free TCP ports below the kernel's ephemeral range, so that a connection made
 # later cannot take one between now and the daemons' bind().
@@ -170,24 +241,49 @@ pick_port() {
   die "found no free TCP port between 20000 and 32000"
 }
 pick_port
-pick_port
-pick_port
 ctld_port=${picked[0]}
-declare -A node_port=([n1]=${picked[1]} [n2]=${picked[2]})
+# Hosts have network stacks of their own: every slurmd listens on the same
+# port. On one host each slurmd needs a port of its own.
+declare -A node_port
+for n in "${nodes[@]}"; do
+  if [ "$layout" = one-host ] || [ "${#picked[@]}" -eq 1 ]; then pick_port; fi
+  node_port[$n]=${picked[-1]}
+done
 
 # --- configuration ----------------------------------------------------------
 host=$(hostname -s)
 cpus=${LOCAL_CLUSTER_CPUS:-$(nproc)}
 [[ $cpus =~ ^[1-9][0-9]*$ ]] || die "LOCAL_CLUSTER_CPUS must be a positive number, not '$cpus'"
-# Both nodes share this machine's memory; declare half each so that neither
-# claims more than exists.
-mem_mb=$(awk '/^MemTotal:/ {print int($2 / 1024 / 2)}' /proc/meminfo)
+# The nodes share this machine's memory; declare a share each so that
+# together they claim no more than exists.
+mem_mb=$(awk -v n="$count" '/^MemTotal:/ {print int($2 / 1024 / n)}' /proc/meminfo)
+
+if [ "$layout" = hosts ]; then
+  # slurmctld listens on every address of this namespace; the hosts reach it
+  # on the bridge.
+  ctld_addr=$bridge_addr
+else
+  ctld_addr=127.0.0.1
+fi
+node_lines=""
+for i in "${!nodes[@]}"; do
+  n=${nodes[$i]}
+  if [ "$layout" = hosts ]; then
+    node_lines+="NodeName=$n NodeHostname=${host_names[$i]} NodeAddr=${host_addrs[$i]}"
+  else
+    node_lines+="NodeName=$n NodeHostname=$host NodeAddr=127.0.0.1"
+  fi
+  node_lines+=" Port=${node_port[$n]} CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN"$'\n'
+done
+node_list=n[1-$count]
+[ "$count" -gt 1 ] || node_list=n1
 
 cat >"$conf" <<EOF
-# Generated by $here/start.sh: a one-machine test cluster.
+# Generated by $here/start.sh: a one-machine test cluster
+# ($layout layout: $([ "$layout" = hosts ] && echo "one namespace host per node" || echo "every node on this host")).
 # Every path is absolute because the daemons change directory at start-up.
 ClusterName=localcluster
-SlurmctldHost=$host(127.0.0.1)
+SlurmctldHost=$host($ctld_addr)
 SlurmctldPort=$ctld_port
 SlurmdPort=${node_port[n1]}
 SlurmUser=root
@@ -226,27 +322,45 @@ MinJobAge=30
 ReturnToService=2
 InactiveLimit=0
 MessageTimeout=10
+# A node that stops answering is marked DOWN after SlurmdTimeout seconds
+# (the controller pings every SlurmdTimeout/3 s), so that a test that loses
+# a host sees Slurm react within seconds (README.md: "Losing a node").
+SlurmdTimeout=$slurmd_timeout
 
-# The nodes are declared, not probed: both slurmd see the same machine.
+# The nodes are declared, not probed: they share this machine's cores.
 SlurmdParameters=config_overrides
-NodeName=n1 NodeHostname=$host NodeAddr=127.0.0.1 Port=${node_port[n1]} CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
-NodeName=n2 NodeHostname=$host NodeAddr=127.0.0.1 Port=${node_port[n2]} CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
-PartitionName=debug Nodes=n1,n2 Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
+${node_lines}PartitionName=debug Nodes=$node_list Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 EOF
 : >"$dir/plugstack.conf"
-# Read from beside slurm.conf. Each slurmd sees its own directory at this
-# path (see below), so two steps of one job never collide.
+# Read from beside slurm.conf. Every slurmd sees its own /dev/shm (its host's,
+# or one mounted for it on this host), so two nodes' steps of one job never
+# collide on the same PMIx directory name.
 cat >"$dir/mpi.conf" <<EOF
-PMIxCliTmpDirBase=$dir/pmixtmp
+PMIxCliTmpDirBase=$pmix_dir
 EOF
 
-cat >"$dir/env.sh" <<EOF
-# Source this file to use the local cluster in $dir.
-export SLURM_CONF=$conf
-# Ranks on n1 and n2 share one kernel; Open MPI's shared-memory transport
-# between the two "nodes" crashes, so ranks talk over TCP as on real nodes.
-export OMPI_MCA_btl=tcp,self
-EOF
+{
+  echo "# Source this file to use the local cluster in $dir."
+  echo "export SLURM_CONF=$conf"
+  if [ "$layout" = hosts ]; then
+    echo "# Ranks talk over TCP, as on real nodes, and only on the hosts' bridge."
+    echo "export OMPI_MCA_btl=tcp,self"
+    echo "export OMPI_MCA_btl_tcp_if_include=$subnet"
+    echo "export OMPI_MCA_oob_tcp_if_include=$subnet"
+  else
+    echo "# Ranks on n1 and n2 share one kernel; Open MPI's shared-memory transport"
+    echo "# between the two \"nodes\" crashes, so ranks talk over TCP as on real nodes."
+    echo "export OMPI_MCA_btl=tcp,self"
+  fi
+  echo "# The cluster's shape, for tests (not exported): hosts or one-host; the node"
+  echo "# names; with hosts, the hosts' directory (tests/support/hosts/hosts-lose.sh"
+  echo "# DIR nodeI loses one), their names and addresses, in node order."
+  echo "LOCAL_CLUSTER_LAYOUT=$layout"
+  echo "LOCAL_CLUSTER_NODE_NAMES='${nodes[*]}'"
+  echo "LOCAL_CLUSTER_HOSTS_DIR=$([ "$layout" = hosts ] && echo "$hosts_dir")"
+  echo "LOCAL_CLUSTER_HOST_NAMES='${host_names[*]}'"
+  echo "LOCAL_CLUSTER_HOST_ADDRS='${host_addrs[*]}'"
+} >"$dir/env.sh"
 
 # --- daemons ----------------------------------------------------------------
 show_logs() {
@@ -264,36 +378,50 @@ alive() { # alive <pid file>
 }
 
 export SLURM_CONF=$conf
-log "starting slurmctld (port $ctld_port)"
+log "starting slurmctld (port $ctld_port, address $ctld_addr)"
 started=1
 slurmctld -f "$conf" || {
   show_logs
   die "slurmctld did not start (configuration: $conf)"
 }
 
-for n in "${nodes[@]}"; do
-  log "starting slurmd $n (port ${node_port[$n]})"
-  # Its own mount namespace, with pmix-$n bound over pmixtmp: both slurmd
-  # would otherwise create the same PMIx directory for a step and the second
-  # fails. The namespace id is written first so that stop.sh can find the
-  # node's job steps even when slurmd itself is gone.
-  # shellcheck disable=SC2016 # expanded by that sh, from its arguments
-  unshare -m --propagation private sh -c \
-    'readlink /proc/self/ns/mnt >"$1" && mount --bind "$2" "$3" && exec slurmd -N "$4" -f "$5"' \
-    sh "$run/slurmd-$n.mntns" "$dir/pmix-$n" "$dir/pmixtmp" "$n" "$conf" || {
-    show_logs
-    die "slurmd $n did not start (it needs a private mount namespace: unshare -m, mount --bind)"
-  }
+# Runs in the node's mount namespace: records the namespace (stop.sh finds the
+# node's job steps by it, also when slurmd itself is gone), makes the PMIx
+# directory in the node's /dev/shm and becomes slurmd.
+# shellcheck disable=SC2016 # expanded by that sh, from its arguments
+readonly slurmd_script='readlink /proc/self/ns/mnt >"$1" && mkdir -p "$2" && exec slurmd -N "$3" -f "$4"'
+for i in "${!nodes[@]}"; do
+  n=${nodes[$i]}
+  if [ "$layout" = hosts ]; then
+    log "starting slurmd $n on host ${host_names[$i]} (${host_addrs[$i]}, port ${node_port[$n]})"
+    # The holder's network, UTS and mount namespaces: the host itself.
+    nsenter -t "${host_pids[$i]}" -n -u -m -- sh -c "$slurmd_script" \
+      sh "$run/slurmd-$n.mntns" "$pmix_dir" "$n" "$conf" || {
+      show_logs
+      die "slurmd $n did not start in host ${host_names[$i]} (holder pid ${host_pids[$i]})"
+    }
+  else
+    log "starting slurmd $n on this host (port ${node_port[$n]})"
+    # A mount namespace of its own with a private /dev/shm: both slurmd would
+    # otherwise create the same PMIx directory for a step and the second fails.
+    unshare -m --propagation private sh -c \
+      "mount -t tmpfs -o mode=1777 tmpfs /dev/shm && $slurmd_script" \
+      sh "$run/slurmd-$n.mntns" "$pmix_dir" "$n" "$conf" || {
+      show_logs
+      die "slurmd $n did not start (it needs a private mount namespace: unshare -m, mount -t tmpfs)"
+    }
+  fi
 done
 
 # --- wait for idle nodes ----------------------------------------------------
 timeout_s=${LOCAL_CLUSTER_TIMEOUT:-60}
 wait_start=$SECONDS
 deadline=$((wait_start + timeout_s))
+wanted=$(for n in "${nodes[@]}"; do echo "$n idle"; done | sort | tr '\n' ' ')
 states=""
 while :; do
   states=$(timeout 15 sinfo -h -N -o '%N %t' 2>/dev/null | sort -u | tr '\n' ' ' || true)
-  if [ "$states" = "n1 idle n2 idle " ]; then break; fi
+  if [ "$states" = "$wanted" ]; then break; fi
   # A daemon that died will not come back: say so now rather than at the end
   # (after a few seconds, the time a daemon takes to write its pid file).
   for f in "$run/slurmctld.pid" "${nodes[@]/#/$run/slurmd-}"; do
@@ -310,8 +438,18 @@ while :; do
   sleep 1
 done
 
+slurmd_pids=""
+for n in "${nodes[@]}"; do slurmd_pids+=" $(cat "$run/slurmd-$n.pid")"; done
+if [ "$layout" = hosts ]; then
+  where="each on a host of its own (${host_names[*]} on $subnet)"
+elif [ -s "$dir/log/hosts-up.log" ]; then
+  where="all on this host (no namespace hosts: $dir/log/hosts-up.log says why)"
+else
+  where="all on this host"
+fi
 cat <<EOF
-local-cluster: ready: n1 and n2 idle (slurmctld pid $(cat "$run/slurmctld.pid"), slurmd pids $(cat "$run/slurmd-n1.pid") $(cat "$run/slurmd-n2.pid"))
+local-cluster: ready: ${nodes[*]} idle, $where
+  (slurmctld pid $(cat "$run/slurmctld.pid"), slurmd pids$slurmd_pids)
 
   source $dir/env.sh
   sinfo

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Stop the local cluster that start.sh started in DIR: cancel its jobs, stop
-# both slurmd (and whatever still runs in their mount namespaces: job steps,
-# tasks), slurmctld, and munged when start.sh started it. Works on a cluster
-# that only half started. Exits 1 if anything of the cluster survives.
+# every slurmd (and whatever still runs in their mount namespaces: job steps,
+# tasks), slurmctld, munged when start.sh started it, and take the nodes'
+# namespace hosts down (tests/support/hosts/hosts-down.sh: processes,
+# namespaces, links, mounts, the /etc/hosts block). Works on a cluster that
+# only half started and on one that lost a host. Exits 1 if anything of the
+# cluster survives.
 #
 #   slurm/local-cluster/stop.sh DIR
 #
@@ -25,6 +28,9 @@ readonly dir
 readonly conf=$dir/slurm.conf
 readonly run=$dir/run
 readonly grace=${LOCAL_CLUSTER_GRACE:-10}
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+readonly hosts_scripts=$here/../../tests/support/hosts
+readonly hosts_dir=$dir/hosts
 
 # Alive: exists and is not a zombie (a zombie has ended; only its parent's
 # wait() is missing, and a daemon's parent is init, which may be slow).
@@ -73,15 +79,18 @@ daemon_pids() { # daemon_pids slurmctld|slurmd
 
 # Job steps (slurmstepd) and the tasks they started run in the mount
 # namespace of the slurmd that started them, a namespace made for that slurmd
-# alone. They outlive slurmd, so they are found by that namespace.
+# alone (or its host's). They outlive slurmd, so they are found by that
+# namespace. A host's holder, which keeps the host's namespaces open, is
+# hosts-down.sh's to stop, last.
 namespace_pids() {
-  local f ns pid
+  local f ns pid holders
+  holders=" $(awk '{ printf "%s ", $5 }' "$hosts_dir/hosts.tsv" 2>/dev/null || true)"
   for f in "$run"/slurmd-*.mntns; do
     [ -f "$f" ] || continue
     ns=$(<"$f")
     [ -n "$ns" ] || continue
     for pid in "${!ns_of[@]}"; do
-      [ "${ns_of[$pid]}" = "$ns" ] && echo "$pid"
+      [ "${ns_of[$pid]}" = "$ns" ] && [[ $holders != *" $pid "* ]] && echo "$pid"
     done
   done
   return 0
@@ -190,6 +199,21 @@ if [ -f "$run/munged.started-here" ]; then
   fi
 fi
 
+# --- hosts --------------------------------------------------------------------
+# The nodes' namespace hosts, whatever is left of them (a host may be lost):
+# whatever still runs in them, their namespaces, links, mounts and /etc/hosts
+# block. Before the report, so that it can list a step that survived.
+hosts_left=0
+if [ -e "$hosts_dir" ]; then
+  if [ ! -x "$hosts_scripts/hosts-down.sh" ]; then
+    log "cannot take the hosts in $hosts_dir down: no $hosts_scripts/hosts-down.sh"
+    hosts_left=1
+  elif ! "$hosts_scripts/hosts-down.sh" "$hosts_dir"; then
+    log "the hosts in $hosts_dir are not all gone (see above)"
+    hosts_left=1
+  fi
+fi
+
 # --- report -----------------------------------------------------------------
 scan
 mapfile -t left < <(all_pids)
@@ -198,5 +222,6 @@ if [ "${#left[@]}" -gt 0 ]; then
   for p in "${left[@]}"; do printf '  %s%s\n' "$p" "${cmd_of[$p]:-}"; done
   exit 1
 fi
+[ "$hosts_left" -eq 0 ] || exit 1
 rm -f "$run"/slurmctld.pid "$run"/slurmd-*.pid "$run"/slurmd-*.mntns
 log "stopped; nothing of the cluster in $dir is running (logs in $dir/log)"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The local Slurm cluster end to end: start it, run the smoke program on two
+# The local Slurm cluster end to end: start it, check that its nodes are
+# separate hosts (hostname, address, /dev/shm), run the smoke program on two
 # nodes through sbatch and through srun with PMIx, stop it, and check that no
-# daemon, job step or task survives.
+# daemon, job step, task, namespace, link or /etc/hosts line survives.
 # Usage: local_cluster_test.sh <slurm/local-cluster dir> <lockstep_smoke binary> <scratch dir>
 # Exit 77 (skipped) when not root: the cluster's daemons need root (common.sh).
 set -euo pipefail
@@ -126,7 +127,38 @@ if [ "$rc" -eq 0 ]; then ok "srun --mpi=pmix without an allocation (exit 0)"; el
 fi
 check_run "$scratch/srun.out" "srun"
 
+# --- case 3: each node is a host of its own ---------------------------------------
+# Its own hostname and address (n1 on node1, n2 on node2), and its own
+# /dev/shm: a file one node's task leaves there is not seen on the other node
+# nor on this machine. A first step leaves the files, a second one looks.
+if [ "$LOCAL_CLUSTER_LAYOUT" != hosts ]; then
+  echo "skip: the nodes are not separate hosts here (one-host layout): $(head -c 300 "$cluster/log/hosts-up.log" 2>/dev/null)"
+else
+  read -ra host_names <<<"$LOCAL_CLUSTER_HOST_NAMES"
+  read -ra host_addrs <<<"$LOCAL_CLUSTER_HOST_ADDRS"
+  mark=lc-test-$$
+  # shellcheck disable=SC2016 # expanded by the tasks
+  leave='echo "id $SLURMD_NODENAME $(hostname) $(hostname -I)"; touch "/dev/shm/$0-$SLURMD_NODENAME"'
+  # shellcheck disable=SC2016 # expanded by the tasks
+  look='echo "shm $SLURMD_NODENAME:" /dev/shm/"$0"-*'
+  rc=0
+  { timeout 60 srun -N2 --ntasks-per-node=1 sh -c "$leave" "$mark" &&
+    timeout 60 srun -N2 --ntasks-per-node=1 sh -c "$look" "$mark"; } >"$scratch/hosts.out" 2>&1 || rc=$?
+  check "srun on both hosts (exit $rc)" "[ $rc -eq 0 ]"
+  for i in 0 1; do
+    expect_grep "^id n$((i + 1)) ${host_names[$i]} ${host_addrs[$i]} *\$" "$scratch/hosts.out" \
+      "task on n$((i + 1)) runs on host ${host_names[$i]} with address ${host_addrs[$i]}"
+  done
+  names=$(awk '$1 == "id" { print $3 }' "$scratch/hosts.out" | sort -u | tr '\n' ' ')
+  check "the two nodes' tasks see different hostnames ($names)" "[ \$(wc -w <<<'$names') -eq 2 ]"
+  check "no task's hostname is this machine's ($(hostname))" "[[ ' $names' != *' $(hostname) '* ]]"
+  expect_fixed "shm n1: /dev/shm/$mark-n1" "$scratch/hosts.out" "n1 sees only its own file in /dev/shm"
+  expect_fixed "shm n2: /dev/shm/$mark-n2" "$scratch/hosts.out" "n2 sees only its own file in /dev/shm"
+  check "this machine's /dev/shm has neither node's file" "! compgen -G '/dev/shm/$mark-*' >/dev/null"
+fi
+
 # --- stop -----------------------------------------------------------------------
+slot=$(cat "${LOCAL_CLUSTER_HOSTS_DIR:-/nonexistent}/slot" 2>/dev/null || true)
 stopped=1
 if "$scripts/stop.sh" "$cluster" >"$scratch/stop.log" 2>&1; then ok "stop.sh"; else
   fail "stop.sh failed"
@@ -146,6 +178,17 @@ for p in /proc/[0-9]*; do
   if [ "${args[0]:-}" = "$smoke" ]; then tasks+=" ${p#/proc/}"; fi
 done
 if [ -z "$tasks" ]; then ok "no smoke task survives"; else fail "smoke tasks survive:$tasks"; fi
+if [ -n "$slot" ]; then
+  # What tests/support/hosts/ names slot X's kernel objects and its block.
+  left=$({
+    ip netns list 2>/dev/null | grep -E "^lsh$slot-node" || true
+    ip -o link show 2>/dev/null | grep -E ": lsh(br)?$slot(n[0-9]+)?[:@]" || true
+    grep -E "^# BEGIN lockstep-hosts $slot( |\$)" /etc/hosts || true
+  })
+  if [ -z "$left" ]; then ok "the hosts are gone: no namespace, link or /etc/hosts block of slot $slot"; else
+    fail "the hosts of slot $slot survive: $left"
+  fi
+fi
 
 if [ "$failures" -eq 0 ]; then
   echo "PASS"
