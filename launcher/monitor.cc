@@ -26,6 +26,9 @@ constexpr std::size_t kMaxLine = 64 * 1024;
 // More ranks than any machine has: a rank number beyond it is malformed.
 constexpr int kMaxRanks = 1 << 24;
 constexpr std::size_t kMaxFaultText = 2048;
+// An alive line reports a few communicators with short descriptions.
+constexpr std::size_t kMaxCollectives = 8;
+constexpr std::size_t kMaxChannelText = 256;
 
 // A member that is not an integer its field can hold: a float, text, or a
 // number out of range. Caught by parse_channel_line() like nlohmann's own
@@ -325,6 +328,25 @@ ChannelLine parse_channel_line(std::string_view line, bool authenticated, std::s
       if (std::any_of(event.blamed.begin(), event.blamed.end(),
                       [](int rank) { return rank < 0 || rank >= kMaxRanks; })) {
         return parsed;
+      }
+    } else if (type == "alive") {
+      event.kind = RankEvent::Kind::kAlive;
+      if (message.contains("collectives")) {
+        const nlohmann::json& collectives = message.at("collectives");
+        if (!collectives.is_array() || collectives.size() > kMaxCollectives) return parsed;
+        for (const nlohmann::json& entry : collectives) {
+          CollectiveReport report;
+          report.channel = entry.at("channel").get<std::string>();
+          report.started = integer_value<std::int64_t>(entry.at("started"));
+          report.finished = integer_value<std::int64_t>(entry.at("finished"));
+          report.waiting_in = entry.value("waiting_in", std::string());
+          if (report.started < 0 || report.finished < 0 ||
+              report.channel.size() > kMaxChannelText ||
+              report.waiting_in.size() > kMaxChannelText) {
+            return parsed;
+          }
+          event.collectives.push_back(std::move(report));
+        }
       }
     } else if (type == "exit") {
       event.kind = RankEvent::Kind::kExit;

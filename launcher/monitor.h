@@ -26,8 +26,16 @@ namespace lockstep::launcher {
 
 using Clock = std::chrono::steady_clock;
 
+// Where one communicator of a rank is, as its "alive" line says.
+struct CollectiveReport {
+  std::string channel;        // "mpi 1": the same name on every rank
+  std::int64_t started = 0;   // the last collective it started
+  std::int64_t finished = 0;  // the last one it finished
+  std::string waiting_in;     // the oldest unfinished one, "" when none
+};
+
 struct RankEvent {
-  enum class Kind { kHello, kStep, kCheckpoint, kExit, kClosed, kFault };
+  enum class Kind { kHello, kStep, kCheckpoint, kExit, kClosed, kFault, kAlive };
   Kind kind = Kind::kHello;
   Clock::time_point time;
   int rank = -1;
@@ -46,6 +54,8 @@ struct RankEvent {
   // kFault: what the rank found, and the ranks it blames
   std::string what;
   std::vector<int> blamed;
+  // kAlive: sent every second by a live rank, whatever its training does
+  std::vector<CollectiveReport> collectives;
 };
 
 // One line of the heartbeat channel, parsed.

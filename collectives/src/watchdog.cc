@@ -28,6 +28,7 @@ Watchdog::Watchdog(std::string backend, SequenceBoard& board, std::function<void
     : backend_(std::move(backend)),
       board_(board),
       before_abort_(std::move(before_abort)),
+      progress_(backend_),
       thread_([this] { watch(); }) {}
 
 Watchdog::~Watchdog() {
@@ -42,6 +43,7 @@ Watchdog::~Watchdog() {
 void Watchdog::started(std::uint64_t sequence, std::string description, Seconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() +
                         std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
+  progress_.started(sequence, description);
   bool earlier = false;
   {
     MutexLock lock(mutex_);
@@ -54,6 +56,7 @@ void Watchdog::started(std::uint64_t sequence, std::string description, Seconds 
 }
 
 void Watchdog::finished(std::uint64_t sequence) {
+  progress_.finished(sequence);
   MutexLock lock(mutex_);
   pending_.erase(sequence);
   last_finished_ = std::max(last_finished_, sequence);
@@ -111,7 +114,10 @@ void Watchdog::fire(std::uint64_t sequence, const Pending& pending, std::uint64_
                  join(behind), fmt::join(last_started, ", "), join(inside));
     }
   } catch (const std::exception& error) {
-    log::error("watchdog: could not read the other ranks' progress: {}", error.what());
+    log::error(
+        "watchdog: could not read the other ranks' progress: {}; under `lockstep run` the "
+        "launcher names them from their heartbeats",
+        error.what());
   }
   if (before_abort_) before_abort_();
   log::error("watchdog: aborting the job (exit code {}) so that it can be restarted",

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "lockstep/mutex.h"
+#include "lockstep/progress.h"
 #include "sequence_board.h"
 
 namespace lockstep::detail {
@@ -54,6 +55,8 @@ class Watchdog {
   std::string backend_;
   SequenceBoard& board_;
   std::function<void()> before_abort_;
+  // What the heartbeat channel tells the launcher about this communicator.
+  CollectiveProgress progress_;
   Mutex mutex_;
   CondVar changed_;
   std::map<std::uint64_t, Pending> pending_ LOCKSTEP_GUARDED_BY(mutex_);

@@ -21,6 +21,8 @@
 
 #include "lockstep/error.h"
 #include "lockstep/log.h"
+#include "lockstep/mutex.h"
+#include "lockstep/progress.h"
 
 namespace lockstep {
 
@@ -31,6 +33,29 @@ namespace {
 constexpr int kKeepAliveIdleSeconds = 5;
 constexpr int kKeepAliveIntervalSeconds = 2;
 constexpr int kKeepAliveProbes = 3;
+
+// How often a rank says it is alive, with its collectives' progress. The
+// launcher counts a host whose ranks all stay silent for its host timeout
+// (seconds) as lost.
+constexpr std::chrono::milliseconds kAliveInterval{1000};
+
+// Lines not yet taken by the kernel wait here, whole, up to this size; a
+// line that does not fit is dropped (a launcher that does not read must
+// not stall training or grow this rank's memory).
+constexpr std::size_t kMaxUnsent = 64 * 1024;
+
+// The "alive" line: this rank's communicators and where each one is.
+std::string alive_line() {
+  nlohmann::json collectives = nlohmann::json::array();
+  for (const CollectiveState& state : collective_progress()) {
+    collectives.push_back({{"channel", state.channel},
+                           {"started", state.started},
+                           {"finished", state.finished},
+                           {"waiting_in", state.waiting_in}});
+    if (collectives.size() == 8) break;  // a line stays small
+  }
+  return nlohmann::json{{"type", "alive"}, {"collectives", collectives}}.dump();
+}
 
 // A connected socket, or why there is none.
 struct Connection {
@@ -126,8 +151,11 @@ Connection connect_to(const std::string& address, std::chrono::milliseconds time
 }  // namespace
 
 // The connection and its watcher. The thread reads `socket` (the launcher
-// only ever sends its welcome) and `wake` (the destructor's "stop now");
-// the training thread only sends. Neither closes `socket` before the
+// only ever sends its welcome) and `wake` (the destructor's "stop now"),
+// and says every second that the rank is alive; the training thread sends
+// its steps. Sending goes through `unsent` under `send_mutex`, so that the
+// two threads' lines never interleave and a line the kernel took only in
+// part is finished before the next one. Neither closes `socket` before the
 // thread has been joined.
 struct HeartbeatClient::Channel {
   int socket = -1;
@@ -136,13 +164,49 @@ struct HeartbeatClient::Channel {
   LauncherLost on_lost;
   std::chrono::milliseconds exit_after{0};
   std::atomic<bool> broken{false};  // sending failed: stop sending
+  Mutex send_mutex;
+  std::string unsent LOCKSTEP_GUARDED_BY(send_mutex);
   std::thread watcher;
+
+  // Queues `line` and sends what the kernel takes without blocking.
+  void send(const std::string& line) LOCKSTEP_EXCLUDES(send_mutex) {
+    if (broken) return;
+    MutexLock lock(send_mutex);
+    if (unsent.size() + line.size() + 1 <= kMaxUnsent) {
+      unsent += line;
+      unsent += '\n';
+    }
+    flush();
+  }
+
+  void flush() LOCKSTEP_REQUIRES(send_mutex) {
+    while (!unsent.empty()) {
+      // MSG_DONTWAIT: a launcher that does not read must not stall training.
+      const ssize_t sent =
+          ::send(socket, unsent.data(), unsent.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (sent > 0) {
+        unsent.erase(0, static_cast<std::size_t>(sent));
+        continue;
+      }
+      if (sent < 0 && errno == EINTR) continue;
+      if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+        log::debug("heartbeat connection lost ({}); no more heartbeats", std::strerror(errno));
+        broken = true;
+      }
+      return;
+    }
+  }
 
   ~Channel() {
     if (watcher.joinable()) {
       const char byte = 0;
       [[maybe_unused]] const ssize_t written = ::write(wake[1], &byte, 1);
       watcher.join();
+    }
+    if (socket >= 0) {
+      // The last lines (the goodbye) go out before the connection closes.
+      MutexLock lock(send_mutex);
+      if (!broken) flush();
     }
     for (const int fd : {socket, wake[0], wake[1]}) {
       if (fd >= 0) ::close(fd);
@@ -164,12 +228,22 @@ struct HeartbeatClient::Channel {
     bool welcomed = false;
     std::string received;
     std::string reason;
+    auto next_alive = std::chrono::steady_clock::now() + kAliveInterval;
     while (reason.empty()) {
       pollfd fds[2] = {{wake[0], POLLIN, 0}, {socket, POLLIN | POLLRDHUP, 0}};
-      if (::poll(fds, 2, -1) < 0) {
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= next_alive) {
+        send(alive_line());
+        next_alive = now + kAliveInterval;
+      }
+      const auto wait =
+          std::chrono::duration_cast<std::chrono::milliseconds>(next_alive - now).count() + 1;
+      const int ready = ::poll(fds, 2, static_cast<int>(std::max<std::int64_t>(1, wait)));
+      if (ready < 0) {
         if (errno == EINTR) continue;
         return;
       }
+      if (ready == 0) continue;
       if (fds[0].revents != 0) return;  // the client is going away
       char chunk[256];
       const ssize_t got = ::recv(socket, chunk, sizeof(chunk), MSG_DONTWAIT);
@@ -257,15 +331,7 @@ HeartbeatClient::~HeartbeatClient() = default;
 bool HeartbeatClient::connected() const { return channel_ != nullptr && !channel_->broken; }
 
 void HeartbeatClient::send_line(const std::string& line) {
-  if (!connected()) return;
-  const std::string framed = line + "\n";
-  // MSG_DONTWAIT: a launcher that does not read must not stall training.
-  const ssize_t sent =
-      ::send(channel_->socket, framed.data(), framed.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-  if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-    log::debug("heartbeat connection lost ({}); no more heartbeats", std::strerror(errno));
-    channel_->broken = true;
-  }
+  if (channel_ != nullptr) channel_->send(line);
 }
 
 void HeartbeatClient::step(std::int64_t step, double step_seconds,

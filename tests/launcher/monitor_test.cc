@@ -9,7 +9,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <optional>
 
 #include <string>
 #include <thread>
@@ -18,6 +20,7 @@
 
 #include "lockstep/error.h"
 #include "lockstep/heartbeat.h"
+#include "lockstep/progress.h"
 #include "monitor.h"
 
 namespace lockstep::launcher {
@@ -149,6 +152,62 @@ TEST(ChannelLine, ReadsIntegersExactly) {
         R"({"type":"fault","what":"x","ranks":2})", R"({"type":"exit","code":4294967296})",
         R"({"type":"exit","code":0,"last_step":1e19})"}) {
     EXPECT_EQ(verdict(line, true), ChannelLine::kMalformed) << line;
+  }
+}
+
+// Every second a rank says it is alive, with where its collectives are:
+// that is how the launcher tells a lost host from a slow one, and names a
+// rank that never entered a collective the others wait in.
+TEST(Monitor, RanksSayTheyAreAliveWithTheirCollectivesProgress) {
+  Monitor monitor("127.0.0.1", "t");
+  CollectiveProgress progress("alive-test");
+  progress.started(4, "allreduce (8 bytes, f32, sum) #4");
+  progress.finished(4);
+  progress.started(5, "allreduce (8 bytes, f32, sum) #5");
+  HeartbeatClient client("127.0.0.1:" + std::to_string(monitor.port()), "t", 2, 4, "node2", 0);
+  std::optional<RankEvent> alive;
+  for (int i = 0; i < 300 && !alive; ++i) {
+    for (RankEvent& event : monitor.drain()) {
+      if (event.kind == RankEvent::Kind::kAlive) alive = std::move(event);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(alive.has_value()) << "no alive line within 3 s";
+  EXPECT_EQ(alive->rank, 2);
+  const auto it =
+      std::find_if(alive->collectives.begin(), alive->collectives.end(),
+                   [](const CollectiveReport& report) { return report.channel == "alive-test 1"; });
+  ASSERT_NE(it, alive->collectives.end());
+  EXPECT_EQ(it->started, 5);
+  EXPECT_EQ(it->finished, 4);
+  EXPECT_EQ(it->waiting_in, "allreduce (8 bytes, f32, sum) #5");
+  EXPECT_EQ(monitor.malformed(), 0);
+}
+
+TEST(ChannelLine, AliveLinesAreCheckedLikeTheRest) {
+  const auto verdict = [](const std::string& line) {
+    return parse_channel_line(line, true, "t").verdict;
+  };
+  EXPECT_EQ(verdict(R"({"type":"alive"})"), ChannelLine::kEvent);
+  EXPECT_EQ(verdict(R"({"type":"alive","collectives":[{"channel":"mpi 1","started":3,)"
+                    R"("finished":2,"waiting_in":"allreduce #3"}]})"),
+            ChannelLine::kEvent);
+  std::string nine = R"({"type":"alive","collectives":[)";
+  for (int i = 0; i < 9; ++i) {
+    nine += std::string(i ? "," : "") + R"({"channel":"c","started":1,"finished":1})";
+  }
+  nine += "]}";
+  for (const std::string& line :
+       {std::string(R"({"type":"alive","collectives":{}})"),
+        std::string(
+            R"({"type":"alive","collectives":[{"channel":"c","started":-1,"finished":0}]})"),
+        std::string(
+            R"({"type":"alive","collectives":[{"channel":"c","started":1.5,"finished":0}]})"),
+        std::string(R"({"type":"alive","collectives":[{"started":1,"finished":0}]})"),
+        std::string(R"({"type":"alive","collectives":[{"channel":")") + std::string(300, 'x') +
+            R"(","started":1,"finished":0}]})",
+        nine}) {
+    EXPECT_EQ(verdict(line), ChannelLine::kMalformed) << line;
   }
 }
 

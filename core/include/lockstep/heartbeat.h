@@ -2,8 +2,11 @@
 // alive and how far it got. Messages are JSON lines over TCP; the first one
 // carries the per-run token, without which the launcher closes the
 // connection, and the launcher answers a valid one with a welcome line.
-// Sending never blocks training: when the launcher is slow or gone, messages
-// are dropped.
+// Every second the client also says that the rank is alive, with where its
+// collectives are (lockstep/progress.h): the launcher counts a host whose
+// ranks all fall silent as lost, and names a rank that never entered a
+// collective the others wait in. Sending never blocks training: when the
+// launcher is slow or gone, messages are dropped.
 //
 // The channel also ties the rank to the launcher's life: a background thread
 // watches the connection, and when the launcher that welcomed this rank goes
