@@ -34,12 +34,21 @@ struct AttemptRecord {
   // killed), not a rank: "mpirun (pid 123)".
   std::string failed_process;
   // The failure came from outside the program (a SIGKILL: an operator, the
-  // OOM killer, a lost starter), so it says nothing about a bug in it.
+  // OOM killer, a lost starter or host), so it says nothing about a bug in
+  // it.
   bool outside_kill = false;
-  int ranks_reported = 0;         // ranks that introduced themselves to the launcher
-  int world_size = 0;             // as the ranks reported it (0: none did)
-  std::string failure;            // "killed by signal 9 (Killed)", ...
-  std::vector<std::string> tail;  // last lines of the failed rank
+  // The first failure was a whole host: failed_host went silent and cannot
+  // be entered (or, under Slurm, went silent).
+  bool host_lost = false;
+  // When the launcher noticed the failure (failure_at is when it happened,
+  // as far as the launcher can tell: a lost host's last message).
+  std::optional<Clock::time_point> detected_at;
+  std::vector<std::string> hosts;  // the hosts of a host list (or nodes) it ran on
+  int ranks_started = 0;           // the world size it was started with (0: the allocation's)
+  int ranks_reported = 0;          // ranks that introduced themselves to the launcher
+  int world_size = 0;              // as the ranks reported it (0: none did)
+  std::string failure;             // "killed by signal 9 (Killed)", ...
+  std::vector<std::string> tail;   // last lines of the failed rank
   std::vector<pid_t> killed_after_grace;
   std::size_t survivors = 0;  // processes left after the stop (must be 0)
   // What ranks said when they could not reach the launcher: "rank 2 on

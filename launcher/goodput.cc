@@ -86,11 +86,16 @@ nlohmann::json to_json(const AttemptRecord& attempt, Clock::time_point run_start
       {"survivors", attempt.survivors},
       {"ranks_reported", attempt.ranks_reported},
   };
+  if (!attempt.hosts.empty()) record["hosts"] = attempt.hosts;
+  if (attempt.ranks_started > 0) record["ranks_started"] = attempt.ranks_started;
   if (attempt.failure_at) {
     record["failure_s"] = offset(*attempt.failure_at);
     record["failed_rank"] = attempt.failed_rank;
     record["failed_host"] = attempt.failed_host;
     if (!attempt.failed_process.empty()) record["failed_process"] = attempt.failed_process;
+    if (attempt.host_lost) record["host_lost"] = true;
+    if (attempt.detected_at) record["detected_s"] = offset(*attempt.detected_at);
+    record["outside_kill"] = attempt.outside_kill;
     record["failure"] = attempt.failure;
     record["tail"] = attempt.tail;
   }

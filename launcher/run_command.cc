@@ -50,6 +50,7 @@ struct RunOptions {
   std::string scontrol = "scontrol";
   int min_nodes = 1;
   int exclude_after = 2;
+  double host_timeout = 5;
   bool no_requeue = false;
   bool slurm = false;
   bool no_slurm = false;
@@ -118,17 +119,17 @@ launcher::SlurmOptions slurm_options(const RunOptions& options) {
   slurm.job_id = std::getenv("SLURM_JOB_ID");
   slurm.nodes = environment_int("SLURM_JOB_NUM_NODES", 1);
   const int tasks = options.ranks > 0 ? options.ranks : environment_int("SLURM_NTASKS", 1);
-  slurm.ranks_per_node = options.ranks > 0 ? std::max(1, tasks / slurm.nodes)
-                                           : environment_int("SLURM_NTASKS_PER_NODE",
-                                                             std::max(1, tasks / slurm.nodes));
-  slurm.min_nodes = options.min_nodes;
-  slurm.exclude_after = options.exclude_after;
+  // SLURM_NTASKS_PER_NODE (sbatch --ntasks-per-node) says how many ranks a
+  // node holds; -n below that times the nodes leaves spare nodes. Without
+  // it the ranks spread over every node.
+  slurm.ranks_per_node = environment_int("SLURM_NTASKS_PER_NODE",
+                                         std::max(1, (tasks + slurm.nodes - 1) / slurm.nodes));
   slurm.requeue = !options.no_requeue;
   slurm.restart_count = std::max(0, environment_int("SLURM_RESTART_COUNT", 0));
   slurm.scontrol = options.scontrol;
-  if (slurm.min_nodes > slurm.nodes) {
+  if (options.min_nodes > slurm.nodes) {
     throw UsageError(fmt::format("--min-nodes {} exceeds the {} node(s) of the allocation",
-                                 slurm.min_nodes, slurm.nodes));
+                                 options.min_nodes, slurm.nodes));
   }
   return slurm;
 }
@@ -184,13 +185,18 @@ bool is_this_host(const std::string& name) {
 }
 
 // The hosts of the run other than this one: the host list, or the
-// addresses of the other nodes of the Slurm allocation.
-std::vector<std::string> remote_hosts(const launcher::SupervisorOptions& plan) {
+// addresses of the other nodes of the Slurm allocation (whose names go to
+// plan.slurm.node_names, for leaving out failing nodes).
+std::vector<std::string> remote_hosts(launcher::SupervisorOptions& plan) {
   std::vector<std::string> names;
   if (plan.plan.starter == launcher::Starter::kSrun) {
     if (plan.slurm.nodes > 1) {
       const char* nodelist = std::getenv("SLURM_JOB_NODELIST");
-      names = launcher::allocation_addresses(plan.slurm, nodelist != nullptr ? nodelist : "");
+      for (const launcher::SlurmNode& node :
+           launcher::allocation_nodes(plan.slurm, nodelist != nullptr ? nodelist : "")) {
+        plan.slurm.node_names.push_back(node.name);
+        names.push_back(node.address);
+      }
     }
   } else {
     for (const launcher::Host& host : plan.plan.hosts) names.push_back(host.name);
@@ -255,6 +261,13 @@ launcher::SupervisorOptions plan_from(const RunOptions& options) {
   plan.grace = options.grace;
   plan.total_steps = options.total_steps;
   plan.status_interval = options.status_interval;
+  plan.min_hosts = options.min_nodes;
+  plan.exclude_after = options.exclude_after;
+  plan.host_timeout = options.host_timeout;
+  if (!plan.plan.hosts.empty() && options.min_nodes > static_cast<int>(plan.plan.hosts.size())) {
+    throw UsageError(fmt::format("--min-nodes {} exceeds the {} host(s) of the host list",
+                                 options.min_nodes, plan.plan.hosts.size()));
+  }
   launcher::EndpointRequest endpoint{.requested = options.monitor_address,
                                      .bind_all = options.monitor_bind_all};
   endpoint.remote_hosts = remote_hosts(plan);
@@ -348,15 +361,25 @@ void add_run_command(CLI::App& app, int& exit_code) {
   command->add_option("--srun", options->srun, "The srun to use")->capture_default_str();
   command
       ->add_option("--min-nodes", options->min_nodes,
-                   "Slurm: fewest nodes to go on with after leaving out failing ones")
+                   "Fewest hosts (Slurm nodes) to go on with after leaving out failing or lost "
+                   "ones; with fewer the run stops")
       ->capture_default_str()
       ->check(whole_number_in(0, kMaxRanks));
   command
       ->add_option("--exclude-after", options->exclude_after,
-                   "Slurm: failed attempts that implicate a node before later attempts leave it "
-                   "out (srun --exclude)")
+                   "Failed attempts that implicate a host (Slurm node) before later attempts "
+                   "leave it out; a lost host is left out at once. A spare host (one the ranks "
+                   "do not need) takes its place, else the run goes on with fewer ranks")
       ->capture_default_str()
       ->check(whole_number_in(0, 1'000'000));
+  command
+      ->add_option("--host-timeout", options->host_timeout,
+                   "Seconds without a message from any rank of another host (ranks say they are "
+                   "alive every second) before the host counts as lost and the job restarts "
+                   "without it; 0 turns the check off")
+      ->envname("LOCKSTEP_HOST_TIMEOUT")
+      ->capture_default_str()
+      ->check(seconds_in(0, kMaxSeconds));
   command->add_flag("--no-requeue", options->no_requeue,
                     "Slurm: after SIGUSR1 (sbatch --signal=B:USR1@LEAD) checkpoint and stop, but "
                     "do not requeue the job");

@@ -14,11 +14,14 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <set>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
 #include "attempt.h"
+#include "host_pool.h"
+#include "laggard.h"
 #include "lockstep/error.h"
 #include "monitor.h"
 #include "output.h"
@@ -44,6 +47,11 @@ std::atomic<int> g_last_signal{0};
 // the rank died (about 2 s here) before the launcher stops it without that
 // report.
 constexpr auto kMpirunVerdictWait = std::chrono::seconds(10);
+// The grace (SIGTERM to SIGKILL) of a job that lost a host: its other ranks
+// wait for the lost ones inside a collective and have nothing to save.
+constexpr double kLostHostGraceSeconds = 1;
+// The exit code of a job the collectives' watchdog aborted (MPI_Abort).
+constexpr int kWatchdogExitCode = 3;
 void on_stop_signal(int signal_number) {
   if (signal_number == SIGINT) g_interrupts.fetch_add(1);
   g_last_signal.store(signal_number);
@@ -179,11 +187,19 @@ std::string write_whole_file(const std::filesystem::path& path, const std::strin
 struct RankState {
   int pid = 0;
   std::string host;
-  Clock::time_point last_seen;
+  Clock::time_point last_seen;  // any message, "alive" included
   std::int64_t last_step = -1;
   bool said_exit = false;
   std::optional<Clock::time_point> died_at;
+  std::vector<CollectiveReport> collectives;  // as last reported
 };
+
+// This machine's host name, as a rank on it would report it.
+std::string local_host_name() {
+  char name[256] = {};
+  gethostname(name, sizeof(name) - 1);
+  return name;
+}
 
 // Everything about the attempt in progress.
 class Attempt {
@@ -198,7 +214,8 @@ class Attempt {
         checkpoints_(checkpoints),
         injected_(injected),
         tails_(20),
-        notices_(notices) {
+        notices_(notices),
+        local_host_(local_host_name()) {
     record_.index = index;
   }
 
@@ -214,7 +231,16 @@ class Attempt {
   void inject(std::int64_t step, bool at_checkpoint);
   void request_stop(ChildProcess& job);
   void find_hung_rank();
+  // What the ranks' collectives say about who holds the others up.
+  std::optional<Laggard> laggard() const;
+  // Stops the job when every rank of another host has been silent for the
+  // host timeout; returns true then.
+  bool check_hosts(ChildProcess& job, Clock::time_point now);
   void attribute_failure();
+  // A rank on another host that died may have gone with its host, and
+  // mpirun may end on its own when a host's daemon is gone: when such a
+  // host cannot be entered, the host is the root cause.
+  void check_failed_host();
 
   const SupervisorOptions& options_;
   const std::string token_entry_;  // in the environment of this run's ranks
@@ -245,6 +271,10 @@ class Attempt {
   int world_size_ = 0;
   bool starter_killed_ = false;  // mpirun/srun ended by a signal lockstep did not send
   Notices& notices_;
+  const std::string local_host_;
+  std::string silent_host_;        // a host whose ranks all fell silent
+  std::string silent_evidence_;    // what the launcher saw of it
+  bool silent_host_lost_ = false;  // ... and it cannot be entered (or is under Slurm)
 };
 
 void Attempt::print(const OutputLine& line) {
@@ -330,8 +360,14 @@ void Attempt::inject(std::int64_t step, bool at_checkpoint) {
 void Attempt::handle(const RankEvent& event) {
   if (event.restart_count != record_.index) return;  // a straggler of an earlier attempt
   RankState& rank = ranks_[event.rank];
-  last_activity_ = event.time;
   rank.last_seen = event.time;
+  if (event.kind == RankEvent::Kind::kAlive) {
+    // Says that the rank lives, not that the job gets anywhere: no hang
+    // timeout is reset by it.
+    rank.collectives = event.collectives;
+    return;
+  }
+  last_activity_ = event.time;
   switch (event.kind) {
     case RankEvent::Kind::kHello:
       rank.pid = event.pid;
@@ -384,6 +420,8 @@ void Attempt::handle(const RankEvent& event) {
         if (!record_.failure_at) record_.failure_at = event.time;
       }
       break;
+    case RankEvent::Kind::kAlive:
+      break;
   }
 }
 
@@ -429,10 +467,23 @@ void Attempt::request_stop(ChildProcess& job) {
     job.stop_all(duration_cast<std::chrono::milliseconds>(duration_of(options_.grace)));
 }
 
+std::optional<Laggard> Attempt::laggard() const {
+  std::map<int, RankProgress> progress;
+  for (const auto& [rank, state] : ranks_) progress[rank] = {state.host, state.collectives};
+  return find_laggard(progress);
+}
+
 void Attempt::find_hung_rank() {
-  // Before the job is stopped: a rank that is stopped or stuck in the kernel
-  // on this machine is the culprit; otherwise the one that reported the
-  // lowest step, and of those the one silent for longest.
+  // Before the job is stopped: a rank that never entered a collective the
+  // others wait in is the culprit (its host may be anywhere: this needs
+  // nothing but the heartbeats); else a rank that is stopped or stuck in the
+  // kernel on this machine; else the one that reported the lowest step, and
+  // of those the one silent for longest.
+  if (const std::optional<Laggard> behind = laggard()) {
+    hung_rank_ = behind->rank;
+    hang_evidence_ = "it " + behind->what;
+    return;
+  }
   const RankState* culprit = nullptr;
   bool culprit_stuck = false;
   for (const auto& [rank, state] : ranks_) {
@@ -452,6 +503,106 @@ void Attempt::find_hung_rank() {
   }
 }
 
+// Why `host` cannot be entered the way mpirun enters it, within a few
+// seconds; "" when it can.
+std::string entry_problem(const std::string& host) {
+  constexpr std::chrono::seconds kProbeTimeout{3};
+  const std::vector<HostProblem> problems =
+      preflight_hosts({host}, rsh_agent(kProbeTimeout), kProbeTimeout);
+  return problems.empty() ? "" : problems.front().problem;
+}
+
+void Attempt::check_failed_host() {
+  if (record_.host_lost || hang_ || !record_.failed_process.empty() || !options_.multi_host ||
+      options_.plan.starter != Starter::kMpirun) {
+    return;
+  }
+  // Every other host the ranks ran on, the failed rank's first: when a host
+  // vanishes, mpirun ends the job and the first rank to go may be anywhere.
+  std::vector<std::string> hosts;
+  if (record_.failed_rank >= 0) hosts.push_back(record_.failed_host);
+  for (const auto& [rank, state] : ranks_) {
+    if (std::find(hosts.begin(), hosts.end(), state.host) == hosts.end()) {
+      hosts.push_back(state.host);
+    }
+  }
+  std::erase_if(
+      hosts, [&](const std::string& host) { return host.empty() || same_host(host, local_host_); });
+  if (hosts.empty()) return;
+  constexpr std::chrono::seconds kProbeTimeout{3};
+  const std::vector<HostProblem> problems =
+      preflight_hosts(hosts, rsh_agent(kProbeTimeout), kProbeTimeout);
+  if (problems.empty()) return;
+  const HostProblem& lost = problems.front();
+  const std::string first =
+      record_.failed_rank >= 0
+          ? fmt::format(
+                "rank {}{} {}", record_.failed_rank,
+                same_host(record_.failed_host, lost.host) ? " there" : " on " + record_.failed_host,
+                record_.failure)
+          : record_.failure;
+  record_.failure = fmt::format("it cannot be entered ({}); first seen: {}", lost.problem, first);
+  record_.failed_rank = -1;
+  record_.failed_host = lost.host;
+  record_.host_lost = true;
+  record_.outside_kill = true;
+}
+
+bool Attempt::check_hosts(ChildProcess& job, Clock::time_point now) {
+  if (options_.host_timeout <= 0 || !options_.multi_host || record_.failure_at) return false;
+  const auto limit = duration_of(options_.host_timeout);
+  struct Silence {
+    std::vector<int> ranks;
+    Clock::time_point last_heard{};
+  };
+  std::map<std::string, Silence> silent;
+  std::set<std::string> heard;
+  for (const auto& [rank, state] : ranks_) {
+    if (state.pid <= 0 || state.said_exit || state.died_at || state.host.empty()) continue;
+    if (now - state.last_seen <= limit || same_host(state.host, local_host_)) {
+      heard.insert(state.host);
+      continue;
+    }
+    Silence& entry = silent[state.host];
+    entry.ranks.push_back(rank);
+    entry.last_heard = std::max(entry.last_heard, state.last_seen);
+  }
+  for (const auto& [host, entry] : silent) {
+    if (heard.contains(host)) continue;  // some of its ranks still speak
+    const double quiet = std::chrono::duration<double>(now - entry.last_heard).count();
+    std::string evidence = fmt::format(
+        "no message from its {} {} ({}) for {:.1f} s", entry.ranks.size(),
+        entry.ranks.size() == 1 ? "rank" : "ranks", fmt::join(entry.ranks, ", "), quiet);
+    bool lost = !heard.empty();
+    if (options_.plan.starter == Starter::kMpirun) {
+      // Enter it the way mpirun does: a host that answers is not lost, its
+      // ranks are frozen or cut off from the launcher only.
+      const std::string problem = entry_problem(host);
+      lost = !problem.empty();
+      evidence += lost ? fmt::format(", and it cannot be entered ({})", problem)
+                       : ", though the host can be entered (its ranks are frozen, or cut off "
+                         "from this host)";
+    }
+    if (!lost && heard.empty())
+      continue;  // all silent and the host answers: the hang timeout decides
+    silent_host_ = host;
+    silent_host_lost_ = lost;
+    silent_evidence_ = evidence;
+    record_.failure_at = entry.last_heard;
+    record_.detected_at = now;
+    status_.print_line(
+        fmt::format("lockstep: {} {}: {}; stopping the job", lost ? "host" : "ranks on host",
+                    lost ? host + " lost" : host + " stopped answering", evidence),
+        true);
+    // The ranks elsewhere wait for the lost ones inside a collective: there
+    // is nothing for them to save, and no reason to wait the whole grace.
+    record_.killed_after_grace = job.stop_all(std::chrono::milliseconds(
+        static_cast<std::int64_t>(std::min(options_.grace, kLostHostGraceSeconds) * 1000)));
+    return true;
+  }
+  return false;
+}
+
 void Attempt::attribute_failure() {
   // The first rank to die is the cause; mpirun's verdict fills in how it died.
   std::optional<Clock::time_point> first;
@@ -463,6 +614,18 @@ void Attempt::attribute_failure() {
   }
   const MpirunVerdict& verdict = mpirun_messages_.verdict();
   const char* starter = options_.plan.starter == Starter::kSrun ? "srun" : "mpirun";
+  if (!silent_host_.empty()) {
+    // The whole host went first; its ranks' lost connections and mpirun's
+    // complaints about its daemon follow from that.
+    record_.failed_rank = -1;
+    record_.failed_host = silent_host_;
+    record_.host_lost = silent_host_lost_;
+    record_.outside_kill = silent_host_lost_;
+    record_.failure = silent_evidence_;
+    const auto& tail = tails_.of(-1);
+    record_.tail.assign(tail.begin(), tail.end());
+    return;
+  }
   if (!hang_ && fault_) {
     record_.failed_rank = fault_->blamed.empty() ? fault_->rank : fault_->blamed.front();
     record_.failure = fault_->what;
@@ -497,6 +660,15 @@ void Attempt::attribute_failure() {
       record_.failure =
           fmt::format("killed by signal {} ({})", verdict.signal, strsignal(verdict.signal));
       record_.outside_kill = verdict.signal == SIGKILL;
+    } else if (verdict.names(record_.failed_rank) && verdict.called_abort &&
+               verdict.exit_code == kWatchdogExitCode && laggard()) {
+      // A collective's watchdog aborted the job: the rank that never
+      // entered the collective is the cause, not the one whose watchdog
+      // fired.
+      const Laggard behind = *laggard();
+      record_.failure = fmt::format("{}; the collective watchdog of rank {} aborted the job",
+                                    behind.what, record_.failed_rank);
+      record_.failed_rank = behind.rank;
     } else if (verdict.names(record_.failed_rank) && verdict.called_abort) {
       record_.failure =
           fmt::format("called MPI_Abort (error code {})", verdict.exit_code.value_or(-1));
@@ -555,6 +727,7 @@ AttemptRecord Attempt::run(ChildProcess& job) {
       record_.killed_after_grace =
           job.stop_all(std::chrono::milliseconds(static_cast<std::int64_t>(options_.grace * 1000)));
     }
+    if (check_hosts(job, now)) continue;
     if (!record_.failure_at && now - last_activity_ > duration_of(options_.hang_timeout)) {
       hang_ = true;
       record_.failure_at = now;
@@ -588,6 +761,7 @@ AttemptRecord Attempt::run(ChildProcess& job) {
     record_.outcome = hang_ ? "hang" : "failed";
     if (!record_.failure_at) record_.failure_at = record_.end;
     attribute_failure();
+    check_failed_host();
   }
   return record_;
 }
@@ -623,36 +797,91 @@ void warn_if_unmonitored(const AttemptRecord& record, const std::string& address
   }
 }
 
-// Enters every remote host of a host list the way mpirun will. Returns the
-// record of an attempt that was not started when a host cannot be entered,
-// with the first such host as its root cause; nullopt when all answered.
-std::optional<AttemptRecord> preflight(const SupervisorOptions& options, int index,
+// The hosts (or Slurm nodes) the launcher may leave out and replace; none
+// for a job on this machine alone, or in a one-node allocation.
+std::optional<HostPool> make_pool(const SupervisorOptions& options) {
+  PoolRules rules{.ranks = options.plan.ranks,
+                  .min_hosts = options.min_hosts,
+                  .exclude_after = options.exclude_after};
+  if (options.plan.starter == Starter::kSrun) {
+    if (options.slurm.node_names.empty()) return std::nullopt;
+    std::vector<Host> nodes;
+    for (const std::string& name : options.slurm.node_names) {
+      nodes.push_back({name, options.slurm.ranks_per_node});
+    }
+    rules.noun = "node";
+    if (rules.ranks <= 0) rules.ranks = options.slurm.ranks_per_node * options.slurm.nodes;
+    return HostPool(std::move(nodes), rules);
+  }
+  if (options.plan.hosts.empty()) return std::nullopt;
+  return HostPool(options.plan.hosts, rules);
+}
+
+// Sizes the next attempt from what the pool has left: mpirun gets the hosts
+// it needs (spares stay out of its list), srun the nodes to leave out and the
+// count of nodes and ranks.
+void apply(const HostPool& pool, LaunchPlan& plan) {
+  const PoolLayout layout = pool.layout();
+  if (plan.starter == Starter::kSrun) {
+    // Nothing left out and no spare: srun takes the allocation as it is.
+    if (pool.left_out().empty() && layout.spares.empty()) return;
+    plan.excluded_nodes.clear();
+    for (const LeftOut& entry : pool.left_out()) plan.excluded_nodes.push_back(entry.host);
+    plan.nodes = static_cast<int>(layout.hosts.size());
+  } else {
+    plan.hosts = layout.hosts;
+  }
+  plan.ranks = layout.ranks;
+}
+
+// Enters every remaining remote host of a host list the way mpirun will. A
+// host that cannot be entered is left out of the pool at once. Returns the
+// record of an attempt that was not started when too few hosts remain
+// then; nullopt when the attempt can start.
+std::optional<AttemptRecord> preflight(const SupervisorOptions& options, HostPool* pool, int index,
                                        StatusLine& status) {
   if (options.remote_hosts.empty() || options.plan.starter == Starter::kSrun) return std::nullopt;
+  std::vector<std::string> hosts;
+  for (const std::string& host : options.remote_hosts) {
+    const std::vector<std::string> remaining =
+        pool != nullptr ? pool->remaining() : std::vector<std::string>{host};
+    if (std::find(remaining.begin(), remaining.end(), host) != remaining.end()) {
+      hosts.push_back(host);
+    }
+  }
   constexpr std::chrono::seconds kPreflightTimeout{10};
   const std::vector<std::string> agent = rsh_agent(kPreflightTimeout);
   AttemptRecord record;
   record.index = index;
   record.start = Clock::now();
-  const std::vector<HostProblem> problems =
-      preflight_hosts(options.remote_hosts, agent, kPreflightTimeout);
+  const std::vector<HostProblem> problems = preflight_hosts(hosts, agent, kPreflightTimeout);
   record.end = Clock::now();
   if (problems.empty()) return std::nullopt;
-  record.outcome = "preflight";
-  record.failure_at = record.end;
-  record.failed_host = problems.front().host;
-  record.failure = "cannot be entered: " + problems.front().problem;
   for (const HostProblem& problem : problems) {
     record.tail.push_back(problem.host + ": " + problem.problem);
     status.print_line(fmt::format("lockstep: preflight: host {} cannot be entered with {}: {}",
                                   problem.host, fmt::join(agent, " "), problem.problem),
                       true);
+    if (pool == nullptr) continue;
+    if (const auto change = pool->implicate(problem.host, /*lost=*/true,
+                                            "cannot be entered: " + problem.problem, index + 1)) {
+      status.print_line(*change, true);
+    }
   }
+  if (pool != nullptr && pool->shortfall().empty()) return std::nullopt;
+  record.outcome = "preflight";
+  record.failure_at = record.end;
+  record.failed_host = problems.front().host;
+  record.failure = "cannot be entered: " + problems.front().problem;
+  record.host_lost = true;
+  record.outside_kill = true;
   status.print_line(
       fmt::format("lockstep: not starting attempt {}: {} of {} host(s) cannot be entered ({:.1f} "
-                  "s); bring them back or take them out of the host list",
-                  index + 1, problems.size(), options.remote_hosts.size(),
-                  std::chrono::duration<double>(record.end - record.start).count()),
+                  "s); {}",
+                  index + 1, problems.size(), hosts.size(),
+                  std::chrono::duration<double>(record.end - record.start).count(),
+                  pool != nullptr ? pool->shortfall()
+                                  : "bring them back or take them out of the host list"),
       true);
   return record;
 }
@@ -677,11 +906,16 @@ void report_unreachable(const AttemptRecord& record, const MonitorEndpoint& endp
 }
 
 void report_failure(const AttemptRecord& record, StatusLine& status) {
-  const std::string where =
-      record.failed_rank >= 0
-          ? fmt::format("rank {}{}", record.failed_rank,
-                        record.failed_host.empty() ? "" : " on " + record.failed_host)
-          : (record.failed_process.empty() ? std::string("the job") : record.failed_process);
+  std::string where;
+  if (record.failed_rank >= 0) {
+    where = fmt::format("rank {}{}", record.failed_rank,
+                        record.failed_host.empty() ? "" : " on " + record.failed_host);
+  } else if (!record.failed_host.empty() && record.failed_process.empty()) {
+    where = record.host_lost ? fmt::format("host {} lost:", record.failed_host)
+                             : fmt::format("the ranks on host {}", record.failed_host);
+  } else {
+    where = record.failed_process.empty() ? std::string("the job") : record.failed_process;
+  }
   status.print_line(
       fmt::format("lockstep: attempt {} {} at step {}: first failure: {} {}", record.index + 1,
                   record.outcome, record.last_step, where, record.failure),
@@ -754,7 +988,7 @@ int supervise(SupervisorOptions options) {
   g_interrupts = 0;
   g_last_signal = 0;
   const bool slurm = options.plan.starter == Starter::kSrun;
-  NodeExclusion exclusion(options.slurm);
+  std::optional<HostPool> pool = make_pool(options);
   bool requeued = false;
 
   // Rank connections, pipes and files all need descriptors; use what the
@@ -784,7 +1018,8 @@ int supervise(SupervisorOptions options) {
   int no_progress_streak = 0;
 
   for (int index = 0;; ++index) {
-    if (const std::optional<AttemptRecord> refused = preflight(options, index, status)) {
+    if (const std::optional<AttemptRecord> refused =
+            preflight(options, pool ? &*pool : nullptr, index, status)) {
       attempts.push_back(*refused);
       if (const std::string problem = attempts_log.append(to_json(*refused, run_start).dump());
           !problem.empty()) {
@@ -793,7 +1028,7 @@ int supervise(SupervisorOptions options) {
       break;
     }
     LaunchPlan plan = options.plan;
-    if (slurm) exclusion.apply(plan);
+    if (pool) apply(*pool, plan);
     plan.environment["LOCKSTEP_RUN_DIR"] = options.run_dir.string();
     plan.environment["LOCKSTEP_RESTART_COUNT"] = std::to_string(index);
     plan.environment["LOCKSTEP_MONITOR_ADDRESS"] = address;
@@ -802,6 +1037,11 @@ int supervise(SupervisorOptions options) {
     ChildProcess job = ChildProcess::start(launch_argv(plan), plan.environment);
     Attempt attempt(options, index, token, monitor, status, checkpoints, options.injected, notices);
     attempts.push_back(attempt.run(job));
+    for (const Host& host : plan.hosts) attempts.back().hosts.push_back(host.name);
+    if (pool && slurm) {
+      for (const Host& host : pool->layout().hosts) attempts.back().hosts.push_back(host.name);
+    }
+    attempts.back().ranks_started = plan.ranks;
     const AttemptRecord& record = attempts.back();
     if (const std::string problem = attempts_log.append(to_json(record, run_start).dump());
         !problem.empty()) {
@@ -847,8 +1087,15 @@ int supervise(SupervisorOptions options) {
     }
     report_failure(record, status);
     if (g_stop_requests.load() > 0) break;
-    if (slurm) {
-      if (const auto change = exclusion.on_failure(record)) status.print_line(*change, true);
+    if (pool && !record.failed_host.empty()) {
+      if (const auto change =
+              pool->implicate(record.failed_host, record.host_lost, record.failure, index + 2)) {
+        status.print_line(*change, true);
+      }
+      if (const std::string shortfall = pool->shortfall(); !shortfall.empty()) {
+        status.print_line("lockstep: not restarting: " + shortfall, true);
+        break;
+      }
     }
     // Only failures the program causes itself may end the restarts early; a
     // SIGKILL from outside before the first step says nothing about a bug.
@@ -877,12 +1124,21 @@ int supervise(SupervisorOptions options) {
   summary["outcome"] = attempts.back().outcome;
   summary["heartbeats_refused"] = monitor.refused();
   summary["heartbeats_malformed"] = monitor.malformed();
+  std::vector<std::string> left_out;
+  if (pool) {
+    nlohmann::json hosts = nlohmann::json::array();
+    for (const LeftOut& entry : pool->left_out()) {
+      left_out.push_back(entry.host);
+      hosts.push_back({{"host", entry.host}, {"why", entry.why}, {"from_attempt", entry.attempt}});
+    }
+    summary["hosts_left_out"] = hosts;
+  }
   if (slurm) {
     summary["slurm"] = {
         {"job_id", options.slurm.job_id},
         {"requeued", requeued},
         {"requeues", options.slurm.restart_count + (requeued ? 1 : 0)},
-        {"excluded_nodes", exclusion.excluded()},
+        {"excluded_nodes", left_out},
     };
   }
   summary["monitored"] = monitored(attempts);
@@ -902,12 +1158,15 @@ int supervise(SupervisorOptions options) {
         goodput.wall_seconds);
   }
   if (slurm) {
-    std::cerr << fmt::format(
-        "  Slurm job {}: started {} time(s), requeued {} time(s){}\n", options.slurm.job_id,
-        options.slurm.restart_count + 1, options.slurm.restart_count + (requeued ? 1 : 0),
-        exclusion.excluded().empty()
-            ? std::string()
-            : fmt::format(", nodes left out: {}", fmt::join(exclusion.excluded(), ",")));
+    std::cerr << fmt::format("  Slurm job {}: started {} time(s), requeued {} time(s)\n",
+                             options.slurm.job_id, options.slurm.restart_count + 1,
+                             options.slurm.restart_count + (requeued ? 1 : 0));
+  }
+  if (pool) {
+    for (const LeftOut& entry : pool->left_out()) {
+      std::cerr << fmt::format("  {} {} left out from attempt {} on: {}\n", pool->rules().noun,
+                               entry.host, entry.attempt, entry.why);
+    }
   }
   std::cerr << fmt::format("lockstep: attempts in {}, summary in {}\n",
                            (options.run_dir / "attempts.jsonl").string(),

@@ -37,10 +37,11 @@ struct SlurmOptions {
   std::string job_id;      // SLURM_JOB_ID; empty outside Slurm
   int nodes = 1;           // nodes of the allocation
   int ranks_per_node = 1;  // to size an attempt after excluding nodes
-  int min_nodes = 1;       // never exclude nodes below this many
-  int exclude_after = 2;   // failed attempts implicating a node before it is excluded
-  bool requeue = true;     // `scontrol requeue` after a stop asked by SIGUSR1
-  int restart_count = 0;   // SLURM_RESTART_COUNT: requeues before this start
+  // The allocation's node names in Slurm's order (empty when it has one
+  // node): what the launcher may leave out.
+  std::vector<std::string> node_names;
+  bool requeue = true;    // `scontrol requeue` after a stop asked by SIGUSR1
+  int restart_count = 0;  // SLURM_RESTART_COUNT: requeues before this start
   std::string scontrol = "scontrol";
 };
 
@@ -60,6 +61,13 @@ struct SupervisorOptions {
   // Ranks that cannot reach the launcher train on unwatched, and a run no
   // rank reported to may end as a success.
   bool allow_unmonitored = false;
+  // A host (or node) implicated in this many failed attempts is left out of
+  // later ones; a lost one at once. Never fewer than min_hosts remain.
+  int exclude_after = 2;
+  int min_hosts = 1;
+  // Seconds without a message from any rank of another host (ranks say
+  // they are alive every second) before that host counts as lost; 0: never.
+  double host_timeout = 5;
   std::vector<InjectedFailure> injected;
   SlurmOptions slurm;  // used when plan.starter is Starter::kSrun
 };

@@ -149,6 +149,18 @@ const Knob<double> launcher_loss_grace{{
     .max = 3600,
 }};
 
+const Knob<double> host_timeout{{
+    .name = "host_timeout",
+    .env = "LOCKSTEP_HOST_TIMEOUT",
+    .type = KnobType::kFloat,
+    .default_value = "5",
+    .doc = "Read by `lockstep run` (its --host-timeout): seconds without a message from any rank "
+           "of another host (each rank says it is alive every second) before that host counts "
+           "as lost; the job is then restarted without it. 0 turns the check off.",
+    .min = 0,
+    .max = 3600,
+}};
+
 // collectives
 
 const Knob<std::int64_t> replica_check_every{{
@@ -290,7 +302,7 @@ const Knob<double> mtbf{{
 }  // namespace knobs
 
 std::span<const KnobSpec* const> all_knobs() {
-  static const std::array<const KnobSpec*, 25> table = {
+  static const std::array<const KnobSpec*, 26> table = {
       &knobs::log_level.spec,
       &knobs::run_dir.spec,
       &knobs::device.spec,
@@ -304,6 +316,7 @@ std::span<const KnobSpec* const> all_knobs() {
       &knobs::launcher_connect_timeout.spec,
       &knobs::allow_unmonitored.spec,
       &knobs::launcher_loss_grace.spec,
+      &knobs::host_timeout.spec,
       &knobs::mpi_segment_mb.spec,
       &knobs::replica_check_every.spec,
       &knobs::inject_bitflip.spec,

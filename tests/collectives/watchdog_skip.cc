@@ -2,8 +2,8 @@
 // short LOCKSTEP_COLLECTIVE_TIMEOUT: the watchdog of the waiting ranks must
 // name the rank that never arrived and abort the job.
 //
-//   watchdog_skip skip   rank 1 skips the third all-reduce
-//   watchdog_skip ok     nobody skips; the job exits 0
+//   watchdog_skip skip [RANK]   RANK (default 1) skips the third all-reduce
+//   watchdog_skip ok            nobody skips; the job exits 0
 #include <chrono>
 #include <string>
 #include <thread>
@@ -14,10 +14,11 @@
 int main(int argc, char** argv) {
   lockstep::Runtime rt(argc, argv);
   const std::string mode = argc > 1 ? argv[1] : "skip";
+  const int skipper = argc > 2 ? std::stoi(argv[2]) : 1;
   auto comm = lockstep::make_communicator(rt);
   lockstep::Tensor tensor = lockstep::Tensor::allocate("t", lockstep::DType::kF32, {1024});
   for (int round = 1; round <= 3; ++round) {
-    if (mode == "skip" && round == 3 && rt.rank() == 1) {
+    if (mode == "skip" && round == 3 && rt.rank() == skipper) {
       // Stands in for a rank stuck elsewhere: it never reaches collective #3.
       std::this_thread::sleep_for(std::chrono::seconds(60));
       return 0;

@@ -1,12 +1,15 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <string>
 
 #include <gtest/gtest.h>
 
 #include "attempt.h"
 #include "host_list.h"
+#include "host_pool.h"
+#include "laggard.h"
 #include "lockstep/error.h"
 #include "mpirun_command.h"
 #include "output.h"
@@ -178,37 +181,116 @@ TEST(Slurm, SrunArgvLeavesOutExcludedNodes) {
   plan.program = {"./trainer"};
   EXPECT_EQ(shell_quote(launch_argv(plan)),
             "srun --mpi=pmix --kill-on-bad-exit=1 --label --unbuffered ./trainer");
-  SlurmOptions slurm;
-  slurm.nodes = 3;
-  slurm.ranks_per_node = 4;
-  NodeExclusion exclusion(slurm);
-  AttemptRecord failed;
-  failed.failed_host = "n2";
-  EXPECT_EQ(exclusion.on_failure(failed), std::nullopt) << "one failure is not a pattern";
-  const auto change = exclusion.on_failure(failed);
+  HostPool pool({{"n1", 4}, {"n2", 4}, {"n3", 4}}, {.ranks = 12, .noun = "node"});
+  EXPECT_EQ(pool.implicate("n2", false, "killed by signal 9", 1), std::nullopt)
+      << "one failure is not a pattern";
+  const auto change = pool.implicate("n2", false, "killed by signal 9", 2);
   ASSERT_TRUE(change.has_value());
   EXPECT_NE(change->find("node n2 is implicated in 2 failed attempts"), std::string::npos);
-  exclusion.apply(plan);
+  const PoolLayout layout = pool.layout();
+  plan.excluded_nodes = {pool.left_out().front().host};
+  plan.nodes = static_cast<int>(layout.hosts.size());
+  plan.ranks = layout.ranks;
   EXPECT_EQ(shell_quote(launch_argv(plan)),
             "srun --mpi=pmix --kill-on-bad-exit=1 --label --unbuffered -N 2 -n 8 --exclude=n2 "
             "./trainer");
 }
 
-TEST(Slurm, MinNodesKeepsTheLastNodes) {
-  SlurmOptions slurm;
-  slurm.nodes = 2;
-  slurm.ranks_per_node = 2;
-  slurm.min_nodes = 2;
-  slurm.exclude_after = 1;
-  NodeExclusion exclusion(slurm);
-  AttemptRecord failed;
-  failed.failed_host = "n1";
-  const auto refusal = exclusion.on_failure(failed);
+TEST(HostPool, MinNodesKeepsTheLastNodes) {
+  HostPool pool({{"n1", 2}, {"n2", 2}}, {.ranks = 4, .min_hosts = 2, .exclude_after = 1});
+  const auto refusal = pool.implicate("n1", false, "exited with code 1", 1);
   ASSERT_TRUE(refusal.has_value());
   EXPECT_NE(refusal->find("fewer than --min-nodes 2; it stays"), std::string::npos);
-  EXPECT_TRUE(exclusion.excluded().empty());
-  AttemptRecord unknown;  // a failure with no node to blame counts for none
-  EXPECT_EQ(exclusion.on_failure(unknown), std::nullopt);
+  EXPECT_TRUE(pool.left_out().empty());
+  EXPECT_EQ(pool.implicate("", false, "unknown", 1), std::nullopt)
+      << "a failure with no host to blame counts for none";
+  EXPECT_EQ(pool.implicate("elsewhere", true, "lost", 1), std::nullopt)
+      << "a host the pool does not know cannot be left out";
+  EXPECT_EQ(pool.shortfall(), "");
+}
+
+TEST(HostPool, SparesAreNotStartedAndReplaceALostHost) {
+  HostPool pool({{"node1", 2}, {"node2", 2}, {"node3", 2}}, {.ranks = 4});
+  PoolLayout layout = pool.layout();
+  EXPECT_EQ(layout.ranks, 4);
+  EXPECT_EQ(layout.hosts, (std::vector<Host>{{"node1", 2}, {"node2", 2}}));
+  EXPECT_EQ(layout.spares, (std::vector<Host>{{"node3", 2}}));
+  // A host named by its short name matches the list's full one, and a lost
+  // host goes at once.
+  const auto change = pool.implicate("node2.cluster", true, "no message for 5 s", 1);
+  ASSERT_TRUE(change.has_value());
+  EXPECT_NE(change->find("host node2 is lost:"), std::string::npos) << *change;
+  EXPECT_NE(change->find("take the spare host node3 in its place"), std::string::npos) << *change;
+  layout = pool.layout();
+  EXPECT_EQ(layout.ranks, 4) << "the same world size";
+  EXPECT_EQ(layout.hosts, (std::vector<Host>{{"node1", 2}, {"node3", 2}}));
+  EXPECT_TRUE(layout.spares.empty());
+  ASSERT_EQ(pool.left_out().size(), 1u);
+  EXPECT_EQ(pool.left_out()[0].host, "node2");
+  EXPECT_EQ(pool.left_out()[0].why, "no message for 5 s");
+  EXPECT_EQ(pool.left_out()[0].attempt, 1);
+  EXPECT_EQ(pool.remaining(), (std::vector<std::string>{"node1", "node3"}));
+  EXPECT_EQ(pool.implicate("node2", true, "again", 2), std::nullopt) << "already left out";
+}
+
+TEST(HostPool, WithoutASpareTheWorldShrinksThenStopsBelowTheMinimum) {
+  HostPool pool({{"node1", 2}, {"node2", 2}}, {.ranks = 4, .min_hosts = 1});
+  const auto change = pool.implicate("node2", true, "cannot be entered", 1);
+  ASSERT_TRUE(change.has_value());
+  EXPECT_NE(change->find("run 2 ranks on 1 host(s) (node1); no spare host is left"),
+            std::string::npos)
+      << *change;
+  EXPECT_EQ(pool.layout().ranks, 2);
+  EXPECT_EQ(pool.shortfall(), "");
+  const auto last = pool.implicate("node1", true, "cannot be entered", 2);
+  ASSERT_TRUE(last.has_value());
+  EXPECT_NE(pool.shortfall().find("0 host(s) remain (none), fewer than --min-nodes 1"),
+            std::string::npos)
+      << pool.shortfall();
+  EXPECT_NE(last->find("it is left out, and 0 host(s) remain"), std::string::npos) << *last;
+}
+
+TEST(HostPool, OversubscribedListsKeepTheirRanksPerSlot) {
+  // 8 ranks on 4 slots: two per slot, before and after a host is lost.
+  HostPool pool({{"a", 2}, {"b", 2}}, {.ranks = 8});
+  EXPECT_EQ(pool.layout().ranks, 8);
+  ASSERT_TRUE(pool.implicate("b", true, "lost", 1).has_value());
+  EXPECT_EQ(pool.layout().ranks, 4);
+  EXPECT_EQ(pool.layout().hosts, (std::vector<Host>{{"a", 2}}));
+}
+
+TEST(HostPool, ALostSpareLeavesTheLayoutAlone) {
+  HostPool pool({{"a", 1}, {"b", 1}, {"c", 1}}, {.ranks = 2});
+  const auto change = pool.implicate("c", true, "cannot be entered", 1);
+  ASSERT_TRUE(change.has_value());
+  EXPECT_NE(change->find("the spare is left out; the next attempts still run 2 ranks"),
+            std::string::npos)
+      << *change;
+  EXPECT_EQ(pool.layout().hosts, (std::vector<Host>{{"a", 1}, {"b", 1}}));
+}
+
+TEST(Laggard, NamesTheRankThatNeverEnteredWhatOthersWaitIn) {
+  std::map<int, RankProgress> ranks;
+  const auto report = [](std::int64_t started, std::int64_t finished, std::string waiting) {
+    return std::vector<CollectiveReport>{{"mpi 1", started, finished, std::move(waiting)}};
+  };
+  ranks[0] = {"node1", report(812, 811, "allreduce (4096 bytes, f32, sum) #812")};
+  ranks[1] = {"node1", report(812, 811, "allreduce (4096 bytes, f32, sum) #812")};
+  ranks[2] = {"node2", report(812, 811, "allreduce (4096 bytes, f32, sum) #812")};
+  ranks[3] = {"node2", report(811, 811, "")};
+  const std::optional<Laggard> found = find_laggard(ranks);
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->rank, 3);
+  EXPECT_EQ(found->host, "node2");
+  EXPECT_EQ(found->what,
+            "never entered allreduce (4096 bytes, f32, sum) #812 (its last was #811); ranks 0, "
+            "1, 2 wait in it");
+  // Everyone inside the collective: the hang is in the backend, no laggard.
+  ranks[3] = {"node2", report(812, 811, "allreduce (4096 bytes, f32, sum) #812")};
+  EXPECT_FALSE(find_laggard(ranks).has_value());
+  // Nobody waits: nothing to say.
+  for (auto& [rank, progress] : ranks) progress.collectives = report(812, 812, "");
+  EXPECT_FALSE(find_laggard(ranks).has_value());
 }
 
 TEST(Output, TailsKeepTheLastLinesPerRank) {

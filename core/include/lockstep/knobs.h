@@ -24,6 +24,7 @@ extern const Knob<std::string> launcher_address;
 extern const Knob<double> launcher_connect_timeout;
 extern const Knob<bool> allow_unmonitored;
 extern const Knob<double> launcher_loss_grace;
+extern const Knob<double> host_timeout;
 
 // collectives
 extern const Knob<std::int64_t> replica_check_every;

@@ -10,7 +10,8 @@
 # The hosts are those of $HOSTS_DIR (DIR/agent, the agent that
 # hosts-up.sh writes, sets it). ssh options are accepted and ignored. When
 # the host does not exist or is gone (lost, or down), it fails like ssh to a
-# dead machine: "agent: cannot enter host HOST: ..." on stderr, exit 255.
+# dead machine: "agent: cannot enter host HOST: ..." on stderr, exit 255;
+# so does a host whose link is down (cut off from the network).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 # shellcheck source=SCRIPTDIR/lib.sh
@@ -58,8 +59,11 @@ dir=${HOSTS_DIR:-}
 [ -n "$dir" ] || unreachable "$host" "HOSTS_DIR is not set (use the agent in the hosts' DIR, or source DIR/env.sh)"
 tsv=$dir/hosts.tsv
 [ -f "$tsv" ] || unreachable "$host" "no hosts are up in $dir"
-read -r _ _ _ _ pid start _ < <(awk -v h="$host" '$1 == h' "$tsv") ||
+read -r _ _ _ veth pid start _ < <(awk -v h="$host" '$1 == h' "$tsv") ||
   unreachable "$host" "no such host in $dir"
+# A host whose link is down is cut off: ssh would not reach it either.
+[ "$(cat "/sys/class/net/$veth/operstate" 2>/dev/null)" != down ] ||
+  unreachable "$host" "no route to host (its link $veth is down)"
 # The recorded pid with its start time names the holder; a new process with
 # the same pid is not it.
 holder_alive "$pid" "$start" ||

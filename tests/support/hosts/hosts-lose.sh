@@ -26,10 +26,12 @@ if ! read -r name _ ns veth pid start uts < <(awk -v h="$2" '$1 == h' "$tsv" 2>/
 fi
 
 status=0
+# The link goes first, as when a machine loses power: the processes killed
+# next cannot say goodbye (no FIN, no RST reaches a peer).
+ip link set "$veth" down || status=1
 # A holder already gone left no UTS namespace to look in; a recorded id
 # could by now name another namespace.
 if holder_alive "$pid" "$start"; then kill_namespace uts "$uts" || status=1; fi
 if net=$(namespace_id_of_file net "$netns_dir/$ns"); then kill_namespace net "$net" || status=1; fi
-ip link set "$veth" down || status=1
 [ "$status" -eq 0 ] && echo "hosts-lose: $name is gone"
 exit "$status"
