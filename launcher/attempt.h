@@ -37,6 +37,10 @@ struct AttemptRecord {
   // OOM killer, a lost starter or host), so it says nothing about a bug in
   // it.
   bool outside_kill = false;
+  // The program caused the failure itself: a non-zero exit, MPI_Abort, a
+  // signal it raises (SIGSEGV, SIGABRT, ...), or a fault it reported. Two
+  // such failures in a row before a first step stop the restarts.
+  bool program_fault = false;
   // The first failure was a whole host: failed_host went silent and cannot
   // be entered (or, under Slurm, went silent).
   bool host_lost = false;

@@ -96,6 +96,7 @@ nlohmann::json to_json(const AttemptRecord& attempt, Clock::time_point run_start
     if (attempt.host_lost) record["host_lost"] = true;
     if (attempt.detected_at) record["detected_s"] = offset(*attempt.detected_at);
     record["outside_kill"] = attempt.outside_kill;
+    record["program_fault"] = attempt.program_fault;
     record["failure"] = attempt.failure;
     record["tail"] = attempt.tail;
   }

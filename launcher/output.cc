@@ -58,8 +58,12 @@ void MpirunMessageParser::feed(std::string_view line) {
   static const std::regex kErrorCode(R"(errorcode (\d+))");
   static const std::regex kSrunTask(
       R"(srun: error: (\S+): tasks? (\d+(?:-\d+)?(?:,\d+(?:-\d+)?)*): (Killed|Terminated|Segmentation fault|Aborted|Exited with exit code (\d+)))");
+  static const std::regex kNodeFailure(R"(srun: error: Node failure on (\S+))");
   const std::string text(line);
   std::smatch match;
+  if (verdict_.failed_node.empty() && std::regex_search(text, match, kNodeFailure)) {
+    verdict_.failed_node = match[1].str();
+  }
   // The first report wins: later lines describe the cascade, not the cause.
   const bool decided = verdict_.rank >= 0 && (verdict_.signal != 0 || verdict_.exit_code);
   if (std::regex_search(text, match, kSrunTask)) {

@@ -33,6 +33,8 @@ struct MpirunVerdict {
   int signal = 0;
   std::optional<int> exit_code;
   bool called_abort = false;
+  // srun: "srun: error: Node failure on n2": Slurm lost the node.
+  std::string failed_node;
 
   bool names(int r) const {
     return r >= 0 && (r == rank || std::find(ranks.begin(), ranks.end(), r) != ranks.end());
@@ -42,7 +44,8 @@ struct MpirunVerdict {
 // Reads mpirun's messages ("process rank 2 with PID ... exited on signal 9",
 // "Process name: [[x,1],2] / Exit code: 1", "MPI_ABORT was invoked on rank 1
 // ... errorcode 3") and srun's ("srun: error: n1: task 2: Killed",
-// "... task 1: Exited with exit code 3") line by line.
+// "... task 1: Exited with exit code 3", "srun: error: Node failure on n2")
+// line by line.
 class MpirunMessageParser {
  public:
   void feed(std::string_view line);

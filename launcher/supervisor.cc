@@ -603,6 +603,23 @@ bool Attempt::check_hosts(ChildProcess& job, Clock::time_point now) {
   return false;
 }
 
+// A signal a program raises by itself (a crash, an assertion), unlike
+// SIGKILL or SIGTERM, which come from outside.
+bool raised_by_program(int signal_number) {
+  switch (signal_number) {
+    case SIGSEGV:
+    case SIGBUS:
+    case SIGFPE:
+    case SIGILL:
+    case SIGABRT:
+    case SIGTRAP:
+    case SIGSYS:
+      return true;
+    default:
+      return false;
+  }
+}
+
 void Attempt::attribute_failure() {
   // The first rank to die is the cause; mpirun's verdict fills in how it died.
   std::optional<Clock::time_point> first;
@@ -614,6 +631,13 @@ void Attempt::attribute_failure() {
   }
   const MpirunVerdict& verdict = mpirun_messages_.verdict();
   const char* starter = options_.plan.starter == Starter::kSrun ? "srun" : "mpirun";
+  if (silent_host_.empty() && !verdict.failed_node.empty()) {
+    // Slurm's own word that it lost a node, before any rank's death.
+    silent_host_ = verdict.failed_node;
+    silent_host_lost_ = true;
+    silent_evidence_ = fmt::format("Slurm reports a node failure (srun: error: Node failure on {})",
+                                   verdict.failed_node);
+  }
   if (!silent_host_.empty()) {
     // The whole host went first; its ranks' lost connections and mpirun's
     // complaints about its daemon follow from that.
@@ -629,6 +653,7 @@ void Attempt::attribute_failure() {
   if (!hang_ && fault_) {
     record_.failed_rank = fault_->blamed.empty() ? fault_->rank : fault_->blamed.front();
     record_.failure = fault_->what;
+    record_.program_fault = true;  // the program found it and stopped
     record_.failed_host = ranks_[record_.failed_rank].host;
     const auto& tail = tails_.of(record_.failed_rank);
     record_.tail.assign(tail.begin(), tail.end());
@@ -652,7 +677,11 @@ void Attempt::attribute_failure() {
     record_.failed_rank = hung_rank_;
     record_.failure =
         fmt::format("no heartbeat for {:.0f} s (hang); {}", options_.hang_timeout, hang_evidence_);
-  } else if (record_.failed_rank < 0) {
+  } else if (record_.failed_rank < 0 ||
+             (!verdict.names(record_.failed_rank) && verdict.rank >= 0 &&
+              (verdict.signal != 0 || verdict.called_abort || verdict.exit_code))) {
+    // mpirun's verdict says how a rank ended; the order in which the ranks'
+    // connections closed, when several ended at once, does not.
     record_.failed_rank = verdict.rank;
   }
   if (!hang_) {
@@ -660,6 +689,7 @@ void Attempt::attribute_failure() {
       record_.failure =
           fmt::format("killed by signal {} ({})", verdict.signal, strsignal(verdict.signal));
       record_.outside_kill = verdict.signal == SIGKILL;
+      record_.program_fault = raised_by_program(verdict.signal);
     } else if (verdict.names(record_.failed_rank) && verdict.called_abort &&
                verdict.exit_code == kWatchdogExitCode && laggard()) {
       // A collective's watchdog aborted the job: the rank that never
@@ -672,8 +702,10 @@ void Attempt::attribute_failure() {
     } else if (verdict.names(record_.failed_rank) && verdict.called_abort) {
       record_.failure =
           fmt::format("called MPI_Abort (error code {})", verdict.exit_code.value_or(-1));
+      record_.program_fault = true;
     } else if (verdict.names(record_.failed_rank) && verdict.exit_code) {
       record_.failure = fmt::format("exited with code {}", *verdict.exit_code);
+      record_.program_fault = true;
     } else if (record_.failed_rank >= 0) {
       record_.failure = "lost its connection to the launcher (the process ended)";
     } else {
@@ -1097,9 +1129,11 @@ int supervise(SupervisorOptions options) {
         break;
       }
     }
-    // Only failures the program causes itself may end the restarts early; a
-    // SIGKILL from outside before the first step says nothing about a bug.
-    no_progress_streak = record.first_step < 0 && !record.outside_kill ? no_progress_streak + 1 : 0;
+    // Only failures the program causes itself (a non-zero exit, MPI_Abort, a
+    // crash signal, a fault it reports) may end the restarts early; a kill
+    // from outside, a lost host or a death without a verdict before the
+    // first step says nothing about a bug.
+    no_progress_streak = record.first_step < 0 && record.program_fault ? no_progress_streak + 1 : 0;
     if (no_progress_streak >= 2) {
       status.print_line(
           "lockstep: the job failed twice in a row before completing a step: "

@@ -172,6 +172,15 @@ TEST(Output, SrunVerdictNamesTheNodeAndEveryTask) {
   single.feed("srun: error: n1: task 1: Segmentation fault");
   EXPECT_EQ(single.verdict().rank, 1);
   EXPECT_EQ(single.verdict().signal, 11);
+  EXPECT_TRUE(single.verdict().failed_node.empty());
+
+  // A lost node: Slurm says so before the cascade of killed tasks.
+  MpirunMessageParser lost;
+  lost.feed("srun: error: Node failure on n2");
+  lost.feed("srun: error: n1: task 0: Killed");
+  lost.feed("srun: error: Node failure on n3");
+  EXPECT_EQ(lost.verdict().failed_node, "n2");
+  EXPECT_EQ(lost.verdict().rank, 0);
 }
 
 TEST(Slurm, SrunArgvLeavesOutExcludedNodes) {
