@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -33,7 +34,20 @@ bool mpi_alive() {
   return initialized != 0 && finalized == 0;
 }
 
+// The live Runtime's heartbeat channel and rank, so that a rank about to
+// abort the job tells the launcher why first: the launcher then names this
+// rank and its error as the cause, not whichever rank's connection happened
+// to close first, and knows that the program failed by itself.
+struct FaultChannel {
+  HeartbeatClient* heartbeat = nullptr;
+  int rank = -1;
+};
+std::atomic<FaultChannel*> g_fault_channel{nullptr};
+
 [[noreturn]] void abort_job(const std::string& message, int exit_code) {
+  if (FaultChannel* channel = g_fault_channel.load()) {
+    channel->heartbeat->fault(message, {channel->rank});
+  }
   log::error("{}", message);
   log::error("aborting every rank of the job (exit code {})", exit_code);
   log::logger().flush();
@@ -155,6 +169,10 @@ Runtime::Runtime(int& argc, char**& argv) : uncaught_at_start_(std::uncaught_exc
         std::chrono::milliseconds(
             static_cast<std::int64_t>(config_.get(knobs::launcher_connect_timeout) * 1000)),
         /*required=*/!config_.get(knobs::allow_unmonitored));
+    // One Runtime per process (the heartbeat member does not move).
+    static FaultChannel channel;
+    channel = FaultChannel{&heartbeat_, rank_};
+    g_fault_channel.store(&channel);
   }
 
   log::debug("lockstep {}: rank {}/{} local {}/{} node {}/{} device {} run dir {} restarts {}",
@@ -288,6 +306,7 @@ Runtime::~Runtime() {
                           rank_),
               1);
   }
+  g_fault_channel.store(nullptr);
   signals::uninstall();
   heartbeat_.exit(0, stop_pending_);
   control_ = MpiComm();
