@@ -50,6 +50,7 @@ std::vector<std::string> srun_argv(const LaunchPlan& plan) {
     for (const std::string& node : plan.excluded_nodes) nodes += (nodes.empty() ? "" : ",") + node;
     argv.push_back("--exclude=" + nodes);
   }
+  if (plan.overlap) argv.push_back("--overlap");
   argv.insert(argv.end(), plan.program.begin(), plan.program.end());
   return argv;
 }

@@ -23,7 +23,11 @@ struct LaunchPlan {
   std::string srun = "srun";
   int nodes = 0;                            // srun -N; 0 takes the allocation's
   std::vector<std::string> excluded_nodes;  // srun --exclude
-  std::vector<std::string> program;         // trainer and its arguments
+  // srun --overlap: share CPUs with an earlier step that Slurm has not
+  // finished yet (one that spanned a lost node stays until the node is
+  // DOWN, and would hold the restart back: "Requested nodes are busy").
+  bool overlap = false;
+  std::vector<std::string> program;  // trainer and its arguments
   // Variables the ranks get (exported with -x NAME, values travel in the
   // environment of mpirun so that secrets never appear on a command line).
   std::map<std::string, std::string> environment;
@@ -40,7 +44,7 @@ std::vector<std::string> mpirun_argv(const LaunchPlan& plan);
 // srun argv inside a Slurm allocation: --mpi=pmix (Open MPI starts under
 // srun only with PMIx), --kill-on-bad-exit=1 (one failed task ends the
 // step), --label so that every line names its task, --unbuffered, the task
-// count when given, and the nodes to leave out.
+// count when given, the nodes to leave out, and --overlap when asked.
 std::vector<std::string> srun_argv(const LaunchPlan& plan);
 
 // mpirun_argv or srun_argv, as the plan's starter says.

@@ -943,15 +943,14 @@ void report_failure(const AttemptRecord& record, StatusLine& status) {
     where = fmt::format("rank {}{}", record.failed_rank,
                         record.failed_host.empty() ? "" : " on " + record.failed_host);
   } else if (!record.failed_host.empty() && record.failed_process.empty()) {
-    where = record.host_lost ? fmt::format("host {} lost:", record.failed_host)
-                             : fmt::format("the ranks on host {}", record.failed_host);
+    where = (record.host_lost ? "host " : "the ranks on host ") + record.failed_host;
   } else {
     where = record.failed_process.empty() ? std::string("the job") : record.failed_process;
   }
-  status.print_line(
-      fmt::format("lockstep: attempt {} {} at step {}: first failure: {} {}", record.index + 1,
-                  record.outcome, record.last_step, where, record.failure),
-      true);
+  status.print_line(fmt::format("lockstep: attempt {} {} at step {}: first failure: {}{} {}",
+                                record.index + 1, record.outcome, record.last_step, where,
+                                record.host_lost ? " lost:" : "", record.failure),
+                    true);
   if (!record.tail.empty()) {
     status.print_line(fmt::format("lockstep: last lines of {}:", where), true);
     for (const std::string& line : record.tail) status.print_line("  | " + line, true);
@@ -1061,6 +1060,9 @@ int supervise(SupervisorOptions options) {
     }
     LaunchPlan plan = options.plan;
     if (pool) apply(*pool, plan);
+    // The step of the failed attempt may linger (Slurm ends a step that
+    // spans a lost node only once it marks the node DOWN).
+    plan.overlap = slurm && index > 0;
     plan.environment["LOCKSTEP_RUN_DIR"] = options.run_dir.string();
     plan.environment["LOCKSTEP_RESTART_COUNT"] = std::to_string(index);
     plan.environment["LOCKSTEP_MONITOR_ADDRESS"] = address;

@@ -18,8 +18,9 @@ SequenceBoard::SequenceBoard(MPI_Comm comm) {
     window_ = MPI_WIN_NULL;
     if (rank_ == 0) {
       log::warn(
-          "no MPI one-sided communication on this network (MPI_Win_allocate failed); the "
-          "collective watchdog will not be able to name the ranks behind a hang");
+          "no MPI one-sided communication on this network (MPI_Win_allocate failed): the "
+          "collective watchdog cannot read the other ranks' progress itself; under `lockstep "
+          "run` the launcher names the ranks behind a hang from their heartbeats");
     }
     return;
   }
