@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "crc32c.h"
+#include "lockstep/build_config.h"
 
 namespace lockstep::checkpoint {
 
@@ -254,9 +255,10 @@ Metadata parse_metadata(const std::string& text, const std::string& where) {
     }
     if (version_field.get<std::int64_t>() > kFormatVersion) {
       throw UsageError(fmt::format(
-          "{} has format version {}, but this lockstep ({}) reads versions up to {}; restore "
-          "it with a newer lockstep",
-          where, version_field.dump(), document.value("library_version", "?"), kFormatVersion));
+          "{} has format version {} (written by lockstep {}), but this lockstep ({}) reads "
+          "versions up to {}; restore it with a newer lockstep",
+          where, version_field.dump(), document.value("library_version", "?"), LOCKSTEP_VERSION,
+          kFormatVersion));
     }
     const int version = version_field.get<int>();
     const auto stored_checksum = integer_field<std::uint32_t>(

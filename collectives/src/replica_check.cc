@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <memory>
+#include <new>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -60,8 +62,12 @@ ReplicaCheck::ReplicaCheck(Communicator& communicator, std::vector<Tensor> param
 }
 
 std::uint64_t ReplicaCheck::local_hash() const {
-  XXH3_state_t* state = XXH3_createState();
-  XXH3_64bits_reset(state);
+  // Owned for the whole loop: a failing CUDA copy or a refused tensor must
+  // not leak it.
+  const std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> state(XXH3_createState(),
+                                                                       XXH3_freeState);
+  if (!state) throw std::bad_alloc();
+  XXH3_64bits_reset(state.get());
   std::vector<std::byte> staging;
   for (const Tensor& tensor : parameters_) {
     const void* bytes = tensor.data();
@@ -72,15 +78,12 @@ std::uint64_t ReplicaCheck::local_hash() const {
           cudaMemcpy(staging.data(), tensor.data(), tensor.nbytes(), cudaMemcpyDeviceToHost));
       bytes = staging.data();
 #else
-      XXH3_freeState(state);
       throw UsageError("ReplicaCheck: a CUDA tensor in a build without CUDA");
 #endif
     }
-    XXH3_64bits_update(state, bytes, tensor.nbytes());
+    XXH3_64bits_update(state.get(), bytes, tensor.nbytes());
   }
-  const std::uint64_t hash = XXH3_64bits_digest(state);
-  XXH3_freeState(state);
-  return hash;
+  return XXH3_64bits_digest(state.get());
 }
 
 void ReplicaCheck::after_step(std::int64_t step) {

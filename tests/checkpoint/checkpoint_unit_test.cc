@@ -29,6 +29,7 @@
 #include "directory.h"
 #include "hdf5_files.h"
 #include "layout.h"
+#include "lockstep/build_config.h"
 #include "metadata.h"
 #include "parallel_copy.h"
 
@@ -372,13 +373,21 @@ TEST(Metadata, DeepNestingIsCorruptionNotAStackOverflow) {
 TEST(Metadata, NewerFormatIsAUsageError) {
   std::string text = serialize(sample_metadata());
   text.replace(text.find("\"format_version\": 1"), 19, "\"format_version\": 9");
+  const std::string written_by = "\"library_version\": \"0.1.0\"";
+  ASSERT_NE(text.find(written_by), std::string::npos) << text;
+  text.replace(text.find(written_by), written_by.size(), "\"library_version\": \"9.9.9\"");
   try {
     parse_metadata(text, "step-12/metadata.json");
     FAIL() << "accepted a newer format";
   } catch (const CorruptCheckpoint&) {
     FAIL() << "a newer format is not corruption";
   } catch (const UsageError& error) {
-    EXPECT_NE(std::string(error.what()).find("format version 9"), std::string::npos);
+    const std::string what = error.what();
+    EXPECT_NE(what.find("format version 9"), std::string::npos) << what;
+    // The writer's version and this program's, each named as what it is.
+    EXPECT_NE(what.find("written by lockstep 9.9.9"), std::string::npos) << what;
+    EXPECT_NE(what.find(fmt::format("this lockstep ({})", LOCKSTEP_VERSION)), std::string::npos)
+        << what;
   }
 }
 
