@@ -26,4 +26,17 @@ struct SlurmNode {
 // `scontrol -o show node`. Throws IoError when scontrol fails.
 std::vector<SlurmNode> allocation_nodes(const SlurmOptions& slurm, const std::string& nodelist);
 
+// A node Slurm itself counts out: its state is DOWN, FAIL or NOT_RESPONDING.
+struct UnusableNode {
+  std::string name;
+  std::string state;  // as scontrol shows it: "DOWN+NOT_RESPONDING"
+};
+
+// The nodes among `names` that Slurm reports unusable, in the order given
+// (Slurm's view of the nodes before an attempt, as the rsh agent's is for a
+// host list; a draining node still runs the job it has). Throws IoError
+// when scontrol fails.
+std::vector<UnusableNode> unusable_nodes(const SlurmOptions& slurm,
+                                         const std::vector<std::string>& names);
+
 }  // namespace lockstep::launcher

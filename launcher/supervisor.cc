@@ -866,37 +866,65 @@ void apply(const HostPool& pool, LaunchPlan& plan) {
   plan.ranks = layout.ranks;
 }
 
-// Enters every remaining remote host of a host list the way mpirun will. A
-// host that cannot be entered is left out of the pool at once. Returns the
-// record of an attempt that was not started when too few hosts remain
-// then; nullopt when the attempt can start.
+// Checks every remaining host before an attempt the way the attempt will
+// use it: a host list's hosts are entered with mpirun's rsh agent, all at
+// once; a Slurm allocation's nodes are looked up in Slurm's own view (a
+// node it counts DOWN or NOT_RESPONDING). A host that fails is left out of
+// the pool at once. Returns the record of an attempt that was not started
+// when too few hosts remain then; nullopt when the attempt can start.
 std::optional<AttemptRecord> preflight(const SupervisorOptions& options, HostPool* pool, int index,
                                        StatusLine& status) {
-  if (options.remote_hosts.empty() || options.plan.starter == Starter::kSrun) return std::nullopt;
-  std::vector<std::string> hosts;
-  for (const std::string& host : options.remote_hosts) {
-    const std::vector<std::string> remaining =
-        pool != nullptr ? pool->remaining() : std::vector<std::string>{host};
-    if (std::find(remaining.begin(), remaining.end(), host) != remaining.end()) {
-      hosts.push_back(host);
-    }
-  }
+  const bool slurm = options.plan.starter == Starter::kSrun;
   constexpr std::chrono::seconds kPreflightTimeout{10};
-  const std::vector<std::string> agent = rsh_agent(kPreflightTimeout);
   AttemptRecord record;
   record.index = index;
   record.start = Clock::now();
-  const std::vector<HostProblem> problems = preflight_hosts(hosts, agent, kPreflightTimeout);
+  std::vector<HostProblem> problems;
+  std::size_t checked = 0;
+  std::string how;
+  if (slurm) {
+    if (pool == nullptr) return std::nullopt;
+    const std::vector<std::string> nodes = pool->remaining();
+    checked = nodes.size();
+    how = "Slurm";
+    try {
+      for (const UnusableNode& node : unusable_nodes(options.slurm, nodes)) {
+        problems.push_back({node.name, "Slurm reports it " + node.state});
+      }
+    } catch (const IoError& error) {
+      status.print_line(fmt::format("lockstep: warning: {}; starting attempt {} without Slurm's "
+                                    "view of the nodes",
+                                    error.what(), index + 1),
+                        true);
+      return std::nullopt;
+    }
+  } else {
+    if (options.remote_hosts.empty()) return std::nullopt;
+    const std::vector<std::string> remaining =
+        pool != nullptr ? pool->remaining() : options.remote_hosts;
+    std::vector<std::string> hosts;
+    for (const std::string& host : options.remote_hosts) {
+      if (std::find(remaining.begin(), remaining.end(), host) != remaining.end()) {
+        hosts.push_back(host);
+      }
+    }
+    checked = hosts.size();
+    const std::vector<std::string> agent = rsh_agent(kPreflightTimeout);
+    how = fmt::format("{}", fmt::join(agent, " "));
+    problems = preflight_hosts(hosts, agent, kPreflightTimeout);
+  }
   record.end = Clock::now();
   if (problems.empty()) return std::nullopt;
   for (const HostProblem& problem : problems) {
     record.tail.push_back(problem.host + ": " + problem.problem);
-    status.print_line(fmt::format("lockstep: preflight: host {} cannot be entered with {}: {}",
-                                  problem.host, fmt::join(agent, " "), problem.problem),
-                      true);
+    status.print_line(
+        slurm ? fmt::format("lockstep: preflight: node {}: {}", problem.host, problem.problem)
+              : fmt::format("lockstep: preflight: host {} cannot be entered with {}: {}",
+                            problem.host, how, problem.problem),
+        true);
     if (pool == nullptr) continue;
-    if (const auto change = pool->implicate(problem.host, /*lost=*/true,
-                                            "cannot be entered: " + problem.problem, index + 1)) {
+    const std::string why = slurm ? problem.problem : "cannot be entered: " + problem.problem;
+    if (const auto change = pool->implicate(problem.host, /*lost=*/true, why, index + 1)) {
       status.print_line(*change, true);
     }
   }
@@ -904,13 +932,14 @@ std::optional<AttemptRecord> preflight(const SupervisorOptions& options, HostPoo
   record.outcome = "preflight";
   record.failure_at = record.end;
   record.failed_host = problems.front().host;
-  record.failure = "cannot be entered: " + problems.front().problem;
+  record.failure =
+      slurm ? problems.front().problem : "cannot be entered: " + problems.front().problem;
   record.host_lost = true;
   record.outside_kill = true;
   status.print_line(
-      fmt::format("lockstep: not starting attempt {}: {} of {} host(s) cannot be entered ({:.1f} "
+      fmt::format("lockstep: not starting attempt {}: {} of {} host(s) failed preflight ({:.1f} "
                   "s); {}",
-                  index + 1, problems.size(), hosts.size(),
+                  index + 1, problems.size(), checked,
                   std::chrono::duration<double>(record.end - record.start).count(),
                   pool != nullptr ? pool->shortfall()
                                   : "bring them back or take them out of the host list"),

@@ -8,8 +8,10 @@
 
 #include <gtest/gtest.h>
 
+#include "lockstep/error.h"
 #include "preflight.h"
 #include "process.h"
+#include "slurm_job.h"
 
 namespace lockstep::launcher {
 namespace {
@@ -73,6 +75,43 @@ TEST(RunBounded, KillsWhatOutlivesItsBoundAndKeepsWhatItSaid) {
   EXPECT_TRUE(fine.problem.empty()) << fine.problem;
   EXPECT_EQ(fine.out, "out\n");
   EXPECT_EQ(fine.err, "err");
+}
+
+}  // namespace
+}  // namespace lockstep::launcher
+
+namespace lockstep::launcher {
+namespace {
+
+// Slurm's view of the nodes, from a stand-in scontrol that answers
+// `scontrol -o show node n1,n2,n3` with lines in the form Slurm 22.05 prints.
+TEST(Preflight, SlurmsDownAndUnresponsiveNodesAreUnusable) {
+  const std::filesystem::path scontrol =
+      std::filesystem::temp_directory_path() / ("preflight-scontrol-" + std::to_string(getpid()));
+  std::ofstream(scontrol)
+      << "#!/bin/sh\n"
+         "[ \"$1 $2 $3\" = \"-o show node\" ] || { echo \"unexpected: $*\" >&2; exit 1; }\n"
+         "echo 'NodeName=n1 Arch=x86_64 CoresPerSocket=1 NodeAddr=10.77.0.11 "
+         "NodeHostName=node1 State=MIXED ThreadsPerCore=1'\n"
+         "echo 'NodeName=n2 Arch=x86_64 NodeAddr=10.77.0.12 NodeHostName=node2 "
+         "State=MIXED+NOT_RESPONDING ThreadsPerCore=1 Reason=(null)'\n"
+         "echo 'NodeName=n3 Arch=x86_64 NodeAddr=10.77.0.13 State=IDLE+DRAIN Reason=maint'\n"
+         "echo 'NodeName=n4 Arch=x86_64 NodeAddr=10.77.0.14 State=DOWN+NOT_RESPONDING "
+         "Reason=Not responding'\n";
+  std::filesystem::permissions(scontrol, std::filesystem::perms::owner_all);
+  SlurmOptions slurm;
+  slurm.scontrol = scontrol.string();
+  const std::vector<UnusableNode> unusable = unusable_nodes(slurm, {"n4", "n1", "n2", "n3"});
+  ASSERT_EQ(unusable.size(), 2u);
+  EXPECT_EQ(unusable[0].name, "n4") << "in the order asked";
+  EXPECT_EQ(unusable[0].state, "DOWN+NOT_RESPONDING");
+  EXPECT_EQ(unusable[1].name, "n2");
+  EXPECT_EQ(unusable[1].state, "MIXED+NOT_RESPONDING");
+  // A node not asked about is not reported, and a draining node still runs.
+  EXPECT_TRUE(unusable_nodes(slurm, {"n1", "n3"}).empty());
+  slurm.scontrol = "/nonexistent/scontrol";
+  EXPECT_THROW(unusable_nodes(slurm, {"n1"}), IoError);
+  std::filesystem::remove(scontrol);
 }
 
 }  // namespace
