@@ -6,6 +6,7 @@
 #  2. launcher overhead: `lockstep run` against bare `mpirun` of the same
 #     trainer with zero steps, median of several runs.
 # Usage: bench/recovery/run.sh [build dir] [repeats]
+# Recovery across hosts (a killed rank against a lost host): hosts.sh.
 set -euo pipefail
 build=${1:-build}
 repeats=${2:-5}
@@ -19,7 +20,7 @@ mpirun_flags=(--oversubscribe --bind-to none)
 echo "# recovery benchmark, 4 ranks, $(nproc) cores, load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # 1. Time to recovery. 4 x 2900 hidden units: 25.4M parameters = 102 MB f32.
-model=(--hidden 2900,2900,2900,2900 --batch 16)
+model=(--hidden "2900,2900,2900,2900" --batch 16)
 for attempt in $(seq "$repeats"); do
   dir=$scratch/mttr-$attempt
   LOCKSTEP_CHECKPOINT_EVERY=3 "$lockstep" run -n 4 --run-dir "$dir" --inject-failure "$((attempt % 4)):7" \
