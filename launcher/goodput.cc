@@ -86,6 +86,7 @@ nlohmann::json to_json(const AttemptRecord& attempt, Clock::time_point run_start
       {"survivors", attempt.survivors},
       {"ranks_reported", attempt.ranks_reported},
   };
+  if (attempt.first_step_at) record["first_step_s"] = offset(*attempt.first_step_at);
   if (!attempt.hosts.empty()) record["hosts"] = attempt.hosts;
   if (attempt.ranks_started > 0) record["ranks_started"] = attempt.ranks_started;
   if (attempt.failure_at) {

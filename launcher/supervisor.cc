@@ -526,6 +526,9 @@ void Attempt::check_failed_host() {
       hosts.push_back(state.host);
     }
   }
+  // No rank got as far as saying hello (mpirun could not start its daemon on
+  // a host that vanished since preflight): every host of the list.
+  if (ranks_.empty()) hosts = options_.remote_hosts;
   std::erase_if(
       hosts, [&](const std::string& host) { return host.empty() || same_host(host, local_host_); });
   if (hosts.empty()) return;
@@ -542,6 +545,20 @@ void Attempt::check_failed_host() {
                 record_.failure)
           : record_.failure;
   record_.failure = fmt::format("it cannot be entered ({}); first seen: {}", lost.problem, first);
+  // The host went when its ranks fell silent, before the deaths it caused;
+  // its ranks' lines are the ones to show.
+  std::optional<Clock::time_point> last_heard;
+  int first_rank_there = -1;
+  for (const auto& [rank, state] : ranks_) {
+    if (!same_host(state.host, lost.host)) continue;
+    if (first_rank_there < 0) first_rank_there = rank;
+    if (!last_heard || state.last_seen > *last_heard) last_heard = state.last_seen;
+  }
+  if (last_heard && (!record_.failure_at || *last_heard < *record_.failure_at)) {
+    record_.failure_at = last_heard;
+  }
+  const auto& tail = tails_.of(first_rank_there);
+  record_.tail.assign(tail.begin(), tail.end());
   record_.failed_rank = -1;
   record_.failed_host = lost.host;
   record_.host_lost = true;
@@ -646,7 +663,15 @@ void Attempt::attribute_failure() {
     record_.host_lost = silent_host_lost_;
     record_.outside_kill = silent_host_lost_;
     record_.failure = silent_evidence_;
-    const auto& tail = tails_.of(-1);
+    // The last lines of its first rank, else the starter's.
+    int first_rank_there = -1;
+    for (const auto& [rank, state] : ranks_) {
+      if (same_host(state.host, silent_host_)) {
+        first_rank_there = rank;
+        break;
+      }
+    }
+    const auto& tail = tails_.of(first_rank_there);
     record_.tail.assign(tail.begin(), tail.end());
     return;
   }
