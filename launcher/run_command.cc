@@ -50,7 +50,7 @@ struct RunOptions {
   std::string scontrol = "scontrol";
   int min_nodes = 1;
   int exclude_after = 2;
-  double host_timeout = 5;
+  double host_timeout = 4;
   bool no_requeue = false;
   bool slurm = false;
   bool no_slurm = false;

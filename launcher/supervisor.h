@@ -67,7 +67,7 @@ struct SupervisorOptions {
   int min_hosts = 1;
   // Seconds without a message from any rank of another host (ranks say
   // they are alive every second) before that host counts as lost; 0: never.
-  double host_timeout = 5;
+  double host_timeout = 4;
   std::vector<InjectedFailure> injected;
   SlurmOptions slurm;  // used when plan.starter is Starter::kSrun
 };

@@ -153,7 +153,7 @@ const Knob<double> host_timeout{{
     .name = "host_timeout",
     .env = "LOCKSTEP_HOST_TIMEOUT",
     .type = KnobType::kFloat,
-    .default_value = "5",
+    .default_value = "4",
     .doc = "Read by `lockstep run` (its --host-timeout): seconds without a message from any rank "
            "of another host (each rank says it is alive every second) before that host counts "
            "as lost; the job is then restarted without it. 0 turns the check off.",
