@@ -256,9 +256,9 @@ for case, title in titles.items():
     print(f"{case}. {title:35s}{m['ttr']:6.2f}{cells}{last}")
 print("""
 TTR     the launcher's mean_time_to_recovery_seconds: failure_s (a killed rank's
-        connection closing; a host found by silence: its ranks' last message;
-        a host found after mpirun ended the job: the first connection that
-        closed then) -> the first step of the next attempt
+        connection closing; a lost host, found by silence or after mpirun
+        ended the job: its ranks' last message) -> the first step of the next
+        attempt
 detect  failure_s -> detected_s: silence for --host-timeout, then the agent
         cannot enter the host; 0 where failure_s is itself the launcher's
         notice (a connection closing)
