@@ -237,6 +237,11 @@ class Attempt {
   // host timeout; returns true then.
   bool check_hosts(ChildProcess& job, Clock::time_point now);
   void attribute_failure();
+  // The lowest rank that reported from `host`; -1 (the starter) when none.
+  int first_rank_on(const std::string& host) const;
+  // Makes `host` the root cause, `lost` or only silent, with `what`, and
+  // shows its first rank's last lines.
+  void blame_host(const std::string& host, bool lost, std::string what);
   // A rank on another host that died may have gone with its host, and
   // mpirun may end on its own when a host's daemon is gone: when such a
   // host cannot be entered, the host is the root cause.
@@ -503,13 +508,28 @@ void Attempt::find_hung_rank() {
   }
 }
 
-// Why `host` cannot be entered the way mpirun enters it, within a few
-// seconds; "" when it can.
-std::string entry_problem(const std::string& host) {
+// The hosts of `hosts` that cannot be entered the way mpirun enters them,
+// all tried at once, each within a few seconds.
+std::vector<HostProblem> entry_problems(const std::vector<std::string>& hosts) {
   constexpr std::chrono::seconds kProbeTimeout{3};
-  const std::vector<HostProblem> problems =
-      preflight_hosts({host}, rsh_agent(kProbeTimeout), kProbeTimeout);
-  return problems.empty() ? "" : problems.front().problem;
+  return preflight_hosts(hosts, rsh_agent(kProbeTimeout), kProbeTimeout);
+}
+
+int Attempt::first_rank_on(const std::string& host) const {
+  for (const auto& [rank, state] : ranks_) {
+    if (same_host(state.host, host)) return rank;
+  }
+  return -1;
+}
+
+void Attempt::blame_host(const std::string& host, bool lost, std::string what) {
+  record_.failed_rank = -1;
+  record_.failed_host = host;
+  record_.host_lost = lost;
+  record_.outside_kill = lost;
+  record_.failure = std::move(what);
+  const auto& tail = tails_.of(first_rank_on(host));
+  record_.tail.assign(tail.begin(), tail.end());
 }
 
 void Attempt::check_failed_host() {
@@ -532,9 +552,7 @@ void Attempt::check_failed_host() {
   std::erase_if(
       hosts, [&](const std::string& host) { return host.empty() || same_host(host, local_host_); });
   if (hosts.empty()) return;
-  constexpr std::chrono::seconds kProbeTimeout{3};
-  const std::vector<HostProblem> problems =
-      preflight_hosts(hosts, rsh_agent(kProbeTimeout), kProbeTimeout);
+  const std::vector<HostProblem> problems = entry_problems(hosts);
   if (problems.empty()) return;
   const HostProblem& lost = problems.front();
   const std::string first =
@@ -544,25 +562,18 @@ void Attempt::check_failed_host() {
                 same_host(record_.failed_host, lost.host) ? " there" : " on " + record_.failed_host,
                 record_.failure)
           : record_.failure;
-  record_.failure = fmt::format("it cannot be entered ({}); first seen: {}", lost.problem, first);
-  // The host went when its ranks fell silent, before the deaths it caused;
-  // its ranks' lines are the ones to show.
+  // The host went when its ranks fell silent, before the deaths it caused.
   std::optional<Clock::time_point> last_heard;
-  int first_rank_there = -1;
   for (const auto& [rank, state] : ranks_) {
-    if (!same_host(state.host, lost.host)) continue;
-    if (first_rank_there < 0) first_rank_there = rank;
-    if (!last_heard || state.last_seen > *last_heard) last_heard = state.last_seen;
+    if (same_host(state.host, lost.host) && (!last_heard || state.last_seen > *last_heard)) {
+      last_heard = state.last_seen;
+    }
   }
   if (last_heard && (!record_.failure_at || *last_heard < *record_.failure_at)) {
     record_.failure_at = last_heard;
   }
-  const auto& tail = tails_.of(first_rank_there);
-  record_.tail.assign(tail.begin(), tail.end());
-  record_.failed_rank = -1;
-  record_.failed_host = lost.host;
-  record_.host_lost = true;
-  record_.outside_kill = true;
+  blame_host(lost.host, /*lost=*/true,
+             fmt::format("it cannot be entered ({}); first seen: {}", lost.problem, first));
 }
 
 bool Attempt::check_hosts(ChildProcess& job, Clock::time_point now) {
@@ -594,7 +605,8 @@ bool Attempt::check_hosts(ChildProcess& job, Clock::time_point now) {
     if (options_.plan.starter == Starter::kMpirun) {
       // Enter it the way mpirun does: a host that answers is not lost, its
       // ranks are frozen or cut off from the launcher only.
-      const std::string problem = entry_problem(host);
+      const std::vector<HostProblem> problems = entry_problems({host});
+      const std::string problem = problems.empty() ? "" : problems.front().problem;
       lost = !problem.empty();
       evidence += lost ? fmt::format(", and it cannot be entered ({})", problem)
                        : ", though the host can be entered (its ranks are frozen, or cut off "
@@ -658,21 +670,7 @@ void Attempt::attribute_failure() {
   if (!silent_host_.empty()) {
     // The whole host went first; its ranks' lost connections and mpirun's
     // complaints about its daemon follow from that.
-    record_.failed_rank = -1;
-    record_.failed_host = silent_host_;
-    record_.host_lost = silent_host_lost_;
-    record_.outside_kill = silent_host_lost_;
-    record_.failure = silent_evidence_;
-    // The last lines of its first rank, else the starter's.
-    int first_rank_there = -1;
-    for (const auto& [rank, state] : ranks_) {
-      if (same_host(state.host, silent_host_)) {
-        first_rank_there = rank;
-        break;
-      }
-    }
-    const auto& tail = tails_.of(first_rank_there);
-    record_.tail.assign(tail.begin(), tail.end());
+    blame_host(silent_host_, silent_host_lost_, silent_evidence_);
     return;
   }
   if (!hang_ && fault_) {

@@ -18,23 +18,8 @@
 # Exit 77 (skipped) when hosts cannot be made here (not root, no namespaces).
 set -euo pipefail
 harness=$(cd "$1" && pwd -P) lockstep=$2 mlp=$3 skip=$4 scratch=$5
-# shellcheck source=SCRIPTDIR/../support/checks.sh
-. "$(dirname "$0")/../support/checks.sh"
-
-if [ "$(id -u)" -ne 0 ]; then
-  echo "SKIP: making hosts needs root"
-  exit 77
-fi
-dir=$scratch/hosts
-if [ -d "$dir" ]; then "$harness/hosts-down.sh" "$dir" || true; fi
-rm -rf "$scratch"
-mkdir -p "$scratch"
-# shellcheck disable=SC2317 # the trap calls it
-cleanup() { "$harness/hosts-down.sh" "$dir" >/dev/null 2>&1 || echo "FAIL: hosts-down reported survivors"; }
-trap cleanup EXIT
-trap 'exit 129' HUP
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# shellcheck source=SCRIPTDIR/common.sh
+. "$(dirname "$0")/common.sh"
 
 export LOCKSTEP_CHECKPOINT_EVERY=10
 trainer=("$mlp" --steps 120 --hidden 64,64)
@@ -46,13 +31,7 @@ slow=(--step-ms 80)
   --weights-out "$scratch/reference.bin" >"$scratch/reference.log" 2>&1 ||
   fail "the reference run failed (see $scratch/reference.log)"
 
-"$harness/hosts-up.sh" "$dir" 5 >"$scratch/hosts-up.log" 2>&1 || {
-  rc=$?
-  cat "$scratch/hosts-up.log"
-  exit "$rc"
-}
-# shellcheck source=/dev/null
-. "$dir/env.sh"
+hosts_up 5
 ok "hosts $HOSTS_NAMES up"
 hostfile() { # hostfile NAME HOST... : a hostfile with 2 slots per host
   local name=$1 host
@@ -91,6 +70,21 @@ finish_run() { # finish_run: waits for the background run; its status in rc
   wait "$run_pid" || rc=$?
 }
 within() { awk -v t="$1" -v limit="$2" 'BEGIN { exit !(t != "never" && t + 0 <= limit) }'; }
+# Once NAME's checkpoint of step 39 is committed, runs COMMAND... (a loss)
+# and expects "host HOST lost" as the root cause within LIMIT seconds.
+strike() { # strike NAME HOST LIMIT COMMAND...
+  local name=$1 host=$2 limit=$3 took
+  shift 3
+  if ! wait_for_checkpoint "$name" 39; then
+    fail "the $name run reached no checkpoint of step 39"
+    return
+  fi
+  "$@" >/dev/null
+  took=$(seconds_until "first failure: host $host lost" "$scratch/$name.log")
+  if within "$took" "$limit"; then ok "$host's loss is the root cause within seconds ($took s)"; else
+    fail "no 'host $host lost' within $limit s ($took)"
+  fi
+}
 
 # --- (1) a rank that never enters a collective, over TCP only -------------
 rc=0
@@ -104,13 +98,7 @@ expect_grep "first failure: rank 3 on node4 never entered allreduce \(4096 bytes
 
 # --- (2) a lost host, with a spare -----------------------------------------
 start_run spare "$(hostfile spare node1 node2 node3)"
-if wait_for_checkpoint spare 39; then
-  "$harness/hosts-lose.sh" "$dir" node2 >/dev/null
-  took=$(seconds_until "first failure: host node2 lost" "$scratch/spare.log")
-  if within "$took" 15; then ok "node2's loss is the root cause within seconds ($took s)"; else
-    fail "no 'host node2 lost' within 15 s ($took)"
-  fi
-else fail "the run with a spare reached no checkpoint of step 39"; fi
+strike spare node2 15 "$harness/hosts-lose.sh" "$dir" node2
 finish_run
 expect_rc 0 "$rc" "the run with a spare completes"
 expect_grep "take the spare host node3 in its place: 4 ranks on 2 host\(s\) \(node1,node3\), the same world size" \
@@ -136,9 +124,7 @@ expect_same_file "$scratch/reference.bin" "$scratch/preflight.bin" "weights as o
 
 # --- (4) a lost host, without a spare --------------------------------------
 start_run shrink "$(hostfile shrink node1 node3)"
-if wait_for_checkpoint shrink 39; then
-  "$harness/hosts-lose.sh" "$dir" node3 >/dev/null
-else fail "the run without a spare reached no checkpoint of step 39"; fi
+strike shrink node3 15 "$harness/hosts-lose.sh" "$dir" node3
 finish_run
 expect_rc 0 "$rc" "the run without a spare completes"
 expect_grep "first failure: host node3 lost" "$scratch/shrink.log" "node3's loss is the root cause"
@@ -150,21 +136,11 @@ expect_grep "mlp: finished 120 steps" "$scratch/shrink.log" "the run finished"
 
 # --- (5) a host cut off, found by silence ----------------------------------
 start_run cut "$(hostfile cut node1 node4 node5)" --host-timeout 2
-if wait_for_checkpoint cut 39; then
-  ip link set "$(awk '$1 == "node4" { print $4 }' "$dir/hosts.tsv")" down
-  took=$(seconds_until "first failure: host node4 lost" "$scratch/cut.log")
-  if within "$took" 10; then ok "the cut-off host is the root cause within seconds ($took s)"; else
-    fail "no 'host node4 lost' within 10 s ($took)"
-  fi
-else fail "the cut run reached no checkpoint of step 39"; fi
+strike cut node4 10 ip link set "$(awk '$1 == "node4" { print $4 }' "$dir/hosts.tsv")" down
 finish_run
 expect_rc 0 "$rc" "the run with a host cut off completes"
 expect_grep "host node4 lost: no message from its 2 ranks \([0-9], [0-9]\) for [0-9.]+ s, and it cannot be entered" \
   "$scratch/cut.log" "the ranks' silence found it"
 expect_same_file "$scratch/reference.bin" "$scratch/cut.bin" "final weights equal an uninterrupted run's"
 
-trap - EXIT
-if "$harness/hosts-down.sh" "$dir" >/dev/null 2>&1; then ok "nothing of the hosts is left"; else
-  fail "hosts-down reported survivors"
-fi
-finish
+finish_hosts

@@ -17,27 +17,13 @@
 set -euo pipefail
 harness=$(cd "$1" && pwd -P) lockstep=$2 mlp=$3 scratch=$4
 
-if [ "$(id -u)" -ne 0 ]; then
-  echo "SKIP: making hosts needs root"
-  exit 77
-fi
-dir=$scratch/hosts
-if [ -d "$dir" ]; then "$harness/hosts-down.sh" "$dir" || true; fi
-rm -rf "$scratch"
-mkdir -p "$scratch"
-# shellcheck source=SCRIPTDIR/../support/checks.sh
-. "$(dirname "$0")/../support/checks.sh"
-
+# shellcheck source=SCRIPTDIR/common.sh
+. "$(dirname "$0")/common.sh"
 extra=""
-# shellcheck disable=SC2317 # the trap calls it
-cleanup() {
+# shellcheck disable=SC2317 # cleanup calls it
+cleanup_more() {
   if [ -n "$extra" ]; then ip addr del "$extra/32" dev lo 2>/dev/null || true; fi
-  "$harness/hosts-down.sh" "$dir" >/dev/null 2>&1 || echo "FAIL: hosts-down reported survivors"
 }
-trap cleanup EXIT
-trap 'exit 129' HUP
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 trainer=("$mlp" --steps 60 --hidden 64,64)
 export LOCKSTEP_CHECKPOINT_EVERY=10
@@ -47,13 +33,7 @@ export LOCKSTEP_CHECKPOINT_EVERY=10
   --weights-out "$scratch/reference.bin" >"$scratch/reference.log" 2>&1 ||
   fail "the reference run failed (see $scratch/reference.log)"
 
-"$harness/hosts-up.sh" "$dir" 2 >"$scratch/hosts-up.log" 2>&1 || {
-  rc=$?
-  cat "$scratch/hosts-up.log"
-  exit "$rc"
-}
-# shellcheck source=/dev/null
-. "$dir/env.sh"
+hosts_up 2
 ok "hosts $HOSTS_NAMES up at $HOSTS_ADDRS (bridge $HOSTS_BRIDGE $HOSTS_BRIDGE_ADDR)"
 loopback=$(getent ahostsv4 "$(hostname)" | awk 'NR == 1 { print $1 }')
 case $loopback in
@@ -133,9 +113,4 @@ expect_grep '"outcome": "preflight"' "$scratch/lost/summary.json" "summary.json 
 left=$(summary_field "$scratch/lost/summary.json" '",".join(h["host"] for h in s["hosts_left_out"])')
 check "summary.json lists node2 as left out (got '$left')" "[ '$left' = node2 ]"
 
-trap - EXIT
-cleanup
-if "$harness/hosts-down.sh" "$dir" >/dev/null 2>&1; then ok "nothing of the hosts is left"; else
-  fail "hosts-down reported survivors"
-fi
-finish
+finish_hosts
