@@ -8,6 +8,12 @@
 //          plus the memory GradSync adds (resident set growth when it is
 //          constructed and runs its first step, and the bytes of its bucket
 //          buffers) against the gradient bytes.
+// zero     ShardedGradSync (ZeRO-1: reduce-scatter, then all-gather of the
+//          parameters) against GradSync's all-reduce of the same gradients
+//          (as configured, and with every gradient packed), the transport
+//          alone on one buffer (all-reduce, reduce-scatter, all-gather), and
+//          the largest share of the elements (so of Adam's state) that a
+//          rank owns, against 1/N.
 // overlap  a synthetic backward pass that produces the gradients in reverse
 //          order, each after "work" proportional to its element count,
 //          calibrated to about --work-ratio times the communication alone.
@@ -43,6 +49,7 @@
 #include <lockstep/communicator.h>
 #include <lockstep/grad_sync.h>
 #include <lockstep/runtime.h>
+#include <lockstep/sharded_grad_sync.h>
 #include <lockstep/tensor.h>
 
 namespace {
@@ -56,7 +63,7 @@ struct Settings {
   double first_bucket_mb = 1;
   double in_place_min_mb = lockstep::GradSyncOptions{}.in_place_min_mb;
   double work_ratio = 1;
-  std::string parts = "comm,overlap";
+  std::string parts = "comm,overlap,zero";
   std::string work = "cpu,sleep";
 };
 
@@ -88,7 +95,7 @@ std::optional<Settings> parse(int argc, char** argv, int rank, int& exit_code) {
                  "The overlap run's backward work, as a multiple of the communication alone")
       ->check(CLI::Range(0.001, 1000.0))
       ->capture_default_str();
-  app.add_option("--parts", settings.parts, "Which parts to run: comm, overlap or both")
+  app.add_option("--parts", settings.parts, "Which parts to run: comm, overlap, zero")
       ->capture_default_str();
   app.add_option("--work", settings.work, "The overlap run's kinds of work: cpu, sleep or both")
       ->capture_default_str();
@@ -297,6 +304,57 @@ int main(int argc, char** argv) {
     print(rank, "gradsync_ms", medians[0] * 1e3);
     print(rank, "mpi_allreduce_ms", medians[1] * 1e3);
     print(rank, "mpi_allreduce_4mib_pieces_ms", medians[2] * 1e3);
+  }
+
+  if (listed(settings.parts, "zero")) {
+    // GradSync and ShardedGradSync as configured (the step of the other
+    // parts), and GradSync with every gradient packed; the parameters are
+    // the gradients' twins.
+    const lockstep::GradSyncOptions packed{.bucket_mb = settings.bucket_mb,
+                                           .first_bucket_mb = settings.first_bucket_mb,
+                                           .in_place_min_mb = 1e12};
+    std::vector<lockstep::Tensor> parameters;
+    for (const lockstep::Tensor& gradient : gradients) {
+      parameters.push_back(
+          lockstep::Tensor::allocate(gradient.name(), gradient.dtype(), gradient.shape()));
+    }
+    lockstep::GradSync replicated(*comm, gradients, packed);
+    lockstep::ShardedGradSync sharded(*comm, parameters, gradients,
+                                      {.bucket_mb = settings.bucket_mb,
+                                       .first_bucket_mb = settings.first_bucket_mb,
+                                       .in_place_min_mb = settings.in_place_min_mb});
+    const std::vector<double> medians =
+        time_steps(world, settings.steps,
+                   {[&] {
+                      for (const lockstep::Tensor& gradient : gradients) replicated.ready(gradient);
+                      replicated.wait();
+                    },
+                    sync_step,
+                    [&] {
+                      for (const lockstep::Tensor& gradient : gradients) sharded.ready(gradient);
+                      sharded.wait();
+                      sharded.gather_parameters();
+                      sharded.wait_parameters();
+                    }});
+    // The transport alone, on one buffer of every gradient's elements.
+    lockstep::Tensor flat =
+        lockstep::Tensor::allocate("flat", lockstep::DType::kF32, {total_elements});
+    const std::vector<double> transport =
+        time_steps(world, settings.steps,
+                   {[&] { comm->allreduce_async(flat)->wait(); },
+                    [&] { comm->reduce_scatter_stream_async({flat})->wait(); },
+                    [&] { comm->allgather_stream_async({flat})->wait(); }});
+    print(rank, "zero_flat_allreduce_ms", transport[0] * 1e3);
+    print(rank, "zero_flat_reduce_scatter_ms", transport[1] * 1e3);
+    print(rank, "zero_flat_allgather_ms", transport[2] * 1e3);
+    std::int64_t most_owned = 0;
+    const std::int64_t owned = sharded.layout().local_elements;
+    MPI_Allreduce(&owned, &most_owned, 1, MPI_INT64_T, MPI_MAX, world);
+    print(rank, "zero_allreduce_packed_ms", medians[0] * 1e3);
+    print(rank, "zero_allreduce_default_ms", medians[1] * 1e3);
+    print(rank, "zero_sharded_ms", medians[2] * 1e3);
+    print(rank, "zero_most_owned_share",
+          static_cast<double>(most_owned) / static_cast<double>(total_elements));
   }
 
   if (listed(settings.parts, "overlap")) {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GradSync against (a) one MPI_Allreduce of the same bytes and (b) PyTorch
-# DDP with the gloo backend, on GPT-2 small's gradients, plus the overlap
-# run; prints one table per part with the ratios that the targets ask for.
+# DDP with the gloo backend, on GPT-2 small's gradients, ShardedGradSync
+# (ZeRO-1) against GradSync, plus the overlap run; prints one table per part
+# with the ratios that the targets ask for.
 #
 #   bench/gradsync/run.sh [--scale 1] [--steps 5] [--repeat 3] [--ranks "2 4"]
 #
@@ -91,6 +92,21 @@ for n in all_ranks:
           f"{get(n, 'ddp_exposed_ms'):>14.1f} | {get(n, 'lockstep_one_buffer_avg_ms'):>11.1f} | "
           f"{get(n, 'mpi_allreduce_4mib_pieces_ms'):>15.1f} | "
           f"{get(n, 'rss_growth_mib') / get(n, 'gradient_mib'):>15.2f}")
+print()
+print(f"{'ranks':>5} | {'GradSync ms':>11} | {'ZeRO-1 ms':>9} {'ZeRO/GS':>7} | {'GS packed ms':>12} | "
+      f"{'flat allreduce ms':>17} {'flat RS + AG ms':>15} | {'owned share':>11} {'x N':>5}")
+for n in all_ranks:
+    if (n, "zero_sharded_ms") not in figures:
+        continue
+    gs = get(n, "zero_allreduce_default_ms")
+    zero = get(n, "zero_sharded_ms")
+    owned = get(n, "zero_most_owned_share")
+    print(f"{n:>5} | {gs:>11.1f} | {zero:>9.1f} {zero / gs:>7.2f} | "
+          f"{get(n, 'zero_allreduce_packed_ms'):>12.1f} | {get(n, 'zero_flat_allreduce_ms'):>17.1f} "
+          f"{get(n, 'zero_flat_reduce_scatter_ms') + get(n, 'zero_flat_allgather_ms'):>15.1f} | "
+          f"{owned:>11.4f} {owned * n:>5.3f}")
+print("# ZeRO-1 = ShardedGradSync: reduce-scatter, then all-gather of the parameters; "
+      "owned share = the largest share of the elements (and of Adam's state) a rank holds")
 print()
 print(f"{'ranks':>5} {'work':>6} | {'comm alone ms':>13} {'backward ms':>11} {'serial ms':>10} "
       f"{'overlap ms':>10} | {'hidden %':>8} | {'nonblocking: serial ms':>22} {'overlap ms':>10} "

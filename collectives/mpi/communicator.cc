@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstring>
 #include <exception>
 #include <utility>
 
@@ -242,17 +243,125 @@ void MpiCommunicator::run_broadcast(Tensor& tensor, int root) {
 
 void MpiCommunicator::run_allgather(const Tensor& input, Tensor& output) {
   const int count = checked_count(input.nbytes(), "allgather");
-  LOCKSTEP_CHECK_MPI(
-      MPI_Allgather(input.data(), count, MPI_BYTE, output.data(), count, MPI_BYTE, data_.get()));
+  // An input that is already block rank() of the output stays where it is
+  // (MPI forbids overlapping buffers otherwise).
+  char* mine = bytes_of(output) + static_cast<std::size_t>(rank_) * input.nbytes();
+  const bool in_place = input.nbytes() > 0 && input.data() == mine;
+  if (output.nbytes() >= kRingMinBytes && size_ > 1) {
+    // Around the ring, as the second half of an all-reduce: Open MPI's own
+    // all-gather of large blocks is several times slower here.
+    if (!in_place) std::memcpy(mine, input.data(), input.nbytes());
+    const RingSpan span{output.data(), output.nbytes()};
+    ring_allreduce(
+        std::span(&span, 1), 1, MPI_BYTE, MPI_OP_NULL, data_.get(),
+        {.phases = RingPhases::kAllgather, .chunk_bytes = kRingChunkBytes, .window = kRingWindow},
+        ring_scratch_);
+    return;
+  }
+  LOCKSTEP_CHECK_MPI(MPI_Allgather(in_place ? MPI_IN_PLACE : input.data(), count, MPI_BYTE,
+                                   output.data(), count, MPI_BYTE, data_.get()));
 }
 
-void MpiCommunicator::run_reduce_scatter(const Tensor& input, Tensor& output, ReduceOp op) {
+void MpiCommunicator::run_reduce_scatter(const Tensor& input, Tensor& output, ReduceOp op,
+                                         bool input_is_scratch) {
   const int count = checked_count(static_cast<std::size_t>(output.numel()), "reduce_scatter");
+  if (input.nbytes() >= kRingMinBytes && size_ > 1) {
+    // The first half of a ring all-reduce, in the input (or a copy of it):
+    // Open MPI's own reduce-scatter of large blocks is several times slower
+    // here.
+    char* data = static_cast<char*>(const_cast<void*>(input.data()));
+    if (!input_is_scratch) {
+      input_copy_.resize(input.nbytes());
+      std::memcpy(input_copy_.data(), input.data(), input.nbytes());
+      data = input_copy_.data();
+    }
+    const DType dtype = input.dtype();
+    const std::size_t element = dtype_size(dtype);
+    const char* mine = data + static_cast<std::size_t>(rank_) * output.nbytes();
+    const RingSpan span{data, static_cast<std::size_t>(input.numel())};
+    RingAllreduceOptions ring{.phases = RingPhases::kReduceScatter,
+                              .chunk_bytes = kRingChunkBytes,
+                              .window = kRingWindow};
+    // Each chunk of this rank's block as it completes, while in cache.
+    ring.finish_chunk = [&](void* chunk, std::size_t elements) {
+      if (op == ReduceOp::kAvg) divide_in_place(chunk, dtype, elements, size_);
+      std::memcpy(bytes_of(output) + (static_cast<const char*>(chunk) - mine), chunk,
+                  elements * element);
+    };
+    ring_allreduce(std::span(&span, 1), element, reduce_ops_.datatype(dtype),
+                   reduce_ops_.op(dtype, op), data_.get(), ring, ring_scratch_);
+    return;
+  }
   LOCKSTEP_CHECK_MPI(MPI_Reduce_scatter_block(input.data(), output.data(), count,
                                               reduce_ops_.datatype(input.dtype()),
                                               reduce_ops_.op(input.dtype(), op), data_.get()));
   if (op == ReduceOp::kAvg) {
     divide_in_place(output.data(), output.dtype(), static_cast<std::size_t>(count), size_);
+  }
+}
+
+void MpiCommunicator::run_reduce_scatter_stream(std::vector<Tensor>& tensors, ReduceOp op) {
+  std::size_t total_bytes = 0;
+  for (const Tensor& tensor : tensors) total_bytes += tensor.nbytes();
+  if (total_bytes < kRingMinBytes || size_ == 1) {
+    // Small: reducing every share costs no more than the latency of one.
+    run_allreduce(tensors, op);
+    return;
+  }
+  const DType dtype = tensors.front().dtype();
+  std::vector<RingSpan> spans;
+  for (Tensor& tensor : tensors) {
+    spans.push_back({tensor.data(), static_cast<std::size_t>(tensor.numel())});
+  }
+  RingAllreduceOptions ring{
+      .phases = RingPhases::kReduceScatter, .chunk_bytes = kRingChunkBytes, .window = kRingWindow};
+  if (op == ReduceOp::kAvg) {
+    ring.finish_chunk = [&](void* data, std::size_t count) {
+      divide_in_place(data, dtype, count, size_);
+    };
+  }
+  ring_allreduce(spans, dtype_size(dtype), reduce_ops_.datatype(dtype), reduce_ops_.op(dtype, op),
+                 data_.get(), ring, ring_scratch_);
+}
+
+void MpiCommunicator::run_allgather_stream(std::vector<Tensor>& tensors) {
+  const DType dtype = tensors.front().dtype();
+  const std::size_t element = dtype_size(dtype);
+  std::size_t total = 0;  // elements
+  for (const Tensor& tensor : tensors) total += static_cast<std::size_t>(tensor.numel());
+  if (total * element >= kRingMinBytes && size_ > 1) {
+    std::vector<RingSpan> spans;
+    for (Tensor& tensor : tensors) {
+      spans.push_back({tensor.data(), static_cast<std::size_t>(tensor.numel())});
+    }
+    ring_allreduce(
+        spans, element, reduce_ops_.datatype(dtype), MPI_OP_NULL, data_.get(),
+        {.phases = RingPhases::kAllgather, .chunk_bytes = kRingChunkBytes, .window = kRingWindow},
+        ring_scratch_);
+    return;
+  }
+  // Small: through one contiguous copy of the stream, shares of uneven size.
+  std::vector<char> stream(total * element);
+  std::size_t offset = 0;
+  for (const Tensor& tensor : tensors) {
+    std::memcpy(stream.data() + offset, tensor.data(), tensor.nbytes());
+    offset += tensor.nbytes();
+  }
+  const std::size_t share =
+      (total + static_cast<std::size_t>(size_) - 1) / static_cast<std::size_t>(size_);
+  std::vector<int> counts(static_cast<std::size_t>(size_));
+  std::vector<int> displacements(static_cast<std::size_t>(size_));
+  for (std::size_t r = 0; r < counts.size(); ++r) {
+    const std::size_t begin = std::min(total, r * share);
+    counts[r] = checked_count((std::min(total - begin, share)) * element, "allgather");
+    displacements[r] = checked_count(begin * element, "allgather");
+  }
+  LOCKSTEP_CHECK_MPI(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_BYTE, stream.data(), counts.data(),
+                                    displacements.data(), MPI_BYTE, data_.get()));
+  offset = 0;
+  for (Tensor& tensor : tensors) {
+    std::memcpy(tensor.data(), stream.data() + offset, tensor.nbytes());
+    offset += tensor.nbytes();
   }
 }
 
@@ -307,8 +416,11 @@ std::shared_ptr<MpiWork> MpiCommunicator::start_reduce_scatter(Tensor input, Ten
   check_blocks(input, output, size_, "reduce_scatter");
   checked_count(static_cast<std::size_t>(output.numel()), "reduce_scatter");
   const ReduceOp op = options.op;
+  const bool scratch = options.input_is_scratch;
   return enqueue(wake, describe("reduce_scatter", input, op), options.timeout,
-                 [this, input, output, op]() mutable { run_reduce_scatter(input, output, op); });
+                 [this, input, output, op, scratch]() mutable {
+                   run_reduce_scatter(input, output, op, scratch);
+                 });
 }
 
 std::shared_ptr<MpiWork> MpiCommunicator::start_barrier(const BarrierOptions& options, Wake wake) {
@@ -358,6 +470,34 @@ std::shared_ptr<Work> MpiCommunicator::reduce_scatter_async(Tensor input, Tensor
 void MpiCommunicator::reduce_scatter(const Tensor& input, Tensor& output,
                                      const ReduceScatterOptions& options) {
   complete(start_reduce_scatter(input, output, options, Wake::kLater));
+}
+
+std::shared_ptr<Work> MpiCommunicator::reduce_scatter_stream_async(
+    std::vector<Tensor> tensors, const ReduceScatterOptions& options) {
+  check_coalesced(tensors, "reduce_scatter_stream_async");
+  for (const Tensor& tensor : tensors) check_host(tensor, "reduce_scatter_stream_async");
+  std::size_t bytes = 0;
+  for (const Tensor& tensor : tensors) bytes += tensor.nbytes();
+  const ReduceOp op = options.op;
+  std::string description =
+      fmt::format("reduce_scatter ({} bytes in {} tensors, {}, {})", bytes, tensors.size(),
+                  dtype_name(tensors.front().dtype()), reduce_op_name(op));
+  return enqueue(Wake::kNow, std::move(description), options.timeout,
+                 [this, tensors = std::move(tensors), op]() mutable {
+                   run_reduce_scatter_stream(tensors, op);
+                 });
+}
+
+std::shared_ptr<Work> MpiCommunicator::allgather_stream_async(std::vector<Tensor> tensors,
+                                                              const AllgatherOptions& options) {
+  check_coalesced(tensors, "allgather_stream_async");
+  for (const Tensor& tensor : tensors) check_host(tensor, "allgather_stream_async");
+  std::size_t bytes = 0;
+  for (const Tensor& tensor : tensors) bytes += tensor.nbytes();
+  std::string description = fmt::format("allgather ({} bytes in {} tensors, {})", bytes,
+                                        tensors.size(), dtype_name(tensors.front().dtype()));
+  return enqueue(Wake::kNow, std::move(description), options.timeout,
+                 [this, tensors = std::move(tensors)]() mutable { run_allgather_stream(tensors); });
 }
 
 std::shared_ptr<Work> MpiCommunicator::barrier_async(const BarrierOptions& options) {

@@ -50,6 +50,11 @@ class MpiCommunicator final : public Communicator {
                       const ReduceScatterOptions& options) override;
   std::shared_ptr<Work> reduce_scatter_async(Tensor input, Tensor output,
                                              const ReduceScatterOptions& options) override;
+  bool has_stream_shares() const override { return true; }
+  std::shared_ptr<Work> reduce_scatter_stream_async(std::vector<Tensor> tensors,
+                                                    const ReduceScatterOptions& options) override;
+  std::shared_ptr<Work> allgather_stream_async(std::vector<Tensor> tensors,
+                                               const AllgatherOptions& options) override;
   void barrier(const BarrierOptions& options) override;
   std::shared_ptr<Work> barrier_async(const BarrierOptions& options) override;
   std::vector<std::string> exchange_metadata(const std::string& mine) override;
@@ -84,7 +89,9 @@ class MpiCommunicator final : public Communicator {
   void run_allreduce(std::vector<Tensor>& tensors, ReduceOp op);
   void run_broadcast(Tensor& tensor, int root);
   void run_allgather(const Tensor& input, Tensor& output);
-  void run_reduce_scatter(const Tensor& input, Tensor& output, ReduceOp op);
+  void run_reduce_scatter(const Tensor& input, Tensor& output, ReduceOp op, bool input_is_scratch);
+  void run_reduce_scatter_stream(std::vector<Tensor>& tensors, ReduceOp op);
+  void run_allgather_stream(std::vector<Tensor>& tensors);
 
   MpiComm data_;     // collectives only
   MpiComm control_;  // metadata exchange and the sequence board
@@ -94,6 +101,8 @@ class MpiCommunicator final : public Communicator {
   MpiReduceOps reduce_ops_;
   SequenceBoard board_;
   std::vector<char> ring_scratch_;  // of the one running collective, on either thread
+  // A reduce-scatter's copy of an input it may not overwrite, likewise.
+  std::vector<char> input_copy_;
   Watchdog watchdog_;
 
   Mutex mutex_;

@@ -8,6 +8,14 @@ namespace lockstep::detail {
 
 namespace {
 
+// Elements in share `index` of `total` cut into `shares` shares of
+// ceil(total / shares), the last ones shorter or empty.
+std::size_t share_count(std::size_t total, std::size_t shares, std::size_t index) {
+  const std::size_t share = (total + shares - 1) / shares;
+  const std::size_t begin = std::min(total, index * share);
+  return std::min(total - begin, share);
+}
+
 // Every message of a ring all-reduce carries this tag; MPI matches messages
 // between two ranks in the order they were sent, which is the order both
 // sides walk the chunks in.
@@ -37,32 +45,38 @@ class Ring {
     right_ = (rank + 1) % size;
     left_ = (rank + size - 1) % size;
     reduce_steps_ = size_ - 1;
+    first_step_ = options.phases == RingPhases::kAllgather ? reduce_steps_ : 0;
+    end_step_ = options.phases == RingPhases::kReduceScatter ? reduce_steps_ : 2 * reduce_steps_;
     cut_blocks(spans, std::max<std::size_t>(options.chunk_bytes / element_size, 1));
+    // The block this rank sends first: its own partial sums, or for an
+    // all-gather alone, the block it holds complete.
+    first_send_ = options.phases == RingPhases::kAllgather ? (rank_ + 1) % size_ : rank_;
 
     // Receives: step by step, the chunks of that step's block.
-    for (std::size_t step = 0; step < 2 * reduce_steps_; ++step) {
+    for (std::size_t step = first_step_; step < end_step_; ++step) {
       step_start_.push_back(receives_.size());
       receives_.resize(receives_.size() + blocks_[receive_block(step)].size(), MPI_REQUEST_NULL);
     }
-    // Sends: this rank's own block, then every chunk received in a step
-    // but the last, in the order received.
-    sends_.assign(blocks_[rank_].size() + step_start_.back(), MPI_REQUEST_NULL);
+    // Sends: the first block, then every chunk received in a step but the
+    // last, in the order received.
+    sends_.assign(blocks_[first_send_].size() + step_start_.back(), MPI_REQUEST_NULL);
     if (scratch.size() < window_ * slot_bytes_) scratch.resize(window_ * slot_bytes_);
     scratch_ = scratch.data();
   }
 
   void run() {
-    for (std::size_t index = 0; index < blocks_[rank_].size(); ++index) {
-      post_send(index, blocks_[rank_][index]);
+    for (std::size_t index = 0; index < blocks_[first_send_].size(); ++index) {
+      post_send(index, blocks_[first_send_][index]);
     }
     const std::size_t messages = receives_.size();
     for (std::size_t message = 0; message < std::min(window_, messages); ++message) {
       post_receive(message);
     }
-    std::size_t step = 0;
+    std::size_t walk = 0;  // index into step_start_
     for (std::size_t message = 0; message < messages; ++message) {
-      while (step + 1 < step_start_.size() && message >= step_start_[step + 1]) ++step;
-      const Chunk chunk = blocks_[receive_block(step)][message - step_start_[step]];
+      while (walk + 1 < step_start_.size() && message >= step_start_[walk + 1]) ++walk;
+      const std::size_t step = first_step_ + walk;
+      const Chunk chunk = blocks_[receive_block(step)][message - step_start_[walk]];
       LOCKSTEP_CHECK_MPI(MPI_Wait(&receives_[message], MPI_STATUS_IGNORE));
       if (step < reduce_steps_) {
         // Reduce-scatter: fold the left neighbour's partial result into ours.
@@ -73,7 +87,7 @@ class Ring {
         }
       }
       // What arrived in step s leaves for the right neighbour in step s + 1.
-      if (step + 1 < 2 * reduce_steps_) post_send(blocks_[rank_].size() + message, chunk);
+      if (step + 1 < end_step_) post_send(blocks_[first_send_].size() + message, chunk);
       if (message + window_ < messages) post_receive(message + window_);
     }
     LOCKSTEP_CHECK_MPI(
@@ -88,11 +102,18 @@ class Ring {
     std::size_t total = 0;
     for (const RingSpan& span : spans) total += span.count;
     blocks_.resize(size_);
+    // A phase alone works on blocks in rank order, which must end (or
+    // start) complete on their rank: rank r completes ring block r + 1, so
+    // ring block k is data block k - 1.
+    const std::size_t rotation = options_.phases == RingPhases::kAllreduce ? 0 : 1;
     std::size_t span_index = 0;
     std::size_t span_offset = 0;
     while (span_index < spans.size() && spans[span_index].count == 0) ++span_index;
-    for (std::size_t block = 0; block < size_; ++block) {
-      std::size_t left = total / size_ + (block < total % size_ ? 1 : 0);
+    for (std::size_t data_block = 0; data_block < size_; ++data_block) {
+      const std::size_t block = (data_block + rotation) % size_;
+      std::size_t left = options_.phases == RingPhases::kAllreduce
+                             ? total / size_ + (data_block < total % size_ ? 1 : 0)
+                             : share_count(total, size_, data_block);
       while (left > 0) {
         const RingSpan& span = spans[span_index];
         const std::size_t count = std::min({left, chunk_elements, span.count - span_offset});
@@ -127,20 +148,24 @@ class Ring {
   }
 
   void post_receive(std::size_t message) {
-    const std::size_t step =
+    const auto walk =
         static_cast<std::size_t>(std::upper_bound(step_start_.begin(), step_start_.end(), message) -
                                  step_start_.begin() - 1);
-    const std::size_t index = message - step_start_[step];
+    const std::size_t step = first_step_ + walk;
+    const std::size_t index = message - step_start_[walk];
     const Chunk chunk = blocks_[receive_block(step)][index];
     char* target = slot(message);
     if (step >= reduce_steps_) {
-      // All-gather: straight into place. This rank sent the same chunk in
-      // reduce-scatter step s - (n - 1); that send must be over before the
-      // final values overwrite it.
-      const std::size_t sent_in = step - reduce_steps_;
-      const std::size_t send =
-          sent_in == 0 ? index : blocks_[rank_].size() + step_start_[sent_in - 1] + index;
-      LOCKSTEP_CHECK_MPI(MPI_Wait(&sends_[send], MPI_STATUS_IGNORE));
+      // All-gather: straight into place. After a reduce-scatter, this rank
+      // sent the same chunk in its step s - (n - 1); that send must be over
+      // before the final values overwrite it. (An all-gather alone never
+      // sent it.)
+      if (first_step_ == 0) {
+        const std::size_t sent_in = step - reduce_steps_;
+        const std::size_t send =
+            sent_in == 0 ? index : blocks_[first_send_].size() + step_start_[sent_in - 1] + index;
+        LOCKSTEP_CHECK_MPI(MPI_Wait(&sends_[send], MPI_STATUS_IGNORE));
+      }
       target = chunk.data;
     }
     LOCKSTEP_CHECK_MPI(MPI_Irecv(target, static_cast<int>(chunk.count), datatype_, left_, kTag,
@@ -158,10 +183,13 @@ class Ring {
   int right_ = 0;
   int left_ = 0;
   std::size_t reduce_steps_ = 0;  // n - 1
+  std::size_t first_step_ = 0;    // the steps [first_step_, end_step_) run
+  std::size_t end_step_ = 0;
+  std::size_t first_send_ = 0;  // the block sent before anything arrives
   std::vector<std::vector<Chunk>> blocks_;
   std::size_t slot_bytes_ = 0;           // the largest chunk
   char* scratch_ = nullptr;              // window_ slots
-  std::vector<std::size_t> step_start_;  // first receive of each step
+  std::vector<std::size_t> step_start_;  // first receive of each step that runs
   std::vector<MPI_Request> receives_;
   std::vector<MPI_Request> sends_;
 };
@@ -174,7 +202,7 @@ void ring_allreduce(std::span<const RingSpan> spans, std::size_t element_size,
   int size = 1;
   LOCKSTEP_CHECK_MPI(MPI_Comm_size(comm, &size));
   if (size == 1) {
-    if (!options.finish_chunk) return;
+    if (!options.finish_chunk || options.phases == RingPhases::kAllgather) return;
     for (const RingSpan& span : spans) {
       if (span.count > 0) options.finish_chunk(span.data, span.count);
     }

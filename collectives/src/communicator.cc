@@ -37,6 +37,20 @@ std::shared_ptr<Work> Communicator::allreduce_coalesced_async(std::vector<Tensor
   return std::make_shared<detail::GroupWork>(std::move(works));
 }
 
+std::shared_ptr<Work> Communicator::reduce_scatter_stream_async(std::vector<Tensor> /*tensors*/,
+                                                                const ReduceScatterOptions&) {
+  detail::throw_unsupported(backend_name(),
+                            "reduce_scatter_stream_async (use reduce_scatter_async on a buffer "
+                            "padded to a multiple of the number of ranks)");
+}
+
+std::shared_ptr<Work> Communicator::allgather_stream_async(std::vector<Tensor> /*tensors*/,
+                                                           const AllgatherOptions&) {
+  detail::throw_unsupported(backend_name(),
+                            "allgather_stream_async (use allgather_async on a buffer padded to a "
+                            "multiple of the number of ranks)");
+}
+
 CommunicatorOptions communicator_options(const Runtime& runtime) {
   CommunicatorOptions options;
   options.timeout = CollectiveTimeout(runtime.config().get(knobs::collective_timeout));

@@ -4,10 +4,10 @@
 
 #include <fmt/format.h>
 
+#include "bucket_plan.h"
 #include "device_element_ops.h"
 #include "lockstep/build_config.h"
 #include "lockstep/log.h"
-#include "registration_check.h"
 
 namespace lockstep {
 
@@ -15,105 +15,31 @@ namespace {
 
 constexpr double kMiB = 1024.0 * 1024.0;
 
-bool is_floating(DType dtype) {
-  return dtype == DType::kF32 || dtype == DType::kF64 || dtype == DType::kF16 ||
-         dtype == DType::kBF16;
-}
-
-// The dtype a gradient of `dtype` travels in.
-DType wire_dtype_for(DType dtype, WireDType wire) {
-  const bool wide = dtype == DType::kF32 || dtype == DType::kF64;
-  if (wide && wire == WireDType::kBF16) return DType::kBF16;
-  if (wide && wire == WireDType::kF16) return DType::kF16;
-  return dtype;
-}
-
-std::string describe_entry(const Tensor& gradient) {
-  return fmt::format("{} {}{}", gradient.name(), dtype_name(gradient.dtype()),
-                     shape_str(gradient.shape()));
-}
-
 }  // namespace
 
 GradSync::GradSync(Communicator& communicator, std::vector<Tensor> gradients,
                    const GradSyncOptions& options)
     : communicator_(communicator), options_(options) {
-  if (!(options_.bucket_mb > 0) || !(options_.first_bucket_mb > 0) ||
-      !(options_.in_place_min_mb >= 0)) {
-    throw UsageError(fmt::format(
-        "GradSync: bucket_mb ({}) and first_bucket_mb ({}) must be > 0, in_place_min_mb ({}) >= 0",
-        options_.bucket_mb, options_.first_bucket_mb, options_.in_place_min_mb));
-  }
-  if (!gradients.empty()) device_ = gradients.front().device();
-  std::vector<std::string> entries;
+  device_ = detail::check_registration(communicator_, gradients, options_, "GradSync", "");
   for (Tensor& gradient : gradients) {
-    check_device(gradient);
-    if (!is_floating(gradient.dtype())) {
-      throw UsageError(
-          fmt::format("GradSync: '{}' has dtype {}; gradients must be f32, f64, f16 "
-                      "or bf16",
-                      gradient.name(), dtype_name(gradient.dtype())));
-    }
-    if (!slot_by_name_.emplace(gradient.name(), slots_.size()).second) {
-      throw UsageError(fmt::format("GradSync: two gradients are named '{}'; names must be unique",
-                                   gradient.name()));
-    }
-    entries.push_back(describe_entry(gradient));
+    slot_by_name_.emplace(gradient.name(), slots_.size());
     slots_.push_back(Slot{std::move(gradient)});
   }
-  detail::check_same_on_every_rank(communicator_, entries, "GradSync");
   plan_buckets();
 }
 
 GradSync::~GradSync() { finish_in_flight(); }
 
-void GradSync::check_device(const Tensor& gradient) const {
-  if (gradient.device() != device_) {
-    throw UsageError(fmt::format(
-        "GradSync: '{}' is in {} memory but '{}' is in {} memory; all gradients must be on one "
-        "device",
-        gradient.name(), gradient.device().str(), slots_.front().gradient.name(), device_.str()));
-  }
-  if (device_.is_cpu()) {
-    if (communicator_.backend_name() == "nccl") {
-      throw UsageError(fmt::format(
-          "GradSync: '{}' is in host memory but the communicator's backend is nccl, which "
-          "reduces GPU memory; create the communicator for the CPU (the mpi backend)",
-          gradient.name()));
-    }
-    return;
-  }
-#if LOCKSTEP_HAVE_CUDA
-  if (communicator_.backend_name() == "mpi") {
-    throw UsageError(fmt::format(
-        "GradSync: '{}' is in {} memory but the communicator's backend is mpi, which reduces "
-        "host memory; create the communicator for the GPU (make_communicator(runtime) on a rank "
-        "bound to a GPU gives the nccl backend)",
-        gradient.name(), device_.str()));
-  }
-#else
-  throw UsageError(fmt::format(
-      "GradSync: '{}' is in {} memory, but this lockstep was built without CUDA, so GradSync "
-      "packs host gradients only; rebuild with the CUDA toolkit (-DLOCKSTEP_CUDA=ON)",
-      gradient.name(), device_.str()));
-#endif
-}
-
 void GradSync::plan_buckets() {
-  // Walk backwards: the last registered gradients are ready first.
-  std::size_t index = slots_.size();
-  while (index > 0) {
-    const double limit_mb = buckets_.empty() ? options_.first_bucket_mb : options_.bucket_mb;
-    const auto limit = static_cast<std::size_t>(limit_mb * kMiB);
-    const DType own_dtype = slots_[index - 1].gradient.dtype();
-    const DType wire_dtype = wire_dtype_for(own_dtype, options_.wire_dtype);
+  std::vector<Tensor> gradients;
+  for (const Slot& slot : slots_) gradients.push_back(slot.gradient);
+  for (const detail::PlannedBucket& planned : detail::plan_buckets(gradients, options_)) {
+    const DType own_dtype = slots_[planned.members.front()].gradient.dtype();
+    const DType wire_dtype = detail::wire_dtype_for(own_dtype, options_.wire_dtype);
     Bucket bucket;
     std::size_t elements = 0;  // packed into the buffer
-    std::size_t bytes = 0;     // of every gradient in the bucket
-    // A bucket holds one dtype and at least one gradient, even an oversized one.
-    while (index > 0 && slots_[index - 1].gradient.dtype() == own_dtype &&
-           (bucket.slots.empty() || bytes + slots_[index - 1].gradient.nbytes() <= limit)) {
-      Slot& slot = slots_[index - 1];
+    for (const std::size_t index : planned.members) {
+      Slot& slot = slots_[index];
       slot.bucket = buckets_.size();
       // Same dtypes and shapes on every rank, so the same choice everywhere.
       slot.in_place = wire_dtype == own_dtype && static_cast<double>(slot.gradient.nbytes()) >=
@@ -122,9 +48,7 @@ void GradSync::plan_buckets() {
         slot.offset = elements;
         elements += static_cast<std::size_t>(slot.gradient.numel());
       }
-      bytes += slot.gradient.nbytes();
-      bucket.slots.push_back(index - 1);
-      --index;
+      bucket.slots.push_back(index);
     }
     bucket.buffer = Tensor::allocate(fmt::format("grad_sync/bucket{}", buckets_.size()), wire_dtype,
                                      {static_cast<std::int64_t>(elements)}, device_);

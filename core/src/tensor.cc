@@ -181,6 +181,23 @@ Tensor Tensor::borrow(std::string name, void* data, DType dtype, Shape shape, De
   return tensor;
 }
 
+Tensor Tensor::view(std::string name, std::size_t byte_offset, DType dtype, Shape shape) const {
+  const std::int64_t numel = checked_numel(shape, name);
+  const std::size_t bytes = static_cast<std::size_t>(numel) * dtype_size(dtype);
+  if (byte_offset > nbytes() || bytes > nbytes() - byte_offset) {
+    throw UsageError(
+        fmt::format("tensor '{}': a view of {} bytes at byte {} reaches past the {} bytes of '{}'",
+                    name, bytes, byte_offset, nbytes(), describe()));
+  }
+  Tensor tensor = *this;
+  tensor.name_ = std::move(name);
+  tensor.dtype_ = dtype;
+  tensor.shape_ = std::move(shape);
+  tensor.numel_ = numel;
+  tensor.data_ = static_cast<char*>(data_) + byte_offset;
+  return tensor;
+}
+
 std::string Tensor::describe() const {
   return fmt::format("{} {}{} {}", name_.empty() ? "<unnamed>" : name_, dtype_name(dtype_),
                      shape_str(shape_), device_.str());

@@ -17,6 +17,8 @@
 #include "lockstep/mpi_comm.h"
 #include "lockstep/replica_check.h"
 #include "lockstep/runtime.h"
+#include "lockstep/shard.h"
+#include "lockstep/sharded_grad_sync.h"
 #include "lockstep/signals.h"
 #include "lockstep/tensor.h"
 #include "lockstep/work.h"

@@ -258,6 +258,140 @@ TEST(Communicator, AllreduceCoalescedEveryOp) {
                UsageError);
 }
 
+// Shares of a stream: ceil(E / size) elements each, the last shorter or
+// empty; stream index `index` of rank `rank` holds input_value(rank, index).
+std::vector<Tensor> stream_of(DType dtype, const std::vector<std::size_t>& counts, int rank) {
+  std::vector<Tensor> tensors;
+  std::size_t first = 0;
+  for (const std::size_t count : counts) {
+    Tensor tensor = Tensor::allocate("part", dtype, {static_cast<std::int64_t>(count)});
+    for (std::size_t i = 0; i < count; ++i) {
+      set_element(tensor, i, input_value(rank, first + i, dtype));
+    }
+    tensors.push_back(tensor);
+    first += count;
+  }
+  return tensors;
+}
+
+// Calls check(tensor, index in tensor, index in stream) for the elements of
+// share `share` of the stream.
+template <class Check>
+void for_share(const std::vector<Tensor>& tensors, int share, int shares, const Check& check) {
+  std::size_t total = 0;
+  for (const Tensor& tensor : tensors) total += static_cast<std::size_t>(tensor.numel());
+  const std::size_t length =
+      (total + static_cast<std::size_t>(shares) - 1) / static_cast<std::size_t>(shares);
+  const std::size_t begin = std::min(total, static_cast<std::size_t>(share) * length);
+  const std::size_t end = std::min(total, begin + length);
+  std::size_t first = 0;
+  for (const Tensor& tensor : tensors) {
+    for (std::size_t i = 0; i < static_cast<std::size_t>(tensor.numel()); ++i) {
+      if (first + i >= begin && first + i < end) check(tensor, i, first + i);
+    }
+    first += static_cast<std::size_t>(tensor.numel());
+  }
+}
+
+// Streams below and above the size where the ring takes over, with empty
+// tensors and totals that no rank count divides; shares empty on some ranks.
+const std::vector<std::vector<std::size_t>> kStreams = {
+    {0}, {1}, {2, 0, 1}, {13, 0, 101, 7}, {300007, 0, 1, 77777}, {5, 262147}};
+
+TEST(Communicator, ReduceScatterStreamLeavesEachRankItsShare) {
+  Communicator& comm = default_segments();
+  ASSERT_TRUE(comm.has_stream_shares());
+  for (DType dtype : {DType::kF32, DType::kF64, DType::kBF16}) {
+    for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAvg}) {
+      for (const auto& counts : kStreams) {
+        std::vector<Tensor> tensors = stream_of(dtype, counts, comm.rank());
+        comm.reduce_scatter_stream_async(tensors, {.op = op})->wait();
+        bool failed = false;
+        for_share(tensors, comm.rank(), comm.size(),
+                  [&](const Tensor& tensor, std::size_t i, std::size_t index) {
+                    const double expected = reference(op, dtype, index, comm.size());
+                    const double tolerance =
+                        op == ReduceOp::kAvg ? precision(dtype) * std::max(1.0, std::abs(expected))
+                                             : 0;
+                    if (!failed && std::abs(element(tensor, i) - expected) > tolerance) {
+                      failed = true;
+                      ADD_FAILURE() << context_of("reduce_scatter_stream", dtype, op, index)
+                                    << ": stream element " << index << " is " << element(tensor, i)
+                                    << ", expected " << expected;
+                    }
+                  });
+      }
+    }
+  }
+}
+
+TEST(Communicator, AllgatherStreamBringsEveryShareEverywhere) {
+  Communicator& comm = default_segments();
+  for (DType dtype : {DType::kF32, DType::kBF16, DType::kI64}) {
+    for (const auto& counts : kStreams) {
+      // Every rank holds its own values in its share and garbage elsewhere.
+      std::vector<Tensor> tensors = stream_of(dtype, counts, comm.rank() + 100);
+      for_share(tensors, comm.rank(), comm.size(),
+                [&](const Tensor& tensor, std::size_t i, std::size_t index) {
+                  set_element(const_cast<Tensor&>(tensor), i,
+                              input_value(comm.rank(), index, dtype));
+                });
+      comm.allgather_stream_async(tensors)->wait();
+      for (int share = 0; share < comm.size(); ++share) {
+        bool failed = false;
+        for_share(tensors, share, comm.size(),
+                  [&](const Tensor& tensor, std::size_t i, std::size_t index) {
+                    const double expected = input_value(share, index, dtype);
+                    if (!failed && element(tensor, i) != expected) {
+                      failed = true;
+                      ADD_FAILURE() << "allgather_stream " << dtype_name(dtype) << ": element "
+                                    << index << " (share " << share << ") is " << element(tensor, i)
+                                    << ", expected " << expected;
+                    }
+                  });
+      }
+    }
+  }
+  EXPECT_THROW(comm.allgather_stream_async({}), UsageError);
+}
+
+// Blocks large enough for the ring: the reduce-scatter leaves its input as
+// it was unless told it is scratch, and an all-gather may take its input
+// from its own block of the output.
+TEST(Communicator, LargeReduceScatterAndInPlaceAllgather) {
+  Communicator& comm = default_segments();
+  const auto size = static_cast<std::size_t>(comm.size());
+  constexpr std::size_t kBlock = 300007;
+  for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAvg}) {
+    const Tensor input = filled_periodic("in", DType::kF32, kBlock * size, comm.rank());
+    const Tensor before = filled_periodic("copy", DType::kF32, kBlock * size, comm.rank());
+    Tensor output = Tensor::allocate("out", DType::kF32, {static_cast<std::int64_t>(kBlock)});
+    comm.reduce_scatter(input, output, {.op = op});
+    EXPECT_EQ(std::memcmp(input.data(), before.data(), input.nbytes()), 0)
+        << "reduce_scatter changed its input";
+    const auto rank = static_cast<std::size_t>(comm.rank());
+    for (std::size_t i = 0; i < kBlock; i += 997) {
+      const double value = reference(op, DType::kF32, (rank * kBlock + i) % kPeriod, comm.size());
+      ASSERT_NEAR(element(output, i), value, 1e-6 * std::max(1.0, std::abs(value)))
+          << reduce_op_name(op) << " element " << i;
+    }
+  }
+  Tensor whole = Tensor::allocate("whole", DType::kF32, {static_cast<std::int64_t>(kBlock * size)});
+  const auto pattern = [](std::size_t rank, std::size_t i) {
+    return static_cast<double>(rank * 1000 + i % 100);
+  };
+  const auto rank = static_cast<std::size_t>(comm.rank());
+  Tensor mine = whole.view("mine", rank * kBlock * sizeof(float), DType::kF32,
+                           {static_cast<std::int64_t>(kBlock)});
+  for (std::size_t i = 0; i < kBlock; ++i) set_element(mine, i, pattern(rank, i));
+  comm.allgather(mine, whole);
+  for (std::size_t r = 0; r < size; ++r) {
+    for (std::size_t i = 0; i < kBlock; i += 101) {
+      ASSERT_EQ(element(whole, r * kBlock + i), pattern(r, i)) << "block " << r << " element " << i;
+    }
+  }
+}
+
 TEST(Communicator, NonBlockingOperationsFinishInAnyWaitOrder) {
   Communicator& comm = small_segments();
   constexpr std::size_t kCount = 1000;

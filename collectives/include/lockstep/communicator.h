@@ -45,6 +45,10 @@ struct AllgatherOptions {
 struct ReduceScatterOptions {
   ReduceOp op = ReduceOp::kSum;
   CollectiveTimeout timeout{0};
+  // The backend may use `input` as scratch space, leaving its contents
+  // unspecified: the MPI backend then reduces large tensors in it instead of
+  // in a copy.
+  bool input_is_scratch = false;
 };
 
 struct BarrierOptions {
@@ -88,7 +92,8 @@ class Communicator {
                                                 const BroadcastOptions& options = {}) = 0;
 
   // `output` (size() times the elements of `input`, same dtype) receives
-  // every rank's `input`, in rank order.
+  // every rank's `input`, in rank order. `input` may be block rank() of
+  // `output` itself (in place); it must not overlap it otherwise.
   virtual void allgather(const Tensor& input, Tensor& output,
                          const AllgatherOptions& options = {}) = 0;
   virtual std::shared_ptr<Work> allgather_async(Tensor input, Tensor output,
@@ -100,6 +105,24 @@ class Communicator {
                               const ReduceScatterOptions& options = {}) = 0;
   virtual std::shared_ptr<Work> reduce_scatter_async(Tensor input, Tensor output,
                                                      const ReduceScatterOptions& options = {}) = 0;
+
+  // Shares of a stream: `tensors` (one dtype, every rank the same element
+  // counts in the same order) taken back to back as one stream of E
+  // elements, cut into size() shares of ceil(E / size()) elements in rank
+  // order (the last shares shorter, or empty). Nothing needs to divide
+  // evenly and nothing is padded: ShardedGradSync reduces gradients and
+  // gathers parameters in their own storage with these. Backends without
+  // them (has_stream_shares() false) throw UsageError; use reduce_scatter
+  // and allgather on a padded buffer there.
+  virtual bool has_stream_shares() const { return false; }
+  // Reduces the stream across ranks; share rank() of this rank's stream
+  // then holds the result, and the rest of the stream is unspecified.
+  virtual std::shared_ptr<Work> reduce_scatter_stream_async(
+      std::vector<Tensor> tensors, const ReduceScatterOptions& options = {});
+  // Every rank's share rank() of its stream lands in that share of every
+  // rank's stream.
+  virtual std::shared_ptr<Work> allgather_stream_async(std::vector<Tensor> tensors,
+                                                       const AllgatherOptions& options = {});
 
   // Returns once every rank has entered the barrier.
   virtual void barrier(const BarrierOptions& options = {}) = 0;

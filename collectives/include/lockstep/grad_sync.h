@@ -114,9 +114,7 @@ class GradSync {
     std::vector<std::shared_ptr<Work>> works;  // in flight since launch
   };
 
-  void check_device(const Tensor& gradient) const;
   void plan_buckets();
-  void check_same_registration() const;
   void launch_full_buckets();
   // GPU buckets with in-place gradients: divides their sums by the size.
   void divide_summed(Bucket& bucket);

@@ -63,6 +63,12 @@ class Tensor {
   static Tensor borrow(std::string name, void* data, DType dtype, Shape shape,
                        Device device = Device::cpu());
 
+  // A tensor of `dtype` and `shape` over this one's bytes from
+  // `byte_offset` on, sharing its storage (an owned storage stays alive as
+  // long as the view). Throws UsageError when the view would reach past
+  // the last byte.
+  Tensor view(std::string name, std::size_t byte_offset, DType dtype, Shape shape) const;
+
   const std::string& name() const { return name_; }
   DType dtype() const { return dtype_; }
   const Shape& shape() const { return shape_; }
