@@ -161,12 +161,18 @@ int inspect(const CkptOptions& options) {
                            human_bytes(info.tensor_bytes));
   std::size_t width = 4;
   for (const auto& tensor : info.tensors) width = std::max(width, tensor.path.size());
-  std::cout << fmt::format("{:<{}}  {:<5}  {:<20}  {:>12}  {}\n", "NAME", width, "DTYPE", "SHAPE",
-                           "BYTES", "PIECES");
+  std::cout << fmt::format("{:<{}}  {:<5}  {:<20}  {:>12}  {}\n", "NAME", width, "DTYPE",
+                           "GLOBAL SHAPE", "BYTES", "STORED AS");
   for (const auto& tensor : info.tensors) {
+    // A sharded tensor is held by the chunks of the ranks that saved it; a
+    // whole one was split into pieces, about 1/N of the bytes per rank.
+    const std::string stored =
+        tensor.sharded
+            ? fmt::format("sharded, {} chunk{}", tensor.pieces, tensor.pieces == 1 ? "" : "s")
+            : fmt::format("whole, {} piece{}", tensor.pieces, tensor.pieces == 1 ? "" : "s");
     std::cout << fmt::format("{:<{}}  {:<5}  {:<20}  {:>12}  {}\n", tensor.path, width,
                              dtype_name(tensor.dtype), shape_str(tensor.shape), tensor.bytes,
-                             tensor.pieces);
+                             stored);
   }
   std::cout << "\nkey/values\n";
   if (info.values.empty()) std::cout << "  (none)\n";

@@ -190,7 +190,8 @@ CheckpointInfo read_checkpoint_info(const fs::path& step_dir) {
                             .dtype = layout.dtype,
                             .shape = layout.shape,
                             .bytes = layout.nbytes(),
-                            .pieces = static_cast<int>(record.pieces.size())});
+                            .pieces = static_cast<int>(record.pieces.size()),
+                            .sharded = record.sharded});
     info.tensor_bytes += layout.nbytes();
   }
   for (const auto& file : metadata.rank_files) info.files.push_back(file.name);

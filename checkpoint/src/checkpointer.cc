@@ -42,6 +42,9 @@ CheckpointOptions checkpoint_options(const Runtime& runtime) {
 State::Item::Item(std::string item_name, std::vector<Tensor> item_tensors)
     : name(std::move(item_name)), tensors(std::move(item_tensors)) {}
 
+State::Item::Item(std::string item_name, std::vector<ShardChunk> item_chunks)
+    : name(std::move(item_name)), chunks(std::move(item_chunks)) {}
+
 State::Item::Item(std::string item_name, KeyValues& item_values)
     : name(std::move(item_name)), values(&item_values) {}
 
@@ -86,10 +89,6 @@ class Checkpointer::SaveJob {
   }
   std::int64_t step() const { return staged_.step; }
   std::vector<std::filesystem::path> take_retired() { return std::move(staged_.retired); }
-  // What every rank's save must agree on: the step and the state's layout.
-  std::uint64_t fingerprint() const {
-    return checkpoint::save_fingerprint(staged_.step, staged_.layouts);
-  }
 
  private:
   checkpoint::StagedSave staged_;
@@ -164,28 +163,39 @@ void Checkpointer::finish_in_flight(bool rethrow) {
 void Checkpointer::save(std::int64_t step, const State& state) {
   const auto start = Clock::now();
   finish_in_flight(true);
-  // Every rank stages, then all agree before any writer starts: a rank whose
+  // The ranks agree on the state's layout, exchange their chunks of sharded
+  // tensors, stage, and agree again before any writer starts: a rank whose
   // staging failed (a bad name, no memory) or that passed another step or
   // another state than the others would leave their writers waiting for it
   // forever, and their next save() waiting for those writers.
-  std::unique_ptr<SaveJob> job;
   std::exception_ptr failure;
   std::uint64_t fingerprint = 0;
+  checkpoint::FlatState flat;
   try {
     if (step < 0) throw UsageError(fmt::format("checkpoint step {} is negative", step));
-    job = std::make_unique<SaveJob>(checkpoint::stage(step, state, comm_.rank(), comm_.size(),
-                                                      options_.async, copy_threads_, staging_,
-                                                      rank_file_, master_file_));
-    fingerprint = job->fingerprint();
+    flat = checkpoint::flatten(state);
+    fingerprint = checkpoint::save_fingerprint(step, flat);
   } catch (...) {
     failure = std::current_exception();
   }
   if (!checkpoint::agree_or_throw(comm_.get(), failure, fingerprint)) {
     throw UsageError(fmt::format(
-        "save of step {}: the ranks passed different steps or states (tensor names, shapes or "
-        "dtypes); every rank must pass the same",
+        "save of step {}: the ranks passed different steps or states (tensor names, global "
+        "shapes, dtypes, or sharded where another rank has whole tensors); every rank must pass "
+        "the same",
         step));
   }
+  // The same verdict on every rank: all plan from the same chunks.
+  auto pieces = checkpoint::gather_pieces(flat, comm_.get());
+  std::unique_ptr<SaveJob> job;
+  try {
+    job = std::make_unique<SaveJob>(checkpoint::stage(
+        step, state, std::move(flat), std::move(pieces), comm_.rank(), comm_.size(), options_.async,
+        copy_threads_, staging_, rank_file_, master_file_));
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  checkpoint::agree_or_throw(comm_.get(), failure);
   job->stats().step = step;
   log::debug("step {}: staging {:.3f} s", step, seconds_since(start));
   if (options_.async) {

@@ -1,6 +1,8 @@
 #include "layout.h"
 
+#include <algorithm>
 #include <set>
+#include <tuple>
 
 #include <fmt/format.h>
 
@@ -36,17 +38,39 @@ FlatState flatten(const State& state) {
     if (!item_names.insert(item.name).second) {
       throw UsageError(fmt::format("state name '{}' appears twice", item.name));
     }
-    for (const auto& tensor : item.tensors) {
+    if (!item.tensors.empty() && !item.chunks.empty()) {
+      throw UsageError(fmt::format(
+          "state '{}' holds both whole tensors and chunks; put them in two groups", item.name));
+    }
+    const auto add = [&](const Tensor& tensor, const Shape& shape, LocalPart part) {
       check_name(tensor.name(), fmt::format("tensor name in state '{}'", item.name));
       TensorLayout layout{.path = item.name + "/" + tensor.name(),
                           .dtype = tensor.dtype(),
-                          .shape = tensor.shape(),
-                          .numel = tensor.numel()};
+                          .shape = shape,
+                          .numel = checked_numel(shape, item.name + "/" + tensor.name())};
       if (!paths.insert(layout.path).second) {
         throw UsageError(fmt::format("tensor '{}' appears twice in the state", layout.path));
       }
+      if (!part.sharded) part.count = layout.numel;
+      if (part.sharded && shape.empty()) {
+        throw UsageError(fmt::format(
+            "tensor '{}' is a scalar; a scalar cannot be sharded, save it whole", layout.path));
+      }
+      if (part.sharded &&
+          (part.begin < 0 || part.begin > layout.numel || part.count > layout.numel - part.begin)) {
+        throw UsageError(fmt::format(
+            "the chunk of tensor '{}' holds elements [{}, {}), outside its global shape {} ({} "
+            "elements)",
+            layout.path, part.begin, part.begin + part.count, shape_str(shape), layout.numel));
+      }
       flat.layouts.push_back(std::move(layout));
       flat.tensors.push_back(tensor);
+      flat.parts.push_back(part);
+    };
+    for (const auto& tensor : item.tensors) add(tensor, tensor.shape(), {});
+    for (const auto& chunk : item.chunks) {
+      add(chunk.local, chunk.global_shape,
+          {.sharded = true, .begin = chunk.begin, .count = chunk.local.numel()});
     }
   }
   // A group may not also be a tensor ("model/a" and "model/a/b").
@@ -93,6 +117,63 @@ std::vector<std::vector<Piece>> split_bytes(const std::vector<TensorLayout>& lay
       }
     }
     offset += layout.nbytes();
+  }
+  return pieces;
+}
+
+std::vector<std::vector<Piece>> plan_pieces(
+    const FlatState& flat,
+    const std::vector<std::vector<std::pair<std::int64_t, std::int64_t>>>& chunks, int files) {
+  std::vector<TensorLayout> replicated;
+  for (std::size_t t = 0; t < flat.layouts.size(); ++t) {
+    if (!flat.parts[t].sharded) replicated.push_back(flat.layouts[t]);
+  }
+  const auto split = split_bytes(replicated, files);
+  std::vector<std::vector<Piece>> pieces(flat.layouts.size());
+  std::size_t next_replicated = 0;
+  std::size_t next_sharded = 0;
+  for (std::size_t t = 0; t < flat.layouts.size(); ++t) {
+    if (!flat.parts[t].sharded) {
+      pieces[t] = split[next_replicated++];
+      continue;
+    }
+    const std::size_t k = next_sharded++;
+    const TensorLayout& layout = flat.layouts[t];
+    std::vector<Piece>& own = pieces[t];
+    for (int r = 0; r < files; ++r) {
+      const auto& [begin, count] = chunks[static_cast<std::size_t>(r)][k];
+      if (count > 0) own.push_back({.file = r, .begin = begin, .count = count});
+    }
+    std::sort(own.begin(), own.end(), [](const Piece& a, const Piece& b) {
+      return std::tie(a.begin, a.file) < std::tie(b.begin, b.file);
+    });
+    std::int64_t next = 0;
+    int previous = -1;  // the rank whose chunk ends at `next`
+    for (const Piece& piece : own) {
+      if (piece.begin < next) {
+        throw UsageError(fmt::format(
+            "the chunks of tensor '{}' overlap: rank {} holds elements up to {}, rank {} from {}; "
+            "each element must be saved by one rank",
+            layout.path, previous, next, piece.file, piece.begin));
+      }
+      if (piece.begin > next) {
+        throw UsageError(fmt::format(
+            "the chunks of tensor '{}' leave elements [{}, {}) to no rank (between {} and rank "
+            "{}); the ranks' chunks must cover the tensor",
+            layout.path, next, piece.begin,
+            previous < 0 ? std::string("its start") : fmt::format("rank {}", previous),
+            piece.file));
+      }
+      next = piece.begin + piece.count;
+      previous = piece.file;
+    }
+    if (next != layout.numel) {
+      throw UsageError(fmt::format(
+          "the chunks of tensor '{}' leave elements [{}, {}) to no rank (after {}); the ranks' "
+          "chunks must cover the tensor",
+          layout.path, next, layout.numel,
+          previous < 0 ? std::string("its start") : fmt::format("rank {}", previous)));
+    }
   }
   return pieces;
 }

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "lockstep/checkpointer.h"
@@ -54,11 +55,21 @@ struct Piece {
   static constexpr std::uint64_t kUnknownOffset = ~std::uint64_t{0};
 };
 
-// The tensors of a State in order, with their dataset paths. Throws
-// UsageError for unsafe or repeated names.
+// Which elements of a global tensor this rank's tensor holds: all of them
+// (replicated), or the chunk [begin, begin + count) (sharded).
+struct LocalPart {
+  bool sharded = false;
+  std::int64_t begin = 0;
+  std::int64_t count = 0;
+};
+
+// The tensors of a State in order, with their dataset paths (global shapes)
+// and what this rank holds of each. Throws UsageError for unsafe or
+// repeated names, and for a chunk outside its global tensor or of a scalar.
 struct FlatState {
   std::vector<TensorLayout> layouts;
   std::vector<Tensor> tensors;
+  std::vector<LocalPart> parts;
 };
 FlatState flatten(const State& state);
 
@@ -67,6 +78,15 @@ FlatState flatten(const State& state);
 // about 1/files of the bytes however the sizes of the tensors vary. Returns,
 // per tensor, its non-empty pieces in file order.
 std::vector<std::vector<Piece>> split_bytes(const std::vector<TensorLayout>& layouts, int files);
+
+// The pieces of a save: the replicated tensors split as split_bytes() does,
+// each sharded tensor t as the chunks ranks hold, where
+// `chunks[r][k]` = {begin, count} of rank r's part of the k-th sharded
+// tensor. Throws UsageError, naming the tensor and the ranks, when the
+// chunks of a tensor overlap or leave a hole.
+std::vector<std::vector<Piece>> plan_pieces(
+    const FlatState& flat,
+    const std::vector<std::vector<std::pair<std::int64_t, std::int64_t>>>& chunks, int files);
 
 // A rectangular block of an N-dimensional array.
 struct Box {

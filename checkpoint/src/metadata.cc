@@ -204,10 +204,12 @@ json to_json(const Metadata& metadata) {
       if (piece.offset != Piece::kUnknownOffset) entry["offset"] = piece.offset;
       pieces.push_back(std::move(entry));
     }
-    tensors.push_back({{"path", tensor.layout.path},
-                       {"dtype", std::string(dtype_name(tensor.layout.dtype))},
-                       {"shape", tensor.layout.shape},
-                       {"pieces", std::move(pieces)}});
+    json entry = {{"path", tensor.layout.path},
+                  {"dtype", std::string(dtype_name(tensor.layout.dtype))},
+                  {"shape", tensor.layout.shape},
+                  {"pieces", std::move(pieces)}};
+    if (tensor.sharded) entry["sharded"] = true;
+    tensors.push_back(std::move(entry));
   }
   return {{"format", kFormatName},
           {"format_version", metadata.format_version},
@@ -306,6 +308,13 @@ Metadata parse_metadata(const std::string& text, const std::string& where) {
         tensor.layout.numel = checked_numel(tensor.layout.shape, tensor.layout.path);
       } catch (const UsageError& error) {
         throw CorruptCheckpoint(fmt::format("{}: {}", where, error.what()));
+      }
+      if (entry.contains("sharded")) {
+        if (!entry.at("sharded").is_boolean()) {
+          throw CorruptCheckpoint(fmt::format("{}: 'sharded' of tensor '{}' is not true or false",
+                                              where, tensor.layout.path));
+        }
+        tensor.sharded = entry.at("sharded").get<bool>();
       }
       for (const auto& piece : entry.at("pieces")) {
         Piece read{

@@ -43,6 +43,9 @@ struct FileRecord {
 struct TensorRecord {
   TensorLayout layout;
   std::vector<Piece> pieces;
+  // Saved from the ranks' chunks (sharded state), not split from whole
+  // tensors; the pieces are read alike either way.
+  bool sharded = false;
 };
 
 struct Metadata {

@@ -404,6 +404,153 @@ void broadcast_pieces(MPI_Comm comm, int rank, int ranks, const std::vector<int>
   }
 }
 
+// Every tensor of the checkpoint must be covered by the ranks' parts of it
+// (whole tensors, or chunks): a restore into chunks that leave elements to
+// no rank would leave those elements of the optimizer state unset.
+// Collective; throws UsageError, the same on every rank.
+void check_coverage(MPI_Comm comm, const FlatState& flat,
+                    const std::vector<const TensorRecord*>& records, const Metadata& metadata,
+                    const fs::path& step_dir) {
+  if (std::none_of(flat.parts.begin(), flat.parts.end(),
+                   [](const LocalPart& part) { return part.sharded; })) {
+    return;
+  }
+  int ranks = 1;
+  LOCKSTEP_CHECK_MPI(MPI_Comm_size(comm, &ranks));
+  // Indexed by the checkpoint's tensor order, which every rank shares.
+  const std::size_t tensors = metadata.tensors.size();
+  std::vector<std::int64_t> mine(2 * tensors, 0);
+  for (std::size_t t = 0; t < records.size(); ++t) {
+    const auto index = static_cast<std::size_t>(records[t] - metadata.tensors.data());
+    mine[2 * index] = flat.parts[t].begin;
+    mine[2 * index + 1] = flat.parts[t].count;
+  }
+  std::vector<std::int64_t> all(mine.size() * static_cast<std::size_t>(ranks));
+  LOCKSTEP_CHECK_MPI(MPI_Allgather(mine.data(), static_cast<int>(mine.size()), MPI_INT64_T,
+                                   all.data(), static_cast<int>(mine.size()), MPI_INT64_T, comm));
+  for (std::size_t index = 0; index < tensors; ++index) {
+    std::vector<std::pair<std::int64_t, std::int64_t>> parts;  // {begin, end}
+    for (std::size_t r = 0; r < static_cast<std::size_t>(ranks); ++r) {
+      const std::int64_t begin = all[r * mine.size() + 2 * index];
+      const std::int64_t count = all[r * mine.size() + 2 * index + 1];
+      if (count > 0) parts.emplace_back(begin, begin + count);
+    }
+    std::sort(parts.begin(), parts.end());
+    std::int64_t covered = 0;
+    const TensorLayout& layout = metadata.tensors[index].layout;
+    for (const auto& [begin, end] : parts) {
+      if (begin > covered) break;
+      covered = std::max(covered, end);
+    }
+    if (covered < layout.numel) {
+      std::int64_t hole_end = layout.numel;
+      for (const auto& [begin, end] : parts) {
+        if (begin > covered) {
+          hole_end = begin;
+          break;
+        }
+      }
+      throw UsageError(fmt::format(
+          "restoring {}: the ranks' chunks of tensor '{}' ({}{}) leave elements [{}, {}) to no "
+          "rank; the chunks of a restore must cover every tensor",
+          step_dir.string(), layout.path, dtype_name(layout.dtype), shape_str(layout.shape),
+          covered, hole_end));
+    }
+  }
+}
+
+// Fills this rank's chunks of sharded tensors: for each chunk, every saved
+// piece that overlaps it is read whole (its checksum covers the whole
+// piece) into a scratch buffer and checked, then the overlap is copied into
+// the chunk; a chunk on a GPU goes through host memory. Returns the first
+// failure (CorruptCheckpoint's message), or an empty string; `modified` says
+// whether some chunk already holds bytes of the checkpoint.
+std::string fill_chunks(FileEnv& env, const fs::path& step_dir, const Metadata& metadata,
+                        FlatState& flat, const std::vector<const TensorRecord*>& records,
+                        bool& modified) {
+  std::map<int, std::unique_ptr<ReadableFile>> files;
+  std::map<int, std::unique_ptr<RankFileReader>> readers;  // for offsets not recorded
+  std::vector<std::byte> scratch;
+  std::vector<std::byte> host;  // a GPU chunk's bytes
+  try {
+    for (std::size_t t = 0; t < records.size(); ++t) {
+      const LocalPart& part = flat.parts[t];
+      if (!part.sharded || part.count == 0) continue;
+      const TensorLayout& layout = flat.layouts[t];
+      const std::size_t element = dtype_size(layout.dtype);
+      Tensor& tensor = flat.tensors[t];
+      std::byte* target = static_cast<std::byte*>(tensor.data());
+      if (!tensor.device().is_cpu()) {
+        host.resize(tensor.nbytes());
+        target = host.data();
+      }
+      const std::int64_t end = part.begin + part.count;
+      for (const Piece& piece : records[t]->pieces) {
+        const std::int64_t first = std::max(part.begin, piece.begin);
+        const std::int64_t last = std::min(end, piece.begin + piece.count);
+        if (first >= last) continue;
+        const auto& record = metadata.rank_files[static_cast<std::size_t>(piece.file)];
+        const fs::path path = step_dir / record.name;
+        auto& file = files[piece.file];
+        if (!file) {
+          check_size(env, path, record.size);
+          try {
+            file = env.new_readable_file(path);
+          } catch (const IoError& failure) {
+            throw CorruptCheckpoint(failure.what());
+          }
+        }
+        std::uint64_t offset = piece.offset;
+        if (offset == Piece::kUnknownOffset) {
+          auto& reader = readers[piece.file];
+          if (!reader) reader = std::make_unique<RankFileReader>(path);
+          offset = reader->data_offset(layout, piece);
+        }
+        const std::size_t bytes = static_cast<std::size_t>(piece.count) * element;
+        if (offset > record.size || bytes > record.size - offset) {
+          throw CorruptCheckpoint(fmt::format("{}: the data of tensor '{}' lies outside the file",
+                                              path.string(), layout.path));
+        }
+        scratch.resize(bytes);
+        std::uint32_t crc = 0;
+        try {
+          for (std::size_t done = 0; done < bytes;) {
+            const std::size_t length = std::min(kReadChunk, bytes - done);
+            const std::span into(scratch.data() + done, length);
+            file->read_at(offset + done, into);
+            crc = crc32c(std::span<const std::byte>(into), crc);
+            done += length;
+          }
+        } catch (const IoError& failure) {
+          throw CorruptCheckpoint(failure.what());
+        }
+        if (crc != piece.crc32c) {
+          throw CorruptCheckpoint(
+              fmt::format("{}: checksum mismatch in tensor '{}', elements [{}, {})", path.string(),
+                          layout.path, piece.begin, piece.begin + piece.count));
+        }
+        std::memcpy(target + static_cast<std::size_t>(first - part.begin) * element,
+                    scratch.data() + static_cast<std::size_t>(first - piece.begin) * element,
+                    static_cast<std::size_t>(last - first) * element);
+        modified = modified || tensor.device().is_cpu();
+      }
+      if (!tensor.device().is_cpu()) {
+#if LOCKSTEP_HAVE_CUDA
+        LOCKSTEP_CHECK_CUDA(
+            cudaMemcpy(tensor.data(), host.data(), tensor.nbytes(), cudaMemcpyHostToDevice));
+        modified = true;
+#else
+        throw UsageError(fmt::format("tensor {} lives on {}, but lockstep was built without CUDA",
+                                     tensor.name(), tensor.device().str()));
+#endif
+      }
+    }
+  } catch (const CorruptCheckpoint& failure) {
+    return failure.what();
+  }
+  return {};
+}
+
 }  // namespace
 
 void restore_step(FileEnv& env, const fs::path& step_dir, std::int64_t step, State& state,
@@ -454,6 +601,25 @@ void restore_step(FileEnv& env, const fs::path& step_dir, std::int64_t step, Sta
     mismatch = std::current_exception();
   }
   agree_or_throw(comm, mismatch);
+  check_coverage(comm, flat, records, metadata, step_dir);
+
+  // Whole tensors first, in the steps below; chunks of sharded tensors
+  // after them, each rank reading only the pieces its chunks overlap.
+  FlatState chunks;
+  std::vector<const TensorRecord*> chunk_records;
+  {
+    FlatState whole;
+    std::vector<const TensorRecord*> whole_records;
+    for (std::size_t t = 0; t < records.size(); ++t) {
+      FlatState& into = flat.parts[t].sharded ? chunks : whole;
+      into.layouts.push_back(flat.layouts[t]);
+      into.tensors.push_back(flat.tensors[t]);
+      into.parts.push_back(flat.parts[t]);
+      (flat.parts[t].sharded ? chunk_records : whole_records).push_back(records[t]);
+    }
+    flat = std::move(whole);
+    records = std::move(whole_records);
+  }
 
   // Saving rank f's file is verified by loading rank owner[f]; each loading
   // rank gets a contiguous run of files, so the work is split evenly
@@ -615,6 +781,23 @@ void restore_step(FileEnv& env, const fs::path& step_dir, std::int64_t step, Sta
     copy_failure = std::current_exception();
   }
   agree_or_throw(comm, copy_failure);
+
+  {
+    bool modified = false;
+    error.clear();
+    not_the_checkpoint = false;
+    try {
+      error = fill_chunks(env, step_dir, metadata, chunks, chunk_records, modified);
+    } catch (const std::exception& failure) {
+      error = failure.what();
+      not_the_checkpoint = true;
+    }
+    // The whole tensors already hold the checkpoint's bytes, if there are
+    // any; a failure now leaves the state partly overwritten.
+    int any_modified = modified || !records.empty() ? 1 : 0;
+    LOCKSTEP_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &any_modified, 1, MPI_INT, MPI_MAX, comm));
+    agree(comm, step_dir, error, not_the_checkpoint, any_modified != 0);
+  }
   for (const auto& item : state.items()) {
     if (item.values != nullptr) *item.values = metadata.values.at(item.name);
   }

@@ -126,7 +126,8 @@ double seconds_between(std::chrono::steady_clock::time_point start,
 
 }  // namespace
 
-std::uint64_t save_fingerprint(std::int64_t step, const std::vector<TensorLayout>& layouts) {
+std::uint64_t save_fingerprint(std::int64_t step, const FlatState& flat) {
+  const std::vector<TensorLayout>& layouts = flat.layouts;
   // FNV-1a over the fields, each followed by a separator.
   std::uint64_t hash = 0xcbf29ce484222325ULL;
   const auto add = [&](const void* data, std::size_t bytes) {
@@ -138,8 +139,10 @@ std::uint64_t save_fingerprint(std::int64_t step, const std::vector<TensorLayout
   };
   const auto add_integer = [&](std::int64_t value) { add(&value, sizeof(value)); };
   add_integer(step);
-  for (const auto& layout : layouts) {
+  for (std::size_t t = 0; t < layouts.size(); ++t) {
+    const TensorLayout& layout = layouts[t];
     add(layout.path.data(), layout.path.size() + 1);  // with its terminating '\0'
+    add_integer(flat.parts[t].sharded ? 1 : 0);
     add_integer(static_cast<std::int64_t>(layout.dtype));
     add_integer(static_cast<std::int64_t>(layout.shape.size()));
     for (const auto dim : layout.shape) add_integer(dim);
@@ -147,7 +150,33 @@ std::uint64_t save_fingerprint(std::int64_t step, const std::vector<TensorLayout
   return hash;
 }
 
-StagedSave stage(std::int64_t step, const State& state, int rank, int world_size, bool copy,
+std::vector<std::vector<Piece>> gather_pieces(const FlatState& flat, MPI_Comm comm) {
+  int rank = 0;
+  int ranks = 1;
+  LOCKSTEP_CHECK_MPI(MPI_Comm_rank(comm, &rank));
+  LOCKSTEP_CHECK_MPI(MPI_Comm_size(comm, &ranks));
+  std::vector<std::int64_t> mine;
+  for (const LocalPart& part : flat.parts) {
+    if (part.sharded) mine.insert(mine.end(), {part.begin, part.count});
+  }
+  std::vector<std::vector<std::pair<std::int64_t, std::int64_t>>> chunks(
+      static_cast<std::size_t>(ranks));
+  if (!mine.empty()) {
+    // Every rank has as many sharded tensors: the fingerprint agreed.
+    std::vector<std::int64_t> all(mine.size() * static_cast<std::size_t>(ranks));
+    LOCKSTEP_CHECK_MPI(MPI_Allgather(mine.data(), static_cast<int>(mine.size()), MPI_INT64_T,
+                                     all.data(), static_cast<int>(mine.size()), MPI_INT64_T, comm));
+    for (std::size_t r = 0; r < chunks.size(); ++r) {
+      for (std::size_t k = 0; k < mine.size(); k += 2) {
+        chunks[r].emplace_back(all[r * mine.size() + k], all[r * mine.size() + k + 1]);
+      }
+    }
+  }
+  return plan_pieces(flat, chunks, ranks);
+}
+
+StagedSave stage(std::int64_t step, const State& state, FlatState flat,
+                 std::vector<std::vector<Piece>> pieces, int rank, int world_size, bool copy,
                  int threads, Tensor staging, std::shared_ptr<const RankFilePlan> rank_file,
                  std::shared_ptr<const MasterFileTemplate> master_file) {
   StagedSave staged;
@@ -155,9 +184,9 @@ StagedSave stage(std::int64_t step, const State& state, int rank, int world_size
   staged.step = step;
   staged.rank = rank;
   staged.world_size = world_size;
-  FlatState flat = flatten(state);
-  staged.layouts = std::move(flat.layouts);
-  staged.pieces = split_bytes(staged.layouts, world_size);
+  staged.layouts = flat.layouts;
+  for (const LocalPart& part : flat.parts) staged.sharded.push_back(part.sharded);
+  staged.pieces = std::move(pieces);
   staged.own_pieces.resize(staged.layouts.size());
   for (std::size_t t = 0; t < staged.layouts.size(); ++t) {
     for (const auto& piece : staged.pieces[t]) {
@@ -194,7 +223,10 @@ StagedSave stage(std::int64_t step, const State& state, int rank, int world_size
     const std::size_t element = dtype_size(staged.layouts[t].dtype);
     all_on_host = all_on_host && flat.tensors[t].device().is_cpu();
     for (const auto& piece : staged.own_pieces[t]) {
-      const std::size_t offset = static_cast<std::size_t>(piece.begin) * element;
+      // Where the piece starts in this rank's tensor (a chunk starts at its
+      // `begin` of the global tensor).
+      const std::size_t offset =
+          static_cast<std::size_t>(piece.begin - flat.parts[t].begin) * element;
       const std::size_t bytes = static_cast<std::size_t>(piece.count) * element;
       std::byte* out = copy ? base + plan.staged_offsets.at(staged.sources.size()) : nullptr;
       origins.push_back({t, offset, out});
@@ -326,7 +358,8 @@ std::uint64_t write_and_commit(StagedSave& staged, MPI_Comm comm, FileEnv& env,
                                        .crc32c = parsed[r].at("crc32c").get<std::uint32_t>()});
       }
       for (std::size_t t = 0; t < staged.layouts.size(); ++t) {
-        TensorRecord record{.layout = staged.layouts[t], .pieces = staged.pieces[t]};
+        TensorRecord record{
+            .layout = staged.layouts[t], .pieces = staged.pieces[t], .sharded = staged.sharded[t]};
         for (auto& piece : record.pieces) {
           const auto file = static_cast<std::size_t>(piece.file);
           piece.crc32c = parsed[file].at("pieces").at(next_checksum[file]).get<std::uint32_t>();

@@ -24,6 +24,7 @@ struct StagedSave {
   int rank = 0;
   int world_size = 1;
   std::vector<TensorLayout> layouts;
+  std::vector<bool> sharded;                   // per tensor: saved from chunks
   std::vector<std::vector<Piece>> pieces;      // every rank's, per tensor
   std::vector<std::vector<Piece>> own_pieces;  // this rank's, per tensor
   Tensor staging;  // this rank's bytes, tensor order, placed by `rank_file`
@@ -43,20 +44,27 @@ struct StagedSave {
   std::vector<std::filesystem::path> retired;
 };
 
-// A hash of the step and of every tensor's path, dtype and shape, which
-// every rank of one save must have alike.
-std::uint64_t save_fingerprint(std::int64_t step, const std::vector<TensorLayout>& layouts);
+// A hash of the step and of every tensor's path, dtype, global shape and
+// whether it is sharded, which every rank of one save must have alike.
+std::uint64_t save_fingerprint(std::int64_t step, const FlatState& flat);
 
-// Copies this rank's share of `state` into `staging` (grown when too small,
+// The pieces of a save of `flat`: collective over `comm` when a tensor is
+// sharded (the ranks exchange their chunks), local otherwise. Throws
+// UsageError, the same on every rank, when chunks overlap or leave holes.
+std::vector<std::vector<Piece>> gather_pieces(const FlatState& flat, MPI_Comm comm);
+
+// Copies this rank's pieces of `flat` (`pieces`, every rank's) into
+// `staging` (grown when too small,
 // page-locked when CUDA is usable), in up to `threads` threads for host
 // tensors, and returns everything the writer needs.
 // With `copy` false and every tensor in host memory, nothing is copied: the
 // writer reads the tensors, which must not change until it is done.
 // `rank_file` is the plan of the previous save, reused when the layout is
 // the same (and built first otherwise, before the staging buffer grows, so
-// that the two never take memory at once on a first save). Throws
-// UsageError for bad names.
-StagedSave stage(std::int64_t step, const State& state, int rank, int world_size, bool copy,
+// that the two never take memory at once on a first save). The key/values
+// come from `state`. Throws UsageError for key/values that are not objects.
+StagedSave stage(std::int64_t step, const State& state, FlatState flat,
+                 std::vector<std::vector<Piece>> pieces, int rank, int world_size, bool copy,
                  int threads, Tensor staging, std::shared_ptr<const RankFilePlan> rank_file,
                  std::shared_ptr<const MasterFileTemplate> master_file);
 

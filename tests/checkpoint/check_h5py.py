@@ -1,5 +1,6 @@
-"""Opens a lockstep checkpoint with h5py and checks every dataset against the
-raw bytes the writer saved beside it, and runs the bf16 recipe of
+"""Opens a lockstep checkpoint with h5py and checks every dataset (whole and
+sharded tensors alike: each reads as one global tensor) against the raw
+bytes the writer saved beside it, and runs the bf16 recipe of
 docs/CHECKPOINTS.md (taken from the page) on every bf16 dataset.
 
 Usage: check_h5py.py <step directory> <expected directory> <world size>
@@ -120,8 +121,16 @@ def main():
             tag = tag.decode() if isinstance(tag, bytes) else tag
             if tag != entry["dtype"]:
                 failures.append(f"{path}: lockstep_dtype {tag}, expected {entry['dtype']}")
-        if len(manifest) != sum(len(group) for group in f["model"].values()):
+        held = sum(len(group) for name in ("model", "optim") for group in f[name].values())
+        if len(manifest) != held:
             failures.append("the file holds other datasets than the ones saved")
+        # The sharded tensors read whole, as one dataset each (checked above),
+        # and metadata.json says they were saved from chunks.
+        sharded = {tensor["path"] for tensor in metadata["tensors"] if tensor.get("sharded")}
+        expected_sharded = {path for path in manifest if path.startswith("optim/")}
+        if sharded != expected_sharded:
+            failures.append(f"sharded tensors in the metadata: {sorted(sharded)}, "
+                            f"expected {sorted(expected_sharded)}")
         failures += check_bf16_recipe(f, manifest, expected_dir)
     failures += check_recorded_offsets(step_dir)
     for failure in failures:

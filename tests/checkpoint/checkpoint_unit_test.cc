@@ -161,6 +161,57 @@ void expect_boxes_tile(const Shape& shape, std::int64_t begin, std::int64_t coun
     EXPECT_EQ(covered[static_cast<std::size_t>(i)], begin + i);
 }
 
+// A FlatState of one replicated tensor of 10 elements and two sharded ones
+// of 7 and 0 elements.
+FlatState sharded_state() {
+  FlatState flat;
+  flat.layouts = {{.path = "model/w", .dtype = DType::kF32, .shape = {10}, .numel = 10},
+                  {.path = "optim/m", .dtype = DType::kF32, .shape = {7}, .numel = 7},
+                  {.path = "optim/e", .dtype = DType::kF64, .shape = {0}, .numel = 0}};
+  flat.parts = {{}, {.sharded = true}, {.sharded = true}};
+  return flat;
+}
+
+std::string plan_error(const std::vector<std::vector<std::pair<std::int64_t, std::int64_t>>>& c) {
+  try {
+    plan_pieces(sharded_state(), c, static_cast<int>(c.size()));
+  } catch (const UsageError& error) {
+    return error.what();
+  }
+  return "accepted";
+}
+
+TEST(PlanPieces, ShardedTensorsAreTheRanksChunksInElementOrder) {
+  // Rank 2 holds the start, rank 0 the end, rank 1 nothing of "optim/m".
+  const auto pieces =
+      plan_pieces(sharded_state(), {{{4, 3}, {0, 0}}, {{0, 0}, {0, 0}}, {{0, 4}, {0, 0}}}, 3);
+  ASSERT_EQ(pieces.size(), 3U);
+  ASSERT_EQ(pieces[1].size(), 2U);
+  EXPECT_EQ(pieces[1][0].file, 2);
+  EXPECT_EQ(pieces[1][0].begin, 0);
+  EXPECT_EQ(pieces[1][0].count, 4);
+  EXPECT_EQ(pieces[1][1].file, 0);
+  EXPECT_EQ(pieces[1][1].begin, 4);
+  EXPECT_TRUE(pieces[2].empty());
+  // The replicated tensor is split over the ranks as split_bytes() does.
+  EXPECT_EQ(pieces[0].size(), 3U);
+}
+
+TEST(PlanPieces, OverlapsAndHolesNameTheTensorAndTheRanks) {
+  EXPECT_EQ(plan_error({{{0, 4}, {0, 0}}, {{3, 4}, {0, 0}}}),
+            "the chunks of tensor 'optim/m' overlap: rank 0 holds elements up to 4, rank 1 from "
+            "3; each element must be saved by one rank");
+  EXPECT_EQ(plan_error({{{0, 3}, {0, 0}}, {{4, 3}, {0, 0}}}),
+            "the chunks of tensor 'optim/m' leave elements [3, 4) to no rank (between rank 0 and "
+            "rank 1); the ranks' chunks must cover the tensor");
+  EXPECT_EQ(plan_error({{{0, 3}, {0, 0}}, {{3, 3}, {0, 0}}}),
+            "the chunks of tensor 'optim/m' leave elements [6, 7) to no rank (after rank 1); the "
+            "ranks' chunks must cover the tensor");
+  EXPECT_EQ(plan_error({{{0, 0}, {0, 0}}, {{0, 0}, {0, 0}}}),
+            "the chunks of tensor 'optim/m' leave elements [0, 7) to no rank (after its start); "
+            "the ranks' chunks must cover the tensor");
+}
+
 TEST(FlatRangeBoxes, TileAnyRangeInOrder) {
   const Shape shape = {4, 3, 5};
   for (std::int64_t begin = 0; begin < 60; begin += 7) {
@@ -259,6 +310,7 @@ TEST(Metadata, HostileFieldsAreCorruption) {
       {"master file outside", [](json& d) { d["master_file"]["name"] = "../checkpoint.h5"; }},
       {"tensor path escapes", [](json& d) { d["tensors"][0]["path"] = "../../etc/w"; }},
       {"absolute tensor path", [](json& d) { d["tensors"][0]["path"] = "/model/w"; }},
+      {"sharded not a boolean", [](json& d) { d["tensors"][0]["sharded"] = "yes"; }},
       {"control character", [](json& d) { d["tensors"][0]["path"] = "model/\x1b[2Jw"; }},
       {"tensor twice", [](json& d) { d["tensors"].push_back(d["tensors"][0]); }},
       {"unknown dtype", [](json& d) { d["tensors"][0]["dtype"] = "f128"; }},

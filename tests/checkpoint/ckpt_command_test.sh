@@ -44,6 +44,10 @@ expect 0 "^step-5: ok" -- ckpt verify "$dir"
 expect 0 "^step-5: ok" -- ckpt verify --step 5 "$dir"
 expect 0 "model/f32/shape5 +f32 +\[129, 33\] +17028" -- ckpt inspect "$dir"
 expect 0 "world size +3" -- ckpt inspect --step 5 "$dir"
+# Sharded tensors: their global shape, and the ranks' chunks that hold them
+# (i32/shape5 straddles the shares of ranks 1 and 2).
+expect 0 "optim/i32/shape5 +i32 +\[129, 33\] +17028 +sharded, 2 chunks" -- ckpt inspect "$dir"
+expect 0 "model/i32/shape5 +i32 +\[129, 33\] +17028 +whole, [0-9]+ pieces?" -- ckpt inspect "$dir"
 expect 0 "data: .*\"sample\":12345" -- ckpt inspect "$dir"
 
 # Bad input: exit code 2 and a message.

@@ -1,9 +1,12 @@
 // The trainer of sigkill_test.sh. `save DIR` checkpoints steps 1, 2, 3, ...
 // forever on deliberately slow storage, printing each rank's pid and every
 // committed step; `restore DIR` restores the newest step and checks that
-// every value is the one saved at that step.
+// every value is the one saved at that step. Besides whole tensors, the
+// state holds sharded moments: each rank its chunk of them, cut anew for
+// the world size of the restore.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <iostream>
@@ -35,6 +38,25 @@ void fill(std::vector<lockstep::Tensor>& tensors, std::int64_t step) {
   fill_typed<std::int64_t>(tensors[2], step);
 }
 
+constexpr std::int64_t kMoments = 1000 * 513;
+
+// This rank's chunk of the moments: shares of ceil(elements / ranks), with
+// the values of `step`.
+lockstep::ShardChunk moments_chunk(int rank, int ranks, std::int64_t step) {
+  const std::int64_t share = (kMoments + ranks - 1) / ranks;
+  const std::int64_t begin = std::min(kMoments, rank * share);
+  const std::int64_t end = std::min(kMoments, begin + share);
+  lockstep::ShardChunk chunk{
+      .local = lockstep::Tensor::allocate("moments", lockstep::DType::kF32, {end - begin}),
+      .global_shape = {1000, 513},
+      .begin = begin};
+  auto* values = chunk.local.data_as<float>();
+  for (std::int64_t i = begin; i < end; ++i) {
+    values[i - begin] = static_cast<float>(step * 1000000 + i);
+  }
+  return chunk;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -56,14 +78,17 @@ int main(int argc, char** argv) {
     for (std::int64_t step = 1;; ++step) {
       fill(tensors, step);
       data = {{"step", step}};
-      checkpointer.save(step, lockstep::State{{"model", tensors}, {"data", data}});
+      const auto chunk = moments_chunk(runtime.rank(), runtime.world_size(), step);
+      checkpointer.save(step,
+                        lockstep::State{{"model", tensors}, {"optim", {chunk}}, {"data", data}});
       // save() waited for the previous step, which is therefore committed.
       if (runtime.rank() == 0 && step > 1) std::cout << "committed " << step - 1 << std::endl;
     }
   }
 
   lockstep::Checkpointer checkpointer(runtime, {.dir = dir});
-  lockstep::State state{{"model", tensors}, {"data", data}};
+  auto chunk = moments_chunk(runtime.rank(), runtime.world_size(), 0);
+  lockstep::State state{{"model", tensors}, {"optim", {chunk}}, {"data", data}};
   const auto step = checkpointer.restore_latest(state);
   if (!step) {
     std::cout << "restored nothing" << std::endl;
@@ -76,6 +101,12 @@ int main(int argc, char** argv) {
       std::cout << "tensor " << tensors[i].name() << " differs from step " << *step << std::endl;
       return 1;
     }
+  }
+  const auto expected_chunk = moments_chunk(runtime.rank(), runtime.world_size(), *step);
+  if (std::memcmp(expected_chunk.local.data(), chunk.local.data(), chunk.local.nbytes()) != 0) {
+    std::cout << "rank " << runtime.rank() << "'s chunk of the moments differs from step " << *step
+              << std::endl;
+    return 1;
   }
   if (data != lockstep::KeyValues{{"step", *step}}) {
     std::cout << "key/values differ: " << data.dump() << std::endl;

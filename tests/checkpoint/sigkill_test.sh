@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# SIGKILL of one rank in the middle of a real 3-rank save leaves the last
-# committed step loadable (at another world size), and the torn save is
-# ignored and then cleaned up.
+# SIGKILL of one rank in the middle of a real 3-rank save (whole tensors and
+# sharded chunks) leaves the last committed step loadable (at another world
+# size, into chunks cut for it), and the torn save is ignored and then
+# cleaned up.
 # Usage: sigkill_test.sh <checkpoint_kill_saver> <scratch dir> <mpiexec...>
 set -u
 saver=$1 scratch=$2

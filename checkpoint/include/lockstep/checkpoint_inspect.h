@@ -40,7 +40,8 @@ struct CheckpointTensorInfo {
   DType dtype = DType::kF32;
   Shape shape;
   std::uint64_t bytes = 0;
-  int pieces = 0;  // slices in rank files
+  int pieces = 0;        // slices in rank files (a sharded tensor's: the ranks' chunks)
+  bool sharded = false;  // saved from chunks of sharded state
 };
 
 // What metadata.json of a committed step says.

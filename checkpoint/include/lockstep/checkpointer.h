@@ -20,6 +20,7 @@
 #include "lockstep/file_env.h"
 #include "lockstep/mpi_comm.h"
 #include "lockstep/runtime.h"
+#include "lockstep/shard.h"
 #include "lockstep/tensor.h"
 
 namespace lockstep {
@@ -35,20 +36,30 @@ using KeyValues = nlohmann::json;
 
 // What a checkpoint contains: named groups of tensors ("model", "optim") and
 // named key/value objects ("data"). A State refers to the caller's tensors
-// and values; it owns no data. In this version every rank holds the full
-// tensors (replicated data-parallel state) and passes the same State.
+// and values; it owns no data. Every rank passes a State of the same names,
+// global shapes and dtypes. A group holds either replicated tensors (every
+// rank the whole tensor) or sharded ones (each rank its chunk of each
+// global tensor, as ShardedGradSync's ShardLayout::chunks() gives them).
 class State {
  public:
   struct Item {
-    // A group of tensors, saved as datasets "<name>/<tensor name>". The
-    // Tensor handles share storage with the caller's tensors, so a restore
-    // fills the caller's memory.
+    // A group of replicated tensors, saved as datasets "<name>/<tensor
+    // name>". The Tensor handles share storage with the caller's tensors, so
+    // a restore fills the caller's memory.
     Item(std::string name, std::vector<Tensor> tensors);
+    // A group of sharded tensors: this rank's chunk of each. A save writes
+    // each rank's chunks, which must tile every global tensor (no overlap,
+    // no hole, at most one chunk per rank and tensor; empty chunks are
+    // fine); the checkpoint holds the global tensors, which restore at any
+    // world size into chunks or whole tensors. A chunk's elements must
+    // lie in the global tensor; a scalar cannot be sharded.
+    Item(std::string name, std::vector<ShardChunk> chunks);
     // Key/values that the caller keeps alive; a restore assigns into them.
     Item(std::string name, KeyValues& values);
 
     std::string name;
     std::vector<Tensor> tensors;
+    std::vector<ShardChunk> chunks;
     KeyValues* values = nullptr;
   };
 
