@@ -411,10 +411,14 @@ void broadcast_pieces(MPI_Comm comm, int rank, int ranks, const std::vector<int>
 void check_coverage(MPI_Comm comm, const FlatState& flat,
                     const std::vector<const TensorRecord*>& records, const Metadata& metadata,
                     const fs::path& step_dir) {
-  if (std::none_of(flat.parts.begin(), flat.parts.end(),
-                   [](const LocalPart& part) { return part.sharded; })) {
-    return;
-  }
+  // Whether any rank holds chunks decides for all: a rank with whole
+  // tensors only must still join the exchange of one that has chunks.
+  int any_sharded = std::any_of(flat.parts.begin(), flat.parts.end(),
+                                [](const LocalPart& part) { return part.sharded; })
+                        ? 1
+                        : 0;
+  LOCKSTEP_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &any_sharded, 1, MPI_INT, MPI_MAX, comm));
+  if (any_sharded == 0) return;
   int ranks = 1;
   LOCKSTEP_CHECK_MPI(MPI_Comm_size(comm, &ranks));
   // Indexed by the checkpoint's tensor order, which every rank shares.

@@ -204,6 +204,30 @@ TEST(ShardedCheckpoint, ChunksRestoreIntoWholeTensorsAndBack) {
   round_trip(1, 8, false, true);
 }
 
+// Rank 0 restores whole tensors while the others restore chunks (rank 0
+// holds every element, so the chunks need not cover anything): a mix of
+// the two in one restore loads, and no rank waits for another.
+TEST(ShardedCheckpoint, OneRankWholeTheOthersChunks) {
+  const auto dir = shared_dir("mixed");
+  const std::vector<Tensor> whole = whole_tensors(11);
+  Checkpointer checkpointer(runtime().comm(), {.dir = dir, .async = false});
+  State saved{{"optim.m", chunks_of(runtime().rank(), runtime().world_size(), 0, &whole)}};
+  checkpointer.save(3, saved);
+  std::vector<Tensor> tensors;
+  std::vector<ShardChunk> chunks;
+  State state;
+  if (runtime().rank() == 0) {
+    tensors = whole_tensors(1);
+    state.add({"optim.m", tensors});
+  } else {
+    chunks = chunks_of(runtime().rank() - 1, runtime().world_size() - 1, 3, nullptr);
+    state.add({"optim.m", chunks});
+  }
+  checkpointer.restore(3, state);
+  EXPECT_EQ(runtime().rank() == 0 ? whole_mismatch(tensors, whole) : chunk_mismatch(chunks, whole),
+            "");
+}
+
 // Every rank of the job saves chunks cut by `cut`; the save must fail on
 // every rank with a message holding `needle`, and commit nothing.
 template <class Cut>
