@@ -94,7 +94,8 @@ for n in all_ranks:
           f"{get(n, 'rss_growth_mib') / get(n, 'gradient_mib'):>15.2f}")
 print()
 print(f"{'ranks':>5} | {'GradSync ms':>11} | {'ZeRO-1 ms':>9} {'ZeRO/GS':>7} | {'GS packed ms':>12} | "
-      f"{'flat allreduce ms':>17} {'flat RS + AG ms':>15} | {'owned share':>11} {'x N':>5}")
+      f"{'flat allreduce ms':>17} {'flat RS + AG ms':>15} {'Open MPI RS + AG ms':>19} | "
+      f"{'owned share':>11} {'x N':>5}")
 for n in all_ranks:
     if (n, "zero_sharded_ms") not in figures:
         continue
@@ -103,7 +104,8 @@ for n in all_ranks:
     owned = get(n, "zero_most_owned_share")
     print(f"{n:>5} | {gs:>11.1f} | {zero:>9.1f} {zero / gs:>7.2f} | "
           f"{get(n, 'zero_allreduce_packed_ms'):>12.1f} | {get(n, 'zero_flat_allreduce_ms'):>17.1f} "
-          f"{get(n, 'zero_flat_reduce_scatter_ms') + get(n, 'zero_flat_allgather_ms'):>15.1f} | "
+          f"{get(n, 'zero_flat_reduce_scatter_ms') + get(n, 'zero_flat_allgather_ms'):>15.1f} "
+          f"{get(n, 'zero_flat_mpi_reduce_scatter_allgather_ms'):>19.1f} | "
           f"{owned:>11.4f} {owned * n:>5.3f}")
 print("# ZeRO-1 = ShardedGradSync: reduce-scatter, then all-gather of the parameters; "
       "owned share = the largest share of the elements (and of Adam's state) a rank holds")

@@ -248,14 +248,9 @@ void MpiCommunicator::run_allgather(const Tensor& input, Tensor& output) {
   char* mine = bytes_of(output) + static_cast<std::size_t>(rank_) * input.nbytes();
   const bool in_place = input.nbytes() > 0 && input.data() == mine;
   if (output.nbytes() >= kRingMinBytes && size_ > 1) {
-    // Around the ring, as the second half of an all-reduce: Open MPI's own
-    // all-gather of large blocks is several times slower here.
     if (!in_place) std::memcpy(mine, input.data(), input.nbytes());
-    const RingSpan span{output.data(), output.nbytes()};
-    ring_allreduce(
-        std::span(&span, 1), 1, MPI_BYTE, MPI_OP_NULL, data_.get(),
-        {.phases = RingPhases::kAllgather, .chunk_bytes = kRingChunkBytes, .window = kRingWindow},
-        ring_scratch_);
+    std::vector<Tensor> stream = {output};
+    run_ring_half(stream, RingPhases::kAllgather, ReduceOp::kSum);
     return;
   }
   LOCKSTEP_CHECK_MPI(MPI_Allgather(in_place ? MPI_IN_PLACE : input.data(), count, MPI_BYTE,
@@ -266,30 +261,19 @@ void MpiCommunicator::run_reduce_scatter(const Tensor& input, Tensor& output, Re
                                          bool input_is_scratch) {
   const int count = checked_count(static_cast<std::size_t>(output.numel()), "reduce_scatter");
   if (input.nbytes() >= kRingMinBytes && size_ > 1) {
-    // The first half of a ring all-reduce, in the input (or a copy of it):
-    // Open MPI's own reduce-scatter of large blocks is several times slower
-    // here.
-    char* data = static_cast<char*>(const_cast<void*>(input.data()));
+    // In the input, or in a copy of it when the caller keeps it.
+    Tensor work = input;
     if (!input_is_scratch) {
       input_copy_.resize(input.nbytes());
       std::memcpy(input_copy_.data(), input.data(), input.nbytes());
-      data = input_copy_.data();
+      work = Tensor::borrow(input.name(), input_copy_.data(), input.dtype(), input.shape());
     }
-    const DType dtype = input.dtype();
-    const std::size_t element = dtype_size(dtype);
-    const char* mine = data + static_cast<std::size_t>(rank_) * output.nbytes();
-    const RingSpan span{data, static_cast<std::size_t>(input.numel())};
-    RingAllreduceOptions ring{.phases = RingPhases::kReduceScatter,
-                              .chunk_bytes = kRingChunkBytes,
-                              .window = kRingWindow};
-    // Each chunk of this rank's block as it completes, while in cache.
-    ring.finish_chunk = [&](void* chunk, std::size_t elements) {
-      if (op == ReduceOp::kAvg) divide_in_place(chunk, dtype, elements, size_);
-      std::memcpy(bytes_of(output) + (static_cast<const char*>(chunk) - mine), chunk,
-                  elements * element);
-    };
-    ring_allreduce(std::span(&span, 1), element, reduce_ops_.datatype(dtype),
-                   reduce_ops_.op(dtype, op), data_.get(), ring, ring_scratch_);
+    std::vector<Tensor> stream = {work};
+    run_ring_half(stream, RingPhases::kReduceScatter, op);
+    std::memcpy(
+        output.data(),
+        static_cast<const char*>(work.data()) + static_cast<std::size_t>(rank_) * output.nbytes(),
+        output.nbytes());
     return;
   }
   LOCKSTEP_CHECK_MPI(MPI_Reduce_scatter_block(input.data(), output.data(), count,
@@ -300,6 +284,26 @@ void MpiCommunicator::run_reduce_scatter(const Tensor& input, Tensor& output, Re
   }
 }
 
+void MpiCommunicator::run_ring_half(std::vector<Tensor>& tensors, RingPhases phases, ReduceOp op) {
+  const DType dtype = tensors.front().dtype();
+  std::vector<RingSpan> spans;
+  for (Tensor& tensor : tensors) {
+    spans.push_back({tensor.data(), static_cast<std::size_t>(tensor.numel())});
+  }
+  RingAllreduceOptions ring{
+      .phases = phases, .chunk_bytes = kRingChunkBytes, .window = kRingWindow};
+  const bool reduces = phases != RingPhases::kAllgather;
+  if (reduces && op == ReduceOp::kAvg) {
+    // Each chunk of this rank's share as it completes, while in cache.
+    ring.finish_chunk = [&](void* data, std::size_t count) {
+      divide_in_place(data, dtype, count, size_);
+    };
+  }
+  ring_allreduce(spans, dtype_size(dtype), reduce_ops_.datatype(dtype),
+                 reduces ? reduce_ops_.op(dtype, op) : MPI_OP_NULL, data_.get(), ring,
+                 ring_scratch_);
+}
+
 void MpiCommunicator::run_reduce_scatter_stream(std::vector<Tensor>& tensors, ReduceOp op) {
   std::size_t total_bytes = 0;
   for (const Tensor& tensor : tensors) total_bytes += tensor.nbytes();
@@ -308,36 +312,15 @@ void MpiCommunicator::run_reduce_scatter_stream(std::vector<Tensor>& tensors, Re
     run_allreduce(tensors, op);
     return;
   }
-  const DType dtype = tensors.front().dtype();
-  std::vector<RingSpan> spans;
-  for (Tensor& tensor : tensors) {
-    spans.push_back({tensor.data(), static_cast<std::size_t>(tensor.numel())});
-  }
-  RingAllreduceOptions ring{
-      .phases = RingPhases::kReduceScatter, .chunk_bytes = kRingChunkBytes, .window = kRingWindow};
-  if (op == ReduceOp::kAvg) {
-    ring.finish_chunk = [&](void* data, std::size_t count) {
-      divide_in_place(data, dtype, count, size_);
-    };
-  }
-  ring_allreduce(spans, dtype_size(dtype), reduce_ops_.datatype(dtype), reduce_ops_.op(dtype, op),
-                 data_.get(), ring, ring_scratch_);
+  run_ring_half(tensors, RingPhases::kReduceScatter, op);
 }
 
 void MpiCommunicator::run_allgather_stream(std::vector<Tensor>& tensors) {
-  const DType dtype = tensors.front().dtype();
-  const std::size_t element = dtype_size(dtype);
+  const std::size_t element = dtype_size(tensors.front().dtype());
   std::size_t total = 0;  // elements
   for (const Tensor& tensor : tensors) total += static_cast<std::size_t>(tensor.numel());
   if (total * element >= kRingMinBytes && size_ > 1) {
-    std::vector<RingSpan> spans;
-    for (Tensor& tensor : tensors) {
-      spans.push_back({tensor.data(), static_cast<std::size_t>(tensor.numel())});
-    }
-    ring_allreduce(
-        spans, element, reduce_ops_.datatype(dtype), MPI_OP_NULL, data_.get(),
-        {.phases = RingPhases::kAllgather, .chunk_bytes = kRingChunkBytes, .window = kRingWindow},
-        ring_scratch_);
+    run_ring_half(tensors, RingPhases::kAllgather, ReduceOp::kSum);
     return;
   }
   // Small: through one contiguous copy of the stream, shares of uneven size.

@@ -18,6 +18,7 @@
 #include "lockstep/mpi_comm.h"
 #include "lockstep/mutex.h"
 #include "reduce_ops.h"
+#include "ring_allreduce.h"
 #include "work.h"
 
 namespace lockstep::detail {
@@ -90,6 +91,10 @@ class MpiCommunicator final : public Communicator {
   void run_broadcast(Tensor& tensor, int root);
   void run_allgather(const Tensor& input, Tensor& output);
   void run_reduce_scatter(const Tensor& input, Tensor& output, ReduceOp op, bool input_is_scratch);
+  // One half of the ring all-reduce over `tensors` taken back to back, in
+  // shares of ceil(elements / size) (the large reduce-scatters and
+  // all-gathers, of streams and of equal blocks alike).
+  void run_ring_half(std::vector<Tensor>& tensors, RingPhases phases, ReduceOp op);
   void run_reduce_scatter_stream(std::vector<Tensor>& tensors, ReduceOp op);
   void run_allgather_stream(std::vector<Tensor>& tensors);
 

@@ -63,20 +63,20 @@ ShardedGradSync::ShardedGradSync(Communicator& communicator, std::vector<Tensor>
     slot_by_gradient_.emplace(gradients[i].name(), i);
     slots_.push_back(Slot{std::move(parameters[i]), std::move(gradients[i])});
   }
-  plan(options_);
+  plan();
 }
 
 ShardedGradSync::~ShardedGradSync() { finish_in_flight(); }
 
-void ShardedGradSync::plan(const GradSyncOptions& options) {
+void ShardedGradSync::plan() {
   const auto size = static_cast<std::size_t>(communicator_.size());
   const auto rank = static_cast<std::size_t>(communicator_.rank());
   padded_ = !communicator_.has_stream_shares();
   std::vector<Tensor> gradients;
   for (const Slot& slot : slots_) gradients.push_back(slot.gradient);
-  for (const detail::PlannedBucket& planned : detail::plan_buckets(gradients, options)) {
+  for (const detail::PlannedBucket& planned : detail::plan_buckets(gradients, options_)) {
     const DType dtype = slots_[planned.members.front()].gradient.dtype();
-    const DType wire = detail::wire_dtype_for(dtype, options.wire_dtype);
+    const DType wire = detail::wire_dtype_for(dtype, options_.wire_dtype);
     Bucket bucket;
     bucket.slots = planned.members;
     // The stream: in-place gradients first, then the packed buffer. The
@@ -87,7 +87,7 @@ void ShardedGradSync::plan(const GradSyncOptions& options) {
       slot.bucket = buckets_.size();
       slot.in_place =
           !padded_ && wire == dtype &&
-          static_cast<double>(slot.gradient.nbytes()) >= options.in_place_min_mb * 1024.0 * 1024.0;
+          static_cast<double>(slot.gradient.nbytes()) >= options_.in_place_min_mb * 1024.0 * 1024.0;
       if (slot.in_place) {
         slot.offset = bucket.elements;
         bucket.elements += static_cast<std::size_t>(slot.gradient.numel());

@@ -6,10 +6,21 @@
 #include <string>
 #include <vector>
 
+#include <lockstep/communicator.h>
 #include <lockstep/error.h>
 #include <lockstep/grad_sync.h>
 
+#include "mpi_test.h"
+
 namespace lockstep::testing {
+
+// One communicator of the job's ranks for host gradients (the mpi backend,
+// also on ranks bound to a GPU), shared by the tests of one binary.
+inline Communicator& host_communicator() {
+  static std::unique_ptr<Communicator> comm =
+      make_communicator(runtime().comm(), Device::cpu(), communicator_options(runtime()));
+  return *comm;
+}
 
 // `gradients` are the ones `sync` registered, "embed.weight" first and
 // "fc1.weight" second. Marking the second ready twice, and waiting with the

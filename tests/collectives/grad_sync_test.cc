@@ -23,12 +23,7 @@ using testing::precision;
 using testing::runtime;
 using testing::set_element;
 
-// Host gradients, so the mpi backend, also on ranks bound to a GPU.
-Communicator& communicator() {
-  static std::unique_ptr<Communicator> comm =
-      make_communicator(runtime().comm(), Device::cpu(), communicator_options(runtime()));
-  return *comm;
-}
+Communicator& communicator() { return testing::host_communicator(); }
 
 struct ParamSpec {
   std::string name;

@@ -15,6 +15,7 @@
 #include <lockstep/grad_sync.h>
 #include <lockstep/sharded_grad_sync.h>
 
+#include "grad_sync_checks.h"
 #include "mpi_test.h"
 #include "tensor_values.h"
 
@@ -25,11 +26,7 @@ using testing::element;
 using testing::runtime;
 using testing::set_element;
 
-Communicator& communicator() {
-  static std::unique_ptr<Communicator> comm =
-      make_communicator(runtime().comm(), Device::cpu(), communicator_options(runtime()));
-  return *comm;
-}
+Communicator& communicator() { return testing::host_communicator(); }
 
 struct ParamSpec {
   std::string name;
@@ -48,6 +45,13 @@ const std::vector<ParamSpec> kParams = {
 };
 
 const GradSyncOptions kSmallBuckets{.bucket_mb = 4.0 / 1024, .first_bucket_mb = 4.0 / 1024 / 1024};
+
+// kSmallBuckets with gradients of `in_place_min_mb` MiB or more in place.
+GradSyncOptions small_buckets_in_place_from(double in_place_min_mb) {
+  GradSyncOptions options = kSmallBuckets;
+  options.in_place_min_mb = in_place_min_mb;
+  return options;
+}
 
 double gradient_value(int rank, std::size_t param, std::size_t index, int step) {
   return testing::input_value(rank + 3 * step, index * 31 + param, DType::kF32);
@@ -162,21 +166,16 @@ TEST(ShardedGradSync, OwnedAveragesAreGradSyncsBitsWithDefaultBuckets) {
 }
 
 TEST(ShardedGradSync, OwnedAveragesAreGradSyncsBitsWithEveryGradientInPlace) {
-  GradSyncOptions options = kSmallBuckets;
-  options.in_place_min_mb = 0;
-  expect_owned_averages_match(options);
+  expect_owned_averages_match(small_buckets_in_place_from(0));
 }
 
 TEST(ShardedGradSync, OwnedAveragesAreGradSyncsBitsInPlaceAndPackedTogether) {
-  GradSyncOptions options = kSmallBuckets;
-  options.in_place_min_mb = 1.0 / 1024;
-  expect_owned_averages_match(options);
+  expect_owned_averages_match(small_buckets_in_place_from(1.0 / 1024));
 }
 
 TEST(ShardedGradSync, OwnedAveragesAreGradSyncsBitsWithBf16OnTheWire) {
   GradSyncOptions options = kSmallBuckets;
-  options.wire_dtype = WireDType::kBF16;
-  options.in_place_min_mb = 1e9;  // GradSync packs every gradient, as the sharded one does
+  options.wire_dtype = WireDType::kBF16;  // packs every f32 and f64 gradient, in both
   expect_owned_averages_match(options);
 }
 
@@ -252,9 +251,7 @@ TEST(ShardedGradSync, OptimizerOnOwnedElementsThenGatherEqualsTheReplicatedStep)
 }
 
 TEST(ShardedGradSync, OptimizerStepMatchesWithParametersGatheredInPlace) {
-  GradSyncOptions options = kSmallBuckets;
-  options.in_place_min_mb = 1.0 / 1024;
-  expect_optimizer_step_matches(options);
+  expect_optimizer_step_matches(small_buckets_in_place_from(1.0 / 1024));
 }
 
 TEST(ShardedGradSync, ChunksViewTheOwnedState) {

@@ -120,7 +120,7 @@ class ShardedGradSync {
     std::shared_ptr<Work> gather;  // in flight since gather_parameters()
   };
 
-  void plan(const GradSyncOptions& options);
+  void plan();
   void launch_full_buckets();
   // Waits for the bucket's all-gather, if any, and copies its parameters out.
   void finish_gather(Bucket& bucket);
