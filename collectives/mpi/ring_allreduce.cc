@@ -102,18 +102,18 @@ class Ring {
     std::size_t total = 0;
     for (const RingSpan& span : spans) total += span.count;
     blocks_.resize(size_);
-    // A phase alone works on blocks in rank order, which must end (or
-    // start) complete on their rank: rank r completes ring block r + 1, so
-    // ring block k is data block k - 1.
-    const std::size_t rotation = options_.phases == RingPhases::kAllreduce ? 0 : 1;
+    // Blocks in rank order: block r ends (or, for an all-gather alone,
+    // starts) complete on rank r. Rank r completes ring block r + 1, so
+    // ring block k is data block k - 1. The all-reduce cuts its blocks the
+    // same way, so that its reduce-scatter half adds every element in the
+    // order a reduce-scatter alone does: the same bits.
+    constexpr std::size_t rotation = 1;
     std::size_t span_index = 0;
     std::size_t span_offset = 0;
     while (span_index < spans.size() && spans[span_index].count == 0) ++span_index;
     for (std::size_t data_block = 0; data_block < size_; ++data_block) {
       const std::size_t block = (data_block + rotation) % size_;
-      std::size_t left = options_.phases == RingPhases::kAllreduce
-                             ? total / size_ + (data_block < total % size_ ? 1 : 0)
-                             : share_count(total, size_, data_block);
+      std::size_t left = share_count(total, size_, data_block);
       while (left > 0) {
         const RingSpan& span = spans[span_index];
         const std::size_t count = std::min({left, chunk_elements, span.count - span_offset});

@@ -82,21 +82,22 @@ class CpuModel final : public Model {
     ++t;
     const float correction1 = 1.0f - std::pow(adam_.beta1, static_cast<float>(t));
     const float correction2 = 1.0f - std::pow(adam_.beta2, static_cast<float>(t));
-    const auto update = [&](Tensor& param, const Tensor& grad, Tensor& m, Tensor& v) {
-      float* p = param.data_as<float>();
-      const float* g = grad.data_as<float>();
-      float* mm = m.data_as<float>();
-      float* vv = v.data_as<float>();
-      for (std::int64_t i = 0; i < param.numel(); ++i) {
-        mm[i] = adam_.beta1 * mm[i] + (1 - adam_.beta1) * g[i];
-        vv[i] = adam_.beta2 * vv[i] + (1 - adam_.beta2) * g[i] * g[i];
-        p[i] -= adam_.learning_rate * (mm[i] / correction1) /
-                (std::sqrt(vv[i] / correction2) + adam_.epsilon);
+    std::vector<Tensor> params = parameters();
+    std::vector<Tensor> grads = gradients();
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      // The owned elements [begin, begin + count) of parameter i; their
+      // moments start at local_offset.
+      const lockstep::ShardSlice& owned = owned_.slices[i];
+      float* p = params[i].data_as<float>() + owned.begin;
+      const float* g = grads[i].data_as<float>() + owned.begin;
+      float* mm = m_.data_as<float>() + owned.local_offset;
+      float* vv = v_.data_as<float>() + owned.local_offset;
+      for (std::int64_t k = 0; k < owned.count; ++k) {
+        mm[k] = adam_.beta1 * mm[k] + (1 - adam_.beta1) * g[k];
+        vv[k] = adam_.beta2 * vv[k] + (1 - adam_.beta2) * g[k] * g[k];
+        p[k] -= adam_.learning_rate * (mm[k] / correction1) /
+                (std::sqrt(vv[k] / correction2) + adam_.epsilon);
       }
-    };
-    for (Layer& layer : layers_) {
-      update(layer.weight, layer.weight_grad, layer.weight_m, layer.weight_v);
-      update(layer.bias, layer.bias_grad, layer.bias_m, layer.bias_v);
     }
   }
 

@@ -151,13 +151,16 @@ class CudaModel final : public Model {
         .correction1 = 1.0f - std::pow(adam_.beta1, static_cast<float>(t)),
         .correction2 = 1.0f - std::pow(adam_.beta2, static_cast<float>(t)),
     };
-    const auto update = [&](Tensor& param, const Tensor& grad, Tensor& m, Tensor& v) {
-      LOCKSTEP_CHECK_CUDA(cuda::adam_update(floats(param), floats(grad), floats(m), floats(v),
-                                            count_of(param), step));
-    };
-    for (Layer& layer : layers_) {
-      update(layer.weight, layer.weight_grad, layer.weight_m, layer.weight_v);
-      update(layer.bias, layer.bias_grad, layer.bias_m, layer.bias_v);
+    std::vector<Tensor> params = parameters();
+    std::vector<Tensor> grads = gradients();
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      // The owned elements of parameter i, and their moments.
+      const lockstep::ShardSlice& owned = owned_.slices[i];
+      if (owned.count == 0) continue;
+      LOCKSTEP_CHECK_CUDA(
+          cuda::adam_update(floats(params[i]) + owned.begin, floats(grads[i]) + owned.begin,
+                            floats(m_) + owned.local_offset, floats(v_) + owned.local_offset,
+                            static_cast<std::size_t>(owned.count), step));
     }
   }
 

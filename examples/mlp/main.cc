@@ -4,15 +4,21 @@
 // decides (interval or signal), and ends with its accuracy.
 //
 //   lockstep run -n 4 -- mlp --steps 300 [--hidden 256,256] [--weights-out w.bin]
-//                          [--device cpu|cuda]
+//                          [--device cpu|cuda] [--zero 1]
+//
+// --zero 1 shards Adam's state across the ranks (ZeRO-1, ShardedGradSync):
+// each rank keeps the moments of its share of the parameters only, and the
+// weights are the same bits as without it.
 #include <cblas.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <thread>
 
+#include <fmt/format.h>
 #include <lockstep/lockstep.h>
 #include <CLI/CLI.hpp>
 
@@ -38,6 +44,7 @@ struct Options {
   std::string weights_out;
   int step_ms = 0;  // extra time per step, to make runs long enough to watch
   int eval_samples = 4096;
+  int zero = 0;  // 1: optimizer state sharded across the ranks
 };
 
 constexpr std::uint64_t kDatasetSize = std::uint64_t{1} << 20;
@@ -88,6 +95,10 @@ int main(int argc, char** argv) {
   app.add_flag("--sync-checkpoints", options.sync_checkpoints, "Save checkpoints synchronously");
   app.add_option("--weights-out", options.weights_out, "Write the final weights here (rank 0)");
   app.add_option("--step-ms", options.step_ms, "Extra milliseconds per step (demos)");
+  app.add_option("--zero", options.zero,
+                 "1: shard Adam's state across the ranks (ZeRO-1); 0: every rank holds all of it")
+      ->check(CLI::IsMember({0, 1}))
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
@@ -99,6 +110,14 @@ int main(int argc, char** argv) {
   try {
     device = mlp::model_device(options.device, rt);
     widths = mlp::layer_widths(options.input_dim, options.hidden, options.classes);
+    if (options.global_batch <= 0 || options.global_batch % rt.world_size() != 0) {
+      const int ranks = rt.world_size();
+      throw lockstep::UsageError(fmt::format(
+          "--batch {} must be a positive multiple of the number of ranks ({}), so that every "
+          "rank gets the same share; pass --batch {} (or start a number of ranks that divides {})",
+          options.global_batch, ranks, std::max(ranks, options.global_batch / ranks * ranks),
+          options.global_batch));
+    }
   } catch (const lockstep::UsageError& error) {
     if (rt.rank() == 0) lockstep::log::error("mlp: {}", error.what());
     return 2;
@@ -115,7 +134,17 @@ int main(int argc, char** argv) {
   // GPU node still averages host gradients over MPI.
   auto communicator =
       lockstep::make_communicator(rt.comm(), device, lockstep::communicator_options(rt));
-  lockstep::GradSync sync(*communicator, model->gradients());
+  // Replicated: GradSync averages every gradient and each rank updates
+  // every parameter. ZeRO-1: each rank gets and updates its share, and the
+  // parameters are gathered after the step.
+  std::optional<lockstep::GradSync> sync;
+  std::optional<lockstep::ShardedGradSync> sharded;
+  if (options.zero == 1) {
+    sharded.emplace(*communicator, model->parameters(), model->gradients());
+    model->set_owned(sharded->layout());
+  } else {
+    sync.emplace(*communicator, model->gradients());
+  }
   // Every rank must hold the same weights after each step: compare them now
   // and then (LOCKSTEP_REPLICA_CHECK_EVERY) and before every checkpoint.
   lockstep::ReplicaCheck replicas(*communicator, model->parameters(), rt);
@@ -123,8 +152,8 @@ int main(int argc, char** argv) {
                                            .keep_last = options.keep_last,
                                            .async = !options.sync_checkpoints});
   lockstep::KeyValues progress = {{"next_step", 0}, {"seed", options.seed}};
-  lockstep::State state{
-      {"model", model->parameters()}, {"optim", model->optimizer_state()}, {"data", progress}};
+  lockstep::State state{{"model", model->parameters()}, {"data", progress}};
+  for (lockstep::State::Item& item : model->optimizer_state()) state.add(std::move(item));
   std::int64_t step = 0;
   if (checkpointer.restore_latest(state)) {
     step = progress.at("next_step").get<std::int64_t>();
@@ -135,20 +164,35 @@ int main(int argc, char** argv) {
   } else {
     model->initialize(options.seed);
   }
+  // Every rank's share of Adam's state (bench/mlp/zero_memory.sh reads it).
+  lockstep::log::debug("mlp: Adam's state {} bytes on this rank", model->optimizer_bytes());
   if (rt.rank() == 0) {
-    lockstep::log::info("mlp: {} parameters, layers {}, {} ranks x {} samples, steps {}..{} on {}",
-                        model->parameter_count(), options.hidden, rt.world_size(),
-                        sampler.local_batch(), step, options.steps, device.str());
+    lockstep::log::info(
+        "mlp: {} parameters, layers {}, {} ranks x {} samples, steps {}..{} on {}{}",
+        model->parameter_count(), options.hidden, rt.world_size(), sampler.local_batch(), step,
+        options.steps, device.str(), options.zero == 1 ? ", Adam's state sharded (ZeRO-1)" : "");
   }
 
   double loss = 0;
   for (; step < options.steps; ++step) {
     const mlp::Batch batch =
         mlp::make_batch(data, sampler.local_batch(), [&](int j) { return sampler.index(step, j); });
-    loss =
-        model->forward_backward(batch, [&](lockstep::Tensor& gradient) { sync.ready(gradient); });
-    sync.wait();
-    model->optimizer_step();
+    loss = model->forward_backward(batch, [&](lockstep::Tensor& gradient) {
+      if (sharded) {
+        sharded->ready(gradient);
+      } else {
+        sync->ready(gradient);
+      }
+    });
+    if (sharded) {
+      sharded->wait();
+      model->optimizer_step();  // this rank's share
+      sharded->gather_parameters();
+      sharded->wait_parameters();
+    } else {
+      sync->wait();
+      model->optimizer_step();
+    }
     replicas.after_step(step);
     if (options.step_ms > 0)
       std::this_thread::sleep_for(std::chrono::milliseconds(options.step_ms));

@@ -16,7 +16,7 @@ using lockstep::DType;
 using lockstep::Tensor;
 
 Model::Model(const std::vector<int>& widths, lockstep::Device device)
-    : step_(Tensor::allocate("adam.step", DType::kI64, {})) {
+    : step_(Tensor::allocate("adam.step", DType::kI64, {})), device_(device) {
   for (std::size_t l = 0; l + 1 < widths.size(); ++l) {
     Layer layer;
     layer.in = widths[l];
@@ -28,12 +28,9 @@ Model::Model(const std::vector<int>& widths, lockstep::Device device)
     layer.bias = Tensor::allocate(name + ".bias", DType::kF32, b_shape, device);
     layer.weight_grad = Tensor::allocate(name + ".weight", DType::kF32, w_shape, device);
     layer.bias_grad = Tensor::allocate(name + ".bias", DType::kF32, b_shape, device);
-    layer.weight_m = Tensor::allocate(name + ".weight.m", DType::kF32, w_shape, device);
-    layer.weight_v = Tensor::allocate(name + ".weight.v", DType::kF32, w_shape, device);
-    layer.bias_m = Tensor::allocate(name + ".bias.m", DType::kF32, b_shape, device);
-    layer.bias_v = Tensor::allocate(name + ".bias.v", DType::kF32, b_shape, device);
     layers_.push_back(std::move(layer));
   }
+  set_owned(whole_layout());
 }
 
 std::vector<Tensor> Model::parameters() {
@@ -48,12 +45,40 @@ std::vector<Tensor> Model::gradients() {
   return all;
 }
 
-std::vector<Tensor> Model::optimizer_state() {
-  std::vector<Tensor> all = {step_};
-  for (Layer& layer : layers_) {
-    all.insert(all.end(), {layer.weight_m, layer.weight_v, layer.bias_m, layer.bias_v});
+lockstep::ShardLayout Model::whole_layout() {
+  lockstep::ShardLayout layout;
+  for (const Tensor& parameter : parameters()) {
+    layout.slices.push_back({.name = parameter.name(),
+                             .shape = parameter.shape(),
+                             .dtype = parameter.dtype(),
+                             .begin = 0,
+                             .count = parameter.numel(),
+                             .local_offset = layout.local_elements});
+    layout.local_elements += parameter.numel();
   }
-  return all;
+  return layout;
+}
+
+void Model::set_owned(const lockstep::ShardLayout& owned) {
+  owned_ = owned;
+  sharded_ = owned.size > 1;
+  m_ = Tensor::allocate("adam.m", DType::kF32, {owned.local_elements}, device_);
+  v_ = Tensor::allocate("adam.v", DType::kF32, {owned.local_elements}, device_);
+}
+
+std::vector<lockstep::State::Item> Model::optimizer_state() {
+  const auto group = [&](const std::string& name, const Tensor& moments) {
+    if (sharded_) return lockstep::State::Item(name, owned_.chunks(moments));
+    // Whole tensors: views of the moments in the parameters' shapes.
+    std::vector<Tensor> whole;
+    for (const lockstep::ShardSlice& slice : owned_.slices) {
+      whole.push_back(moments.view(slice.name,
+                                   static_cast<std::size_t>(slice.local_offset) * sizeof(float),
+                                   DType::kF32, slice.shape));
+    }
+    return lockstep::State::Item(name, whole);
+  };
+  return {group("optim.m", m_), group("optim.v", v_), {"optim", std::vector<Tensor>{step_}}};
 }
 
 std::int64_t Model::parameter_count() {

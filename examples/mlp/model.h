@@ -10,7 +10,9 @@
 #include <string>
 #include <vector>
 
+#include <lockstep/checkpointer.h>
 #include <lockstep/runtime.h>
+#include <lockstep/shard.h>
 #include <lockstep/tensor.h>
 
 #include "dataset.h"
@@ -30,14 +32,13 @@ struct AdamOptions {
   float epsilon = 1e-8f;
 };
 
-// One layer's tensors: the weight (out x in) and bias (out), their
-// gradients (named like them, as GradSync expects), and Adam's moments.
+// One layer's tensors: the weight (out x in) and bias (out), and their
+// gradients (named like them, as GradSync expects).
 struct Layer {
   int in = 0;
   int out = 0;
   lockstep::Tensor weight, bias;            // out x in, out
   lockstep::Tensor weight_grad, bias_grad;  // same shapes
-  lockstep::Tensor weight_m, weight_v, bias_m, bias_v;
 };
 
 class Model {
@@ -53,7 +54,8 @@ class Model {
   // the mean loss of the batch.
   virtual double forward_backward(const Batch& batch,
                                   const std::function<void(lockstep::Tensor&)>& on_gradient) = 0;
-  // One Adam step with the (averaged) gradients.
+  // One Adam step with the (averaged) gradients, on the owned elements of
+  // every parameter only.
   virtual void optimizer_step() = 0;
   // Fraction of `batch` classified correctly.
   virtual double accuracy(const Batch& batch) = 0;
@@ -61,9 +63,23 @@ class Model {
   // "fc0.weight", "fc0.bias", ... in forward order.
   std::vector<lockstep::Tensor> parameters();
   std::vector<lockstep::Tensor> gradients();
-  // Adam's moments and its step counter.
-  std::vector<lockstep::Tensor> optimizer_state();
   std::int64_t parameter_count();
+
+  // Every element of every parameter: the layout of replicated training.
+  lockstep::ShardLayout whole_layout();
+  // Which elements of each parameter this rank's Adam updates: all of them
+  // (whole_layout()), or with ZeRO-1 its share (ShardedGradSync::layout()).
+  // Allocates Adam's moments for those elements only. Call it once, before
+  // a restore.
+  void set_owned(const lockstep::ShardLayout& owned);
+  // Adam's state for a checkpoint: the moments as groups "optim.m" and
+  // "optim.v" (tensors named like the parameters: whole, or this rank's
+  // chunks of them when the layout is a share), and the step counter in
+  // "optim". The paths are the same either way, so a checkpoint of one
+  // mode resumes in the other.
+  std::vector<lockstep::State::Item> optimizer_state();
+  // The bytes of Adam's moments on this rank.
+  std::size_t optimizer_bytes() const { return m_.nbytes() + v_.nbytes(); }
 
  protected:
   // The layers for `widths` with every tensor on `device`, zero until
@@ -72,6 +88,10 @@ class Model {
 
   std::vector<Layer> layers_;
   lockstep::Tensor step_;  // host memory: the optimiser reads it on the host
+  lockstep::Device device_;
+  lockstep::ShardLayout owned_;  // parameters() order
+  bool sharded_ = false;         // owned_ is a share, not every element
+  lockstep::Tensor m_, v_;       // Adam's moments of the owned elements, back to back
 };
 
 // Writes the `count` initial weights of layer `layer` (He initialisation for

@@ -179,6 +179,41 @@ TEST(ShardedGradSync, OwnedAveragesAreGradSyncsBitsWithBf16OnTheWire) {
   expect_owned_averages_match(options);
 }
 
+// Values whose sums round, in buckets large enough for the ring: the
+// averages are still GradSync's bits, because the ring adds every element
+// in the same order in an all-reduce and in a reduce-scatter.
+TEST(ShardedGradSync, OwnedAveragesAreGradSyncsBitsWhenSumsRound) {
+  Communicator& comm = communicator();
+  const auto make = [] {
+    return std::vector<Tensor>{Tensor::allocate("w1", DType::kF32, {300007}),
+                               Tensor::allocate("b1", DType::kF32, {33}),
+                               Tensor::allocate("w2", DType::kF32, {70001, 3})};
+  };
+  std::vector<Tensor> reference = make();
+  std::vector<Tensor> gradients = make();
+  std::vector<Tensor> parameters = make();
+  std::mt19937 random(static_cast<unsigned>(comm.rank()) * 31U + 7U);
+  std::uniform_real_distribution<float> uniform(-1.0F, 1.0F);
+  for (std::size_t t = 0; t < gradients.size(); ++t) {
+    float* values = gradients[t].data_as<float>();
+    for (std::int64_t i = 0; i < gradients[t].numel(); ++i) values[i] = uniform(random) / 3.0F;
+    std::memcpy(reference[t].data(), gradients[t].data(), gradients[t].nbytes());
+  }
+  GradSync replicated(comm, reference);
+  ShardedGradSync sharded(comm, parameters, gradients);
+  for (Tensor& gradient : reference) replicated.ready(gradient);
+  replicated.wait();
+  for (Tensor& gradient : gradients) sharded.ready(gradient);
+  sharded.wait();
+  for (std::size_t t = 0; t < gradients.size(); ++t) {
+    const ShardSlice& slice = sharded.layout().slices[t];
+    const auto begin = static_cast<std::size_t>(slice.begin);
+    EXPECT_TRUE(
+        same_bits(gradients[t], begin, reference[t], begin, static_cast<std::size_t>(slice.count)))
+        << slice.name << " on rank " << comm.rank() << " differs from GradSync's average";
+  }
+}
+
 TEST(ShardedGradSync, SmallBucketsLeaveSomeRanksEmptyShares) {
   std::vector<Tensor> gradients = make_tensors("");
   std::vector<Tensor> parameters = make_tensors("");

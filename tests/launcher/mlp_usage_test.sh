@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The example trainer refuses bad usage before training, with exit code 2
 # and a message that says what to do: --device cuda on a rank the Runtime
-# bound to no GPU (LOCKSTEP_DEVICE=cpu makes that so on any machine), and a
-# bad --hidden.
+# bound to no GPU (LOCKSTEP_DEVICE=cpu makes that so on any machine), a
+# bad --hidden, and a --batch that the ranks do not divide.
 # Usage: mlp_usage_test.sh <mlp> <scratch dir> <mpiexec command...>
 set -u
 mlp=$1 scratch=$2
@@ -27,6 +27,11 @@ timeout 60 "${mpiexec[@]}" -n 1 "$mlp" --hidden 64,0 --steps 1 >"$scratch/hidden
 rc=$?
 check "--hidden with a zero width exits 2 (exit $rc)" "[ $rc -eq 2 ]"
 check "it names the option" "grep -q -- '--hidden widths must be positive' '$scratch/hidden.log'"
+
+timeout 60 "${mpiexec[@]}" -n 3 "$mlp" --batch 256 --steps 1 >"$scratch/batch.log" 2>&1
+rc=$?
+check "--batch that 3 ranks do not divide exits 2 (exit $rc)" "[ $rc -eq 2 ]"
+check "it says what to pass instead" "grep -q -- '--batch 256 must be a positive multiple of the number of ranks (3).*pass --batch 255' '$scratch/batch.log'"
 
 if [ $failures -ne 0 ]; then
   echo "$failures check(s) failed; the trainer's output:"
