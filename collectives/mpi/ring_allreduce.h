@@ -46,9 +46,9 @@ struct RingAllreduceOptions {
 // leaving the same bytes on every rank (kAllreduce; the other phases as
 // they say). The elements are cut into n blocks of ceil(total / n) in rank
 // order, the last ones shorter or empty, in every phase: an all-reduce and
-// a reduce-scatter of the same elements add each one in the same order. Collective: every rank passes the same
-// element counts, datatype, op and phases. `scratch` is reused between
-// calls. Throws BackendError on an MPI failure.
+// a reduce-scatter of the same elements add each one in the same order. Collective: every rank
+// passes the same element counts, datatype, op and phases. `scratch` is reused between calls.
+// Throws BackendError on an MPI failure.
 void ring_allreduce(std::span<const RingSpan> spans, std::size_t element_size,
                     MPI_Datatype datatype, MPI_Op op, MPI_Comm comm,
                     const RingAllreduceOptions& options, std::vector<char>& scratch);
