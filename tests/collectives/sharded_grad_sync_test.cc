@@ -28,6 +28,60 @@ using testing::set_element;
 
 Communicator& communicator() { return testing::host_communicator(); }
 
+// The host communicator with its stream shares hidden, as NCCL has none:
+// ShardedGradSync then takes the path it takes on a GPU (every gradient
+// packed into a buffer padded to equal blocks, reduce_scatter and
+// allgather of those), here over the real MPI collectives.
+class EqualBlocksOnly final : public Communicator {
+ public:
+  explicit EqualBlocksOnly(Communicator& inner) : inner_(inner) {}
+  std::string_view backend_name() const override { return inner_.backend_name(); }
+  int rank() const override { return inner_.rank(); }
+  int size() const override { return inner_.size(); }
+  void allreduce(Tensor& tensor, const AllreduceOptions& options) override {
+    inner_.allreduce(tensor, options);
+  }
+  std::shared_ptr<Work> allreduce_async(Tensor tensor, const AllreduceOptions& options) override {
+    return inner_.allreduce_async(std::move(tensor), options);
+  }
+  void broadcast(Tensor& tensor, const BroadcastOptions& options) override {
+    inner_.broadcast(tensor, options);
+  }
+  std::shared_ptr<Work> broadcast_async(Tensor tensor, const BroadcastOptions& options) override {
+    return inner_.broadcast_async(std::move(tensor), options);
+  }
+  void allgather(const Tensor& input, Tensor& output, const AllgatherOptions& options) override {
+    inner_.allgather(input, output, options);
+  }
+  std::shared_ptr<Work> allgather_async(Tensor input, Tensor output,
+                                        const AllgatherOptions& options) override {
+    ++equal_block_calls_;
+    return inner_.allgather_async(std::move(input), std::move(output), options);
+  }
+  void reduce_scatter(const Tensor& input, Tensor& output,
+                      const ReduceScatterOptions& options) override {
+    inner_.reduce_scatter(input, output, options);
+  }
+  std::shared_ptr<Work> reduce_scatter_async(Tensor input, Tensor output,
+                                             const ReduceScatterOptions& options) override {
+    ++equal_block_calls_;
+    return inner_.reduce_scatter_async(std::move(input), std::move(output), options);
+  }
+  void barrier(const BarrierOptions& options) override { inner_.barrier(options); }
+  std::shared_ptr<Work> barrier_async(const BarrierOptions& options) override {
+    return inner_.barrier_async(options);
+  }
+  std::vector<std::string> exchange_metadata(const std::string& mine) override {
+    return inner_.exchange_metadata(mine);
+  }
+  // How many reduce_scatter_async and allgather_async calls came through.
+  int equal_block_calls() const { return equal_block_calls_; }
+
+ private:
+  Communicator& inner_;
+  int equal_block_calls_ = 0;
+};
+
 struct ParamSpec {
   std::string name;
   DType dtype;
@@ -127,8 +181,8 @@ void expect_layout_tiles(const ShardLayout& layout) {
   EXPECT_EQ(layout.local_elements, total);
 }
 
-void expect_owned_averages_match(const GradSyncOptions& options) {
-  Communicator& comm = communicator();
+void expect_owned_averages_match(const GradSyncOptions& options,
+                                 Communicator& comm = communicator()) {
   std::vector<Tensor> reference = make_tensors("");
   std::vector<Tensor> gradients = make_tensors("");
   std::vector<Tensor> parameters = make_tensors("");
@@ -232,8 +286,8 @@ void sgd(Tensor& parameter, const Tensor& gradient, std::size_t begin, std::size
   }
 }
 
-void expect_optimizer_step_matches(const GradSyncOptions& options) {
-  Communicator& comm = communicator();
+void expect_optimizer_step_matches(const GradSyncOptions& options,
+                                   Communicator& comm = communicator()) {
   std::vector<Tensor> reference_parameters = make_tensors("");
   std::vector<Tensor> reference_gradients = make_tensors("");
   std::vector<Tensor> parameters = make_tensors("");
@@ -287,6 +341,28 @@ TEST(ShardedGradSync, OptimizerOnOwnedElementsThenGatherEqualsTheReplicatedStep)
 
 TEST(ShardedGradSync, OptimizerStepMatchesWithParametersGatheredInPlace) {
   expect_optimizer_step_matches(small_buckets_in_place_from(1.0 / 1024));
+}
+
+// The path a GPU takes, on the host: padded equal blocks. (Not with
+// gradients in place: GradSync on the host would average those in the
+// backend, ShardedGradSync packs them here, and the two divisions by a
+// world size that is not a power of two may differ in the last bit. On a
+// GPU both multiply the sums by 1 / size.)
+TEST(ShardedGradSync, PaddedEqualBlocksGiveGradSyncsBits) {
+  EqualBlocksOnly comm(communicator());
+  expect_owned_averages_match(kSmallBuckets, comm);
+  expect_owned_averages_match({}, comm);
+  GradSyncOptions bf16 = kSmallBuckets;
+  bf16.wire_dtype = WireDType::kBF16;
+  expect_owned_averages_match(bf16, comm);
+  EXPECT_GT(comm.equal_block_calls(), 0) << "the padded path was not taken";
+}
+
+TEST(ShardedGradSync, PaddedEqualBlocksOptimizerStepEqualsTheReplicatedStep) {
+  EqualBlocksOnly comm(communicator());
+  expect_optimizer_step_matches(kSmallBuckets, comm);
+  expect_optimizer_step_matches({}, comm);
+  EXPECT_GT(comm.equal_block_calls(), 0) << "the padded path was not taken";
 }
 
 TEST(ShardedGradSync, ChunksViewTheOwnedState) {
