@@ -58,6 +58,8 @@
 #include <lockstep/checkpoint_policy.h>
 #include <lockstep/checkpointer.h>
 #include <lockstep/lockstep.h>
+#include "bench_common.h"
+
 #if LOCKSTEP_HAVE_CUDA
 #include <cuda_runtime.h>
 
@@ -67,73 +69,13 @@
 namespace {
 
 namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  return values[values.size() / 2];
-}
-
-// GPT-2 small (124M parameters): token and position embeddings, 12 blocks
-// of attention and MLP with their layer norms, a final layer norm. `scale`
-// shrinks the large dimensions (vocabulary, context, MLP width) so that the
-// same mix of a few huge and many small tensors fits a smaller machine.
-std::vector<std::pair<std::string, lockstep::Shape>> gpt2_small_shapes(double scale) {
-  const auto scaled = [scale](std::int64_t n) {
-    return std::max<std::int64_t>(1, static_cast<std::int64_t>(static_cast<double>(n) * scale));
-  };
-  const std::int64_t d = 768;
-  std::vector<std::pair<std::string, lockstep::Shape>> shapes = {{"wte", {scaled(50257), d}},
-                                                                 {"wpe", {scaled(1024), d}}};
-  for (int layer = 0; layer < 12; ++layer) {
-    const auto block = [layer](const char* name) { return fmt::format("h{}.{}", layer, name); };
-    shapes.push_back({block("ln_1.weight"), {d}});
-    shapes.push_back({block("ln_1.bias"), {d}});
-    shapes.push_back({block("attn.c_attn.weight"), {d, scaled(3 * d)}});
-    shapes.push_back({block("attn.c_attn.bias"), {scaled(3 * d)}});
-    shapes.push_back({block("attn.c_proj.weight"), {d, scaled(d)}});
-    shapes.push_back({block("attn.c_proj.bias"), {d}});
-    shapes.push_back({block("ln_2.weight"), {d}});
-    shapes.push_back({block("ln_2.bias"), {d}});
-    shapes.push_back({block("mlp.c_fc.weight"), {d, scaled(4 * d)}});
-    shapes.push_back({block("mlp.c_fc.bias"), {scaled(4 * d)}});
-    shapes.push_back({block("mlp.c_proj.weight"), {scaled(4 * d), d}});
-    shapes.push_back({block("mlp.c_proj.bias"), {d}});
-  }
-  shapes.push_back({"ln_f.weight", {d}});
-  shapes.push_back({"ln_f.bias", {d}});
-  return shapes;
-}
-
-// Evicts the files below `dir` from the page cache, so reads hit the disk.
-void drop_from_cache(const fs::path& dir) {
-  for (const auto& entry : fs::recursive_directory_iterator(dir)) {
-    if (!entry.is_regular_file()) continue;
-    const int fd = ::open(entry.path().c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) continue;
-    ::fdatasync(fd);
-    ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-    ::close(fd);
-  }
-}
-
-// Runs a shell command on rank 0 and returns its wall time on every rank.
-double timed_command(const lockstep::Runtime& runtime, const std::string& command) {
-  double seconds = 0;
-  if (runtime.rank() == 0) {
-    const auto start = Clock::now();
-    if (std::system(command.c_str()) != 0) {
-      throw lockstep::IoError(fmt::format("benchmark command failed: {}", command));
-    }
-    seconds = seconds_since(start);
-  }
-  MPI_Bcast(&seconds, 1, MPI_DOUBLE, 0, runtime.comm());
-  return seconds;
-}
+using lockstep::bench::Clock;
+using lockstep::bench::drop_from_cache;
+using lockstep::bench::gpt2_small_shapes;
+using lockstep::bench::median;
+using lockstep::bench::seconds_since;
+using lockstep::bench::settle_disk;
+using lockstep::bench::timed_command;
 
 // CPU time (user and system, every thread) this process has used, in seconds.
 double cpu_seconds() {
@@ -202,14 +144,6 @@ void read_floor(const fs::path& step_dir, int rank, const std::vector<std::span<
     }
   }
   for (const int fd : fds) ::close(fd);
-}
-
-// Lets the disk finish what earlier work left it (write-back, and the
-// discards of deleted files on a file system mounted with `discard`), so
-// that every timed operation starts on a quiet disk.
-void settle_disk(const lockstep::Runtime& runtime) {
-  if (runtime.rank() == 0) ::sync();
-  MPI_Barrier(runtime.comm());
 }
 
 // Runs the torch.save peer on rank 0 and returns the seconds it reports on

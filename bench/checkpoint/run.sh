@@ -48,16 +48,8 @@ fi
 echo "load before: $(uptime)"
 mpiexec -n 1 "$bench" --scale "$scale" --shapes-only "$scratch/shapes.json"
 peer="$python $here/../peers/torch_save.py $scratch/shapes.json $scratch/torch 1 $device"
-# Ranks placed as `lockstep run` places them: each bound to its share of the
-# hardware threads, or unbound when there are more ranks than threads.
-threads=$(getconf _NPROCESSORS_ONLN)
-placement() {
-  if (( $1 > threads )); then
-    echo "--oversubscribe --bind-to none"
-  else
-    echo "--use-hwthread-cpus --map-by slot:PE=$((threads / $1)) --bind-to hwthread"
-  fi
-}
+# shellcheck source=bench/checkpoint/placement.sh
+source "$here/placement.sh"
 for ranks in $ranks_list; do
   # shellcheck disable=SC2046
   mpiexec $(placement "$ranks") -n "$ranks" "$bench" --scale "$scale" --repeat "$repeat" \

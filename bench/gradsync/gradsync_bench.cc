@@ -209,6 +209,21 @@ float cpu_work(std::vector<float>& scratch, std::int64_t elements) {
   return total;
 }
 
+// Seconds one element update of cpu_work() takes on the slowest rank.
+double seconds_per_update(MPI_Comm comm, std::vector<float>& scratch) {
+  volatile float sink = 0;
+  const std::int64_t probe = 50'000'000;
+  double probe_time = 1e30;
+  for (int i = 0; i < 3; ++i) {
+    const auto start = Clock::now();
+    sink = sink + cpu_work(scratch, probe);
+    probe_time = std::min(probe_time, seconds_since(start));
+  }
+  double slowest = 0;
+  MPI_Allreduce(&probe_time, &slowest, 1, MPI_DOUBLE, MPI_MAX, comm);
+  return slowest / static_cast<double>(probe);
+}
+
 void print(int rank, const std::string& key, double value) {
   if (rank == 0) std::printf("%s %.10g\n", key.c_str(), value);
 }
@@ -366,6 +381,71 @@ int main(int argc, char** argv) {
     print(rank, "zero_sharded_ms", medians[2] * 1e3);
     print(rank, "zero_most_owned_share",
           static_cast<double>(most_owned) / static_cast<double>(total_elements));
+
+    // The all-gather against the next forward pass: a synthetic forward
+    // that visits the parameters first layer first, each after waiting for
+    // its bucket (wait_parameter) and then working in proportion to its
+    // elements, against waiting for every bucket first (wait_parameters).
+    // The forward takes --work-ratio times the all-gather alone.
+    const auto gather_all = [&] {
+      sharded.gather_parameters();
+      sharded.wait_parameters();
+    };
+    const double gather = time_steps(world, settings.steps, {gather_all})[0];
+    std::vector<float> scratch(16 * 1024, 1.0F);
+    volatile float sink = 0;
+    const double forward_seconds = settings.work_ratio * gather;
+    const double updates_per_element =
+        forward_seconds / seconds_per_update(world, scratch) / static_cast<double>(total_elements);
+    print(rank, "zero_gather_ms", gather * 1e3);
+    for (const std::string kind : {"cpu", "sleep"}) {
+      if (!listed(settings.work, kind)) continue;
+      const auto forward = [&](bool wait_each) {
+        auto deadline = Clock::now();
+        for (std::size_t index = 0; index < parameters.size(); ++index) {
+          if (wait_each) sharded.wait_parameter(parameters[index]);
+          const auto elements = static_cast<double>(parameters[index].numel());
+          if (kind == "cpu") {
+            sink = sink + cpu_work(scratch, std::llround(updates_per_element * elements));
+            continue;
+          }
+          // A layer's time counts from when it could start.
+          deadline = std::max(deadline, Clock::now()) +
+                     std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
+                         forward_seconds * elements / static_cast<double>(total_elements)));
+          std::this_thread::sleep_until(deadline);
+        }
+      };
+      const std::vector<double> forward_medians = time_steps(world, settings.steps,
+                                                             {[&] { forward(false); },
+                                                              [&] {
+                                                                gather_all();
+                                                                forward(false);
+                                                              },
+                                                              [&] {
+                                                                sharded.gather_parameters();
+                                                                forward(true);
+                                                                sharded.wait_parameters();
+                                                              }});
+      const std::string prefix = "zero_forward_" + kind + "_";
+      print(rank, prefix + "alone_ms", forward_medians[0] * 1e3);
+      print(rank, prefix + "gather_first_ms", forward_medians[1] * 1e3);
+      print(rank, prefix + "gather_per_bucket_ms", forward_medians[2] * 1e3);
+      // Of the all-gather's time, what the forward did not wait for.
+      print(rank, prefix + "hidden_pct",
+            100.0 * (1.0 - (forward_medians[2] - forward_medians[0]) / gather));
+    }
+    // The forward's first layers wait for the whole bucket that holds them
+    // (the last one launched, gathered first): that share cannot be hidden.
+    double first_gathered = 0;
+    const auto buckets = sharded.bucket_layout();
+    for (const std::string& name : buckets.back()) {
+      for (const lockstep::Tensor& parameter : parameters) {
+        if (parameter.name() == name) first_gathered += static_cast<double>(parameter.numel());
+      }
+    }
+    print(rank, "zero_first_gathered_share_pct",
+          100.0 * first_gathered / static_cast<double>(total_elements));
   }
 
   if (listed(settings.parts, "overlap")) {
@@ -373,19 +453,11 @@ int main(int argc, char** argv) {
     // work_ratio times the communication alone.
     std::vector<float> scratch(16 * 1024, 1.0F);
     volatile float sink = 0;
-    const std::int64_t probe = 50'000'000;
-    double probe_time = 1e30;
-    for (int i = 0; i < 3; ++i) {
-      const auto start = Clock::now();
-      sink = sink + cpu_work(scratch, probe);
-      probe_time = std::min(probe_time, seconds_since(start));
-    }
-    double slowest_probe = 0;
-    MPI_Allreduce(&probe_time, &slowest_probe, 1, MPI_DOUBLE, MPI_MAX, world);
+    const double per_update = seconds_per_update(world, scratch);
     const double communication = time_steps(world, settings.steps, {sync_step})[0];
     const double backward_seconds = settings.work_ratio * communication;
     const double updates_per_element =
-        backward_seconds / (slowest_probe / probe) / static_cast<double>(total_elements);
+        backward_seconds / per_update / static_cast<double>(total_elements);
 
     for (const std::string kind : {"cpu", "sleep"}) {
       if (!listed(settings.work, kind)) continue;

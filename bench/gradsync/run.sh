@@ -110,6 +110,21 @@ for n in all_ranks:
 print("# ZeRO-1 = ShardedGradSync: reduce-scatter, then all-gather of the parameters; "
       "owned share = the largest share of the elements (and of Adam's state) a rank holds")
 print()
+print(f"{'ranks':>5} {'work':>6} | {'all-gather ms':>13} {'forward ms':>10} | "
+      f"{'gather first ms':>15} {'per bucket ms':>13} | {'hidden %':>8} | {'first bucket %':>14}")
+for n in all_ranks:
+    for kind in ("cpu", "sleep"):
+        key = f"zero_forward_{kind}_"
+        if (n, key + "hidden_pct") not in figures:
+            continue
+        print(f"{n:>5} {kind:>6} | {get(n, 'zero_gather_ms'):>13.1f} {get(n, key + 'alone_ms'):>10.1f} | "
+              f"{get(n, key + 'gather_first_ms'):>15.1f} {get(n, key + 'gather_per_bucket_ms'):>13.1f} | "
+              f"{get(n, key + 'hidden_pct'):>8.1f} | {get(n, 'zero_first_gathered_share_pct'):>14.1f}")
+print("# ZeRO-1's all-gather against the next forward: every bucket waited for before the "
+      "forward (gather first) or each just before its first layer (per bucket); hidden % = "
+      "1 - (per bucket - forward) / all-gather alone; first bucket % = the share of the elements "
+      "that the first layer waits for, which no overlap can hide")
+print()
 print(f"{'ranks':>5} {'work':>6} | {'comm alone ms':>13} {'backward ms':>11} {'serial ms':>10} "
       f"{'overlap ms':>10} | {'hidden %':>8} | {'nonblocking: serial ms':>22} {'overlap ms':>10} "
       f"{'hidden %':>8}")

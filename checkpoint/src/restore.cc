@@ -463,46 +463,54 @@ void check_coverage(MPI_Comm comm, const FlatState& flat,
   }
 }
 
-// Fills this rank's chunks of sharded tensors: for each chunk, every saved
-// piece that overlaps it is read whole (its checksum covers the whole
-// piece) into a scratch buffer and checked, then the overlap is copied into
-// the chunk; a chunk on a GPU goes through host memory. Returns the first
-// failure (CorruptCheckpoint's message), or an empty string; `modified` says
-// whether some chunk already holds bytes of the checkpoint.
+// One saved piece that overlaps a chunk of this rank, read whole (its
+// checksum covers the whole piece): straight into the chunk when the piece
+// lies inside it, else into a scratch buffer whose overlap is copied after.
+struct ChunkRead {
+  std::size_t tensor = 0;  // in the chunks' FlatState
+  const Piece* piece = nullptr;
+  std::uint64_t file_offset = 0;
+  std::size_t bytes = 0;
+  bool scratch = false;       // the piece goes to scratch: copy the overlap after
+  std::size_t at = 0;         // bytes into the scratch, or into the chunk's memory
+  std::byte* into = nullptr;  // where the whole piece lands, once the buffers exist
+};
+
+// Fills this rank's chunks of sharded tensors from every saved piece that
+// overlaps them, in parts of kReadChunk split over up to `threads` threads,
+// each part checksummed as it is read; a chunk on a GPU goes through one
+// host buffer. Returns the first failure (CorruptCheckpoint's message), or
+// an empty string; `modified` says whether a chunk already holds bytes of
+// the checkpoint.
 std::string fill_chunks(FileEnv& env, const fs::path& step_dir, const Metadata& metadata,
                         FlatState& flat, const std::vector<const TensorRecord*>& records,
-                        bool& modified) {
-  std::map<int, std::unique_ptr<ReadableFile>> files;
+                        int threads, bool& modified) {
+  std::vector<ChunkRead> reads;
+  std::size_t scratch_bytes = 0;
+  std::size_t bounce_bytes = 0;
+  std::vector<std::size_t> bounce_offsets(records.size(), 0);
+  std::vector<bool> checked_file(metadata.rank_files.size(), false);
   std::map<int, std::unique_ptr<RankFileReader>> readers;  // for offsets not recorded
-  std::vector<std::byte> scratch;
-  std::vector<std::byte> host;  // a GPU chunk's bytes
   try {
     for (std::size_t t = 0; t < records.size(); ++t) {
       const LocalPart& part = flat.parts[t];
       if (!part.sharded || part.count == 0) continue;
       const TensorLayout& layout = flat.layouts[t];
       const std::size_t element = dtype_size(layout.dtype);
-      Tensor& tensor = flat.tensors[t];
-      std::byte* target = static_cast<std::byte*>(tensor.data());
-      if (!tensor.device().is_cpu()) {
-        host.resize(tensor.nbytes());
-        target = host.data();
+      if (!flat.tensors[t].device().is_cpu()) {
+        bounce_offsets[t] = bounce_bytes;
+        bounce_bytes += flat.tensors[t].nbytes();
       }
       const std::int64_t end = part.begin + part.count;
       for (const Piece& piece : records[t]->pieces) {
-        const std::int64_t first = std::max(part.begin, piece.begin);
-        const std::int64_t last = std::min(end, piece.begin + piece.count);
-        if (first >= last) continue;
+        if (std::max(part.begin, piece.begin) >= std::min(end, piece.begin + piece.count)) {
+          continue;
+        }
         const auto& record = metadata.rank_files[static_cast<std::size_t>(piece.file)];
         const fs::path path = step_dir / record.name;
-        auto& file = files[piece.file];
-        if (!file) {
+        if (!checked_file[static_cast<std::size_t>(piece.file)]) {
           check_size(env, path, record.size);
-          try {
-            file = env.new_readable_file(path);
-          } catch (const IoError& failure) {
-            throw CorruptCheckpoint(failure.what());
-          }
+          checked_file[static_cast<std::size_t>(piece.file)] = true;
         }
         std::uint64_t offset = piece.offset;
         if (offset == Piece::kUnknownOffset) {
@@ -515,42 +523,103 @@ std::string fill_chunks(FileEnv& env, const fs::path& step_dir, const Metadata& 
           throw CorruptCheckpoint(fmt::format("{}: the data of tensor '{}' lies outside the file",
                                               path.string(), layout.path));
         }
-        scratch.resize(bytes);
-        std::uint32_t crc = 0;
-        try {
-          for (std::size_t done = 0; done < bytes;) {
-            const std::size_t length = std::min(kReadChunk, bytes - done);
-            const std::span into(scratch.data() + done, length);
-            file->read_at(offset + done, into);
-            crc = crc32c(std::span<const std::byte>(into), crc);
-            done += length;
-          }
-        } catch (const IoError& failure) {
-          throw CorruptCheckpoint(failure.what());
-        }
-        if (crc != piece.crc32c) {
-          throw CorruptCheckpoint(
-              fmt::format("{}: checksum mismatch in tensor '{}', elements [{}, {})", path.string(),
-                          layout.path, piece.begin, piece.begin + piece.count));
-        }
-        std::memcpy(target + static_cast<std::size_t>(first - part.begin) * element,
-                    scratch.data() + static_cast<std::size_t>(first - piece.begin) * element,
-                    static_cast<std::size_t>(last - first) * element);
-        modified = modified || tensor.device().is_cpu();
-      }
-      if (!tensor.device().is_cpu()) {
-#if LOCKSTEP_HAVE_CUDA
-        LOCKSTEP_CHECK_CUDA(
-            cudaMemcpy(tensor.data(), host.data(), tensor.nbytes(), cudaMemcpyHostToDevice));
-        modified = true;
-#else
-        throw UsageError(fmt::format("tensor {} lives on {}, but lockstep was built without CUDA",
-                                     tensor.name(), tensor.device().str()));
-#endif
+        const bool inside = piece.begin >= part.begin && piece.begin + piece.count <= end;
+        reads.push_back({.tensor = t,
+                         .piece = &piece,
+                         .file_offset = offset,
+                         .bytes = bytes,
+                         .scratch = !inside,
+                         .at = inside ? static_cast<std::size_t>(piece.begin - part.begin) * element
+                                      : scratch_bytes});
+        if (!inside) scratch_bytes += bytes;
       }
     }
   } catch (const CorruptCheckpoint& failure) {
     return failure.what();
+  }
+  if (reads.empty()) return {};
+  std::optional<HostBuffer> scratch;
+  std::optional<HostBuffer> bounce;
+  if (scratch_bytes > 0) scratch.emplace(scratch_bytes);
+  if (bounce_bytes > 0) bounce.emplace(bounce_bytes);
+  const auto base = [&](std::size_t t) {
+    Tensor& tensor = flat.tensors[t];
+    return tensor.device().is_cpu() ? static_cast<std::byte*>(tensor.data())
+                                    : bounce->data() + bounce_offsets[t];
+  };
+  for (ChunkRead& read : reads) {
+    read.into = (read.scratch ? scratch->data() : base(read.tensor)) + read.at;
+  }
+  // Pieces in file order, cut into parts: the disk streams each file.
+  std::sort(reads.begin(), reads.end(), [](const ChunkRead& a, const ChunkRead& b) {
+    return std::tie(a.piece->file, a.file_offset) < std::tie(b.piece->file, b.file_offset);
+  });
+  std::vector<ReadPart> parts;
+  std::vector<std::size_t> sizes;
+  for (std::size_t i = 0; i < reads.size(); ++i) {
+    for (std::size_t begin = 0; begin < reads[i].bytes; begin += kReadChunk) {
+      const std::size_t end = std::min(begin + kReadChunk, reads[i].bytes);
+      parts.push_back({i, begin, end});
+      sizes.push_back(end - begin);
+    }
+  }
+  modified = modified || std::any_of(reads.begin(), reads.end(), [&](const ChunkRead& read) {
+               return !read.scratch && flat.tensors[read.tensor].device().is_cpu();
+             });
+  std::vector<std::uint32_t> part_crcs(parts.size(), 0);
+  const auto slots = static_cast<std::size_t>(std::max(1, threads));
+  std::vector<std::optional<OpenFiles>> files(slots);
+  try {
+    split_over_threads(
+        sizes, threads, kMinCopyRun, true,
+        [&](int thread, std::size_t k, std::size_t, std::size_t) {
+          const auto slot = static_cast<std::size_t>(thread);
+          if (!files[slot]) files[slot].emplace(env, step_dir, metadata);
+          const ChunkRead& read = reads[parts[k].read];
+          const std::span into(read.into + parts[k].begin, parts[k].end - parts[k].begin);
+          files[slot]->get(read.piece->file).read_at(read.file_offset + parts[k].begin, into);
+          part_crcs[k] = crc32c(std::span<const std::byte>(into));
+        });
+  } catch (const IoError& failure) {
+    return failure.what();
+  }
+  std::vector<std::uint32_t> crcs(reads.size(), 0);
+  for (std::size_t k = 0; k < parts.size(); ++k) {
+    auto& crc = crcs[parts[k].read];
+    crc = crc32c_combine(crc, part_crcs[k], parts[k].end - parts[k].begin);
+  }
+  for (std::size_t i = 0; i < reads.size(); ++i) {
+    const ChunkRead& read = reads[i];
+    if (crcs[i] == read.piece->crc32c) continue;
+    return fmt::format(
+        "{}: checksum mismatch in tensor '{}', elements [{}, {})",
+        (step_dir / metadata.rank_files[static_cast<std::size_t>(read.piece->file)].name).string(),
+        flat.layouts[read.tensor].path, read.piece->begin, read.piece->begin + read.piece->count);
+  }
+  // The overlaps of pieces that reach beyond their chunk.
+  for (const ChunkRead& read : reads) {
+    if (!read.scratch) continue;
+    const LocalPart& part = flat.parts[read.tensor];
+    const std::size_t element = dtype_size(flat.layouts[read.tensor].dtype);
+    const std::int64_t first = std::max(part.begin, read.piece->begin);
+    const std::int64_t last =
+        std::min(part.begin + part.count, read.piece->begin + read.piece->count);
+    std::memcpy(base(read.tensor) + static_cast<std::size_t>(first - part.begin) * element,
+                read.into + static_cast<std::size_t>(first - read.piece->begin) * element,
+                static_cast<std::size_t>(last - first) * element);
+    modified = modified || flat.tensors[read.tensor].device().is_cpu();
+  }
+  for (std::size_t t = 0; t < records.size(); ++t) {
+    Tensor& tensor = flat.tensors[t];
+    if (tensor.device().is_cpu() || !flat.parts[t].sharded || flat.parts[t].count == 0) continue;
+#if LOCKSTEP_HAVE_CUDA
+    LOCKSTEP_CHECK_CUDA(
+        cudaMemcpy(tensor.data(), base(t), tensor.nbytes(), cudaMemcpyHostToDevice));
+    modified = true;
+#else
+    throw UsageError(fmt::format("tensor {} lives on {}, but lockstep was built without CUDA",
+                                 tensor.name(), tensor.device().str()));
+#endif
   }
   return {};
 }
@@ -786,12 +855,13 @@ void restore_step(FileEnv& env, const fs::path& step_dir, std::int64_t step, Sta
   }
   agree_or_throw(comm, copy_failure);
 
+  const auto filled = std::chrono::steady_clock::now();
   {
     bool modified = false;
     error.clear();
     not_the_checkpoint = false;
     try {
-      error = fill_chunks(env, step_dir, metadata, chunks, chunk_records, modified);
+      error = fill_chunks(env, step_dir, metadata, chunks, chunk_records, threads, modified);
     } catch (const std::exception& failure) {
       error = failure.what();
       not_the_checkpoint = true;
@@ -805,10 +875,11 @@ void restore_step(FileEnv& env, const fs::path& step_dir, std::int64_t step, Sta
   for (const auto& item : state.items()) {
     if (item.values != nullptr) *item.values = metadata.values.at(item.name);
   }
-  log::debug("restore of step {}: checks {:.3f} s, {} {:.3f} s", step,
+  log::debug("restore of step {}: checks {:.3f} s, {} {:.3f} s, chunks {:.3f} s", step,
              std::chrono::duration<double>(checked - checking).count(),
              one_node ? "fill and checksums" : "broadcast",
-             std::chrono::duration<double>(std::chrono::steady_clock::now() - checked).count());
+             std::chrono::duration<double>(filled - checked).count(),
+             std::chrono::duration<double>(std::chrono::steady_clock::now() - filled).count());
 }
 
 }  // namespace lockstep::checkpoint

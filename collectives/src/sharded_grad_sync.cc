@@ -137,14 +137,11 @@ void ShardedGradSync::plan() {
     const Range owned = intersect(slot.offset, slot.offset + numel, rank * bucket.share,
                                   std::min((rank + 1) * bucket.share, bucket.elements));
     const auto count = static_cast<std::int64_t>(owned.size());
-    layout_.slices.push_back(
-        {.name = slot.parameter.name(),
-         .shape = slot.parameter.shape(),
-         .dtype = slot.parameter.dtype(),
-         .begin = count > 0 ? static_cast<std::int64_t>(owned.begin - slot.offset) : 0,
-         .count = count,
-         .local_offset = layout_.local_elements});
-    layout_.local_elements += count;
+    layout_.append({.name = slot.parameter.name(),
+                    .shape = slot.parameter.shape(),
+                    .dtype = slot.parameter.dtype(),
+                    .begin = count > 0 ? static_cast<std::int64_t>(owned.begin - slot.offset) : 0,
+                    .count = count});
   }
 }
 

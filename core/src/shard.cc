@@ -4,6 +4,15 @@
 
 namespace lockstep {
 
+void ShardLayout::append(ShardSlice slice) {
+  if (slice.count > 0) {
+    local_elements = (local_elements + kSliceAlignment - 1) / kSliceAlignment * kSliceAlignment;
+  }
+  slice.local_offset = local_elements;
+  local_elements += slice.count;
+  slices.push_back(std::move(slice));
+}
+
 const ShardSlice& ShardLayout::slice(std::string_view name) const {
   for (const ShardSlice& slice : slices) {
     if (slice.name == name) return slice;

@@ -48,13 +48,11 @@ std::vector<Tensor> Model::gradients() {
 lockstep::ShardLayout Model::whole_layout() {
   lockstep::ShardLayout layout;
   for (const Tensor& parameter : parameters()) {
-    layout.slices.push_back({.name = parameter.name(),
-                             .shape = parameter.shape(),
-                             .dtype = parameter.dtype(),
-                             .begin = 0,
-                             .count = parameter.numel(),
-                             .local_offset = layout.local_elements});
-    layout.local_elements += parameter.numel();
+    layout.append({.name = parameter.name(),
+                   .shape = parameter.shape(),
+                   .dtype = parameter.dtype(),
+                   .begin = 0,
+                   .count = parameter.numel()});
   }
   return layout;
 }

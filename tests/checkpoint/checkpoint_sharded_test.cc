@@ -5,11 +5,13 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <fstream>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <lockstep/checkpointer.h>
 #include <lockstep/shard.h>
@@ -226,6 +228,75 @@ TEST(ShardedCheckpoint, OneRankWholeTheOthersChunks) {
   checkpointer.restore(3, state);
   EXPECT_EQ(runtime().rank() == 0 ? whole_mismatch(tensors, whole) : chunk_mismatch(chunks, whole),
             "");
+}
+
+// Flips one bit of element `element` of tensor `path`'s piece that starts
+// in `file`, found through the step's metadata.
+void flip_in_piece(const std::filesystem::path& step_dir, const std::string& path, int file,
+                   std::int64_t element) {
+  const auto metadata = nlohmann::json::parse(std::ifstream(step_dir / "metadata.json"));
+  for (const auto& tensor : metadata.at("tensors")) {
+    if (tensor.at("path") != path) continue;
+    for (const auto& piece : tensor.at("pieces")) {
+      if (piece.at("file") != file) continue;
+      ASSERT_LT(element, piece.at("count").get<std::int64_t>());
+      const auto at = piece.at("offset").get<std::int64_t>() + element * 4;
+      std::fstream data(step_dir / fmt::format("rank-{:05d}.h5", file),
+                        std::ios::in | std::ios::out | std::ios::binary);
+      data.seekg(at);
+      const char byte = static_cast<char>(data.get());
+      data.seekp(at);
+      data.put(static_cast<char>(byte ^ 0x10));
+      return;
+    }
+  }
+  FAIL() << "no piece of " << path << " in file " << file;
+}
+
+// A flipped bit in a piece that lies inside a chunk (read straight into
+// it) and in one that reaches beyond a chunk (read into scratch): each
+// step is skipped with a warning naming the tensor, the restore falls back
+// to the intact step, and restoring a damaged step by number says so.
+TEST(ShardedCheckpoint, FlippedBitsInChunksFallBackToTheIntactStep) {
+  const auto dir = shared_dir("flipped");
+  {
+    SubComm comm(4);
+    if (comm.member()) {
+      Checkpointer checkpointer(comm.get(), {.dir = dir, .async = false});
+      for (const std::int64_t step : {1, 2, 3}) {
+        const std::vector<Tensor> whole = whole_tensors(static_cast<std::uint64_t>(step));
+        checkpointer.save(step, State{{"optim.m", chunks_of(comm.rank(), 4, 0, &whole)}});
+      }
+    }
+  }
+  if (runtime().rank() == 0) {
+    // At 3 ranks (skew 5), rank 0's chunk of "embed" holds saved piece 0
+    // whole and part of piece 1.
+    flip_in_piece(dir / "step-3", "optim.m/embed", 0, 100);
+    flip_in_piece(dir / "step-2", "optim.m/embed", 1, 100);
+  }
+  MPI_Barrier(runtime().comm());
+  SubComm comm(3);
+  if (!comm.member()) return;
+  Checkpointer checkpointer(comm.get(), {.dir = dir});
+  std::vector<ShardChunk> chunks = chunks_of(comm.rank(), 3, 5, nullptr);
+  State state{{"optim.m", chunks}};
+  ASSERT_EQ(checkpointer.restore_latest(state), std::optional<std::int64_t>(1));
+  EXPECT_EQ(chunk_mismatch(chunks, whole_tensors(1)), "");
+  ASSERT_EQ(checkpointer.skipped_checkpoints().size(), 2U);
+  for (const std::string& warning : checkpointer.skipped_checkpoints()) {
+    EXPECT_NE(warning.find("checksum mismatch in tensor 'optim.m/embed'"), std::string::npos)
+        << warning;
+  }
+  for (const std::int64_t step : {2, 3}) {
+    try {
+      checkpointer.restore(step, state);
+      ADD_FAILURE() << "step " << step << " restored despite a flipped bit";
+    } catch (const IoError& error) {
+      EXPECT_NE(std::string(error.what()).find("checksum mismatch"), std::string::npos)
+          << error.what();
+    }
+  }
 }
 
 // Every rank of the job saves chunks cut by `cut`; the save must fail on

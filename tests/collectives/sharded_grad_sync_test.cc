@@ -175,8 +175,16 @@ void expect_layout_tiles(const ShardLayout& layout) {
       next = begin + count;
     }
     EXPECT_EQ(next, checked_numel(kParams[p].shape, slice.name)) << slice.name;
-    EXPECT_EQ(slice.local_offset, total);
-    total += slice.count;
+    // Parameter after parameter, each non-empty slice aligned, no gap as
+    // large as the alignment.
+    if (slice.count > 0) {
+      EXPECT_EQ(slice.local_offset % ShardLayout::kSliceAlignment, 0) << slice.name;
+      EXPECT_GE(slice.local_offset, total) << slice.name;
+      EXPECT_LT(slice.local_offset - total, ShardLayout::kSliceAlignment) << slice.name;
+      total = slice.local_offset + slice.count;
+    } else {
+      EXPECT_EQ(slice.local_offset, total) << slice.name;
+    }
   }
   EXPECT_EQ(layout.local_elements, total);
 }

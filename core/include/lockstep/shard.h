@@ -31,18 +31,26 @@ struct ShardSlice {
   DType dtype = DType::kF32;
   std::int64_t begin = 0;         // first owned element
   std::int64_t count = 0;         // owned elements; 0 when none
-  std::int64_t local_offset = 0;  // in the owned-elements buffer
+  std::int64_t local_offset = 0;  // in the owned-elements buffer; see kSliceAlignment
 };
 
 // What this rank owns of every parameter: an optimizer sizes its state to
 // local_elements (Adam's m and v hold only this rank's elements) and saves
-// it with chunks().
+// it with chunks(). Each non-empty slice starts at a multiple of
+// kSliceAlignment elements of the owned buffer (4 KiB of f32), so that a
+// checkpoint writes a chunk from where it lies with direct I/O; the gaps,
+// less than kSliceAlignment elements per parameter, are unused.
 struct ShardLayout {
+  static constexpr std::int64_t kSliceAlignment = 1024;
+
   int rank = 0;
   int size = 1;
   std::vector<ShardSlice> slices;  // one per parameter, in registration order
   std::int64_t local_elements = 0;
 
+  // Adds `slice` (its local_offset ignored) after the last one: sets its
+  // local_offset, aligned when it is not empty, and grows local_elements.
+  void append(ShardSlice slice);
   // The slice of parameter `name`; throws UsageError for an unknown name.
   const ShardSlice& slice(std::string_view name) const;
   // `owned` (local_elements elements, dtype of the parameters, e.g. Adam's
