@@ -16,6 +16,7 @@ packages=(
   clang-format                          # format check in the test suite
   clang libclang-rt-14-dev              # libFuzzer, ASan, UBSan for make test-fuzz
   python3 python3-h5py python3-numpy    # checks that checkpoints open in h5py
+  python3-crc32c python3-torch          # python/lockstep_checkpoint.py: checksums, state_dict
 )
 
 missing=()
