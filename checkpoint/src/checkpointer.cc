@@ -1,7 +1,11 @@
 #include "lockstep/checkpointer.h"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
 #include <exception>
+#include <functional>
 #include <thread>
 
 #include <fmt/format.h>
@@ -12,6 +16,8 @@
 #include "layout.h"
 #include "lockstep/knobs.h"
 #include "lockstep/log.h"
+#include "lockstep/mpi_check.h"
+#include "memory_tier.h"
 #include "parallel_copy.h"
 #include "restore.h"
 #include "save_job.h"
@@ -31,12 +37,26 @@ double seconds_since(Clock::time_point start) {
 CheckpointOptions checkpoint_options(const Runtime& runtime) {
   const Config& config = runtime.config();
   const std::string dir = config.get(knobs::checkpoint_dir);
+  // The memory tier's directory of this run and user: a run directory
+  // names a run wherever it is restarted.
+  std::filesystem::path memory_dir;
+  if (const std::string base = config.get(knobs::checkpoint_memory_dir); !base.empty()) {
+    const std::string run =
+        std::filesystem::absolute(runtime.run_dir()).lexically_normal().string();
+    memory_dir = std::filesystem::path(base) /
+                 fmt::format("{}-{:016x}", ::geteuid(), std::hash<std::string>{}(run));
+  }
   return {.dir = dir.empty() ? runtime.run_dir() / "checkpoints" : std::filesystem::path(dir),
           .keep_last = static_cast<int>(config.get(knobs::checkpoint_keep)),
           .keep_every = config.get(knobs::checkpoint_keep_every),
           .async = config.get(knobs::checkpoint_async),
           .copy_threads = static_cast<int>(config.get(knobs::checkpoint_threads)),
-          .env = posix_file_env(config.get(knobs::checkpoint_direct_io))};
+          .env = posix_file_env(config.get(knobs::checkpoint_direct_io)),
+          .memory_dir = memory_dir,
+          .memory_keep = static_cast<int>(config.get(knobs::checkpoint_memory_keep)),
+          .memory_budget_bytes = static_cast<std::uint64_t>(config.get(knobs::checkpoint_memory_mb))
+                                 << 20,
+          .disk_every = static_cast<int>(config.get(knobs::checkpoint_disk_every))};
 }
 
 State::Item::Item(std::string item_name, std::vector<Tensor> item_tensors)
@@ -52,19 +72,46 @@ State::Item::Item(std::string item_name, KeyValues& item_values)
 // thread's result is read only after join().
 class Checkpointer::SaveJob {
  public:
+  // Where a save goes: the memory tier (over `node_comm`), the disk, or
+  // both.
+  struct Tiers {
+    bool memory = false;
+    bool disk = true;
+    MPI_Comm node_comm = MPI_COMM_NULL;
+  };
+
   explicit SaveJob(checkpoint::StagedSave staged) : staged_(std::move(staged)) {}
 
+  void set_tiers(Tiers tiers) { tiers_ = tiers; }
+
   // Runs the writing half, and retention after a commit when `retain`;
-  // never throws (the error is kept for finish()).
+  // never throws (the error is kept for finish()). A save the memory tier
+  // could not take goes to disk.
   void run(MPI_Comm comm, FileEnv& env, const CheckpointOptions& options, bool retain) noexcept {
     const auto start = Clock::now();
     try {
-      stats_.bytes_written = checkpoint::write_and_commit(staged_, comm, env, options);
+      if (tiers_.memory) {
+        try {
+          stats_.bytes_written += checkpoint::write_and_commit_local(
+              staged_, comm, tiers_.node_comm, env, options.memory_dir, options.memory_keep);
+          stats_.in_memory = true;
+        } catch (const IoError& failure) {
+          if (staged_.rank == 0) {
+            log::warn("{}; {}", failure.what(),
+                      tiers_.disk ? "it goes to disk as planned" : "saving it to disk instead");
+          }
+          tiers_.disk = true;
+        }
+      }
+      if (tiers_.disk) {
+        stats_.bytes_written += checkpoint::write_and_commit(staged_, comm, env, options);
+        stats_.on_disk = true;
+      }
     } catch (...) {
       error_ = std::current_exception();
     }
     stats_.write_seconds = seconds_since(start);
-    if (retain && !error_ && staged_.rank == 0) {
+    if (retain && !error_ && staged_.rank == 0 && tiers_.disk) {
       checkpoint::remove_retired(env, options, staged_.retired, staged_.step);
     }
   }
@@ -81,6 +128,7 @@ class Checkpointer::SaveJob {
 
   SaveStats& stats() { return stats_; }
   const Tensor& staging() const { return staged_.staging; }
+  std::uint64_t rank_file_bytes() const { return staged_.rank_file->file_size; }
   const std::shared_ptr<const checkpoint::RankFilePlan>& rank_file() const {
     return staged_.rank_file;
   }
@@ -92,6 +140,7 @@ class Checkpointer::SaveJob {
 
  private:
   checkpoint::StagedSave staged_;
+  Tiers tiers_;
   std::thread thread_;
   std::exception_ptr error_;
   SaveStats stats_;
@@ -131,6 +180,61 @@ Checkpointer::Checkpointer(MPI_Comm comm, CheckpointOptions options)
     }
   }
   checkpoint::agree_or_throw(comm_.get(), failure);
+  if (options_.memory_dir.empty()) return;
+  if (options_.memory_keep < 1 || options_.disk_every < 1) {
+    throw UsageError(
+        fmt::format("CheckpointOptions: memory_keep ({}) and disk_every ({}) must be at least 1",
+                    options_.memory_keep, options_.disk_every));
+  }
+  // Each node's first rank prepares its node's directory; a directory that
+  // cannot be used leaves the memory tier off, not the run.
+  node_comm_ = MpiComm::split_shared(comm_.get());
+  std::string error;
+  if (node_comm_.rank() == 0) {
+    try {
+      checkpoint::prepare_memory_dir(*options_.env, options_.memory_dir);
+    } catch (const std::exception& problem) {
+      error = fmt::format("rank {}: {}", comm_.rank(), problem.what());
+    }
+  }
+  error = checkpoint::first_error(comm_.get(), error);
+  memory_on_ = error.empty();
+  if (!memory_on_ && comm_.rank() == 0) {
+    log::warn("memory tier off, saves go to disk only: {}", error);
+  }
+}
+
+bool Checkpointer::memory_tier_fits(std::uint64_t rank_file_bytes) {
+  memory_checked_ = true;
+  std::uint64_t node_bytes = 0;
+  LOCKSTEP_CHECK_MPI(
+      MPI_Allreduce(&rank_file_bytes, &node_bytes, 1, MPI_UINT64_T, MPI_SUM, node_comm_.get()));
+  const auto steps = static_cast<std::uint64_t>(options_.memory_keep) + 1;
+  const std::uint64_t needed = node_bytes * steps;
+  std::uint64_t budget = options_.memory_budget_bytes;
+  if (budget == 0) {
+    if (node_comm_.rank() == 0) budget = checkpoint::free_bytes(options_.memory_dir) / 2;
+    LOCKSTEP_CHECK_MPI(MPI_Bcast(&budget, 1, MPI_UINT64_T, 0, node_comm_.get()));
+  }
+  const int over = needed > budget ? 1 : 0;
+  int any_over = 0;
+  LOCKSTEP_CHECK_MPI(MPI_Allreduce(&over, &any_over, 1, MPI_INT, MPI_MAX, comm_.get()));
+  if (over != 0 && node_comm_.rank() == 0) {
+    log::warn(
+        "memory tier off, saves go to disk only: this node's ranks need {} bytes ({:.1f} MiB) in "
+        "{} for {} steps (LOCKSTEP_CHECKPOINT_MEMORY_KEEP + the one being saved), over its "
+        "budget of {} bytes ({:.1f} MiB, {}); raise the budget or keep fewer steps",
+        needed, static_cast<double>(needed) / 1048576.0, options_.memory_dir.string(), steps,
+        budget, static_cast<double>(budget) / 1048576.0,
+        options_.memory_budget_bytes == 0 ? "half of the free space there"
+                                          : "LOCKSTEP_CHECKPOINT_MEMORY_MB");
+  } else if (any_over != 0 && comm_.rank() == 0) {
+    log::warn(
+        "memory tier off, saves go to disk only: another node's state does not fit its "
+        "budget (its warning says by how much)");
+  }
+  memory_on_ = any_over == 0;
+  return memory_on_;
 }
 
 Checkpointer::~Checkpointer() {
@@ -197,6 +301,12 @@ void Checkpointer::save(std::int64_t step, const State& state) {
   }
   checkpoint::agree_or_throw(comm_.get(), failure);
   job->stats().step = step;
+  // Every rank decides alike: the same counts, flags and collective checks.
+  const bool memory = memory_on_ && (memory_checked_ || memory_tier_fits(job->rank_file_bytes()));
+  job->set_tiers({.memory = memory,
+                  .disk = !memory || saves_ % options_.disk_every == 0,
+                  .node_comm = node_comm_.get()});
+  ++saves_;
   log::debug("step {}: staging {:.3f} s", step, seconds_since(start));
   if (options_.async) {
     job->start(writer_comm_.get(), *options_.env, options_);
@@ -244,11 +354,37 @@ std::optional<std::int64_t> Checkpointer::restore_latest(State& state) {
   checkpoint::broadcast_text(comm_.get(), 0, listing);
   const auto steps = nlohmann::json::parse(listing).get<std::vector<std::int64_t>>();
   std::optional<std::int64_t> modified_by;  // the first step that wrote into the state
+  restored_from_memory_ = false;
+  // The memory tier first: the newest step every rank holds on its node,
+  // unless the disk has a newer one.
+  if (!options_.memory_dir.empty()) {
+    for (const std::int64_t step :
+         checkpoint::steps_held_everywhere(comm_.get(), *options_.env, options_.memory_dir)) {
+      if (!steps.empty() && step < steps.back()) break;
+      const auto start = Clock::now();
+      std::string why;
+      bool modified = false;
+      if (try_restore(options_.memory_dir, step, state, why, modified)) {
+        restored_from_memory_ = true;
+        if (comm_.rank() == 0) {
+          log::info("restored step {} from memory (own copies, {}) in {:.2f} s", step,
+                    options_.memory_dir.string(), seconds_since(start));
+        }
+        return step;
+      }
+      if (modified && !modified_by) modified_by = step;
+      const std::string warning = fmt::format("skipping step {} in the memory tier: {}", step, why);
+      if (comm_.rank() == 0) log::warn("{}", warning);
+      skipped_.push_back(warning);
+    }
+  }
   for (auto it = steps.rbegin(); it != steps.rend(); ++it) {
     std::string why;
     bool modified = false;
-    if (try_restore(*it, state, why, modified)) {
-      if (comm_.rank() == 0) log::info("restored step {} from {}", *it, options_.dir.string());
+    if (try_restore(options_.dir, *it, state, why, modified)) {
+      if (comm_.rank() == 0) {
+        log::info("restored step {} from disk ({})", *it, options_.dir.string());
+      }
       return *it;
     }
     if (modified && !modified_by) modified_by = *it;
@@ -271,16 +407,34 @@ std::optional<std::int64_t> Checkpointer::restore_latest(State& state) {
 
 void Checkpointer::restore(std::int64_t step, State& state) {
   finish_in_flight(true);
+  restored_from_memory_ = false;
   std::string why;
   bool modified = false;
-  if (!try_restore(step, state, why, modified)) {
-    throw IoError(fmt::format("cannot restore step {}: {}{}", step, why,
-                              modified ? " (the state is partly overwritten with its bytes)" : ""));
+  bool memory_modified = false;
+  if (!options_.memory_dir.empty()) {
+    const auto held =
+        checkpoint::steps_held_everywhere(comm_.get(), *options_.env, options_.memory_dir);
+    if (std::find(held.begin(), held.end(), step) != held.end()) {
+      if (try_restore(options_.memory_dir, step, state, why, memory_modified)) {
+        restored_from_memory_ = true;
+        return;
+      }
+      if (comm_.rank() == 0) {
+        log::warn("step {} in the memory tier fails its checks ({}); reading it from disk", step,
+                  why);
+      }
+    }
+  }
+  if (!try_restore(options_.dir, step, state, why, modified)) {
+    throw IoError(fmt::format(
+        "cannot restore step {}: {}{}", step, why,
+        modified || memory_modified ? " (the state is partly overwritten with its bytes)" : ""));
   }
 }
 
-bool Checkpointer::try_restore(std::int64_t step, State& state, std::string& why, bool& modified) {
-  const auto step_dir = options_.dir / checkpoint::step_directory_name(step);
+bool Checkpointer::try_restore(const std::filesystem::path& dir, std::int64_t step, State& state,
+                               std::string& why, bool& modified) {
+  const auto step_dir = dir / checkpoint::step_directory_name(step);
   try {
     checkpoint::restore_step(*options_.env, step_dir, step, state, comm_.get(), copy_threads_);
     return true;

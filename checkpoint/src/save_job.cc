@@ -32,12 +32,6 @@ using nlohmann::json;
 // "after N bytes" can land inside a file.
 constexpr std::size_t kWriteChunk = 4U << 20;
 
-std::string random_token() {
-  std::random_device device;
-  const std::uint64_t value = (static_cast<std::uint64_t>(device()) << 32) | device();
-  return fmt::format("{:016x}", value);
-}
-
 void copy_to_host(const Tensor& tensor, std::size_t offset, std::size_t bytes, std::byte* out) {
   const auto* source = static_cast<const std::byte*>(tensor.data()) + offset;
   if (tensor.device().is_cpu()) {
@@ -50,23 +44,6 @@ void copy_to_host(const Tensor& tensor, std::size_t offset, std::size_t bytes, s
   throw UsageError(fmt::format("tensor {} lives on {}, but lockstep was built without CUDA",
                                tensor.name(), tensor.device().str()));
 #endif
-}
-
-// Writes `bytes` to `path` through `env` and makes them durable. A file
-// system that acknowledges fewer bytes than it was given is caught by the
-// size check, before anything is committed.
-void write_durably(FileEnv& env, const fs::path& path, std::span<const std::byte> bytes) {
-  auto file = env.new_writable_file(path);
-  for (std::size_t offset = 0; offset < bytes.size(); offset += kWriteChunk) {
-    file->append(bytes.subspan(offset, std::min(kWriteChunk, bytes.size() - offset)));
-  }
-  file->sync();
-  file->close();
-  const std::uint64_t size = env.file_size(path);
-  if (size != bytes.size()) {
-    throw IoError(fmt::format("short write: {} holds {} of {} bytes after fsync", path.string(),
-                              size, bytes.size()));
-  }
 }
 
 // Writes this rank's file: HDF5's bytes from the plan, interleaved with the
@@ -125,6 +102,26 @@ double seconds_between(std::chrono::steady_clock::time_point start,
 }
 
 }  // namespace
+
+std::string random_token() {
+  std::random_device device;
+  const std::uint64_t value = (static_cast<std::uint64_t>(device()) << 32) | device();
+  return fmt::format("{:016x}", value);
+}
+
+void write_durably(FileEnv& env, const fs::path& path, std::span<const std::byte> bytes) {
+  auto file = env.new_writable_file(path);
+  for (std::size_t offset = 0; offset < bytes.size(); offset += kWriteChunk) {
+    file->append(bytes.subspan(offset, std::min(kWriteChunk, bytes.size() - offset)));
+  }
+  file->sync();
+  file->close();
+  const std::uint64_t size = env.file_size(path);
+  if (size != bytes.size()) {
+    throw IoError(fmt::format("short write: {} holds {} of {} bytes after fsync", path.string(),
+                              size, bytes.size()));
+  }
+}
 
 std::uint64_t save_fingerprint(std::int64_t step, const FlatState& flat) {
   const std::vector<TensorLayout>& layouts = flat.layouts;
@@ -267,6 +264,84 @@ StagedSave stage(std::int64_t step, const State& state, FlatState flat,
   return staged;
 }
 
+json write_own_file(StagedSave& staged, FileEnv& env, const fs::path& directory,
+                    std::uint64_t& bytes_written) {
+  const int rank = staged.rank;
+  json outcome = {{"error", ""}};
+  try {
+    const auto started = std::chrono::steady_clock::now();
+    const RankFilePlan& plan = *staged.rank_file;
+    std::vector<std::uint32_t> piece_crcs;
+    const std::uint32_t file_crc =
+        write_rank_file(env, directory / rank_file_name(rank), plan, staged.sources, piece_crcs);
+    json checksums = json::array();
+    json offsets = json::array();
+    std::size_t next = 0;
+    for (std::size_t t = 0; t < staged.layouts.size(); ++t) {
+      for (auto& piece : staged.own_pieces[t]) {
+        piece.crc32c = piece_crcs.at(next);
+        checksums.push_back(piece.crc32c);
+        offsets.push_back(plan.piece_offsets.at(next++));
+      }
+    }
+    log::debug("step {}: checksums, write and fsync {:.3f} s", staged.step,
+               seconds_between(started, std::chrono::steady_clock::now()));
+    bytes_written += plan.file_size;
+    outcome = {{"error", ""},
+               {"size", plan.file_size},
+               {"crc32c", file_crc},
+               {"pieces", std::move(checksums)},
+               {"offsets", std::move(offsets)}};
+  } catch (const std::exception& failure) {
+    outcome = {{"error", fmt::format("rank {}: {}", rank, failure.what())}};
+  }
+  return outcome;
+}
+
+std::pair<Metadata, std::vector<std::byte>> build_metadata(
+    StagedSave& staged, const std::vector<std::string>& outcomes) {
+  Metadata metadata;
+  metadata.library_version = LOCKSTEP_VERSION;
+  metadata.step = staged.step;
+  metadata.world_size = staged.world_size;
+  metadata.wall_time = utc_now(&metadata.unix_time);
+  metadata.values = staged.values;
+  std::vector<std::size_t> next_checksum(outcomes.size(), 0);
+  std::vector<json> parsed;
+  std::string error;
+  for (const auto& text : outcomes) {
+    parsed.push_back(json::parse(text));
+    const auto message = parsed.back().at("error").get<std::string>();
+    if (!message.empty()) {
+      if (!error.empty()) error += "; ";
+      error += message;
+    }
+  }
+  if (!error.empty()) throw IoError(error);
+  for (std::size_t r = 0; r < parsed.size(); ++r) {
+    metadata.rank_files.push_back({.name = rank_file_name(static_cast<int>(r)),
+                                   .size = parsed[r].at("size").get<std::uint64_t>(),
+                                   .crc32c = parsed[r].at("crc32c").get<std::uint32_t>()});
+  }
+  for (std::size_t t = 0; t < staged.layouts.size(); ++t) {
+    TensorRecord record{
+        .layout = staged.layouts[t], .pieces = staged.pieces[t], .sharded = staged.sharded[t]};
+    for (auto& piece : record.pieces) {
+      const auto file = static_cast<std::size_t>(piece.file);
+      piece.crc32c = parsed[file].at("pieces").at(next_checksum[file]).get<std::uint32_t>();
+      piece.offset = parsed[file].at("offsets").at(next_checksum[file]++).get<std::uint64_t>();
+    }
+    metadata.tensors.push_back(std::move(record));
+  }
+  if (!staged.master_file || staged.master_file->key != master_file_key(metadata)) {
+    staged.master_file = nullptr;
+    staged.master_file = std::make_shared<const MasterFileTemplate>(plan_master_file(metadata));
+  }
+  const auto master = build_master_file(*staged.master_file, metadata, staged.scalars);
+  metadata.master_file = {.name = kMasterFile, .size = master.size(), .crc32c = crc32c(master)};
+  return {std::move(metadata), master};
+}
+
 std::uint64_t write_and_commit(StagedSave& staged, MPI_Comm comm, FileEnv& env,
                                const CheckpointOptions& options) {
   const fs::path& dir = options.dir;
@@ -293,34 +368,7 @@ std::uint64_t write_and_commit(StagedSave& staged, MPI_Comm comm, FileEnv& env,
 
   // Every rank writes and fsyncs its own file.
   std::uint64_t bytes_written = 0;
-  json outcome = {{"error", ""}};
-  try {
-    const auto started = std::chrono::steady_clock::now();
-    const RankFilePlan& plan = *staged.rank_file;
-    std::vector<std::uint32_t> piece_crcs;
-    const std::uint32_t file_crc =
-        write_rank_file(env, temporary / rank_file_name(rank), plan, staged.sources, piece_crcs);
-    json checksums = json::array();
-    json offsets = json::array();
-    std::size_t next = 0;
-    for (std::size_t t = 0; t < staged.layouts.size(); ++t) {
-      for (auto& piece : staged.own_pieces[t]) {
-        piece.crc32c = piece_crcs.at(next);
-        checksums.push_back(piece.crc32c);
-        offsets.push_back(plan.piece_offsets.at(next++));
-      }
-    }
-    log::debug("step {}: checksums, write and fsync {:.3f} s", staged.step,
-               seconds_between(started, std::chrono::steady_clock::now()));
-    bytes_written += plan.file_size;
-    outcome = {{"error", ""},
-               {"size", plan.file_size},
-               {"crc32c", file_crc},
-               {"pieces", std::move(checksums)},
-               {"offsets", std::move(offsets)}};
-  } catch (const std::exception& failure) {
-    outcome = {{"error", fmt::format("rank {}: {}", rank, failure.what())}};
-  }
+  const json outcome = write_own_file(staged, env, temporary, bytes_written);
 
   // Rank 0 hears from every rank; only when all wrote and synced does it
   // write the metadata and commit.
@@ -335,46 +383,9 @@ std::uint64_t write_and_commit(StagedSave& staged, MPI_Comm comm, FileEnv& env,
     const fs::path final_path = dir / step_directory_name(staged.step);
     const fs::path replaced = dir / fmt::format("step-{}.replaced-{}", staged.step, token);
     try {
-      Metadata metadata;
-      metadata.library_version = LOCKSTEP_VERSION;
-      metadata.step = staged.step;
-      metadata.world_size = staged.world_size;
-      metadata.wall_time = utc_now(&metadata.unix_time);
-      metadata.values = staged.values;
-      std::vector<std::size_t> next_checksum(outcomes.size(), 0);
-      std::vector<json> parsed;
-      for (const auto& text : outcomes) {
-        parsed.push_back(json::parse(text));
-        const auto message = parsed.back().at("error").get<std::string>();
-        if (!message.empty()) {
-          if (!error.empty()) error += "; ";
-          error += message;
-        }
-      }
-      if (!error.empty()) throw IoError(error);
-      for (std::size_t r = 0; r < parsed.size(); ++r) {
-        metadata.rank_files.push_back({.name = rank_file_name(static_cast<int>(r)),
-                                       .size = parsed[r].at("size").get<std::uint64_t>(),
-                                       .crc32c = parsed[r].at("crc32c").get<std::uint32_t>()});
-      }
-      for (std::size_t t = 0; t < staged.layouts.size(); ++t) {
-        TensorRecord record{
-            .layout = staged.layouts[t], .pieces = staged.pieces[t], .sharded = staged.sharded[t]};
-        for (auto& piece : record.pieces) {
-          const auto file = static_cast<std::size_t>(piece.file);
-          piece.crc32c = parsed[file].at("pieces").at(next_checksum[file]).get<std::uint32_t>();
-          piece.offset = parsed[file].at("offsets").at(next_checksum[file]++).get<std::uint64_t>();
-        }
-        metadata.tensors.push_back(std::move(record));
-      }
-      if (!staged.master_file || staged.master_file->key != master_file_key(metadata)) {
-        staged.master_file = nullptr;
-        staged.master_file = std::make_shared<const MasterFileTemplate>(plan_master_file(metadata));
-      }
-      const auto master = build_master_file(*staged.master_file, metadata, staged.scalars);
+      const auto [metadata, master] = build_metadata(staged, outcomes);
       const auto master_built = std::chrono::steady_clock::now();
       write_durably(env, temporary / kMasterFile, master);
-      metadata.master_file = {.name = kMasterFile, .size = master.size(), .crc32c = crc32c(master)};
       const std::string text = serialize(metadata);
       write_durably(env, temporary / kMetadataFile, std::as_bytes(std::span(text)));
       bytes_written += master.size() + text.size();

@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <memory>
 #include <span>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include <mpi.h>
@@ -16,6 +18,7 @@
 #include "hdf5_files.h"
 #include "layout.h"
 #include "lockstep/checkpointer.h"
+#include "metadata.h"
 
 namespace lockstep::checkpoint {
 
@@ -67,6 +70,27 @@ StagedSave stage(std::int64_t step, const State& state, FlatState flat,
                  std::vector<std::vector<Piece>> pieces, int rank, int world_size, bool copy,
                  int threads, Tensor staging, std::shared_ptr<const RankFilePlan> rank_file,
                  std::shared_ptr<const MasterFileTemplate> master_file);
+
+// A new random name for a save's temporary directory (16 hex digits).
+std::string random_token();
+
+// Writes `bytes` to `path` through `env` and makes them durable. A file
+// system that acknowledges fewer bytes than it was given is caught by the
+// size check, before anything is committed.
+void write_durably(FileEnv& env, const std::filesystem::path& path,
+                   std::span<const std::byte> bytes);
+
+// Writes and fsyncs this rank's file of the staged save into `directory`
+// and returns what rank 0 needs to know of it (its size, CRC-32C, each
+// piece's checksum and offset), or {"error": message}; never throws.
+nlohmann::json write_own_file(StagedSave& staged, FileEnv& env,
+                              const std::filesystem::path& directory, std::uint64_t& bytes_written);
+
+// Rank 0: the metadata of the staged save from every rank's
+// write_own_file() outcome (in rank order), and the master file's bytes.
+// Throws IoError joining the ranks' errors when one failed.
+std::pair<Metadata, std::vector<std::byte>> build_metadata(
+    StagedSave& staged, const std::vector<std::string>& outcomes);
 
 // Collective over `comm`: writes the staged save into a temporary directory,
 // makes it durable, and, when every rank succeeded, commits it with one

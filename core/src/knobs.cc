@@ -266,6 +266,50 @@ const Knob<bool> checkpoint_direct_io{{
            "single rank reads with O_DIRECT too. false: read and write through the page cache.",
 }};
 
+const Knob<std::string> checkpoint_memory_dir{{
+    .name = "checkpoint_memory_dir",
+    .env = "LOCKSTEP_CHECKPOINT_MEMORY_DIR",
+    .type = KnobType::kString,
+    .default_value = "",
+    .doc = "The memory tier: every save also goes to this directory on each node's own memory "
+           "(tmpfs, e.g. /dev/shm/lockstep), and a restore takes the newest step every rank finds "
+           "there before the disk's. checkpoint_options() adds a subdirectory per run. Empty: "
+           "off.",
+}};
+
+const Knob<std::int64_t> checkpoint_memory_mb{{
+    .name = "checkpoint_memory_mb",
+    .env = "LOCKSTEP_CHECKPOINT_MEMORY_MB",
+    .type = KnobType::kInt,
+    .default_value = "0",
+    .doc = "The most MiB the memory tier may hold on one node (its newest steps and the one being "
+           "saved); a state that does not fit is saved to disk only, with a warning. 0: half of "
+           "what the memory directory's file system has free at the first save.",
+    .min = 0,
+    .max = 1e12,
+}};
+
+const Knob<std::int64_t> checkpoint_memory_keep{{
+    .name = "checkpoint_memory_keep",
+    .env = "LOCKSTEP_CHECKPOINT_MEMORY_KEEP",
+    .type = KnobType::kInt,
+    .default_value = "2",
+    .doc = "Steps the memory tier keeps on each node.",
+    .min = 1,
+    .max = 100,
+}};
+
+const Knob<std::int64_t> checkpoint_disk_every{{
+    .name = "checkpoint_disk_every",
+    .env = "LOCKSTEP_CHECKPOINT_DISK_EVERY",
+    .type = KnobType::kInt,
+    .default_value = "1",
+    .doc = "With the memory tier on: every N-th save also goes to the checkpoint directory on "
+           "disk (the first save always does).",
+    .min = 1,
+    .max = 1e6,
+}};
+
 const Knob<std::string> checkpoint_policy{{
     .name = "checkpoint_policy",
     .env = "LOCKSTEP_CHECKPOINT_POLICY",
@@ -302,7 +346,7 @@ const Knob<double> mtbf{{
 }  // namespace knobs
 
 std::span<const KnobSpec* const> all_knobs() {
-  static const std::array<const KnobSpec*, 26> table = {
+  static const std::array<const KnobSpec*, 30> table = {
       &knobs::log_level.spec,
       &knobs::run_dir.spec,
       &knobs::device.spec,
@@ -325,6 +369,10 @@ std::span<const KnobSpec* const> all_knobs() {
       &knobs::checkpoint_keep_every.spec,
       &knobs::checkpoint_async.spec,
       &knobs::checkpoint_threads.spec,
+      &knobs::checkpoint_memory_dir.spec,
+      &knobs::checkpoint_memory_mb.spec,
+      &knobs::checkpoint_memory_keep.spec,
+      &knobs::checkpoint_disk_every.spec,
       &knobs::checkpoint_direct_io.spec,
       &knobs::checkpoint_policy.spec,
       &knobs::checkpoint_seconds.spec,

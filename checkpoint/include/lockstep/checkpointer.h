@@ -89,6 +89,25 @@ struct CheckpointOptions {
   // File system; null means the real one, written with direct I/O where it
   // allows it (posix_file_env()). Tests pass one that injects faults.
   std::shared_ptr<FileEnv> env = nullptr;
+
+  // The memory tier, off when empty: every save also goes to this directory
+  // on each node's own memory (tmpfs, such as /dev/shm/...), which outlives
+  // the processes but not the node; each node keeps its own ranks' files of
+  // the newest memory_keep steps. A restore takes the newest step that every
+  // rank finds there, unless the disk holds a newer one. It must not be
+  // shared between nodes, nor between runs (checkpoint_options() adds a
+  // subdirectory per run). A state that does not fit memory_budget_bytes,
+  // or a directory that cannot be used, leaves the memory tier off for this
+  // Checkpointer with a warning: saves go to disk only.
+  std::filesystem::path memory_dir = {};
+  int memory_keep = 2;
+  // The most bytes of one node's memory tier (the kept steps and the one
+  // being saved); 0: half of what memory_dir's file system has free at the
+  // first save.
+  std::uint64_t memory_budget_bytes = 0;
+  // With the memory tier on, every disk_every-th save (the first included)
+  // also goes to `dir`; the others are in memory only.
+  int disk_every = 1;
 };
 
 // Options from the configuration (LOCKSTEP_CHECKPOINT_DIR, _KEEP,
@@ -102,6 +121,8 @@ struct SaveStats {
   std::uint64_t bytes_written = 0;  // by this rank, data and HDF5 metadata
   double stall_seconds = 0;         // time save() blocked the caller
   double write_seconds = 0;         // background time from staging to commit
+  bool in_memory = false;           // committed to the memory tier
+  bool on_disk = false;             // committed to the checkpoint directory
 };
 
 class Checkpointer {
@@ -166,6 +187,13 @@ class Checkpointer {
   // Committed steps in `dir`, oldest first, as this rank sees them.
   std::vector<std::int64_t> committed_steps() const;
 
+  // Whether the last successful restore read the memory tier (else the disk).
+  bool last_restore_from_memory() const { return restored_from_memory_; }
+
+  // Whether saves go to the memory tier (configured, usable, and within its
+  // budget so far).
+  bool memory_tier_on() const { return memory_on_; }
+
   // Warnings of the last restore_latest(), one per checkpoint it skipped.
   const std::vector<std::string>& skipped_checkpoints() const { return skipped_; }
 
@@ -181,7 +209,12 @@ class Checkpointer {
   // Throws IoError if `step` could not be restored; returns false instead
   // for a checkpoint that is corrupt (with the reason in `why`, and
   // `modified` set when the state already holds some of its bytes).
-  bool try_restore(std::int64_t step, State& state, std::string& why, bool& modified);
+  bool try_restore(const std::filesystem::path& dir, std::int64_t step, State& state,
+                   std::string& why, bool& modified);
+  // Collective, at the first save with the memory tier configured: whether
+  // this save's files fit every node's budget (else a warning, and the tier
+  // stays off).
+  bool memory_tier_fits(std::uint64_t rank_file_bytes);
 
   CheckpointOptions options_;
   MpiComm comm_;          // restore and the caller's thread
@@ -198,6 +231,11 @@ class Checkpointer {
   std::shared_ptr<const checkpoint::MasterFileTemplate> master_file_;
   std::vector<std::string> skipped_;
   SaveStats last_stats_;
+  MpiComm node_comm_;            // the ranks of this node (memory tier)
+  bool memory_on_ = false;       // saves go to the memory tier
+  bool memory_checked_ = false;  // the budget was checked at a first save
+  std::int64_t saves_ = 0;       // saves started, for disk_every
+  bool restored_from_memory_ = false;
 };
 
 }  // namespace lockstep

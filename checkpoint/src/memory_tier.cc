@@ -1,0 +1,224 @@
+#include "memory_tier.h"
+
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <set>
+#include <string>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "collective_text.h"
+#include "directory.h"
+#include "lockstep/error.h"
+#include "lockstep/log.h"
+#include "lockstep/mpi_check.h"
+#include "metadata.h"
+
+namespace lockstep::checkpoint {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::span<const std::byte> bytes_of(const std::string& text) {
+  return std::as_bytes(std::span(text.data(), text.size()));
+}
+
+int rank_in(MPI_Comm comm) {
+  int rank = 0;
+  LOCKSTEP_CHECK_MPI(MPI_Comm_rank(comm, &rank));
+  return rank;
+}
+
+}  // namespace
+
+void prepare_memory_dir(FileEnv& env, const fs::path& dir) {
+  env.create_directories(dir);
+  struct stat info {};
+  if (::lstat(dir.c_str(), &info) != 0) {
+    throw IoError(fmt::format("cannot stat {}: {}", dir.string(), std::strerror(errno)));
+  }
+  const uid_t me = ::geteuid();
+  if (!S_ISDIR(info.st_mode)) {
+    throw IoError(fmt::format(
+        "{} is a symbolic link or not a directory: the memory tier must be a directory of its "
+        "own, not a way into another; name the real directory",
+        dir.string()));
+  }
+  if (info.st_uid != me) {
+    throw IoError(fmt::format(
+        "{} is owned by uid {}, not by this user (uid {}): its owner could plant checkpoints "
+        "there; choose a directory of your own",
+        dir.string(), info.st_uid, me));
+  }
+  if ((info.st_mode & 077) != 0 && ::chmod(dir.c_str(), 0700) != 0) {
+    throw IoError(
+        fmt::format("cannot make {} private (chmod 0700): {}", dir.string(), std::strerror(errno)));
+  }
+  const fs::path parent = dir.parent_path().empty() ? fs::path(".") : dir.parent_path();
+  struct stat above {};
+  if (::stat(parent.c_str(), &above) != 0) {
+    throw IoError(fmt::format("cannot stat {}: {}", parent.string(), std::strerror(errno)));
+  }
+  const bool others_write = (above.st_mode & (S_IWGRP | S_IWOTH)) != 0;
+  const bool safe = above.st_uid == me
+                        ? !others_write
+                        : above.st_uid == 0 && (!others_write || (above.st_mode & S_ISVTX) != 0);
+  if (!safe) {
+    throw IoError(fmt::format(
+        "{} lies in {}, which uid {} owns and others may write to: they could swap the "
+        "directory; choose a place owned by this user (uid {}) or a sticky directory of root's "
+        "such as /dev/shm",
+        dir.string(), parent.string(), above.st_uid, me));
+  }
+  remove_leftovers(env, dir);
+}
+
+std::uint64_t free_bytes(const fs::path& dir) {
+  struct statvfs info {};
+  if (::statvfs(dir.c_str(), &info) != 0) return 0;
+  return static_cast<std::uint64_t>(info.f_bavail) * info.f_frsize;
+}
+
+std::uint64_t write_and_commit_local(StagedSave& staged, MPI_Comm comm, MPI_Comm node_comm,
+                                     FileEnv& env, const fs::path& dir, int keep) {
+  const int rank = staged.rank;
+  const bool leader = rank_in(node_comm) == 0;
+  std::string token;
+  if (rank == 0) token = random_token();
+  broadcast_text(comm, 0, token);
+  const fs::path temporary = dir / fmt::format("step-{}.tmp-{}", staged.step, token);
+  const fs::path final_path = dir / step_directory_name(staged.step);
+  const auto fail = [&](const std::string& why) {
+    if (leader) {
+      try {
+        env.remove_all(temporary);
+      } catch (const std::exception& cleanup) {
+        log::warn("cannot remove {}: {}", temporary.string(), cleanup.what());
+      }
+    }
+    return IoError(
+        fmt::format("step {} was not committed to the memory tier: {}", staged.step, why));
+  };
+
+  std::string error;
+  if (leader) {
+    try {
+      env.create_directories(temporary);
+    } catch (const std::exception& failure) {
+      error = fmt::format("rank {}: {}", rank, failure.what());
+    }
+  }
+  error = first_error(comm, error);
+  if (!error.empty()) throw fail(error);
+
+  std::uint64_t bytes_written = 0;
+  const nlohmann::json outcome = write_own_file(staged, env, temporary, bytes_written);
+  const auto outcomes = gather_text(comm, 0, outcome.dump());
+  std::string metadata_text;
+  std::string master_text;
+  if (rank == 0) {
+    try {
+      const auto [metadata, master] = build_metadata(staged, outcomes);
+      metadata_text = serialize(metadata);
+      master_text.assign(reinterpret_cast<const char*>(master.data()), master.size());
+    } catch (const std::exception& failure) {
+      error = failure.what();
+    }
+  }
+  broadcast_text(comm, 0, error);
+  if (!error.empty()) throw fail(error);
+  broadcast_text(comm, 0, metadata_text);
+  broadcast_text(comm, 0, master_text);
+
+  // Each node's first rank commits its node's copy. A step saved again
+  // after a restart replaces the old copy: the memory tier is a cache of
+  // the newest steps, not the durable record.
+  bool renamed = false;
+  if (leader) {
+    try {
+      write_durably(env, temporary / kMasterFile, bytes_of(master_text));
+      write_durably(env, temporary / kMetadataFile, bytes_of(metadata_text));
+      if (env.exists(final_path)) env.remove_all(final_path);
+      env.rename(temporary, final_path);
+      renamed = true;
+      bytes_written += master_text.size() + metadata_text.size();
+    } catch (const std::exception& failure) {
+      error = fmt::format("rank {}: {}", rank, failure.what());
+    }
+  }
+  error = first_error(comm, error);
+  if (!error.empty()) {
+    // A step that some node lacks can never be assembled: out of sight on
+    // every node.
+    if (renamed) {
+      try {
+        env.remove_all(final_path);
+      } catch (const std::exception& cleanup) {
+        log::warn("cannot remove {}: {}", final_path.string(), cleanup.what());
+      }
+    }
+    throw fail(error);
+  }
+  if (leader) {
+    try {
+      for (const auto step : steps_to_remove(committed_steps(env, dir), keep, 0)) {
+        env.remove_all(dir / step_directory_name(step));
+      }
+      remove_leftovers(env, dir);
+    } catch (const std::exception& failure) {
+      log::warn("memory tier: removing steps older than step {} failed: {}", staged.step,
+                failure.what());
+    }
+  }
+  return bytes_written;
+}
+
+std::vector<std::int64_t> local_steps(FileEnv& env, const fs::path& dir, int rank) {
+  std::vector<std::int64_t> held;
+  if (!env.exists(dir)) return held;
+  for (const auto step : committed_steps(env, dir)) {
+    const fs::path step_dir = dir / step_directory_name(step);
+    if (env.exists(step_dir / kMetadataFile) && env.exists(step_dir / rank_file_name(rank))) {
+      held.push_back(step);
+    }
+  }
+  return held;
+}
+
+std::vector<std::int64_t> steps_held_everywhere(MPI_Comm comm, FileEnv& env, const fs::path& dir) {
+  const int rank = rank_in(comm);
+  std::string mine;
+  try {
+    mine = nlohmann::json(local_steps(env, dir, rank)).dump();
+  } catch (const std::exception& failure) {
+    log::warn("memory tier: cannot list {}: {}", dir.string(), failure.what());
+    mine = "[]";
+  }
+  const auto all = gather_text(comm, 0, mine);
+  std::string common = "[]";
+  if (rank == 0) {
+    std::vector<std::int64_t> everywhere;
+    for (std::size_t r = 0; r < all.size(); ++r) {
+      const auto held = nlohmann::json::parse(all[r]).get<std::vector<std::int64_t>>();
+      if (r == 0) {
+        everywhere = held;
+        continue;
+      }
+      const std::set<std::int64_t> theirs(held.begin(), held.end());
+      std::erase_if(everywhere, [&](std::int64_t step) { return !theirs.contains(step); });
+    }
+    std::sort(everywhere.rbegin(), everywhere.rend());
+    common = nlohmann::json(everywhere).dump();
+  }
+  broadcast_text(comm, 0, common);
+  return nlohmann::json::parse(common).get<std::vector<std::int64_t>>();
+}
+
+}  // namespace lockstep::checkpoint

@@ -1,0 +1,224 @@
+// The memory tier: every save in node-local memory, every K-th also on
+// disk; a restore takes the newest step every rank holds in memory unless
+// the disk has a newer one; a damaged or missing memory copy falls back;
+// a state over budget, or a directory another user could tamper with,
+// leaves the tier off and the saves on disk.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <lockstep/checkpointer.h>
+
+#include "checkpoint_test_util.h"
+#include "mpi_test.h"
+
+namespace lockstep {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::fresh_dir;
+using testing::large_model;
+using testing::runtime;
+using testing::TestModel;
+
+MPI_Comm world() { return runtime().comm(); }
+int rank() { return runtime().rank(); }
+
+// A memory directory on /dev/shm for one test, empty, the same on every
+// rank (named after rank 0's process).
+fs::path memory_dir(const std::string& name) {
+  int pid = static_cast<int>(::getpid());
+  MPI_Bcast(&pid, 1, MPI_INT, 0, world());
+  const fs::path dir = fs::path("/dev/shm") / fmt::format("lockstep-test-{}", pid) / name;
+  if (rank() == 0) fs::remove_all(dir);
+  MPI_Barrier(world());
+  return dir;
+}
+
+struct MemoryTierTest : ::testing::Test {
+  ~MemoryTierTest() override {
+    MPI_Barrier(world());
+    int pid = static_cast<int>(::getpid());
+    MPI_Bcast(&pid, 1, MPI_INT, 0, world());
+    if (rank() == 0) fs::remove_all(fs::path("/dev/shm") / fmt::format("lockstep-test-{}", pid));
+  }
+};
+
+// Saves steps first..last with the values of seed == step.
+void save_steps(Checkpointer& checkpointer, TestModel& model, int first, int last) {
+  for (int step = first; step <= last; ++step) {
+    model.fill_all(static_cast<std::uint64_t>(step));
+    checkpointer.save(step, model.state());
+  }
+  checkpointer.wait();
+}
+
+std::vector<std::int64_t> committed(const fs::path& dir) {
+  std::vector<std::int64_t> steps;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("step-", 0) == 0 && name.find('.') == std::string::npos) {
+      steps.push_back(std::stoll(name.substr(5)));
+    }
+  }
+  std::sort(steps.begin(), steps.end());
+  return steps;
+}
+
+// Flips one bit in the middle of the largest piece of rank file `file` of
+// `step_dir`, found through its metadata.
+void flip_in_largest_piece(const fs::path& step_dir, int file) {
+  const auto metadata = nlohmann::json::parse(std::ifstream(step_dir / "metadata.json"));
+  std::int64_t offset = -1;
+  std::int64_t largest = 0;
+  for (const auto& tensor : metadata.at("tensors")) {
+    for (const auto& piece : tensor.at("pieces")) {
+      if (piece.at("file") == file && piece.at("count").get<std::int64_t>() > largest) {
+        largest = piece.at("count").get<std::int64_t>();
+        offset = piece.at("offset").get<std::int64_t>();
+      }
+    }
+  }
+  ASSERT_GE(offset, 0);
+  std::fstream data(step_dir / fmt::format("rank-{:05d}.h5", file),
+                    std::ios::in | std::ios::out | std::ios::binary);
+  data.seekg(offset + largest / 2);
+  const char byte = static_cast<char>(data.get());
+  data.seekp(offset + largest / 2);
+  data.put(static_cast<char>(byte ^ 0x04));
+}
+
+CheckpointOptions tiered(const fs::path& disk, const fs::path& memory, int disk_every) {
+  return {.dir = disk,
+          .keep_last = 0,
+          .async = true,
+          .memory_dir = memory,
+          .memory_keep = 2,
+          .disk_every = disk_every};
+}
+
+TEST_F(MemoryTierTest, EverySaveInMemoryEveryKthOnDiskAndTheNewestRestoresFromMemory) {
+  const fs::path disk = fresh_dir("memory-tier", world());
+  const fs::path memory = memory_dir("tier");
+  TestModel model = large_model();
+  {
+    Checkpointer checkpointer(world(), tiered(disk, memory, 3));
+    ASSERT_TRUE(checkpointer.memory_tier_on());
+    save_steps(checkpointer, model, 1, 7);
+    EXPECT_TRUE(checkpointer.last_save_stats().in_memory);
+    EXPECT_TRUE(checkpointer.last_save_stats().on_disk);  // the 7th save: 7 = 1 + 2 * 3
+  }
+  if (rank() == 0) {
+    EXPECT_EQ(committed(memory), (std::vector<std::int64_t>{6, 7})) << "the newest two";
+    EXPECT_EQ(committed(disk), (std::vector<std::int64_t>{1, 4, 7})) << "every third save";
+    EXPECT_EQ(fs::status(memory).permissions() & fs::perms::all, fs::perms::owner_all);
+  }
+  MPI_Barrier(world());
+  TestModel restored = large_model();
+  Checkpointer checkpointer(world(), tiered(disk, memory, 3));
+  auto state = restored.state();
+  ASSERT_EQ(checkpointer.restore_latest(state), std::optional<std::int64_t>(7));
+  EXPECT_TRUE(checkpointer.last_restore_from_memory());
+  EXPECT_EQ(restored.mismatch(7), "");
+  // A step in memory only.
+  checkpointer.restore(6, state);
+  EXPECT_TRUE(checkpointer.last_restore_from_memory());
+  EXPECT_EQ(restored.mismatch(6), "");
+}
+
+TEST_F(MemoryTierTest, DamagedOrMissingMemoryCopiesFallBack) {
+  const fs::path disk = fresh_dir("memory-fallback", world());
+  const fs::path memory = memory_dir("fallback");
+  TestModel model = large_model();
+  {
+    // Disk: step 1 only (every 100th save).
+    Checkpointer checkpointer(world(), tiered(disk, memory, 100));
+    save_steps(checkpointer, model, 1, 5);
+  }
+  const int last = runtime().world_size() - 1;
+  if (rank() == 0) flip_in_largest_piece(memory / "step-5", last);
+  MPI_Barrier(world());
+  TestModel restored = large_model();
+  {
+    Checkpointer checkpointer(world(), tiered(disk, memory, 100));
+    auto state = restored.state();
+    ASSERT_EQ(checkpointer.restore_latest(state), std::optional<std::int64_t>(4));
+    EXPECT_TRUE(checkpointer.last_restore_from_memory());
+    EXPECT_EQ(restored.mismatch(4), "");
+    ASSERT_EQ(checkpointer.skipped_checkpoints().size(), 1U);
+    EXPECT_NE(checkpointer.skipped_checkpoints()[0].find("memory tier"), std::string::npos);
+    EXPECT_NE(checkpointer.skipped_checkpoints()[0].find("checksum mismatch"), std::string::npos)
+        << checkpointer.skipped_checkpoints()[0];
+  }
+  // A node lost with its memory: one rank's files gone from every step.
+  if (rank() == 0) {
+    for (const auto step : committed(memory)) {
+      fs::remove(memory / fmt::format("step-{}", step) / fmt::format("rank-{:05d}.h5", last));
+    }
+  }
+  MPI_Barrier(world());
+  Checkpointer checkpointer(world(), tiered(disk, memory, 100));
+  auto state = restored.state();
+  ASSERT_EQ(checkpointer.restore_latest(state), std::optional<std::int64_t>(1));
+  EXPECT_FALSE(checkpointer.last_restore_from_memory());
+  EXPECT_EQ(restored.mismatch(1), "");
+}
+
+TEST_F(MemoryTierTest, OverBudgetSavesGoToDiskOnly) {
+  const fs::path disk = fresh_dir("memory-budget", world());
+  const fs::path memory = memory_dir("budget");
+  TestModel model = large_model();
+  CheckpointOptions options = tiered(disk, memory, 3);
+  options.memory_budget_bytes = 4096;
+  Checkpointer checkpointer(world(), options);
+  save_steps(checkpointer, model, 1, 3);
+  EXPECT_FALSE(checkpointer.memory_tier_on());
+  EXPECT_FALSE(checkpointer.last_save_stats().in_memory);
+  EXPECT_TRUE(checkpointer.last_save_stats().on_disk);
+  if (rank() == 0) {
+    EXPECT_TRUE(committed(memory).empty());
+    EXPECT_EQ(committed(disk), (std::vector<std::int64_t>{1, 2, 3}));
+  }
+}
+
+// Directories another local user could write into, or that are not this
+// user's: the tier stays off, every save goes to disk.
+TEST_F(MemoryTierTest, DirectoriesOthersCouldTamperWithAreRefused) {
+  const fs::path base = memory_dir("hostile");
+  if (rank() == 0) {
+    fs::create_directories(base / "open");
+    fs::permissions(base / "open", fs::perms::all);  // 0777, no sticky bit
+    fs::create_directories(base / "elsewhere");
+    fs::create_directory_symlink(base / "elsewhere", base / "link");
+    if (::geteuid() == 0) {  // a directory of another user: only root can make one
+      fs::create_directories(base / "theirs");
+      ASSERT_EQ(::chown((base / "theirs").c_str(), 65534, 65534), 0);  // nobody
+    }
+  }
+  MPI_Barrier(world());
+  std::vector<fs::path> refused = {base / "open" / "tier", base / "link"};
+  if (::geteuid() == 0) refused.push_back(base / "theirs");
+  for (const fs::path& memory : refused) {
+    const fs::path disk = fresh_dir("memory-hostile", world());
+    Checkpointer checkpointer(world(), tiered(disk, memory, 3));
+    EXPECT_FALSE(checkpointer.memory_tier_on()) << memory;
+    TestModel model = large_model();
+    save_steps(checkpointer, model, 1, 2);
+    EXPECT_TRUE(checkpointer.last_save_stats().on_disk) << memory;
+    if (rank() == 0) {
+      EXPECT_EQ(committed(disk), (std::vector<std::int64_t>{1, 2})) << memory;
+    }
+    MPI_Barrier(world());
+  }
+}
+
+}  // namespace
+}  // namespace lockstep
