@@ -192,7 +192,7 @@ Checkpointer::Checkpointer(MPI_Comm comm, CheckpointOptions options)
   std::string error;
   if (node_comm_.rank() == 0) {
     try {
-      checkpoint::prepare_memory_dir(*options_.env, options_.memory_dir);
+      checkpoint::prepare_memory_dir(*options_.env, options_.memory_dir, options_.dir);
     } catch (const std::exception& problem) {
       error = fmt::format("rank {}: {}", comm_.rank(), problem.what());
     }
@@ -304,7 +304,7 @@ void Checkpointer::save(std::int64_t step, const State& state) {
   // Every rank decides alike: the same counts, flags and collective checks.
   const bool memory = memory_on_ && (memory_checked_ || memory_tier_fits(job->rank_file_bytes()));
   job->set_tiers({.memory = memory,
-                  .disk = !memory || saves_ % options_.disk_every == 0,
+                  .disk = !memory || force_disk_ || saves_ % options_.disk_every == 0,
                   .node_comm = node_comm_.get()});
   ++saves_;
   log::debug("step {}: staging {:.3f} s", step, seconds_since(start));
@@ -331,6 +331,35 @@ void Checkpointer::save(std::int64_t step, const State& state) {
 }
 
 void Checkpointer::wait() { finish_in_flight(true); }
+
+void Checkpointer::save_to_disk(std::int64_t step, const State& state) {
+  force_disk_ = true;
+  try {
+    save(step, state);
+  } catch (...) {
+    force_disk_ = false;
+    throw;
+  }
+  force_disk_ = false;
+}
+
+void Checkpointer::discard_memory_tier() {
+  finish_in_flight(true);
+  if (options_.memory_dir.empty()) return;
+  std::string error;
+  if (node_comm_.rank() == 0) {
+    try {
+      options_.env->remove_all(options_.memory_dir);
+    } catch (const std::exception& failure) {
+      error = failure.what();
+    }
+  }
+  error = checkpoint::first_error(comm_.get(), error);
+  if (!error.empty() && comm_.rank() == 0) {
+    log::warn("cannot remove the memory tier: {}", error);
+  }
+  memory_on_ = false;
+}
 
 std::vector<std::int64_t> Checkpointer::committed_steps() const {
   return checkpoint::committed_steps(*options_.env, options_.dir);

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <set>
 #include <string>
 
@@ -36,9 +37,39 @@ int rank_in(MPI_Comm comm) {
   return rank;
 }
 
+// The file in a memory directory that names the run's checkpoint
+// directory on disk.
+constexpr char kOwnerFile[] = "owner";
+
+// This user's memory directories beside `dir` whose run's checkpoint
+// directory is gone: removed. Failures are logged; they cost only space.
+void remove_stale_runs(FileEnv& env, const fs::path& dir) {
+  const std::string prefix = fmt::format("{}-", ::geteuid());
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(dir.parent_path(), error)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.path() == dir || name.rfind(prefix, 0) != 0) continue;
+    struct stat info {};
+    if (::lstat(entry.path().c_str(), &info) != 0 || !S_ISDIR(info.st_mode) ||
+        info.st_uid != ::geteuid()) {
+      continue;
+    }
+    std::ifstream marker(entry.path() / kOwnerFile);
+    std::string owner;
+    if (!marker || !std::getline(marker, owner) || owner.empty() || fs::exists(owner)) continue;
+    try {
+      env.remove_all(entry.path());
+      log::info("memory tier: removed {}, left by a run whose checkpoints ({}) are gone",
+                entry.path().string(), owner);
+    } catch (const std::exception& failure) {
+      log::warn("memory tier: cannot remove {}: {}", entry.path().string(), failure.what());
+    }
+  }
+}
+
 }  // namespace
 
-void prepare_memory_dir(FileEnv& env, const fs::path& dir) {
+void prepare_memory_dir(FileEnv& env, const fs::path& dir, const fs::path& owner) {
   env.create_directories(dir);
   struct stat info {};
   if (::lstat(dir.c_str(), &info) != 0) {
@@ -78,6 +109,9 @@ void prepare_memory_dir(FileEnv& env, const fs::path& dir) {
         dir.string(), parent.string(), above.st_uid, me));
   }
   remove_leftovers(env, dir);
+  const std::string owner_text = fs::absolute(owner).lexically_normal().string();
+  write_durably(env, dir / kOwnerFile, bytes_of(owner_text));
+  remove_stale_runs(env, dir);
 }
 
 std::uint64_t free_bytes(const fs::path& dir) {

@@ -19,8 +19,12 @@ namespace lockstep::checkpoint {
 // can put files there or swap it: `dir` must be a directory (not a link)
 // owned by this user, writable by no one else, in a parent owned by this
 // user or by root with the sticky bit (as /dev/shm). Removes what crashed
-// saves left in it. Throws IoError saying what is wrong and what to do.
-void prepare_memory_dir(FileEnv& env, const std::filesystem::path& dir);
+// saves left in it. Records `owner` (the run's checkpoint directory on
+// disk) in it, and removes this user's memory directories beside it
+// ("<uid>-*") whose owner no longer exists: runs that are over. Throws
+// IoError saying what is wrong and what to do.
+void prepare_memory_dir(FileEnv& env, const std::filesystem::path& dir,
+                        const std::filesystem::path& owner);
 
 // Bytes free to this user on the file system of `dir`; 0 when unknown.
 std::uint64_t free_bytes(const std::filesystem::path& dir);

@@ -148,9 +148,12 @@ int main(int argc, char** argv) {
   // Every rank must hold the same weights after each step: compare them now
   // and then (LOCKSTEP_REPLICA_CHECK_EVERY) and before every checkpoint.
   lockstep::ReplicaCheck replicas(*communicator, model->parameters(), rt);
-  lockstep::Checkpointer checkpointer(rt, {.dir = rt.run_dir() / "checkpoints",
-                                           .keep_last = options.keep_last,
-                                           .async = !options.sync_checkpoints});
+  // The configuration's checkpoint settings (the memory tier among them),
+  // with this program's own flags on top.
+  lockstep::CheckpointOptions checkpoint_options = lockstep::checkpoint_options(rt);
+  checkpoint_options.keep_last = options.keep_last;
+  checkpoint_options.async = !options.sync_checkpoints;
+  lockstep::Checkpointer checkpointer(rt, checkpoint_options);
   lockstep::KeyValues progress = {{"next_step", 0}, {"seed", options.seed}};
   lockstep::State state{{"model", model->parameters()}, {"data", progress}};
   for (lockstep::State::Item& item : model->optimizer_state()) state.add(std::move(item));
@@ -212,6 +215,14 @@ int main(int argc, char** argv) {
     }
   }
   checkpointer.wait();
+  if (checkpointer.memory_tier_on()) {
+    // The run is over: its final state on disk, node memory freed.
+    if (!checkpointer.last_save_stats().on_disk) {
+      progress["next_step"] = options.steps;
+      checkpointer.save_to_disk(options.steps - 1, state);
+    }
+    checkpointer.discard_memory_tier();
+  }
 
   const mlp::Batch held_out = mlp::make_batch(data, options.eval_samples, [&](int j) {
     return kDatasetSize + static_cast<std::uint64_t>(j);  // never trained on

@@ -189,6 +189,41 @@ TEST_F(MemoryTierTest, OverBudgetSavesGoToDiskOnly) {
   }
 }
 
+// A run's memory directory records the run's checkpoint directory; a later
+// Checkpointer removes this user's memory directories whose run is gone,
+// and a run that ends removes its own.
+TEST_F(MemoryTierTest, FinishedAndVanishedRunsLeaveNothingInMemory) {
+  const fs::path base = memory_dir("runs");
+  const fs::path disk = fresh_dir("memory-runs", world());
+  const std::string uid = std::to_string(::geteuid());
+  if (rank() == 0) {
+    fs::create_directories(base / (uid + "-gone"));
+    std::ofstream(base / (uid + "-gone") / "owner") << (disk / "no-such-run").string();
+    fs::create_directories(base / (uid + "-alive"));
+    std::ofstream(base / (uid + "-alive") / "owner") << disk.string();
+  }
+  MPI_Barrier(world());
+  Checkpointer checkpointer(world(), tiered(disk, base / (uid + "-mine"), 2));
+  ASSERT_TRUE(checkpointer.memory_tier_on());
+  if (rank() == 0) {
+    EXPECT_FALSE(fs::exists(base / (uid + "-gone"))) << "its run's checkpoints are gone";
+    EXPECT_TRUE(fs::exists(base / (uid + "-alive")));
+  }
+  TestModel model = large_model();
+  save_steps(checkpointer, model, 1, 2);  // step 2 in memory only
+  EXPECT_FALSE(checkpointer.last_save_stats().on_disk);
+  model.fill_all(3);
+  checkpointer.save_to_disk(3, model.state());
+  checkpointer.wait();
+  EXPECT_TRUE(checkpointer.last_save_stats().on_disk);
+  checkpointer.discard_memory_tier();
+  EXPECT_FALSE(checkpointer.memory_tier_on());
+  if (rank() == 0) {
+    EXPECT_FALSE(fs::exists(base / (uid + "-mine")));
+    EXPECT_EQ(committed(disk), (std::vector<std::int64_t>{1, 3}));
+  }
+}
+
 // Directories another local user could write into, or that are not this
 // user's: the tier stays off, every save goes to disk.
 TEST_F(MemoryTierTest, DirectoriesOthersCouldTamperWithAreRefused) {

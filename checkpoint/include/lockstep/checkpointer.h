@@ -162,6 +162,15 @@ class Checkpointer {
   // tensors.
   void save(std::int64_t step, const State& state);
 
+  // save() that also goes to disk, whatever disk_every says: the final state
+  // of a run, before discard_memory_tier().
+  void save_to_disk(std::int64_t step, const State& state);
+
+  // Collective, for the end of a run that succeeded: waits for the save in
+  // flight and removes this run's memory tier on every node. Save the final
+  // state to disk first (save_to_disk), or it is gone with the memory tier.
+  void discard_memory_tier();
+
   // Collective. Blocks until the save in flight, if any, is committed (its
   // rename made durable by an fsync of the directory) or has failed; throws
   // the failure (IoError) once.
@@ -235,6 +244,7 @@ class Checkpointer {
   bool memory_on_ = false;       // saves go to the memory tier
   bool memory_checked_ = false;  // the budget was checked at a first save
   std::int64_t saves_ = 0;       // saves started, for disk_every
+  bool force_disk_ = false;      // the next save goes to disk too
   bool restored_from_memory_ = false;
 };
 
