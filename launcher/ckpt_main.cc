@@ -3,8 +3,12 @@
 //
 // Exit codes: 0 success; 1 `verify` found a damaged checkpoint; 2 bad input
 // (a missing directory, not a checkpoint directory, an unknown step).
+#include <unistd.h>
+
 #include <chrono>
+#include <cstdlib>
 #include <ctime>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -28,6 +32,7 @@ namespace fs = std::filesystem;
 struct CkptOptions {
   std::string dir;
   std::optional<std::int64_t> step;
+  std::string memory_dir;  // the memory tier's base (LOCKSTEP_CHECKPOINT_MEMORY_DIR)
 };
 
 std::string human_bytes(std::uint64_t bytes) {
@@ -71,10 +76,61 @@ std::vector<std::int64_t> select_steps(const CkptOptions& options,
                                *options.step, options.dir, fmt::join(steps, ", ")));
 }
 
+// This user's memory-tier directories under `base` on this node that belong
+// to the checkpoint directory `dir` (their "owner" file names it).
+std::vector<fs::path> memory_dirs_of(const std::string& base, const std::string& dir) {
+  std::vector<fs::path> found;
+  std::error_code error;
+  const std::string owner = fs::absolute(dir).lexically_normal().string();
+  const std::string prefix = fmt::format("{}-", ::geteuid());
+  for (const auto& entry : fs::directory_iterator(base, error)) {
+    if (!entry.is_directory() || entry.is_symlink() ||
+        entry.path().filename().string().rfind(prefix, 0) != 0) {
+      continue;
+    }
+    std::ifstream marker(entry.path() / "owner");
+    std::string named;
+    if (marker && std::getline(marker, named) && named == owner) found.push_back(entry.path());
+  }
+  return found;
+}
+
+// The steps of `dir`'s run in the memory tier of this node.
+void list_memory_tier(const CkptOptions& options) {
+  if (options.memory_dir.empty()) return;
+  for (const fs::path& memory : memory_dirs_of(options.memory_dir, options.dir)) {
+    std::vector<CheckpointEntry> entries;
+    try {
+      entries = list_checkpoint_entries(memory);
+    } catch (const UsageError&) {
+      continue;  // nothing saved there yet
+    }
+    std::cout << fmt::format("memory tier on this node ({}), this node's ranks' files only:\n",
+                             memory.string());
+    for (const auto& entry : entries) {
+      std::string ranks = "-";
+      std::string state = entry.committed ? "in memory" : "torn";
+      double saved_at = entry.modified_unix_seconds;
+      if (entry.committed) {
+        try {
+          const auto info = read_checkpoint_info(memory / entry.name);
+          ranks = std::to_string(info.world_size);
+          saved_at = info.unix_time;
+        } catch (const Error&) {
+          state = "damaged";
+        }
+      }
+      std::cout << fmt::format("{:>10}  {:<9}  {:>10}  {:>5}  {:<20}  {}\n", entry.step, state,
+                               human_bytes(entry.bytes), ranks, utc_time(saved_at), entry.name);
+    }
+  }
+}
+
 int list(const CkptOptions& options) {
   const auto entries = list_checkpoint_entries(options.dir);
   if (entries.empty()) {
     std::cout << options.dir << ": no checkpoints\n";
+    list_memory_tier(options);
     return kExitSuccess;
   }
   std::cout << fmt::format("{:>10}  {:<9}  {:>10}  {:>5}  {:<20}  {}\n", "STEP", "STATE", "SIZE",
@@ -105,6 +161,7 @@ int list(const CkptOptions& options) {
         "when step-N is missing)\n",
         torn);
   }
+  list_memory_tier(options);
   return kExitSuccess;
 }
 
@@ -212,6 +269,14 @@ int main(int argc, char** argv) {
   CLI::App* list_command = app.add_subcommand(
       "list", "Committed steps and torn leftovers of interrupted saves, with sizes and times");
   add_directory(*list_command, *options);
+  if (const char* memory = std::getenv("LOCKSTEP_CHECKPOINT_MEMORY_DIR")) {
+    options->memory_dir = memory;
+  }
+  list_command
+      ->add_option("--memory-dir", options->memory_dir,
+                   "Also list this run's steps in the memory tier of this node, under this base "
+                   "directory (default: LOCKSTEP_CHECKPOINT_MEMORY_DIR)")
+      ->capture_default_str();
   list_command->callback([&] { exit_code = list(*options); });
 
   CLI::App* verify_command = app.add_subcommand(

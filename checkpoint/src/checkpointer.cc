@@ -408,11 +408,13 @@ std::optional<std::int64_t> Checkpointer::restore_latest(State& state) {
     }
   }
   for (auto it = steps.rbegin(); it != steps.rend(); ++it) {
+    const auto start = Clock::now();
     std::string why;
     bool modified = false;
     if (try_restore(options_.dir, *it, state, why, modified)) {
       if (comm_.rank() == 0) {
-        log::info("restored step {} from disk ({})", *it, options_.dir.string());
+        log::info("restored step {} from disk ({}) in {:.2f} s", *it, options_.dir.string(),
+                  seconds_since(start));
       }
       return *it;
     }

@@ -36,4 +36,17 @@ check "the disk holds the kept steps of every 4th save and the final one ($on_di
 expect_grep "step-199" <(ls "$scratch/tiered/checkpoints") "the final state is on disk"
 left=$(find "$memory" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
 check "the finished run left nothing in the memory tier ($left)" "[ $left -eq 0 ]"
+
+# A run that fails for good keeps its memory copies; `lockstep ckpt list`
+# shows them beside the disk's.
+LOCKSTEP_CHECKPOINT_MEMORY_DIR=$memory LOCKSTEP_CHECKPOINT_DISK_EVERY=4 \
+  timeout 300 "$lockstep" run -n 4 --run-dir "$scratch/failed" --max-restarts 0 \
+  --inject-failure 0:45:KILL -- "${trainer[@]}" >"$scratch/failed.log" 2>&1
+check "a run out of restarts fails" "[ $? -ne 0 ]"
+LOCKSTEP_CHECKPOINT_MEMORY_DIR=$memory "$lockstep" ckpt list "$scratch/failed/checkpoints" \
+  >"$scratch/list.txt" 2>&1
+expect_grep "^memory tier on this node \($memory/" "$scratch/list.txt" \
+  "ckpt list finds the run's memory tier"
+expect_grep "in memory +[0-9.]+ [KM]iB +4 " "$scratch/list.txt" "and lists its steps"
+expect_grep "committed" "$scratch/list.txt" "beside the steps on disk"
 finish
