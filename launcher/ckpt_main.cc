@@ -88,7 +88,7 @@ std::vector<fs::path> memory_dirs_of(const std::string& base, const std::string&
         entry.path().filename().string().rfind(prefix, 0) != 0) {
       continue;
     }
-    std::ifstream marker(entry.path() / "owner");
+    std::ifstream marker(entry.path() / ".owner");
     std::string named;
     if (marker && std::getline(marker, named) && named == owner) found.push_back(entry.path());
   }

@@ -26,6 +26,7 @@ import builtins
 import json
 import os
 import re
+import stat
 import sys
 
 import numpy as np
@@ -91,6 +92,22 @@ def _count(document, key, where, limit=1 << 62):
     return value
 
 
+def _open_regular(path):
+    """`path` opened for reading, if it is a regular file: never through a
+    symbolic link, and never blocking on a FIFO or device."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        if error.errno == getattr(os, "ELOOP", 40):
+            raise CheckpointError(f"{path}: a symbolic link; lockstep never writes one") from error
+        raise CheckpointError(f"{path}: {error.strerror}") from error
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise CheckpointError(f"{path} is not a regular file")
+    os.set_blocking(fd, True)
+    return builtins.open(fd, "rb")
+
+
 def steps(directory):
     """The committed steps in a checkpoint directory, oldest first."""
     found = []
@@ -131,7 +148,10 @@ class Tensor:
 
     @property
     def numel(self):
-        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        count = 1
+        for dimension in self.shape:
+            count *= dimension  # Python integers: no overflow
+        return count
 
     def __repr__(self):
         how = f"sharded, {len(self.pieces)} chunks" if self.sharded else f"{len(self.pieces)} pieces"
@@ -146,11 +166,8 @@ class Step:
         where = os.path.join(step_dir, "metadata.json")
         if os.path.islink(step_dir) or os.path.islink(where):
             raise CheckpointError(f"{where}: a symbolic link; lockstep never writes one")
-        try:
-            with builtins.open(where, "rb") as handle:
-                text = handle.read(64 << 20)
-        except OSError as error:
-            raise CheckpointError(f"{where}: {error.strerror}") from error
+        with _open_regular(where) as handle:
+            text = handle.read(64 << 20)
         try:
             document = json.loads(text)
         except ValueError as error:
@@ -180,6 +197,16 @@ class Step:
         self.tensors = {}
         for entry in _field(document, "tensors", list, where):
             self._add_tensor(entry, where)
+        # No two pieces may share bytes of a file: with the files' sizes,
+        # that bounds the elements the metadata can claim.
+        extents = sorted((file, offset, offset + count * DTYPES[tensor.dtype].itemsize, path)
+                         for path, tensor in self.tensors.items()
+                         for file, _, count, offset, _ in tensor.pieces)
+        for before, after in zip(extents, extents[1:]):
+            if before[0] == after[0] and after[1] < before[2]:
+                raise CheckpointError(
+                    f"{where}: pieces of '{before[3]}' and '{after[3]}' overlap in "
+                    f"{self.files[before[0]][0]}")
 
     def _add_tensor(self, entry, where):
         path = _field(entry, "path", str, where)
@@ -197,6 +224,8 @@ class Step:
                 raise CheckpointError(
                     f"{where}: tensor '{path}' does not record where its pieces lie (a "
                     "checkpoint of an older lockstep); open checkpoint.h5 with h5py instead")
+            if _count(piece, "count", where) < 1:
+                raise CheckpointError(f"{where}: a piece of '{path}' holds no element")
             pieces.append((file, _count(piece, "begin", where), _count(piece, "count", where),
                            _count(piece, "offset", where), _count(piece, "crc32c", where,
                                                                   0xFFFFFFFF)))
@@ -223,12 +252,7 @@ class Step:
         if file not in handles:
             name, size = self.files[file]
             path = os.path.join(self.dir, name)
-            if os.path.islink(path):
-                raise CheckpointError(f"{path}: a symbolic link; lockstep never writes one")
-            try:
-                handle = builtins.open(path, "rb")
-            except OSError as error:
-                raise CheckpointError(f"{path}: {error.strerror}") from error
+            handle = _open_regular(path)
             actual = os.fstat(handle.fileno()).st_size
             if actual != size:
                 handle.close()
@@ -246,8 +270,9 @@ class Step:
         dtype = DTYPES[tensor.dtype]
         handles = {}
         try:
-            # The files first: their real sizes bound what the metadata may
-            # claim, before any memory is taken for it.
+            # The files first: their real sizes (and pieces that never share
+            # bytes) bound what the metadata may claim, before any memory is
+            # taken for it.
             for file, _, _, _, _ in tensor.pieces:
                 self._open_file(file, handles)
             flat = np.empty(tensor.numel, dtype=dtype)

@@ -148,8 +148,13 @@ std::vector<CheckpointEntry> list_checkpoint_entries(const fs::path& dir) {
     } else if (checkpoint::is_leftover(name)) {
       entry.step = *checkpoint::parse_step_directory(name.substr(0, name.find('.')));
     } else {
-      // The writability probe of a Checkpointer, or anything of the user's.
-      if (!name.starts_with(".write-probe-")) other_entries = true;
+      // A Checkpointer's own files (the writability probe, the run's id for
+      // the memory tier, a memory directory's owner), or anything of the
+      // user's.
+      if (!name.starts_with(".write-probe-") && !name.starts_with(".memory-tier-id") &&
+          !name.starts_with(".owner")) {
+        other_entries = true;
+      }
       continue;
     }
     measure(item.path(), entry);

@@ -37,16 +37,17 @@ double seconds_since(Clock::time_point start) {
 CheckpointOptions checkpoint_options(const Runtime& runtime) {
   const Config& config = runtime.config();
   const std::string dir = config.get(knobs::checkpoint_dir);
-  // The memory tier's directory of this run and user: a run directory
-  // names a run wherever it is restarted.
+  const std::filesystem::path checkpoint_dir =
+      dir.empty() ? runtime.run_dir() / "checkpoints" : std::filesystem::path(dir);
+  // The memory tier's directory of this user and checkpoint directory,
+  // which names a run wherever it is restarted.
   std::filesystem::path memory_dir;
   if (const std::string base = config.get(knobs::checkpoint_memory_dir); !base.empty()) {
-    const std::string run =
-        std::filesystem::absolute(runtime.run_dir()).lexically_normal().string();
+    const std::string run = std::filesystem::absolute(checkpoint_dir).lexically_normal().string();
     memory_dir = std::filesystem::path(base) /
                  fmt::format("{}-{:016x}", ::geteuid(), std::hash<std::string>{}(run));
   }
-  return {.dir = dir.empty() ? runtime.run_dir() / "checkpoints" : std::filesystem::path(dir),
+  return {.dir = checkpoint_dir,
           .keep_last = static_cast<int>(config.get(knobs::checkpoint_keep)),
           .keep_every = config.get(knobs::checkpoint_keep_every),
           .async = config.get(knobs::checkpoint_async),
@@ -186,21 +187,34 @@ Checkpointer::Checkpointer(MPI_Comm comm, CheckpointOptions options)
         fmt::format("CheckpointOptions: memory_keep ({}) and disk_every ({}) must be at least 1",
                     options_.memory_keep, options_.disk_every));
   }
-  // Each node's first rank prepares its node's directory; a directory that
-  // cannot be used leaves the memory tier off, not the run.
+  // The run's id from the checkpoint directory; then each node's first rank
+  // prepares its node's directory. A directory that cannot be used leaves
+  // the memory tier off, for saves and restores alike, not the run.
   node_comm_ = MpiComm::split_shared(comm_.get());
+  std::string id;
   std::string error;
-  if (node_comm_.rank() == 0) {
+  if (comm_.rank() == 0) {
     try {
-      checkpoint::prepare_memory_dir(*options_.env, options_.memory_dir, options_.dir);
+      id = checkpoint::memory_tier_id(*options_.env, options_.dir);
+    } catch (const std::exception& problem) {
+      error = fmt::format("rank 0: {}", problem.what());
+    }
+  }
+  error = checkpoint::first_error(comm_.get(), error);
+  checkpoint::broadcast_text(comm_.get(), 0, id);
+  if (error.empty() && node_comm_.rank() == 0) {
+    try {
+      memory_lock_ = std::make_unique<checkpoint::MemoryTierLock>(
+          checkpoint::prepare_memory_dir(*options_.env, options_.memory_dir, options_.dir, id));
     } catch (const std::exception& problem) {
       error = fmt::format("rank {}: {}", comm_.rank(), problem.what());
     }
   }
   error = checkpoint::first_error(comm_.get(), error);
-  memory_on_ = error.empty();
-  if (!memory_on_ && comm_.rank() == 0) {
-    log::warn("memory tier off, saves go to disk only: {}", error);
+  memory_usable_ = error.empty();
+  memory_on_ = memory_usable_;
+  if (!memory_usable_ && comm_.rank() == 0) {
+    log::warn("memory tier off, saves go to disk only and restores read the disk only: {}", error);
   }
 }
 
@@ -384,42 +398,35 @@ std::optional<std::int64_t> Checkpointer::restore_latest(State& state) {
   const auto steps = nlohmann::json::parse(listing).get<std::vector<std::int64_t>>();
   std::optional<std::int64_t> modified_by;  // the first step that wrote into the state
   restored_from_memory_ = false;
-  // The memory tier first: the newest step every rank holds on its node,
-  // unless the disk has a newer one.
-  if (!options_.memory_dir.empty()) {
+  // Newest first, the memory tier's copy of a step (every rank holds it on
+  // its node) before the disk's.
+  std::vector<std::pair<std::int64_t, bool>> candidates;  // step, in memory
+  for (const std::int64_t step : steps) candidates.emplace_back(step, false);
+  if (memory_usable_) {
     for (const std::int64_t step :
          checkpoint::steps_held_everywhere(comm_.get(), *options_.env, options_.memory_dir)) {
-      if (!steps.empty() && step < steps.back()) break;
-      const auto start = Clock::now();
-      std::string why;
-      bool modified = false;
-      if (try_restore(options_.memory_dir, step, state, why, modified)) {
-        restored_from_memory_ = true;
-        if (comm_.rank() == 0) {
-          log::info("restored step {} from memory (own copies, {}) in {:.2f} s", step,
-                    options_.memory_dir.string(), seconds_since(start));
-        }
-        return step;
-      }
-      if (modified && !modified_by) modified_by = step;
-      const std::string warning = fmt::format("skipping step {} in the memory tier: {}", step, why);
-      if (comm_.rank() == 0) log::warn("{}", warning);
-      skipped_.push_back(warning);
+      candidates.emplace_back(step, true);
     }
   }
-  for (auto it = steps.rbegin(); it != steps.rend(); ++it) {
+  std::sort(candidates.rbegin(), candidates.rend());
+  for (const auto& [step, in_memory] : candidates) {
     const auto start = Clock::now();
+    const std::filesystem::path& dir = in_memory ? options_.memory_dir : options_.dir;
     std::string why;
     bool modified = false;
-    if (try_restore(options_.dir, *it, state, why, modified)) {
+    if (try_restore(dir, step, state, why, modified)) {
+      restored_from_memory_ = in_memory;
       if (comm_.rank() == 0) {
-        log::info("restored step {} from disk ({}) in {:.2f} s", *it, options_.dir.string(),
+        log::info("restored step {} from {} ({}{}) in {:.2f} s", step,
+                  in_memory ? "memory" : "disk", in_memory ? "own copies, " : "", dir.string(),
                   seconds_since(start));
       }
-      return *it;
+      return step;
     }
-    if (modified && !modified_by) modified_by = *it;
-    const std::string warning = fmt::format("skipping checkpoint of step {}: {}", *it, why);
+    if (modified && !modified_by) modified_by = step;
+    const std::string warning =
+        fmt::format("skipping {} of step {}: {}",
+                    in_memory ? "the memory tier's copy" : "the checkpoint", step, why);
     if (comm_.rank() == 0) log::warn("{}", warning);
     skipped_.push_back(warning);
   }
@@ -429,9 +436,10 @@ std::optional<std::int64_t> Checkpointer::restore_latest(State& state) {
     throw IoError(fmt::format(
         "no checkpoint in {} passes its checks ({} skipped: {}), and step {} failed a check "
         "after part of it was read into the state, which is no longer as it was "
-        "initialised; move the damaged steps out of {} and restart to begin afresh",
+        "initialised; move the damaged steps out of {}{} and restart to begin afresh",
         options_.dir.string(), skipped_.size(), fmt::join(skipped_, "; "), *modified_by,
-        options_.dir.string()));
+        options_.dir.string(),
+        memory_usable_ ? fmt::format(" (and {} on each node)", options_.memory_dir.string()) : ""));
   }
   return std::nullopt;
 }
@@ -442,7 +450,7 @@ void Checkpointer::restore(std::int64_t step, State& state) {
   std::string why;
   bool modified = false;
   bool memory_modified = false;
-  if (!options_.memory_dir.empty()) {
+  if (memory_usable_) {
     const auto held =
         checkpoint::steps_held_everywhere(comm_.get(), *options_.env, options_.memory_dir);
     if (std::find(held.begin(), held.end(), step) != held.end()) {
@@ -472,6 +480,12 @@ bool Checkpointer::try_restore(const std::filesystem::path& dir, std::int64_t st
   } catch (const checkpoint::CorruptCheckpoint& corrupt) {
     why = corrupt.what();
     modified = corrupt.state_modified();
+    return false;
+  } catch (const UsageError& mismatch) {
+    // A memory copy that does not fit the state is not what the user asked
+    // to load (the disk's copy is checked as strictly, and throws).
+    if (dir != options_.memory_dir) throw;
+    why = mismatch.what();
     return false;
   }
 }

@@ -1,5 +1,7 @@
 #include "memory_tier.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -8,8 +10,10 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <string>
+#include <utility>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -37,12 +41,38 @@ int rank_in(MPI_Comm comm) {
   return rank;
 }
 
-// The file in a memory directory that names the run's checkpoint
-// directory on disk.
-constexpr char kOwnerFile[] = "owner";
+// The file in a memory directory that names its run: the checkpoint
+// directory on disk and the run's id, one per line. The Checkpointer's
+// node leader holds a shared lock on it while it lives.
+constexpr char kOwnerFile[] = ".owner";
 
-// This user's memory directories beside `dir` whose run's checkpoint
-// directory is gone: removed. Failures are logged; they cost only space.
+struct Owner {
+  std::string dir;
+  std::string id;
+};
+
+std::optional<Owner> read_owner(const fs::path& memory_dir) {
+  std::ifstream marker(memory_dir / kOwnerFile);
+  Owner owner;
+  if (!marker || !std::getline(marker, owner.dir) || !std::getline(marker, owner.id)) {
+    return std::nullopt;
+  }
+  return owner;
+}
+
+// Whether some process holds the lock of the memory directory `dir` (a
+// Checkpointer of a live run): it cannot take it exclusively.
+bool locked_by_a_live_run(const fs::path& dir) {
+  const int fd = ::open((dir / kOwnerFile).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return false;
+  const bool live = ::flock(fd, LOCK_EX | LOCK_NB) != 0;
+  ::close(fd);
+  return live;
+}
+
+// This user's memory directories beside `dir` that no live Checkpointer
+// holds and whose run's checkpoint directory is gone: removed. Failures
+// are logged; they cost only space.
 void remove_stale_runs(FileEnv& env, const fs::path& dir) {
   const std::string prefix = fmt::format("{}-", ::geteuid());
   std::error_code error;
@@ -54,13 +84,16 @@ void remove_stale_runs(FileEnv& env, const fs::path& dir) {
         info.st_uid != ::geteuid()) {
       continue;
     }
-    std::ifstream marker(entry.path() / kOwnerFile);
-    std::string owner;
-    if (!marker || !std::getline(marker, owner) || owner.empty() || fs::exists(owner)) continue;
+    const auto owner = read_owner(entry.path());
+    std::error_code missing;
+    if (!owner || owner->dir.empty() || fs::exists(owner->dir, missing) || missing ||
+        locked_by_a_live_run(entry.path())) {
+      continue;
+    }
     try {
       env.remove_all(entry.path());
       log::info("memory tier: removed {}, left by a run whose checkpoints ({}) are gone",
-                entry.path().string(), owner);
+                entry.path().string(), owner->dir);
     } catch (const std::exception& failure) {
       log::warn("memory tier: cannot remove {}: {}", entry.path().string(), failure.what());
     }
@@ -69,7 +102,37 @@ void remove_stale_runs(FileEnv& env, const fs::path& dir) {
 
 }  // namespace
 
-void prepare_memory_dir(FileEnv& env, const fs::path& dir, const fs::path& owner) {
+MemoryTierLock::MemoryTierLock(MemoryTierLock&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)) {}
+
+MemoryTierLock& MemoryTierLock::operator=(MemoryTierLock&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = std::exchange(other.fd_, -1);
+  }
+  return *this;
+}
+
+MemoryTierLock::~MemoryTierLock() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+std::string memory_tier_id(FileEnv& env, const fs::path& checkpoint_dir) {
+  const fs::path path = checkpoint_dir / kMemoryTierIdFile;
+  {
+    std::ifstream existing(path);
+    std::string id;
+    if (existing && std::getline(existing, id) && id.size() == 16) return id;
+  }
+  const std::string id = random_token();
+  const fs::path temporary = checkpoint_dir / (std::string(kMemoryTierIdFile) + ".tmp");
+  write_durably(env, temporary, bytes_of(id + "\n"));
+  env.rename(temporary, path);
+  return id;
+}
+
+MemoryTierLock prepare_memory_dir(FileEnv& env, const fs::path& dir, const fs::path& owner,
+                                  const std::string& id) {
   env.create_directories(dir);
   struct stat info {};
   if (::lstat(dir.c_str(), &info) != 0) {
@@ -109,9 +172,30 @@ void prepare_memory_dir(FileEnv& env, const fs::path& dir, const fs::path& owner
         dir.string(), parent.string(), above.st_uid, me));
   }
   remove_leftovers(env, dir);
-  const std::string owner_text = fs::absolute(owner).lexically_normal().string();
-  write_durably(env, dir / kOwnerFile, bytes_of(owner_text));
+  // Steps of another run (another checkpoint directory, or the same one
+  // emptied and begun afresh, which made a new id) are not this run's.
+  const std::string owner_dir = fs::absolute(owner).lexically_normal().string();
+  const auto previous = read_owner(dir);
+  if (previous && (previous->dir != owner_dir || previous->id != id)) {
+    for (const auto step : committed_steps(env, dir)) {
+      env.remove_all(dir / step_directory_name(step));
+    }
+    log::info("memory tier: discarded the steps in {} of an earlier run (checkpoints {}, id {})",
+              dir.string(), previous->dir, previous->id);
+  }
+  const fs::path temporary = dir / (std::string(kOwnerFile) + ".tmp");
+  write_durably(env, temporary, bytes_of(owner_dir + "\n" + id + "\n"));
+  env.rename(temporary, dir / kOwnerFile);
+  const int fd = ::open((dir / kOwnerFile).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0 || ::flock(fd, LOCK_SH) != 0) {
+    const int failure = errno;
+    if (fd >= 0) ::close(fd);
+    throw IoError(
+        fmt::format("cannot lock {}: {}", (dir / kOwnerFile).string(), std::strerror(failure)));
+  }
+  MemoryTierLock lock(fd);
   remove_stale_runs(env, dir);
+  return lock;
 }
 
 std::uint64_t free_bytes(const fs::path& dir) {
@@ -125,7 +209,19 @@ std::uint64_t write_and_commit_local(StagedSave& staged, MPI_Comm comm, MPI_Comm
   const int rank = staged.rank;
   const bool leader = rank_in(node_comm) == 0;
   std::string token;
-  if (rank == 0) token = random_token();
+  std::string error;
+  if (rank == 0) {
+    try {
+      token = random_token();
+    } catch (const std::exception& failure) {
+      error = failure.what();
+    }
+  }
+  error = first_error(comm, error);
+  if (!error.empty()) {
+    throw IoError(
+        fmt::format("step {} was not committed to the memory tier: {}", staged.step, error));
+  }
   broadcast_text(comm, 0, token);
   const fs::path temporary = dir / fmt::format("step-{}.tmp-{}", staged.step, token);
   const fs::path final_path = dir / step_directory_name(staged.step);
@@ -141,7 +237,6 @@ std::uint64_t write_and_commit_local(StagedSave& staged, MPI_Comm comm, MPI_Comm
         fmt::format("step {} was not committed to the memory tier: {}", staged.step, why));
   };
 
-  std::string error;
   if (leader) {
     try {
       env.create_directories(temporary);

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <string>
 #include <vector>
 
 #include <mpi.h>
@@ -15,16 +16,42 @@
 
 namespace lockstep::checkpoint {
 
+// The file in a checkpoint directory that holds the run's id, which its
+// memory directories record: a memory step of another id is not this run's.
+inline constexpr char kMemoryTierIdFile[] = ".memory-tier-id";
+
+// The id of the run whose checkpoints are `checkpoint_dir`: read, or made
+// and stored there when missing (a new or emptied directory).
+std::string memory_tier_id(FileEnv& env, const std::filesystem::path& checkpoint_dir);
+
+// A shared lock on a memory directory that the Checkpointer of a live run
+// holds, so that no other run takes the directory for a stale one.
+class MemoryTierLock {
+ public:
+  MemoryTierLock() = default;
+  explicit MemoryTierLock(int fd) : fd_(fd) {}
+  MemoryTierLock(const MemoryTierLock&) = delete;
+  MemoryTierLock& operator=(const MemoryTierLock&) = delete;
+  MemoryTierLock(MemoryTierLock&& other) noexcept;
+  MemoryTierLock& operator=(MemoryTierLock&& other) noexcept;
+  ~MemoryTierLock();
+
+ private:
+  int fd_ = -1;
+};
+
 // Creates `dir` when missing (mode 0700) and makes sure no other local user
 // can put files there or swap it: `dir` must be a directory (not a link)
 // owned by this user, writable by no one else, in a parent owned by this
 // user or by root with the sticky bit (as /dev/shm). Removes what crashed
-// saves left in it. Records `owner` (the run's checkpoint directory on
-// disk) in it, and removes this user's memory directories beside it
-// ("<uid>-*") whose owner no longer exists: runs that are over. Throws
-// IoError saying what is wrong and what to do.
-void prepare_memory_dir(FileEnv& env, const std::filesystem::path& dir,
-                        const std::filesystem::path& owner);
+// saves left in it, and the steps of another run (another `owner`, the
+// checkpoint directory on disk, or another `id`). Records `owner` and `id`
+// in it, locks it for this Checkpointer's life, and removes this user's
+// memory directories beside it ("<uid>-*") that no live run holds and
+// whose checkpoint directory no longer exists. Throws IoError saying what
+// is wrong and what to do.
+MemoryTierLock prepare_memory_dir(FileEnv& env, const std::filesystem::path& dir,
+                                  const std::filesystem::path& owner, const std::string& id);
 
 // Bytes free to this user on the file system of `dir`; 0 when unknown.
 std::uint64_t free_bytes(const std::filesystem::path& dir);

@@ -465,15 +465,20 @@ void check_coverage(MPI_Comm comm, const FlatState& flat,
 
 // One saved piece that overlaps a chunk of this rank, read whole (its
 // checksum covers the whole piece): straight into the chunk when the piece
-// lies inside it, else into a scratch buffer whose overlap is copied after.
+// lies inside it; else part by part through a small buffer of the reading
+// thread, from which the bytes inside the chunk are copied.
 struct ChunkRead {
   std::size_t tensor = 0;  // in the chunks' FlatState
   const Piece* piece = nullptr;
   std::uint64_t file_offset = 0;
   std::size_t bytes = 0;
-  bool scratch = false;       // the piece goes to scratch: copy the overlap after
-  std::size_t at = 0;         // bytes into the scratch, or into the chunk's memory
-  std::byte* into = nullptr;  // where the whole piece lands, once the buffers exist
+  bool inside = true;
+  // The piece's bytes [overlap_begin, overlap_end) belong to the chunk,
+  // from `at` bytes into the chunk's memory on.
+  std::size_t overlap_begin = 0;
+  std::size_t overlap_end = 0;
+  std::size_t at = 0;
+  std::byte* target = nullptr;  // the chunk's memory + at, once the buffers exist
 };
 
 // Fills this rank's chunks of sharded tensors from every saved piece that
@@ -486,7 +491,6 @@ std::string fill_chunks(FileEnv& env, const fs::path& step_dir, const Metadata& 
                         FlatState& flat, const std::vector<const TensorRecord*>& records,
                         int threads, bool& modified) {
   std::vector<ChunkRead> reads;
-  std::size_t scratch_bytes = 0;
   std::size_t bounce_bytes = 0;
   std::vector<std::size_t> bounce_offsets(records.size(), 0);
   std::vector<bool> checked_file(metadata.rank_files.size(), false);
@@ -503,9 +507,9 @@ std::string fill_chunks(FileEnv& env, const fs::path& step_dir, const Metadata& 
       }
       const std::int64_t end = part.begin + part.count;
       for (const Piece& piece : records[t]->pieces) {
-        if (std::max(part.begin, piece.begin) >= std::min(end, piece.begin + piece.count)) {
-          continue;
-        }
+        const std::int64_t first = std::max(part.begin, piece.begin);
+        const std::int64_t last = std::min(end, piece.begin + piece.count);
+        if (first >= last) continue;
         const auto& record = metadata.rank_files[static_cast<std::size_t>(piece.file)];
         const fs::path path = step_dir / record.name;
         if (!checked_file[static_cast<std::size_t>(piece.file)]) {
@@ -523,33 +527,28 @@ std::string fill_chunks(FileEnv& env, const fs::path& step_dir, const Metadata& 
           throw CorruptCheckpoint(fmt::format("{}: the data of tensor '{}' lies outside the file",
                                               path.string(), layout.path));
         }
-        const bool inside = piece.begin >= part.begin && piece.begin + piece.count <= end;
         reads.push_back({.tensor = t,
                          .piece = &piece,
                          .file_offset = offset,
                          .bytes = bytes,
-                         .scratch = !inside,
-                         .at = inside ? static_cast<std::size_t>(piece.begin - part.begin) * element
-                                      : scratch_bytes});
-        if (!inside) scratch_bytes += bytes;
+                         .inside = piece.begin >= part.begin && piece.begin + piece.count <= end,
+                         .overlap_begin = static_cast<std::size_t>(first - piece.begin) * element,
+                         .overlap_end = static_cast<std::size_t>(last - piece.begin) * element,
+                         .at = static_cast<std::size_t>(first - part.begin) * element});
       }
     }
   } catch (const CorruptCheckpoint& failure) {
     return failure.what();
   }
   if (reads.empty()) return {};
-  std::optional<HostBuffer> scratch;
   std::optional<HostBuffer> bounce;
-  if (scratch_bytes > 0) scratch.emplace(scratch_bytes);
   if (bounce_bytes > 0) bounce.emplace(bounce_bytes);
   const auto base = [&](std::size_t t) {
     Tensor& tensor = flat.tensors[t];
     return tensor.device().is_cpu() ? static_cast<std::byte*>(tensor.data())
                                     : bounce->data() + bounce_offsets[t];
   };
-  for (ChunkRead& read : reads) {
-    read.into = (read.scratch ? scratch->data() : base(read.tensor)) + read.at;
-  }
+  for (ChunkRead& read : reads) read.target = base(read.tensor) + read.at;
   // Pieces in file order, cut into parts: the disk streams each file.
   std::sort(reads.begin(), reads.end(), [](const ChunkRead& a, const ChunkRead& b) {
     return std::tie(a.piece->file, a.file_offset) < std::tie(b.piece->file, b.file_offset);
@@ -563,23 +562,42 @@ std::string fill_chunks(FileEnv& env, const fs::path& step_dir, const Metadata& 
       sizes.push_back(end - begin);
     }
   }
+  // Whatever fails from here on, host chunks may hold some of the bytes.
   modified = modified || std::any_of(reads.begin(), reads.end(), [&](const ChunkRead& read) {
-               return !read.scratch && flat.tensors[read.tensor].device().is_cpu();
+               return flat.tensors[read.tensor].device().is_cpu();
              });
   std::vector<std::uint32_t> part_crcs(parts.size(), 0);
   const auto slots = static_cast<std::size_t>(std::max(1, threads));
   std::vector<std::optional<OpenFiles>> files(slots);
+  std::vector<std::vector<std::byte>> buffers(slots);  // for pieces beyond their chunk
   try {
-    split_over_threads(
-        sizes, threads, kMinCopyRun, true,
-        [&](int thread, std::size_t k, std::size_t, std::size_t) {
-          const auto slot = static_cast<std::size_t>(thread);
-          if (!files[slot]) files[slot].emplace(env, step_dir, metadata);
-          const ChunkRead& read = reads[parts[k].read];
-          const std::span into(read.into + parts[k].begin, parts[k].end - parts[k].begin);
-          files[slot]->get(read.piece->file).read_at(read.file_offset + parts[k].begin, into);
-          part_crcs[k] = crc32c(std::span<const std::byte>(into));
-        });
+    split_over_threads(sizes, threads, kMinCopyRun, true,
+                       [&](int thread, std::size_t k, std::size_t, std::size_t) {
+                         const auto slot = static_cast<std::size_t>(thread);
+                         if (!files[slot]) files[slot].emplace(env, step_dir, metadata);
+                         const ChunkRead& read = reads[parts[k].read];
+                         const std::size_t begin = parts[k].begin;
+                         const std::size_t end = parts[k].end;
+                         ReadableFile& file = files[slot]->get(read.piece->file);
+                         if (read.inside) {
+                           const std::span into(read.target + (begin - read.overlap_begin),
+                                                end - begin);
+                           file.read_at(read.file_offset + begin, into);
+                           part_crcs[k] = crc32c(std::span<const std::byte>(into));
+                           return;
+                         }
+                         auto& buffer = buffers[slot];
+                         buffer.resize(kReadChunk);
+                         const std::span into(buffer.data(), end - begin);
+                         file.read_at(read.file_offset + begin, into);
+                         part_crcs[k] = crc32c(std::span<const std::byte>(into));
+                         const std::size_t from = std::max(begin, read.overlap_begin);
+                         const std::size_t to = std::min(end, read.overlap_end);
+                         if (from < to) {
+                           std::memcpy(read.target + (from - read.overlap_begin),
+                                       buffer.data() + (from - begin), to - from);
+                         }
+                       });
   } catch (const IoError& failure) {
     return failure.what();
   }
@@ -595,19 +613,6 @@ std::string fill_chunks(FileEnv& env, const fs::path& step_dir, const Metadata& 
         "{}: checksum mismatch in tensor '{}', elements [{}, {})",
         (step_dir / metadata.rank_files[static_cast<std::size_t>(read.piece->file)].name).string(),
         flat.layouts[read.tensor].path, read.piece->begin, read.piece->begin + read.piece->count);
-  }
-  // The overlaps of pieces that reach beyond their chunk.
-  for (const ChunkRead& read : reads) {
-    if (!read.scratch) continue;
-    const LocalPart& part = flat.parts[read.tensor];
-    const std::size_t element = dtype_size(flat.layouts[read.tensor].dtype);
-    const std::int64_t first = std::max(part.begin, read.piece->begin);
-    const std::int64_t last =
-        std::min(part.begin + part.count, read.piece->begin + read.piece->count);
-    std::memcpy(base(read.tensor) + static_cast<std::size_t>(first - part.begin) * element,
-                read.into + static_cast<std::size_t>(first - read.piece->begin) * element,
-                static_cast<std::size_t>(last - first) * element);
-    modified = modified || flat.tensors[read.tensor].device().is_cpu();
   }
   for (std::size_t t = 0; t < records.size(); ++t) {
     Tensor& tensor = flat.tensors[t];

@@ -189,6 +189,52 @@ TEST_F(MemoryTierTest, OverBudgetSavesGoToDiskOnly) {
   }
 }
 
+// A checkpoint directory emptied to begin afresh gets a new run id: the
+// memory copies of the old run are discarded, not resumed.
+TEST_F(MemoryTierTest, AFreshStartIgnoresTheOldRunsMemory) {
+  const fs::path disk = fresh_dir("memory-fresh", world());
+  const fs::path memory = memory_dir("fresh");
+  TestModel model = large_model();
+  {
+    Checkpointer checkpointer(world(), tiered(disk, memory, 100));
+    save_steps(checkpointer, model, 1, 3);
+  }
+  if (rank() == 0) fs::remove_all(disk);
+  MPI_Barrier(world());
+  Checkpointer checkpointer(world(), tiered(disk, memory, 100));
+  auto state = model.state();
+  EXPECT_EQ(checkpointer.restore_latest(state), std::nullopt);
+  if (rank() == 0) {
+    EXPECT_TRUE(committed(memory).empty());
+  }
+}
+
+// A newer step on disk that fails its checks does not hide an intact older
+// step in memory.
+TEST_F(MemoryTierTest, ADamagedNewerDiskStepFallsBackToMemory) {
+  const fs::path disk = fresh_dir("memory-newer-disk", world());
+  const fs::path memory = memory_dir("newer-disk");
+  TestModel model = large_model();
+  {
+    Checkpointer checkpointer(world(), tiered(disk, memory, 100));
+    save_steps(checkpointer, model, 1, 7);  // disk: step 1; memory: 6 and 7
+    model.fill_all(8);
+    checkpointer.save_to_disk(8, model.state());
+    checkpointer.wait();
+  }
+  if (rank() == 0) {
+    flip_in_largest_piece(disk / "step-8", 0);
+    fs::remove_all(memory / "step-8");  // as if the node lost it
+  }
+  MPI_Barrier(world());
+  Checkpointer checkpointer(world(), tiered(disk, memory, 100));
+  TestModel restored = large_model();
+  auto state = restored.state();
+  ASSERT_EQ(checkpointer.restore_latest(state), std::optional<std::int64_t>(7));
+  EXPECT_TRUE(checkpointer.last_restore_from_memory());
+  EXPECT_EQ(restored.mismatch(7), "");
+}
+
 // A run's memory directory records the run's checkpoint directory; a later
 // Checkpointer removes this user's memory directories whose run is gone,
 // and a run that ends removes its own.
@@ -198,9 +244,9 @@ TEST_F(MemoryTierTest, FinishedAndVanishedRunsLeaveNothingInMemory) {
   const std::string uid = std::to_string(::geteuid());
   if (rank() == 0) {
     fs::create_directories(base / (uid + "-gone"));
-    std::ofstream(base / (uid + "-gone") / "owner") << (disk / "no-such-run").string();
+    std::ofstream(base / (uid + "-gone") / ".owner") << (disk / "no-such-run").string() << "\nid\n";
     fs::create_directories(base / (uid + "-alive"));
-    std::ofstream(base / (uid + "-alive") / "owner") << disk.string();
+    std::ofstream(base / (uid + "-alive") / ".owner") << disk.string() << "\nid\n";
   }
   MPI_Barrier(world());
   Checkpointer checkpointer(world(), tiered(disk, base / (uid + "-mine"), 2));
@@ -239,18 +285,38 @@ TEST_F(MemoryTierTest, DirectoriesOthersCouldTamperWithAreRefused) {
     }
   }
   MPI_Barrier(world());
+  // A step with valid checksums, as another user could plant it.
+  {
+    const fs::path planted_disk = fresh_dir("memory-planted", world());
+    Checkpointer planter(world(), tiered(planted_disk, base / "good", 100));
+    TestModel model = large_model();
+    save_steps(planter, model, 9, 9);
+  }
   std::vector<fs::path> refused = {base / "open" / "tier", base / "link"};
   if (::geteuid() == 0) refused.push_back(base / "theirs");
   for (const fs::path& memory : refused) {
-    const fs::path disk = fresh_dir("memory-hostile", world());
-    Checkpointer checkpointer(world(), tiered(disk, memory, 3));
-    EXPECT_FALSE(checkpointer.memory_tier_on()) << memory;
-    TestModel model = large_model();
-    save_steps(checkpointer, model, 1, 2);
-    EXPECT_TRUE(checkpointer.last_save_stats().on_disk) << memory;
     if (rank() == 0) {
-      EXPECT_EQ(committed(disk), (std::vector<std::int64_t>{1, 2})) << memory;
+      fs::create_directories(memory / "step-9");
+      fs::copy(base / "good" / "step-9", memory / "step-9", fs::copy_options::recursive);
     }
+    MPI_Barrier(world());
+    const fs::path disk = fresh_dir("memory-hostile", world());
+    {
+      Checkpointer checkpointer(world(), tiered(disk, memory, 3));
+      EXPECT_FALSE(checkpointer.memory_tier_on()) << memory;
+      TestModel model = large_model();
+      save_steps(checkpointer, model, 1, 2);
+      EXPECT_TRUE(checkpointer.last_save_stats().on_disk) << memory;
+      if (rank() == 0) {
+        EXPECT_EQ(committed(disk), (std::vector<std::int64_t>{1, 2})) << memory;
+      }
+    }
+    Checkpointer checkpointer(world(), tiered(disk, memory, 3));
+    TestModel restored = large_model();
+    auto state = restored.state();
+    EXPECT_EQ(checkpointer.restore_latest(state), std::optional<std::int64_t>(2))
+        << "the planted step in " << memory << " was loaded";
+    EXPECT_FALSE(checkpointer.last_restore_from_memory());
     MPI_Barrier(world());
   }
 }

@@ -159,13 +159,40 @@ def claim_huge(document):
     # One piece said to hold 2^50 elements in a file said to be that large:
     # the files' real sizes refuse it before any memory is taken.
     tensor = document["tensors"][0]
+    file = tensor["pieces"][0]["file"]
+    sizes = {"f32": 4, "f64": 8, "f16": 2, "bf16": 2, "i32": 4, "i64": 8, "u8": 1}
+    end = max(p["offset"] + p["count"] * sizes[t["dtype"]] for t in document["tensors"]
+              for p in t["pieces"] if p["file"] == file)
     tensor["shape"] = [1 << 50]
-    tensor["pieces"] = [dict(tensor["pieces"][0], begin=0, count=1 << 50)]
-    document["rank_files"][tensor["pieces"][0]["file"]]["size"] = 1 << 60
+    tensor["pieces"] = [dict(tensor["pieces"][0], begin=0, count=1 << 50, offset=end)]
+    document["rank_files"][file]["size"] = 1 << 60
 
 
 rewrite_metadata(huge, claim_huge)
 expect_error("a tensor claimed larger than its file", huge, "the metadata says")
+
+shared = damaged_copy(source, "shared")
+
+
+def share_bytes(document):
+    # Two tensors' pieces said to lie on the same bytes of one file: many
+    # such pieces could claim far more elements than the files hold.
+    pieces = [p for t in document["tensors"] for p in t["pieces"] if p["count"] > 1]
+    first, second = pieces[0], next(p for p in pieces[1:] if p["file"] == pieces[0]["file"])
+    second["offset"] = first["offset"]
+
+
+rewrite_metadata(shared, share_bytes)
+expect_error("pieces that share bytes of a file", shared, "overlap in", False)
+
+wide = damaged_copy(source, "wide")
+rewrite_metadata(wide, lambda d: d["tensors"][0].update(shape=[1 << 62, 4]))
+expect_error("a shape whose element count overflows 64 bits", wide, "its shape", False)
+
+fifo = damaged_copy(source, "fifo")
+os.remove(os.path.join(fifo, metadata["rank_files"][0]["name"]))
+os.mkfifo(os.path.join(fifo, metadata["rank_files"][0]["name"]))
+expect_error("a rank file that is a FIFO (no hang)", fifo, "is not a regular file")
 
 newer = damaged_copy(source, "newer")
 rewrite_metadata(newer, lambda d: d.update(format_version=99))

@@ -28,6 +28,7 @@ namespace lockstep {
 namespace checkpoint {
 struct RankFilePlan;
 struct MasterFileTemplate;
+class MemoryTierLock;
 }  // namespace checkpoint
 
 // Small user values saved beside the tensors: data-loader position, RNG
@@ -96,9 +97,10 @@ struct CheckpointOptions {
   // the newest memory_keep steps. A restore takes the newest step that every
   // rank finds there, unless the disk holds a newer one. It must not be
   // shared between nodes, nor between runs (checkpoint_options() adds a
-  // subdirectory per run). A state that does not fit memory_budget_bytes,
-  // or a directory that cannot be used, leaves the memory tier off for this
-  // Checkpointer with a warning: saves go to disk only.
+  // subdirectory per checkpoint directory); the steps of another run found
+  // there (another `dir`, or `dir` emptied and begun afresh) are discarded. A state that does not
+  // fit memory_budget_bytes, or a directory that cannot be used, leaves the memory tier off for
+  // this Checkpointer with a warning: saves go to disk only.
   std::filesystem::path memory_dir = {};
   int memory_keep = 2;
   // The most bytes of one node's memory tier (the kept steps and the one
@@ -240,8 +242,10 @@ class Checkpointer {
   std::shared_ptr<const checkpoint::MasterFileTemplate> master_file_;
   std::vector<std::string> skipped_;
   SaveStats last_stats_;
-  MpiComm node_comm_;            // the ranks of this node (memory tier)
-  bool memory_on_ = false;       // saves go to the memory tier
+  MpiComm node_comm_;           // the ranks of this node (memory tier)
+  bool memory_usable_ = false;  // the memory directory passed its checks on every node
+  bool memory_on_ = false;      // saves go to the memory tier
+  std::unique_ptr<checkpoint::MemoryTierLock> memory_lock_;  // node leaders
   bool memory_checked_ = false;  // the budget was checked at a first save
   std::int64_t saves_ = 0;       // saves started, for disk_every
   bool force_disk_ = false;      // the next save goes to disk too
