@@ -105,7 +105,8 @@ class Checkpointer::SaveJob {
         }
       }
       if (tiers_.disk) {
-        stats_.bytes_written += checkpoint::write_and_commit(staged_, comm, env, options);
+        stats_.disk_bytes = checkpoint::write_and_commit(staged_, comm, env, options);
+        stats_.bytes_written += stats_.disk_bytes;
         stats_.on_disk = true;
       }
     } catch (...) {
@@ -186,6 +187,20 @@ Checkpointer::Checkpointer(MPI_Comm comm, CheckpointOptions options)
     throw UsageError(
         fmt::format("CheckpointOptions: memory_keep ({}) and disk_every ({}) must be at least 1",
                     options_.memory_keep, options_.disk_every));
+  }
+  // Every rank must name the same memory directory (each node's first rank
+  // prepares it for the others).
+  const auto named = static_cast<std::uint64_t>(
+      std::hash<std::string>{}(options_.memory_dir.lexically_normal().string()));
+  std::uint64_t lowest = named;
+  std::uint64_t highest = named;
+  LOCKSTEP_CHECK_MPI(MPI_Allreduce(&named, &lowest, 1, MPI_UINT64_T, MPI_MIN, comm_.get()));
+  LOCKSTEP_CHECK_MPI(MPI_Allreduce(&named, &highest, 1, MPI_UINT64_T, MPI_MAX, comm_.get()));
+  if (lowest != highest) {
+    throw UsageError(fmt::format(
+        "CheckpointOptions::memory_dir differs between the ranks (this one: {}); every rank must "
+        "name the same directory",
+        options_.memory_dir.string()));
   }
   // The run's id from the checkpoint directory; then each node's first rank
   // prepares its node's directory. A directory that cannot be used leaves

@@ -160,10 +160,12 @@ MemoryTierLock prepare_memory_dir(FileEnv& env, const fs::path& dir, const fs::p
   if (::stat(parent.c_str(), &above) != 0) {
     throw IoError(fmt::format("cannot stat {}: {}", parent.string(), std::strerror(errno)));
   }
+  // Others may write into the parent only where the sticky bit keeps them
+  // from renaming or removing what is not theirs, and only this user or
+  // root may own it.
   const bool others_write = (above.st_mode & (S_IWGRP | S_IWOTH)) != 0;
-  const bool safe = above.st_uid == me
-                        ? !others_write
-                        : above.st_uid == 0 && (!others_write || (above.st_mode & S_ISVTX) != 0);
+  const bool safe = (above.st_uid == me || above.st_uid == 0) &&
+                    (!others_write || (above.st_mode & S_ISVTX) != 0);
   if (!safe) {
     throw IoError(fmt::format(
         "{} lies in {}, which uid {} owns and others may write to: they could swap the "

@@ -189,6 +189,24 @@ TEST_F(MemoryTierTest, OverBudgetSavesGoToDiskOnly) {
   }
 }
 
+// The memory tier straight in /dev/shm (root's, sticky, open to all) is
+// accepted, whoever runs it.
+TEST_F(MemoryTierTest, ADirectoryInDevShmItselfIsAccepted) {
+  int pid = static_cast<int>(::getpid());
+  MPI_Bcast(&pid, 1, MPI_INT, 0, world());
+  const fs::path memory = fs::path("/dev/shm") / fmt::format("lockstep-test-direct-{}", pid);
+  const fs::path disk = fresh_dir("memory-direct", world());
+  {
+    Checkpointer checkpointer(world(), tiered(disk, memory, 2));
+    EXPECT_TRUE(checkpointer.memory_tier_on());
+    TestModel model = large_model();
+    save_steps(checkpointer, model, 1, 2);
+    EXPECT_TRUE(checkpointer.last_save_stats().in_memory);
+  }
+  MPI_Barrier(world());
+  if (rank() == 0) fs::remove_all(memory);
+}
+
 // A checkpoint directory emptied to begin afresh gets a new run id: the
 // memory copies of the old run are discarded, not resumed.
 TEST_F(MemoryTierTest, AFreshStartIgnoresTheOldRunsMemory) {

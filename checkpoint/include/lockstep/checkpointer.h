@@ -125,6 +125,7 @@ struct SaveStats {
   double write_seconds = 0;         // background time from staging to commit
   bool in_memory = false;           // committed to the memory tier
   bool on_disk = false;             // committed to the checkpoint directory
+  std::uint64_t disk_bytes = 0;     // of bytes_written, those to the checkpoint directory
 };
 
 class Checkpointer {

@@ -1,0 +1,218 @@
+// The memory tier's cost to a training loop, against disk-only saves, in
+// one run: a loop of fake steps (compute, then a small all-reduce) that
+// saves asynchronously every --every steps a state of --mb MB that every
+// rank holds whole (as in data-parallel training; each writes 1/N of it):
+//   - the save stall (how long save() blocks) against a memcpy of the
+//     rank's share, the least a copy of it into host memory can cost
+//     (target: <= 1.5x);
+//   - the loop's loss: the loop with saves against the same loop without
+//     (target: < 1 % with the memory tier at a save every 10 steps);
+//   - the bytes written to the checkpoint directory on disk, per save and
+//     per hour of this loop (target: the memory tier <= 1/10 of disk only,
+//     with --disk-every 10).
+// Rank 0 prints a summary and one RESULT line per mode.
+//
+// Usage: mpiexec -n 4 bench_checkpoint_memory [options]; --help lists them.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+#include <CLI/CLI.hpp>
+
+#include <lockstep/checkpointer.h>
+#include <lockstep/lockstep.h>
+
+#include "bench_common.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using lockstep::bench::Clock;
+using lockstep::bench::median;
+using lockstep::bench::seconds_since;
+
+// A step's stand-in: arithmetic over a buffer in cache, then a small
+// all-reduce (the gradient synchronisation's barrier).
+struct FakeStep {
+  std::vector<float> values = std::vector<float>(1 << 16, 1.0F);
+  int work = 1;
+
+  void run(MPI_Comm comm) {
+    for (int pass = 0; pass < work; ++pass) {
+      for (auto& value : values) value = value * 0.999F + 0.001F;
+    }
+    float sum = values[3];
+    MPI_Allreduce(MPI_IN_PLACE, &sum, 1, MPI_FLOAT, MPI_SUM, comm);
+    values[3] = sum / 1e6F;
+  }
+};
+
+struct Mode {
+  explicit Mode(std::string mode_name) : name(std::move(mode_name)) {}
+  std::string name;
+  double loop_s = 0;
+  std::vector<double> stalls;
+  std::uint64_t disk_bytes = 0;  // this rank's, all saves of the loop
+  int saves = 0;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  lockstep::Runtime runtime(argc, argv);
+  double megabytes = 100;
+  int steps = 200;
+  int every = 10;
+  int disk_every = 10;
+  double step_ms = 100;
+  fs::path dir = runtime.run_dir() / "bench-checkpoint-memory";
+  fs::path memory = "/dev/shm";
+  CLI::App app{
+      "The memory tier's save stall, loop loss and bytes on disk against disk-only saves "
+      "(asynchronous saves every N steps of a fake training loop)"};
+  app.add_option("--mb", megabytes, "State per rank, MB (every rank holds all of it)")
+      ->check(CLI::Range(1.0, 100000.0))
+      ->capture_default_str();
+  app.add_option("--steps", steps, "Steps of each loop")
+      ->check(CLI::Range(10, 1000000))
+      ->capture_default_str();
+  app.add_option("--every", every, "Save every N steps")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
+  app.add_option("--disk-every", disk_every, "With the memory tier: every N-th save on disk")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
+  app.add_option("--step-ms", step_ms, "The fake step's time to calibrate to, ms")
+      ->check(CLI::Range(1.0, 100000.0))
+      ->capture_default_str();
+  app.add_option("--dir", dir, "Scratch directory on disk (removed at the end)")
+      ->capture_default_str();
+  app.add_option("--memory", memory, "Base of the memory tier (a tmpfs)")->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    return runtime.rank() == 0 ? app.exit(error) : error.get_exit_code();
+  }
+  if (runtime.rank() == 0) fs::remove_all(dir);
+  MPI_Barrier(runtime.comm());
+
+  // The state: tensors of 4 MB, the last one shorter.
+  std::vector<lockstep::Tensor> tensors;
+  const auto total = static_cast<std::int64_t>(megabytes * 1e6 / 4);
+  for (std::int64_t begin = 0, i = 0; begin < total; begin += 1 << 20, ++i) {
+    tensors.push_back(lockstep::Tensor::allocate(fmt::format("t{}", i), lockstep::DType::kF32,
+                                                 {std::min<std::int64_t>(1 << 20, total - begin)}));
+    std::memset(tensors.back().data(), 0x3F, tensors.back().nbytes());
+  }
+  const lockstep::State state{{"model", tensors}};
+
+  // The floor of a save's stall: a memcpy of the rank's 1/N share.
+  const std::size_t share =
+      static_cast<std::size_t>(total) * 4 / static_cast<std::size_t>(runtime.world_size());
+  std::vector<std::byte> from(share, std::byte{1});
+  std::vector<std::byte> to(share, std::byte{0});
+  std::vector<double> copies;
+  for (int i = 0; i < 5; ++i) {
+    const auto start = Clock::now();
+    std::memcpy(to.data(), from.data(), share);
+    copies.push_back(seconds_since(start));
+  }
+  const double memcpy_s = median(copies);
+
+  FakeStep step;
+  if (runtime.rank() == 0) {
+    step.work = 100;
+    const auto start = Clock::now();
+    step.run(MPI_COMM_SELF);
+    step.work = std::max(1, static_cast<int>(step_ms / 1000 / (seconds_since(start) / 100)));
+  }
+  MPI_Bcast(&step.work, 1, MPI_INT, 0, runtime.comm());
+
+  const auto loop = [&](lockstep::Checkpointer* checkpointer, Mode& mode) {
+    lockstep::bench::settle_disk(runtime);
+    const auto start = Clock::now();
+    for (int s = 0; s < steps; ++s) {
+      step.run(runtime.comm());
+      if (checkpointer == nullptr || (s + 1) % every != 0) continue;
+      const auto saving = Clock::now();
+      checkpointer->save(s, state);
+      mode.stalls.push_back(seconds_since(saving));
+      ++mode.saves;
+      // The previous save's figures, now that this one waited for it.
+      if (mode.saves > 1) mode.disk_bytes += checkpointer->last_save_stats().disk_bytes;
+    }
+    if (checkpointer != nullptr) {
+      checkpointer->wait();
+      mode.disk_bytes += checkpointer->last_save_stats().disk_bytes;
+    }
+    MPI_Barrier(runtime.comm());
+    mode.loop_s = seconds_since(start);
+  };
+
+  const auto env = lockstep::checkpoint_options(runtime).env;
+  int pid = static_cast<int>(::getpid());  // rank 0's names the memory directory of all
+  MPI_Bcast(&pid, 1, MPI_INT, 0, runtime.comm());
+  Mode plain("no saves");
+  Mode disk("disk only");
+  Mode tiered("memory tier");
+  loop(nullptr, plain);  // warm-up
+  plain = Mode("no saves");
+  loop(nullptr, plain);
+  {
+    lockstep::Checkpointer checkpointer(
+        runtime, {.dir = dir / "disk", .keep_last = 2, .async = true, .env = env});
+    loop(&checkpointer, disk);
+  }
+  {
+    lockstep::Checkpointer checkpointer(
+        runtime, {.dir = dir / "tiered",
+                  .keep_last = 2,
+                  .async = true,
+                  .env = env,
+                  .memory_dir = memory / fmt::format("lockstep-bench-{}-{}", ::geteuid(), pid),
+                  .disk_every = disk_every});
+    if (!checkpointer.memory_tier_on()) {
+      if (runtime.rank() == 0) lockstep::log::error("the memory tier is off; see the warning");
+      return 1;
+    }
+    loop(&checkpointer, tiered);
+    checkpointer.discard_memory_tier();
+  }
+  std::uint64_t bytes[2] = {disk.disk_bytes, tiered.disk_bytes};
+  MPI_Allreduce(MPI_IN_PLACE, bytes, 2, MPI_UINT64_T, MPI_SUM, runtime.comm());
+  if (runtime.rank() == 0) {
+    std::cout << fmt::format(
+        "memory tier bench: {} ranks, {:.0f} MB state per rank (each writes 1/{}), a save every "
+        "{} steps of {:.0f} ms, {} steps; memcpy of a rank's share ({:.1f} MB) {:.4f} s\n",
+        runtime.world_size(), megabytes, runtime.world_size(), every, 1000 * plain.loop_s / steps,
+        steps, static_cast<double>(share) / 1e6, memcpy_s);
+    for (const Mode* mode : {&disk, &tiered}) {
+      const double stall = median(mode->stalls);
+      const double loss = (mode->loop_s - plain.loop_s) / mode->loop_s;
+      const std::uint64_t job_bytes = mode == &disk ? bytes[0] : bytes[1];
+      const double per_hour = static_cast<double>(job_bytes) / mode->loop_s * 3600;
+      std::cout << fmt::format(
+          "  {:<11} stall {:.4f} s = {:.2f} x memcpy | loop {:.3f} s against {:.3f} s: loss "
+          "{:.1f} % | on disk {:.1f} MB in {} saves, {:.1f} GB per hour\n",
+          mode->name, stall, stall / memcpy_s, mode->loop_s, plain.loop_s, 100 * loss,
+          static_cast<double>(job_bytes) / 1e6, mode->saves, per_hour / 1e9);
+      std::cout << fmt::format(
+          "RESULT mode={} stall_s={:.5f} memcpy_s={:.5f} loop_s={:.4f} plain_s={:.4f} "
+          "loss={:.5f} disk_bytes={} saves={} disk_gb_per_hour={:.3f}\n",
+          mode == &disk ? "disk" : "memory", stall, memcpy_s, mode->loop_s, plain.loop_s, loss,
+          job_bytes, mode->saves, per_hour / 1e9);
+    }
+    std::cout << fmt::format(
+        "memory tier / disk only: bytes on disk {:.3f} (target <= 0.10 with --disk-every 10)\n",
+        static_cast<double>(bytes[1]) / static_cast<double>(std::max<std::uint64_t>(1, bytes[0])));
+  }
+  if (runtime.rank() == 0) fs::remove_all(dir);
+  return 0;
+}
