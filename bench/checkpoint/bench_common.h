@@ -96,4 +96,21 @@ inline void settle_disk(const lockstep::Runtime& runtime) {
   MPI_Barrier(runtime.comm());
 }
 
+// A training step's stand-in: `work` passes of arithmetic over a buffer that
+// fits in cache (compute, like a forward/backward), then the gradient
+// all-reduce's synchronisation (a small all-reduce).
+struct FakeStep {
+  std::vector<float> values = std::vector<float>(1 << 18, 1.0F);
+  int work = 1;
+
+  void run(MPI_Comm comm) {
+    for (int pass = 0; pass < work; ++pass) {
+      for (auto& value : values) value = value * 0.999F + 0.001F;
+    }
+    float sum = values[7];
+    MPI_Allreduce(MPI_IN_PLACE, &sum, 1, MPI_FLOAT, MPI_SUM, comm);
+    values[7] = sum / 1e6F;
+  }
+};
+
 }  // namespace lockstep::bench

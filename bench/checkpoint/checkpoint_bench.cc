@@ -71,6 +71,7 @@ namespace {
 namespace fs = std::filesystem;
 using lockstep::bench::Clock;
 using lockstep::bench::drop_from_cache;
+using lockstep::bench::FakeStep;
 using lockstep::bench::gpt2_small_shapes;
 using lockstep::bench::median;
 using lockstep::bench::seconds_since;
@@ -165,23 +166,6 @@ double torch_peer_seconds(const lockstep::Runtime& runtime, const std::string& c
   MPI_Bcast(&seconds, 1, MPI_DOUBLE, 0, runtime.comm());
   return seconds;
 }
-
-// A training step's stand-in: `work` passes of arithmetic over a buffer that
-// fits in cache (compute, like a forward/backward), then the gradient
-// all-reduce's synchronisation (a small all-reduce).
-struct FakeStep {
-  std::vector<float> values = std::vector<float>(1 << 18, 1.0F);
-  int work = 1;
-
-  void run(MPI_Comm comm) {
-    for (int pass = 0; pass < work; ++pass) {
-      for (auto& value : values) value = value * 0.999F + 0.001F;
-    }
-    float sum = values[7];
-    MPI_Allreduce(MPI_IN_PLACE, &sum, 1, MPI_FLOAT, MPI_SUM, comm);
-    values[7] = sum / 1e6F;
-  }
-};
 
 // Sets every byte of `tensor` to `value`, on whichever device it lives.
 void fill(lockstep::Tensor& tensor, int value) {

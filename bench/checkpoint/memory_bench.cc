@@ -35,24 +35,9 @@ namespace {
 
 namespace fs = std::filesystem;
 using lockstep::bench::Clock;
+using lockstep::bench::FakeStep;
 using lockstep::bench::median;
 using lockstep::bench::seconds_since;
-
-// A step's stand-in: arithmetic over a buffer in cache, then a small
-// all-reduce (the gradient synchronisation's barrier).
-struct FakeStep {
-  std::vector<float> values = std::vector<float>(1 << 16, 1.0F);
-  int work = 1;
-
-  void run(MPI_Comm comm) {
-    for (int pass = 0; pass < work; ++pass) {
-      for (auto& value : values) value = value * 0.999F + 0.001F;
-    }
-    float sum = values[3];
-    MPI_Allreduce(MPI_IN_PLACE, &sum, 1, MPI_FLOAT, MPI_SUM, comm);
-    values[3] = sum / 1e6F;
-  }
-};
 
 struct Mode {
   explicit Mode(std::string mode_name) : name(std::move(mode_name)) {}

@@ -122,7 +122,11 @@ std::string memory_tier_id(FileEnv& env, const fs::path& checkpoint_dir) {
   {
     std::ifstream existing(path);
     std::string id;
-    if (existing && std::getline(existing, id) && id.size() == 16) return id;
+    // Anything but the 16 hex digits lockstep writes is replaced.
+    if (existing && std::getline(existing, id) && id.size() == 16 &&
+        id.find_first_not_of("0123456789abcdef") == std::string::npos) {
+      return id;
+    }
   }
   const std::string id = random_token();
   const fs::path temporary = checkpoint_dir / (std::string(kMemoryTierIdFile) + ".tmp");

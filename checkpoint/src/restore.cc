@@ -234,6 +234,19 @@ struct ReadPart {
   std::size_t end = 0;
 };
 
+// The CRC-32C of each of `reads` pieces from those of its parts, which lie
+// in order in `parts`.
+std::vector<std::uint32_t> chain_part_crcs(const std::vector<ReadPart>& parts,
+                                           const std::vector<std::uint32_t>& part_crcs,
+                                           std::size_t reads) {
+  std::vector<std::uint32_t> crcs(reads, 0);
+  for (std::size_t k = 0; k < parts.size(); ++k) {
+    auto& crc = crcs[parts[k].read];
+    crc = crc32c_combine(crc, part_crcs[k], parts[k].end - parts[k].begin);
+  }
+  return crcs;
+}
+
 // A rank that reads every file alone (one rank) reads in parts of this size
 // with direct I/O where the files and tensors allow it: the disk writes into
 // the tensors, with no copy through the page cache.
@@ -325,12 +338,7 @@ std::string fill_and_check(FileEnv& env, const fs::path& step_dir, const Metadat
   } catch (const IoError& failure) {
     return failure.what();
   }
-  // The parts of one piece are in order in `parts`: chain their checksums.
-  std::vector<std::uint32_t> crcs(reads.size(), 0);
-  for (std::size_t k = 0; k < parts.size(); ++k) {
-    auto& crc = crcs[parts[k].read];
-    crc = crc32c_combine(crc, part_crcs[k], parts[k].end - parts[k].begin);
-  }
+  const std::vector<std::uint32_t> crcs = chain_part_crcs(parts, part_crcs, reads.size());
   for (std::size_t i = 0; i < reads.size(); ++i) {
     const auto& read = reads[i];
     if (owner[static_cast<std::size_t>(read.piece->file)] != rank) continue;
@@ -601,11 +609,7 @@ std::string fill_chunks(FileEnv& env, const fs::path& step_dir, const Metadata& 
   } catch (const IoError& failure) {
     return failure.what();
   }
-  std::vector<std::uint32_t> crcs(reads.size(), 0);
-  for (std::size_t k = 0; k < parts.size(); ++k) {
-    auto& crc = crcs[parts[k].read];
-    crc = crc32c_combine(crc, part_crcs[k], parts[k].end - parts[k].begin);
-  }
+  const std::vector<std::uint32_t> crcs = chain_part_crcs(parts, part_crcs, reads.size());
   for (std::size_t i = 0; i < reads.size(); ++i) {
     const ChunkRead& read = reads[i];
     if (crcs[i] == read.piece->crc32c) continue;
