@@ -5,6 +5,7 @@
 // (a missing directory, not a checkpoint directory, an unknown step).
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <ctime>
@@ -95,33 +96,51 @@ std::vector<fs::path> memory_dirs_of(const std::string& base, const std::string&
   return found;
 }
 
-// The steps of `dir`'s run in the memory tier of this node.
+// The node directories in a run's memory directory: one per node on this
+// host (one, unless several nodes share the host).
+std::vector<fs::path> node_dirs_of(const fs::path& memory) {
+  std::vector<fs::path> found;
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(memory, error)) {
+    if (entry.is_directory() && !entry.is_symlink() &&
+        entry.path().filename().string().front() != '.') {
+      found.push_back(entry.path());
+    }
+  }
+  std::sort(found.begin(), found.end());
+  return found;
+}
+
+// The steps of `dir`'s run in the memory tier on this host.
 void list_memory_tier(const CkptOptions& options) {
   if (options.memory_dir.empty()) return;
   for (const fs::path& memory : memory_dirs_of(options.memory_dir, options.dir)) {
-    std::vector<CheckpointEntry> entries;
-    try {
-      entries = list_checkpoint_entries(memory);
-    } catch (const UsageError&) {
-      continue;  // nothing saved there yet
-    }
-    std::cout << fmt::format("memory tier on this node ({}), this node's ranks' files only:\n",
-                             memory.string());
-    for (const auto& entry : entries) {
-      std::string ranks = "-";
-      std::string state = entry.committed ? "in memory" : "torn";
-      double saved_at = entry.modified_unix_seconds;
-      if (entry.committed) {
-        try {
-          const auto info = read_checkpoint_info(memory / entry.name);
-          ranks = std::to_string(info.world_size);
-          saved_at = info.unix_time;
-        } catch (const Error&) {
-          state = "damaged";
-        }
+    for (const fs::path& node : node_dirs_of(memory)) {
+      std::vector<CheckpointEntry> entries;
+      try {
+        entries = list_checkpoint_entries(node);
+      } catch (const UsageError&) {
+        continue;  // nothing saved there yet
       }
-      std::cout << fmt::format("{:>10}  {:<9}  {:>10}  {:>5}  {:<20}  {}\n", entry.step, state,
-                               human_bytes(entry.bytes), ranks, utc_time(saved_at), entry.name);
+      std::cout << fmt::format(
+          "memory tier of node {} ({}): its ranks' files and the partner copies it keeps:\n",
+          node.filename().string(), node.string());
+      for (const auto& entry : entries) {
+        std::string ranks = "-";
+        std::string state = entry.committed ? "in memory" : "torn";
+        double saved_at = entry.modified_unix_seconds;
+        if (entry.committed) {
+          try {
+            const auto info = read_checkpoint_info(node / entry.name);
+            ranks = std::to_string(info.world_size);
+            saved_at = info.unix_time;
+          } catch (const Error&) {
+            state = "damaged";
+          }
+        }
+        std::cout << fmt::format("{:>10}  {:<9}  {:>10}  {:>5}  {:<20}  {}\n", entry.step, state,
+                                 human_bytes(entry.bytes), ranks, utc_time(saved_at), entry.name);
+      }
     }
   }
 }

@@ -3,7 +3,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
+#include <cstdlib>
 #include <exception>
 #include <functional>
 #include <thread>
@@ -17,6 +19,7 @@
 #include "lockstep/knobs.h"
 #include "lockstep/log.h"
 #include "lockstep/mpi_check.h"
+#include "memory_assembly.h"
 #include "memory_tier.h"
 #include "parallel_copy.h"
 #include "restore.h"
@@ -30,6 +33,16 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// The node a rank names when CheckpointOptions::node is empty.
+std::string default_node_name() {
+  if (const char* node = std::getenv("SLURMD_NODENAME"); node != nullptr && *node != '\0') {
+    return node;
+  }
+  std::array<char, 256> name{};
+  if (::gethostname(name.data(), name.size() - 1) != 0) return "localhost";
+  return name.data();
 }
 
 }  // namespace
@@ -54,6 +67,7 @@ CheckpointOptions checkpoint_options(const Runtime& runtime) {
           .copy_threads = static_cast<int>(config.get(knobs::checkpoint_threads)),
           .env = posix_file_env(config.get(knobs::checkpoint_direct_io)),
           .memory_dir = memory_dir,
+          .node = runtime.hostname(),
           .memory_keep = static_cast<int>(config.get(knobs::checkpoint_memory_keep)),
           .memory_budget_bytes = static_cast<std::uint64_t>(config.get(knobs::checkpoint_memory_mb))
                                  << 20,
@@ -79,6 +93,8 @@ class Checkpointer::SaveJob {
     bool memory = false;
     bool disk = true;
     MPI_Comm node_comm = MPI_COMM_NULL;
+    const checkpoint::NodeMap* nodes = nullptr;
+    std::filesystem::path node_dir = {};
   };
 
   explicit SaveJob(checkpoint::StagedSave staged) : staged_(std::move(staged)) {}
@@ -93,8 +109,9 @@ class Checkpointer::SaveJob {
     try {
       if (tiers_.memory) {
         try {
-          stats_.bytes_written += checkpoint::write_and_commit_local(
-              staged_, comm, tiers_.node_comm, env, options.memory_dir, options.memory_keep);
+          stats_.bytes_written +=
+              checkpoint::write_and_commit_local(staged_, comm, tiers_.node_comm, *tiers_.nodes,
+                                                 env, tiers_.node_dir, options.memory_keep);
           stats_.in_memory = true;
         } catch (const IoError& failure) {
           if (staged_.rank == 0) {
@@ -202,10 +219,16 @@ Checkpointer::Checkpointer(MPI_Comm comm, CheckpointOptions options)
         "name the same directory",
         options_.memory_dir.string()));
   }
-  // The run's id from the checkpoint directory; then each node's first rank
-  // prepares its node's directory. A directory that cannot be used leaves
-  // the memory tier off, for saves and restores alike, not the run.
-  node_comm_ = MpiComm::split_shared(comm_.get());
+  // The nodes, by the names the ranks give; the run's id from the
+  // checkpoint directory; then each node's first rank prepares its node's
+  // directory. A directory that cannot be used leaves the memory tier off,
+  // for saves and restores alike, not the run.
+  const std::string node =
+      checkpoint::memory_node_name(options_.node.empty() ? default_node_name() : options_.node);
+  nodes_ = std::make_unique<checkpoint::NodeMap>(checkpoint::node_map(comm_.get(), node));
+  node_comm_ = MpiComm::split(comm_.get(), nodes_->node_of[static_cast<std::size_t>(comm_.rank())],
+                              comm_.rank());
+  node_dir_ = options_.memory_dir / node;
   std::string id;
   std::string error;
   if (comm_.rank() == 0) {
@@ -219,8 +242,8 @@ Checkpointer::Checkpointer(MPI_Comm comm, CheckpointOptions options)
   checkpoint::broadcast_text(comm_.get(), 0, id);
   if (error.empty() && node_comm_.rank() == 0) {
     try {
-      memory_lock_ = std::make_unique<checkpoint::MemoryTierLock>(
-          checkpoint::prepare_memory_dir(*options_.env, options_.memory_dir, options_.dir, id));
+      memory_lock_ = std::make_unique<checkpoint::MemoryTierLock>(checkpoint::prepare_memory_dir(
+          *options_.env, options_.memory_dir, options_.dir, id, node));
     } catch (const std::exception& problem) {
       error = fmt::format("rank {}: {}", comm_.rank(), problem.what());
     }
@@ -231,13 +254,26 @@ Checkpointer::Checkpointer(MPI_Comm comm, CheckpointOptions options)
   if (!memory_usable_ && comm_.rank() == 0) {
     log::warn("memory tier off, saves go to disk only and restores read the disk only: {}", error);
   }
+  if (memory_usable_ && nodes_->nodes() == 1 && comm_.rank() == 0) {
+    log::info(
+        "memory tier: all ranks are on one node ({}), so there are no partner copies; a lost "
+        "node's steps come from disk",
+        node);
+  }
 }
 
 bool Checkpointer::memory_tier_fits(std::uint64_t rank_file_bytes) {
   memory_checked_ = true;
-  std::uint64_t node_bytes = 0;
+  // This rank's file and the partner copies it keeps, summed over the node.
+  std::vector<std::uint64_t> sizes(static_cast<std::size_t>(comm_.size()));
   LOCKSTEP_CHECK_MPI(
-      MPI_Allreduce(&rank_file_bytes, &node_bytes, 1, MPI_UINT64_T, MPI_SUM, node_comm_.get()));
+      MPI_Allgather(&rank_file_bytes, 1, MPI_UINT64_T, sizes.data(), 1, MPI_UINT64_T, comm_.get()));
+  std::uint64_t kept = rank_file_bytes;
+  for (const int source : nodes_->partners_of(comm_.rank())) {
+    kept += sizes[static_cast<std::size_t>(source)];
+  }
+  std::uint64_t node_bytes = 0;
+  LOCKSTEP_CHECK_MPI(MPI_Allreduce(&kept, &node_bytes, 1, MPI_UINT64_T, MPI_SUM, node_comm_.get()));
   const auto steps = static_cast<std::uint64_t>(options_.memory_keep) + 1;
   const std::uint64_t needed = node_bytes * steps;
   std::uint64_t budget = options_.memory_budget_bytes;
@@ -334,7 +370,9 @@ void Checkpointer::save(std::int64_t step, const State& state) {
   const bool memory = memory_on_ && (memory_checked_ || memory_tier_fits(job->rank_file_bytes()));
   job->set_tiers({.memory = memory,
                   .disk = !memory || force_disk_ || saves_ % options_.disk_every == 0,
-                  .node_comm = node_comm_.get()});
+                  .node_comm = node_comm_.get(),
+                  .nodes = nodes_.get(),
+                  .node_dir = node_dir_});
   ++saves_;
   log::debug("step {}: staging {:.3f} s", step, seconds_since(start));
   if (options_.async) {
@@ -378,9 +416,23 @@ void Checkpointer::discard_memory_tier() {
   std::string error;
   if (node_comm_.rank() == 0) {
     try {
-      options_.env->remove_all(options_.memory_dir);
+      options_.env->remove_all(node_dir_);
     } catch (const std::exception& failure) {
       error = failure.what();
+    }
+  }
+  error = checkpoint::first_error(comm_.get(), error);
+  // Every node's directory is gone; the run's directory holds nothing but
+  // its record then (nodes of one host share it, and may race to remove it).
+  if (error.empty() && node_comm_.rank() == 0) {
+    try {
+      const auto left = options_.env->list_directory(options_.memory_dir);
+      if (std::all_of(left.begin(), left.end(),
+                      [](const std::string& name) { return name.rfind(".owner", 0) == 0; })) {
+        options_.env->remove_all(options_.memory_dir);
+      }
+    } catch (const std::exception& failure) {
+      if (options_.env->exists(options_.memory_dir)) error = failure.what();
     }
   }
   error = checkpoint::first_error(comm_.get(), error);
@@ -413,28 +465,29 @@ std::optional<std::int64_t> Checkpointer::restore_latest(State& state) {
   const auto steps = nlohmann::json::parse(listing).get<std::vector<std::int64_t>>();
   std::optional<std::int64_t> modified_by;  // the first step that wrote into the state
   restored_from_memory_ = false;
-  // Newest first, the memory tier's copy of a step (every rank holds it on
-  // its node) before the disk's.
-  std::vector<std::pair<std::int64_t, bool>> candidates;  // step, in memory
-  for (const std::int64_t step : steps) candidates.emplace_back(step, false);
+  // Newest first, the memory tier's copy of a step (which the nodes can put
+  // together) before the disk's.
+  std::vector<std::pair<std::int64_t, std::optional<checkpoint::MemoryPlan>>> candidates;
+  for (const std::int64_t step : steps) candidates.emplace_back(step, std::nullopt);
   if (memory_usable_) {
-    for (const std::int64_t step :
-         checkpoint::steps_held_everywhere(comm_.get(), *options_.env, options_.memory_dir)) {
-      candidates.emplace_back(step, true);
-    }
+    for (auto& plan : memory_plans()) candidates.emplace_back(plan.step, std::move(plan));
   }
-  std::sort(candidates.rbegin(), candidates.rend());
-  for (const auto& [step, in_memory] : candidates) {
+  std::stable_sort(candidates.begin(), candidates.end(), [](const auto& a, const auto& b) {
+    return a.first != b.first ? a.first > b.first : a.second.has_value() > b.second.has_value();
+  });
+  for (const auto& [step, plan] : candidates) {
     const auto start = Clock::now();
-    const std::filesystem::path& dir = in_memory ? options_.memory_dir : options_.dir;
+    const bool in_memory = plan.has_value();
     std::string why;
     bool modified = false;
-    if (try_restore(dir, step, state, why, modified)) {
+    if (in_memory ? try_restore_from_memory(*plan, state, why, modified)
+                  : try_restore(options_.dir, step, state, why, modified)) {
       restored_from_memory_ = in_memory;
       if (comm_.rank() == 0) {
-        log::info("restored step {} from {} ({}{}) in {:.2f} s", step,
-                  in_memory ? "memory" : "disk", in_memory ? "own copies, " : "", dir.string(),
-                  seconds_since(start));
+        log::info(
+            "restored step {} from {} in {:.2f} s", step,
+            in_memory ? memory_source(*plan) : fmt::format("disk ({})", options_.dir.string()),
+            seconds_since(start));
       }
       return step;
     }
@@ -466,11 +519,11 @@ void Checkpointer::restore(std::int64_t step, State& state) {
   bool modified = false;
   bool memory_modified = false;
   if (memory_usable_) {
-    const auto held =
-        checkpoint::steps_held_everywhere(comm_.get(), *options_.env, options_.memory_dir);
-    if (std::find(held.begin(), held.end(), step) != held.end()) {
-      if (try_restore(options_.memory_dir, step, state, why, memory_modified)) {
+    for (const auto& plan : memory_plans()) {
+      if (plan.step != step) continue;
+      if (try_restore_from_memory(plan, state, why, memory_modified)) {
         restored_from_memory_ = true;
+        if (comm_.rank() == 0) log::info("restored step {} from {}", step, memory_source(plan));
         return;
       }
       if (comm_.rank() == 0) {
@@ -486,11 +539,53 @@ void Checkpointer::restore(std::int64_t step, State& state) {
   }
 }
 
+std::vector<checkpoint::MemoryPlan> Checkpointer::memory_plans() {
+  return checkpoint::plan_memory_restores(comm_.get(), *nodes_, *options_.env, node_dir_);
+}
+
+std::string Checkpointer::memory_source(const checkpoint::MemoryPlan& plan) const {
+  std::string copies;
+  if (!plan.partner_copies.empty()) {
+    copies = fmt::format("partner copy of {}", checkpoint::rank_ranges(plan.partner_copies));
+  } else if (plan.saved_ranks != comm_.size()) {
+    copies = "the copies on each node";
+  } else {
+    copies = "own copies";
+  }
+  if (plan.saved_ranks != comm_.size()) {
+    copies += fmt::format(", saved by {} ranks", plan.saved_ranks);
+  }
+  return fmt::format("memory ({}, {})", copies, options_.memory_dir.string());
+}
+
+bool Checkpointer::try_restore_from_memory(const checkpoint::MemoryPlan& plan, State& state,
+                                           std::string& why, bool& modified) {
+  const std::string fetched =
+      checkpoint::fetch_missing_files(comm_.get(), *nodes_, *options_.env, node_dir_, plan);
+  if (!fetched.empty()) {
+    why = fmt::format("fetching the partner copies of {} failed: {}",
+                      checkpoint::rank_ranges(plan.partner_copies), fetched);
+    return false;
+  }
+  // With each rank's own file on its node, each reads its own; where every
+  // file is on every node, the ranks of a node share what they read.
+  return try_restore(node_dir_, plan.step, state, why, modified,
+                     plan.every_file_on_each_node && nodes_->nodes() == 1
+                         ? checkpoint::Exchange::kReadAll
+                         : checkpoint::Exchange::kBroadcast);
+}
+
 bool Checkpointer::try_restore(const std::filesystem::path& dir, std::int64_t step, State& state,
                                std::string& why, bool& modified) {
+  return try_restore(dir, step, state, why, modified, checkpoint::Exchange::kAutomatic);
+}
+
+bool Checkpointer::try_restore(const std::filesystem::path& dir, std::int64_t step, State& state,
+                               std::string& why, bool& modified, checkpoint::Exchange exchange) {
   const auto step_dir = dir / checkpoint::step_directory_name(step);
   try {
-    checkpoint::restore_step(*options_.env, step_dir, step, state, comm_.get(), copy_threads_);
+    checkpoint::restore_step(*options_.env, step_dir, step, state, comm_.get(), copy_threads_,
+                             exchange);
     return true;
   } catch (const checkpoint::CorruptCheckpoint& corrupt) {
     why = corrupt.what();
@@ -499,7 +594,7 @@ bool Checkpointer::try_restore(const std::filesystem::path& dir, std::int64_t st
   } catch (const UsageError& mismatch) {
     // A memory copy that does not fit the state is not what the user asked
     // to load (the disk's copy is checked as strictly, and throws).
-    if (dir != options_.memory_dir) throw;
+    if (dir != node_dir_) throw;
     why = mismatch.what();
     return false;
   }

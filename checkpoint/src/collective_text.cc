@@ -21,22 +21,25 @@ int checked_int(std::size_t size) {
   return static_cast<int>(size);
 }
 
-// Waits for a non-blocking collective without holding a core: these calls
-// wait for other ranks' file writes (up to seconds) on the background
-// writer's thread, which shares its core with training. A blocking MPI
-// call would poll the whole time; this one polls with naps that grow from
-// 20 us to 1 ms, a small delay next to the writes it waits for.
-void wait_idly(MPI_Request& request) {
+}  // namespace
+
+// Polls with naps that grow from 20 us to 1 ms: these calls wait for other
+// ranks' file writes (up to seconds) on the background writer's thread,
+// which shares its core with training, and a blocking MPI call would poll
+// the whole time. The nap is small next to the writes it waits for.
+void wait_idly(std::span<MPI_Request> requests) {
   auto nap = std::chrono::microseconds(20);
   for (;;) {
     int done = 0;
-    LOCKSTEP_CHECK_MPI(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
+    LOCKSTEP_CHECK_MPI(MPI_Testall(static_cast<int>(requests.size()), requests.data(), &done,
+                                   MPI_STATUSES_IGNORE));
     if (done != 0) return;
     std::this_thread::sleep_for(nap);
     nap = std::min(nap * 2, std::chrono::microseconds(1000));
   }
 }
-}  // namespace
+
+void wait_idly(MPI_Request& request) { wait_idly(std::span(&request, 1)); }
 
 void broadcast_text(MPI_Comm comm, int root, std::string& text) {
   int size = checked_int(text.size());

@@ -6,12 +6,17 @@
 
 #include <cstdint>
 #include <exception>
+#include <span>
 #include <string>
 #include <vector>
 
 #include <mpi.h>
 
 namespace lockstep::checkpoint {
+
+// Waits for non-blocking MPI requests without holding a core.
+void wait_idly(std::span<MPI_Request> requests);
+void wait_idly(MPI_Request& request);
 
 // `text` of rank `root` on every rank.
 void broadcast_text(MPI_Comm comm, int root, std::string& text);

@@ -136,7 +136,7 @@ std::string memory_tier_id(FileEnv& env, const fs::path& checkpoint_dir) {
 }
 
 MemoryTierLock prepare_memory_dir(FileEnv& env, const fs::path& dir, const fs::path& owner,
-                                  const std::string& id) {
+                                  const std::string& id, const std::string& node) {
   env.create_directories(dir);
   struct stat info {};
   if (::lstat(dir.c_str(), &info) != 0) {
@@ -177,20 +177,12 @@ MemoryTierLock prepare_memory_dir(FileEnv& env, const fs::path& dir, const fs::p
         "such as /dev/shm",
         dir.string(), parent.string(), above.st_uid, me));
   }
-  remove_leftovers(env, dir);
-  // Steps of another run (another checkpoint directory, or the same one
-  // emptied and begun afresh, which made a new id) are not this run's.
   const std::string owner_dir = fs::absolute(owner).lexically_normal().string();
-  const auto previous = read_owner(dir);
-  if (previous && (previous->dir != owner_dir || previous->id != id)) {
-    for (const auto step : committed_steps(env, dir)) {
-      env.remove_all(dir / step_directory_name(step));
-    }
-    log::info("memory tier: discarded the steps in {} of an earlier run (checkpoints {}, id {})",
-              dir.string(), previous->dir, previous->id);
-  }
-  const fs::path temporary = dir / (std::string(kOwnerFile) + ".tmp");
-  write_durably(env, temporary, bytes_of(owner_dir + "\n" + id + "\n"));
+  const std::string record = owner_dir + "\n" + id + "\n";
+  // Several nodes of one host may share `dir`: each writes through a name
+  // of its own.
+  const fs::path temporary = dir / fmt::format("{}.tmp-{}", kOwnerFile, node);
+  write_durably(env, temporary, bytes_of(record));
   env.rename(temporary, dir / kOwnerFile);
   const int fd = ::open((dir / kOwnerFile).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0 || ::flock(fd, LOCK_SH) != 0) {
@@ -201,6 +193,29 @@ MemoryTierLock prepare_memory_dir(FileEnv& env, const fs::path& dir, const fs::p
   }
   MemoryTierLock lock(fd);
   remove_stale_runs(env, dir);
+
+  // The node's directory, inside the private one above.
+  const fs::path node_dir = dir / node;
+  env.create_directories(node_dir);
+  struct stat node_info {};
+  if (::lstat(node_dir.c_str(), &node_info) != 0 || !S_ISDIR(node_info.st_mode) ||
+      node_info.st_uid != me) {
+    throw IoError(fmt::format("{} is not a directory of this user's; remove it and start again",
+                              node_dir.string()));
+  }
+  remove_leftovers(env, node_dir);
+  // Steps of another run (another checkpoint directory, or the same one
+  // emptied and begun afresh, which made a new id) are not this run's.
+  const auto previous = read_owner(node_dir);
+  if (previous && (previous->dir != owner_dir || previous->id != id)) {
+    for (const auto step : committed_steps(env, node_dir)) {
+      env.remove_all(node_dir / step_directory_name(step));
+    }
+    log::info("memory tier: discarded the steps in {} of an earlier run (checkpoints {}, id {})",
+              node_dir.string(), previous->dir, previous->id);
+  }
+  write_durably(env, node_dir / (std::string(kOwnerFile) + ".tmp"), bytes_of(record));
+  env.rename(node_dir / (std::string(kOwnerFile) + ".tmp"), node_dir / kOwnerFile);
   return lock;
 }
 
@@ -211,7 +226,8 @@ std::uint64_t free_bytes(const fs::path& dir) {
 }
 
 std::uint64_t write_and_commit_local(StagedSave& staged, MPI_Comm comm, MPI_Comm node_comm,
-                                     FileEnv& env, const fs::path& dir, int keep) {
+                                     const NodeMap& nodes, FileEnv& env, const fs::path& dir,
+                                     int keep) {
   const int rank = staged.rank;
   const bool leader = rank_in(node_comm) == 0;
   std::string token;
@@ -255,6 +271,18 @@ std::uint64_t write_and_commit_local(StagedSave& staged, MPI_Comm comm, MPI_Comm
 
   std::uint64_t bytes_written = 0;
   const nlohmann::json outcome = write_own_file(staged, env, temporary, bytes_written);
+  // The partner copies: this rank's file to its partner, and the files of
+  // the ranks whose partner it is from them, each checked end to end.
+  std::vector<FileTransfer> copies;
+  const std::string own_name = rank_file_name(rank);
+  if (const int partner = nodes.partner(rank); partner >= 0) {
+    copies.push_back({.from = rank, .to = partner, .source = temporary / own_name});
+  }
+  for (const int source : nodes.partners_of(rank)) {
+    copies.push_back({.from = source, .to = rank, .target = temporary / rank_file_name(source)});
+  }
+  error = first_error(comm, move_files(comm, env, copies, bytes_written));
+  if (!error.empty()) throw fail(fmt::format("partner copies: {}", error));
   const auto outcomes = gather_text(comm, 0, outcome.dump());
   std::string metadata_text;
   std::string master_text;
@@ -313,47 +341,6 @@ std::uint64_t write_and_commit_local(StagedSave& staged, MPI_Comm comm, MPI_Comm
     }
   }
   return bytes_written;
-}
-
-std::vector<std::int64_t> local_steps(FileEnv& env, const fs::path& dir, int rank) {
-  std::vector<std::int64_t> held;
-  if (!env.exists(dir)) return held;
-  for (const auto step : committed_steps(env, dir)) {
-    const fs::path step_dir = dir / step_directory_name(step);
-    if (env.exists(step_dir / kMetadataFile) && env.exists(step_dir / rank_file_name(rank))) {
-      held.push_back(step);
-    }
-  }
-  return held;
-}
-
-std::vector<std::int64_t> steps_held_everywhere(MPI_Comm comm, FileEnv& env, const fs::path& dir) {
-  const int rank = rank_in(comm);
-  std::string mine;
-  try {
-    mine = nlohmann::json(local_steps(env, dir, rank)).dump();
-  } catch (const std::exception& failure) {
-    log::warn("memory tier: cannot list {}: {}", dir.string(), failure.what());
-    mine = "[]";
-  }
-  const auto all = gather_text(comm, 0, mine);
-  std::string common = "[]";
-  if (rank == 0) {
-    std::vector<std::int64_t> everywhere;
-    for (std::size_t r = 0; r < all.size(); ++r) {
-      const auto held = nlohmann::json::parse(all[r]).get<std::vector<std::int64_t>>();
-      if (r == 0) {
-        everywhere = held;
-        continue;
-      }
-      const std::set<std::int64_t> theirs(held.begin(), held.end());
-      std::erase_if(everywhere, [&](std::int64_t step) { return !theirs.contains(step); });
-    }
-    std::sort(everywhere.rbegin(), everywhere.rend());
-    common = nlohmann::json(everywhere).dump();
-  }
-  broadcast_text(comm, 0, common);
-  return nlohmann::json::parse(common).get<std::vector<std::int64_t>>();
 }
 
 }  // namespace lockstep::checkpoint

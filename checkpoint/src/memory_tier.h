@@ -1,7 +1,8 @@
 // The memory tier: every save's rank files also in a directory on each
 // node's own memory (tmpfs such as /dev/shm), which outlives the processes
-// but not the node. Each node holds the files of its own ranks, with the
-// step's metadata; a step there counts only once every node committed it.
+// but not the node. Each node holds the files of its own ranks, a partner
+// copy of the files of the node before it, and the step's metadata; a
+// step there counts only once every node committed it.
 #pragma once
 
 #include <cstdint>
@@ -12,6 +13,7 @@
 #include <mpi.h>
 
 #include "lockstep/file_env.h"
+#include "memory_transfer.h"
 #include "save_job.h"
 
 namespace lockstep::checkpoint {
@@ -43,36 +45,33 @@ class MemoryTierLock {
 // Creates `dir` when missing (mode 0700) and makes sure no other local user
 // can put files there or swap it: `dir` must be a directory (not a link)
 // owned by this user, writable by no one else, in a parent owned by this
-// user or by root with the sticky bit (as /dev/shm). Removes what crashed
-// saves left in it, and the steps of another run (another `owner`, the
-// checkpoint directory on disk, or another `id`). Records `owner` and `id`
-// in it, locks it for this Checkpointer's life, and removes this user's
-// memory directories beside it ("<uid>-*") that no live run holds and
-// whose checkpoint directory no longer exists. Throws IoError saying what
-// is wrong and what to do.
+// user or by root with the sticky bit (as /dev/shm). Records `owner` and
+// `id` in it, locks it for this Checkpointer's life, and removes this
+// user's memory directories beside it ("<uid>-*") that no live run holds
+// and whose checkpoint directory no longer exists. Then prepares the
+// node's directory `dir`/`node` (made by memory_node_name()): removes what
+// crashed saves left there, and the steps of another run (another `owner`,
+// the checkpoint directory on disk, or another `id`). Throws IoError saying
+// what is wrong and what to do.
 MemoryTierLock prepare_memory_dir(FileEnv& env, const std::filesystem::path& dir,
-                                  const std::filesystem::path& owner, const std::string& id);
+                                  const std::filesystem::path& owner, const std::string& id,
+                                  const std::string& node);
 
 // Bytes free to this user on the file system of `dir`; 0 when unknown.
 std::uint64_t free_bytes(const std::filesystem::path& dir);
 
 // Collective over `comm`. Writes this rank's file of `staged` into a
-// temporary directory in `dir` on its node; rank 0 builds the metadata; the
-// first rank of each node (`node_comm`) writes it and the master file there
-// and commits the step with one rename, then keeps the newest `keep` steps
-// of its node. Throws IoError, the same on every rank, when some node did
-// not commit (its copy is then removed, so the step is nowhere complete).
-// Returns the bytes this rank wrote.
+// temporary directory in `node_dir` (this rank's node's directory) and
+// sends a copy of it to its partner on the next node (`nodes`), which
+// writes it beside its own; rank 0 builds the metadata; the first rank of
+// each node (`node_comm`) writes it and the master file there and commits
+// the step with one rename, then keeps the newest `keep` steps of its
+// node. Throws IoError, the same on every rank, when some file or partner
+// copy did not arrive whole or some node did not commit (its copy is then
+// removed, so the step is nowhere complete). Returns the bytes this rank
+// wrote.
 std::uint64_t write_and_commit_local(StagedSave& staged, MPI_Comm comm, MPI_Comm node_comm,
-                                     FileEnv& env, const std::filesystem::path& dir, int keep);
-
-// The steps committed in `dir` on this node that hold rank `rank`'s file,
-// oldest first.
-std::vector<std::int64_t> local_steps(FileEnv& env, const std::filesystem::path& dir, int rank);
-
-// Collective over `comm`: the steps every rank holds locally (local_steps),
-// newest first.
-std::vector<std::int64_t> steps_held_everywhere(MPI_Comm comm, FileEnv& env,
-                                                const std::filesystem::path& dir);
+                                     const NodeMap& nodes, FileEnv& env,
+                                     const std::filesystem::path& node_dir, int keep);
 
 }  // namespace lockstep::checkpoint

@@ -96,11 +96,16 @@ void flip_in_largest_piece(const fs::path& step_dir, int file) {
   data.put(static_cast<char>(byte ^ 0x04));
 }
 
-CheckpointOptions tiered(const fs::path& disk, const fs::path& memory, int disk_every) {
+// The node every rank names, unless a test makes several.
+constexpr char kNode[] = "host";
+
+CheckpointOptions tiered(const fs::path& disk, const fs::path& memory, int disk_every,
+                         const std::string& node = kNode) {
   return {.dir = disk,
           .keep_last = 0,
           .async = true,
           .memory_dir = memory,
+          .node = node,
           .memory_keep = 2,
           .disk_every = disk_every};
 }
@@ -117,7 +122,7 @@ TEST_F(MemoryTierTest, EverySaveInMemoryEveryKthOnDiskAndTheNewestRestoresFromMe
     EXPECT_TRUE(checkpointer.last_save_stats().on_disk);  // the 7th save: 7 = 1 + 2 * 3
   }
   if (rank() == 0) {
-    EXPECT_EQ(committed(memory), (std::vector<std::int64_t>{6, 7})) << "the newest two";
+    EXPECT_EQ(committed(memory / kNode), (std::vector<std::int64_t>{6, 7})) << "the newest two";
     EXPECT_EQ(committed(disk), (std::vector<std::int64_t>{1, 4, 7})) << "every third save";
     EXPECT_EQ(fs::status(memory).permissions() & fs::perms::all, fs::perms::owner_all);
   }
@@ -144,7 +149,7 @@ TEST_F(MemoryTierTest, DamagedOrMissingMemoryCopiesFallBack) {
     save_steps(checkpointer, model, 1, 5);
   }
   const int last = runtime().world_size() - 1;
-  if (rank() == 0) flip_in_largest_piece(memory / "step-5", last);
+  if (rank() == 0) flip_in_largest_piece(memory / kNode / "step-5", last);
   MPI_Barrier(world());
   TestModel restored = large_model();
   {
@@ -160,8 +165,9 @@ TEST_F(MemoryTierTest, DamagedOrMissingMemoryCopiesFallBack) {
   }
   // A node lost with its memory: one rank's files gone from every step.
   if (rank() == 0) {
-    for (const auto step : committed(memory)) {
-      fs::remove(memory / fmt::format("step-{}", step) / fmt::format("rank-{:05d}.h5", last));
+    for (const auto step : committed(memory / kNode)) {
+      fs::remove(memory / kNode / fmt::format("step-{}", step) /
+                 fmt::format("rank-{:05d}.h5", last));
     }
   }
   MPI_Barrier(world());
@@ -184,7 +190,7 @@ TEST_F(MemoryTierTest, OverBudgetSavesGoToDiskOnly) {
   EXPECT_FALSE(checkpointer.last_save_stats().in_memory);
   EXPECT_TRUE(checkpointer.last_save_stats().on_disk);
   if (rank() == 0) {
-    EXPECT_TRUE(committed(memory).empty());
+    EXPECT_TRUE(committed(memory / kNode).empty());
     EXPECT_EQ(committed(disk), (std::vector<std::int64_t>{1, 2, 3}));
   }
 }
@@ -223,7 +229,7 @@ TEST_F(MemoryTierTest, AFreshStartIgnoresTheOldRunsMemory) {
   auto state = model.state();
   EXPECT_EQ(checkpointer.restore_latest(state), std::nullopt);
   if (rank() == 0) {
-    EXPECT_TRUE(committed(memory).empty());
+    EXPECT_TRUE(committed(memory / kNode).empty());
   }
 }
 
@@ -242,7 +248,7 @@ TEST_F(MemoryTierTest, ADamagedNewerDiskStepFallsBackToMemory) {
   }
   if (rank() == 0) {
     flip_in_largest_piece(disk / "step-8", 0);
-    fs::remove_all(memory / "step-8");  // as if the node lost it
+    fs::remove_all(memory / kNode / "step-8");  // as if the node lost it
   }
   MPI_Barrier(world());
   Checkpointer checkpointer(world(), tiered(disk, memory, 100));
@@ -314,8 +320,9 @@ TEST_F(MemoryTierTest, DirectoriesOthersCouldTamperWithAreRefused) {
   if (::geteuid() == 0) refused.push_back(base / "theirs");
   for (const fs::path& memory : refused) {
     if (rank() == 0) {
-      fs::create_directories(memory / "step-9");
-      fs::copy(base / "good" / "step-9", memory / "step-9", fs::copy_options::recursive);
+      fs::create_directories(memory / kNode / "step-9");
+      fs::copy(base / "good" / kNode / "step-9", memory / kNode / "step-9",
+               fs::copy_options::recursive);
     }
     MPI_Barrier(world());
     const fs::path disk = fresh_dir("memory-hostile", world());
@@ -336,6 +343,156 @@ TEST_F(MemoryTierTest, DirectoriesOthersCouldTamperWithAreRefused) {
         << "the planted step in " << memory << " was loaded";
     EXPECT_FALSE(checkpointer.last_restore_from_memory());
     MPI_Barrier(world());
+  }
+}
+
+// Two "nodes" of two ranks each, as the memory tier tells them apart.
+std::string two_nodes() { return rank() < 2 ? "n0" : "n1"; }
+
+// The rank files in `step_dir`, by rank.
+std::vector<int> rank_files(const fs::path& step_dir) {
+  std::vector<int> ranks;
+  for (int r = 0; r < runtime().world_size(); ++r) {
+    if (fs::exists(step_dir / fmt::format("rank-{:05d}.h5", r))) ranks.push_back(r);
+  }
+  return ranks;
+}
+
+// Each node keeps its own ranks' files and a partner copy of the other
+// node's; a node lost with its memory gets its ranks' files back from the
+// partner copies, and the restore is exact.
+TEST_F(MemoryTierTest, PartnerCopiesBringBackALostNode) {
+  ASSERT_EQ(runtime().world_size(), 4);
+  const fs::path disk = fresh_dir("memory-partner", world());
+  const fs::path memory = memory_dir("partner");
+  TestModel model = large_model();
+  {
+    Checkpointer checkpointer(world(), tiered(disk, memory, 100, two_nodes()));
+    save_steps(checkpointer, model, 1, 5);  // disk: step 1; memory: 4 and 5
+    EXPECT_TRUE(checkpointer.last_save_stats().in_memory);
+  }
+  MPI_Barrier(world());  // every node leader is done with retention
+  if (rank() == 0) {
+    for (const char* node : {"n0", "n1"}) {
+      EXPECT_EQ(committed(memory / node), (std::vector<std::int64_t>{4, 5})) << node;
+      EXPECT_EQ(rank_files(memory / node / "step-5"), (std::vector<int>{0, 1, 2, 3}))
+          << node << " holds its own files and the other node's";
+    }
+    fs::remove_all(memory / "n1");  // the node and its memory are gone
+  }
+  MPI_Barrier(world());
+  TestModel restored = large_model();
+  Checkpointer checkpointer(world(), tiered(disk, memory, 100, two_nodes()));
+  auto state = restored.state();
+  ASSERT_EQ(checkpointer.restore_latest(state), std::optional<std::int64_t>(5));
+  EXPECT_TRUE(checkpointer.last_restore_from_memory());
+  EXPECT_EQ(restored.mismatch(5), "");
+  if (rank() == 0) {
+    EXPECT_EQ(rank_files(memory / "n1" / "step-5"), (std::vector<int>{2, 3}))
+        << "the lost node's files are back on it";
+  }
+}
+
+// A partner copy that is damaged is never loaded: the restore falls back to
+// an older step whose copies pass their checks.
+TEST_F(MemoryTierTest, ADamagedPartnerCopyIsSkipped) {
+  const fs::path disk = fresh_dir("memory-partner-damaged", world());
+  const fs::path memory = memory_dir("partner-damaged");
+  TestModel model = large_model();
+  {
+    Checkpointer checkpointer(world(), tiered(disk, memory, 100, two_nodes()));
+    save_steps(checkpointer, model, 1, 5);
+  }
+  MPI_Barrier(world());
+  if (rank() == 0) {
+    fs::remove_all(memory / "n1");
+    flip_in_largest_piece(memory / "n0" / "step-5", 3);  // the partner copy of rank 3
+  }
+  MPI_Barrier(world());
+  TestModel restored = large_model();
+  Checkpointer checkpointer(world(), tiered(disk, memory, 100, two_nodes()));
+  auto state = restored.state();
+  ASSERT_EQ(checkpointer.restore_latest(state), std::optional<std::int64_t>(4));
+  EXPECT_TRUE(checkpointer.last_restore_from_memory());
+  EXPECT_EQ(restored.mismatch(4), "");
+  ASSERT_EQ(checkpointer.skipped_checkpoints().size(), 1U);
+  EXPECT_NE(checkpointer.skipped_checkpoints()[0].find("checksum mismatch"), std::string::npos)
+      << checkpointer.skipped_checkpoints()[0];
+}
+
+// Both copies of a rank's file gone (two nodes lost at once): the memory
+// tier cannot put the step together, and the disk's step is restored.
+TEST_F(MemoryTierTest, BothCopiesLostFallsBackToDisk) {
+  const fs::path disk = fresh_dir("memory-partner-both", world());
+  const fs::path memory = memory_dir("partner-both");
+  TestModel model = large_model();
+  {
+    Checkpointer checkpointer(world(), tiered(disk, memory, 3, two_nodes()));
+    save_steps(checkpointer, model, 1, 5);  // disk: steps 1 and 4
+  }
+  MPI_Barrier(world());
+  if (rank() == 0) {
+    fs::remove_all(memory / "n1");
+    for (const auto step : committed(memory / "n0")) {
+      fs::remove(memory / "n0" / fmt::format("step-{}", step) / "rank-00002.h5");
+    }
+  }
+  MPI_Barrier(world());
+  TestModel restored = large_model();
+  Checkpointer checkpointer(world(), tiered(disk, memory, 3, two_nodes()));
+  auto state = restored.state();
+  ASSERT_EQ(checkpointer.restore_latest(state), std::optional<std::int64_t>(4));
+  EXPECT_FALSE(checkpointer.last_restore_from_memory());
+  EXPECT_EQ(restored.mismatch(4), "");
+}
+
+// Saved by 4 ranks on two nodes, restored by the 2 ranks of one of them
+// (the other node left out): that node holds every file, its own and the
+// partner copies, and the restore reads them from memory.
+TEST_F(MemoryTierTest, ASmallerWorldOnOneNodeRestoresFromMemory) {
+  const fs::path disk = fresh_dir("memory-partner-smaller", world());
+  const fs::path memory = memory_dir("partner-smaller");
+  TestModel model = large_model();
+  {
+    Checkpointer checkpointer(world(), tiered(disk, memory, 100, two_nodes()));
+    save_steps(checkpointer, model, 1, 5);
+  }
+  MPI_Barrier(world());
+  MPI_Comm half = MPI_COMM_NULL;
+  MPI_Comm_split(world(), rank() < 2 ? 0 : 1, rank(), &half);
+  if (rank() < 2) {
+    TestModel restored = large_model();
+    Checkpointer checkpointer(half, tiered(disk, memory, 100, "n0"));
+    auto state = restored.state();
+    ASSERT_EQ(checkpointer.restore_latest(state), std::optional<std::int64_t>(5));
+    EXPECT_TRUE(checkpointer.last_restore_from_memory());
+    EXPECT_EQ(restored.mismatch(5), "");
+  }
+  MPI_Comm_free(&half);
+}
+
+// A node name that could lead out of the memory directory is replaced.
+TEST_F(MemoryTierTest, ANodeNameCannotLeadOutOfTheMemoryDirectory) {
+  const fs::path disk = fresh_dir("memory-node-name", world());
+  const fs::path memory = memory_dir("node-name") / "tier";
+  {
+    Checkpointer checkpointer(world(), tiered(disk, memory, 100, "../escaped"));
+    ASSERT_TRUE(checkpointer.memory_tier_on());
+    TestModel model = large_model();
+    save_steps(checkpointer, model, 1, 1);
+    EXPECT_TRUE(checkpointer.last_save_stats().in_memory);
+  }
+  MPI_Barrier(world());
+  if (rank() == 0) {
+    EXPECT_FALSE(fs::exists(memory.parent_path() / "escaped"));
+    int nodes = 0;
+    for (const auto& entry : fs::directory_iterator(memory)) {
+      if (entry.path().filename().string().front() == '.') continue;
+      ++nodes;
+      EXPECT_EQ(entry.path().filename().string().rfind("node-", 0), 0U) << entry.path();
+      EXPECT_EQ(committed(entry.path()), (std::vector<std::int64_t>{1}));
+    }
+    EXPECT_EQ(nodes, 1);
   }
 }
 

@@ -45,7 +45,7 @@ LOCKSTEP_CHECKPOINT_MEMORY_DIR=$memory LOCKSTEP_CHECKPOINT_DISK_EVERY=4 \
 check "a run out of restarts fails" "[ $? -ne 0 ]"
 LOCKSTEP_CHECKPOINT_MEMORY_DIR=$memory "$lockstep" ckpt list "$scratch/failed/checkpoints" \
   >"$scratch/list.txt" 2>&1
-expect_grep "^memory tier on this node \($memory/" "$scratch/list.txt" \
+expect_grep "^memory tier of node [^ ]+ \($memory/" "$scratch/list.txt" \
   "ckpt list finds the run's memory tier"
 expect_grep "in memory +[0-9.]+ [KM]iB +4 " "$scratch/list.txt" "and lists its steps"
 expect_grep "committed" "$scratch/list.txt" "beside the steps on disk"

@@ -29,6 +29,9 @@ namespace checkpoint {
 struct RankFilePlan;
 struct MasterFileTemplate;
 class MemoryTierLock;
+struct NodeMap;
+struct MemoryPlan;
+enum class Exchange;
 }  // namespace checkpoint
 
 // Small user values saved beside the tensors: data-loader position, RNG
@@ -93,19 +96,29 @@ struct CheckpointOptions {
 
   // The memory tier, off when empty: every save also goes to this directory
   // on each node's own memory (tmpfs, such as /dev/shm/...), which outlives
-  // the processes but not the node; each node keeps its own ranks' files of
-  // the newest memory_keep steps. A restore takes the newest step that every
-  // rank finds there, unless the disk holds a newer one. It must not be
-  // shared between nodes, nor between runs (checkpoint_options() adds a
-  // subdirectory per checkpoint directory); the steps of another run found
-  // there (another `dir`, or `dir` emptied and begun afresh) are discarded. A state that does not
-  // fit memory_budget_bytes, or a directory that cannot be used, leaves the memory tier off for
-  // this Checkpointer with a warning: saves go to disk only.
+  // the processes but not the node. Each node keeps, in its subdirectory
+  // `node`, its own ranks' files of the newest memory_keep steps and a
+  // partner copy of the files of the node before it (the nodes in the
+  // order of their lowest rank; with one node there are no partner
+  // copies). A restore takes the newest step that the nodes can put
+  // together from their own and their partners' copies, unless the disk
+  // holds a newer one; a node that lost its copies fetches them from its
+  // partner. It must not be shared between runs (checkpoint_options() adds
+  // a subdirectory per checkpoint directory); the steps of another run
+  // found there (another `dir`, or `dir` emptied and begun afresh) are
+  // discarded. A state that does not fit memory_budget_bytes, or a
+  // directory that cannot be used, leaves the memory tier off for this
+  // Checkpointer with a warning: saves go to disk only.
   std::filesystem::path memory_dir = {};
+  // This rank's node, as the memory tier tells nodes apart (ranks that
+  // name the same node share its directory); empty: SLURMD_NODENAME under
+  // Slurm, else the host name. A name that cannot be a directory's is
+  // replaced by a hash of it.
+  std::string node = {};
   int memory_keep = 2;
   // The most bytes of one node's memory tier (the kept steps and the one
-  // being saved); 0: half of what memory_dir's file system has free at the
-  // first save.
+  // being saved, its own ranks' files and the partner copies); 0: half of
+  // what memory_dir's file system has free at the first save.
   std::uint64_t memory_budget_bytes = 0;
   // With the memory tier on, every disk_every-th save (the first included)
   // also goes to `dir`; the others are in memory only.
@@ -222,7 +235,18 @@ class Checkpointer {
   // for a checkpoint that is corrupt (with the reason in `why`, and
   // `modified` set when the state already holds some of its bytes).
   bool try_restore(const std::filesystem::path& dir, std::int64_t step, State& state,
+                   std::string& why, bool& modified, checkpoint::Exchange exchange);
+  bool try_restore(const std::filesystem::path& dir, std::int64_t step, State& state,
                    std::string& why, bool& modified);
+  // Collective: the memory tier's steps that the nodes can put together,
+  // newest first.
+  std::vector<checkpoint::MemoryPlan> memory_plans();
+  // Collective: fetches what `plan` says each node lacks, then restores
+  // from the node directories; false with `why` as try_restore.
+  bool try_restore_from_memory(const checkpoint::MemoryPlan& plan, State& state, std::string& why,
+                               bool& modified);
+  // "memory (own copies, DIR)", "memory (partner copy of ranks 2-3, DIR)".
+  std::string memory_source(const checkpoint::MemoryPlan& plan) const;
   // Collective, at the first save with the memory tier configured: whether
   // this save's files fit every node's budget (else a warning, and the tier
   // stays off).
@@ -243,7 +267,9 @@ class Checkpointer {
   std::shared_ptr<const checkpoint::MasterFileTemplate> master_file_;
   std::vector<std::string> skipped_;
   SaveStats last_stats_;
-  MpiComm node_comm_;           // the ranks of this node (memory tier)
+  MpiComm node_comm_;                           // the ranks of this node (memory tier)
+  std::unique_ptr<checkpoint::NodeMap> nodes_;  // every rank's node (memory tier)
+  std::filesystem::path node_dir_;              // this node's memory directory
   bool memory_usable_ = false;  // the memory directory passed its checks on every node
   bool memory_on_ = false;      // saves go to the memory tier
   std::unique_ptr<checkpoint::MemoryTierLock> memory_lock_;  // node leaders
