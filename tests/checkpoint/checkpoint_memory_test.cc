@@ -471,6 +471,42 @@ TEST_F(MemoryTierTest, ASmallerWorldOnOneNodeRestoresFromMemory) {
   MPI_Comm_free(&half);
 }
 
+// Saved by 4 ranks on two nodes, restored by 3 ranks on the same two nodes
+// (one rank fewer on the second), which lost its partner copies: at another
+// world size each node needs every file, and gets the missing ones from
+// the other node.
+TEST_F(MemoryTierTest, AnotherWorldSizeAcrossNodesFetchesEveryFile) {
+  const fs::path disk = fresh_dir("memory-partner-resize", world());
+  const fs::path memory = memory_dir("partner-resize");
+  TestModel model = large_model();
+  {
+    Checkpointer checkpointer(world(), tiered(disk, memory, 100, two_nodes()));
+    save_steps(checkpointer, model, 1, 5);
+  }
+  MPI_Barrier(world());
+  if (rank() == 0) {
+    for (const char* name : {"rank-00000.h5", "rank-00001.h5"}) {
+      fs::remove(memory / "n1" / "step-5" / name);
+    }
+  }
+  MPI_Barrier(world());
+  MPI_Comm three = MPI_COMM_NULL;
+  MPI_Comm_split(world(), rank() < 3 ? 0 : 1, rank(), &three);
+  if (rank() < 3) {
+    TestModel restored = large_model();
+    Checkpointer checkpointer(three, tiered(disk, memory, 100, two_nodes()));
+    auto state = restored.state();
+    ASSERT_EQ(checkpointer.restore_latest(state), std::optional<std::int64_t>(5));
+    EXPECT_TRUE(checkpointer.last_restore_from_memory());
+    EXPECT_EQ(restored.mismatch(5), "");
+    MPI_Barrier(three);
+    if (rank() == 0) {
+      EXPECT_EQ(rank_files(memory / "n1" / "step-5"), (std::vector<int>{0, 1, 2, 3}));
+    }
+  }
+  MPI_Comm_free(&three);
+}
+
 // A node name that could lead out of the memory directory is replaced.
 TEST_F(MemoryTierTest, ANodeNameCannotLeadOutOfTheMemoryDirectory) {
   const fs::path disk = fresh_dir("memory-node-name", world());

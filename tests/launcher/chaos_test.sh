@@ -2,7 +2,8 @@
 # Chaos: the example trainer at 4 ranks while ranks are SIGKILLed at random
 # steps (five times, once while an asynchronous checkpoint is being written)
 # and one rank is SIGSTOPped (a hang). The chaotic run shards Adam's state
-# (--zero 1), the uninterrupted one does not; the chaotic run must finish
+# (--zero 1) and keeps its checkpoints in the memory tier too (every third
+# on disk), the uninterrupted one does neither; the chaotic run must finish
 # with weights bit-identical to the uninterrupted run of the same seed.
 # Usage: chaos_test.sh <lockstep> <mlp> <scratch dir>   (CHAOS_SEED to replay)
 set -u
@@ -34,7 +35,10 @@ for i in 1 2 3 4 5 6; do
   esac
 done
 echo "injections: ${injections[*]}"
-timeout 600 "$lockstep" run -n 4 --run-dir "$scratch/chaos" --max-restarts 12 --hang-timeout 6 \
+memory=/dev/shm/lockstep-chaos-$$
+trap 'rm -rf "$memory"' EXIT
+LOCKSTEP_CHECKPOINT_MEMORY_DIR=$memory LOCKSTEP_CHECKPOINT_DISK_EVERY=3 \
+  timeout 600 "$lockstep" run -n 4 --run-dir "$scratch/chaos" --max-restarts 12 --hang-timeout 6 \
   --grace 2 "${injections[@]}" -- "${trainer[@]}" --zero 1 --weights-out "$scratch/chaos.bin" \
   >"$scratch/chaos.log" 2>&1
 rc=$?
@@ -46,6 +50,10 @@ check "final weights (ZeRO-1, interrupted) are bit-identical to the uninterrupte
 kills=$(grep -c '"failure":"killed by signal 9' "$scratch/chaos/attempts.jsonl")
 check "at least 5 SIGKILLs were recovered ($kills)" "[ $kills -ge 5 ]"
 check "one injection hit a checkpoint being written" "grep -q 'at the checkpoint of step' '$scratch/chaos.log'"
+from_memory=$(grep -c "restored step [0-9]* from memory" "$scratch/chaos.log")
+check "restarts restored from the memory tier ($from_memory)" "[ $from_memory -ge 1 ]"
+left_in_memory=$(find "$memory" -mindepth 1 2>/dev/null | wc -l)
+check "the finished run left nothing in the memory tier ($left_in_memory)" "[ $left_in_memory -eq 0 ]"
 check "the hang was detected and recovered" "grep -q '\"outcome\":\"hang\"' '$scratch/chaos/attempts.jsonl'"
 check "no attempt left a process behind" "! grep -q '\"survivors\":[1-9]' '$scratch/chaos/attempts.jsonl'"
 left=$(grep -l "LOCKSTEP_RUN_DIR=$scratch" /proc/[0-9]*/environ 2>/dev/null | wc -l)
