@@ -1,6 +1,7 @@
 #include "mpirun_command.h"
 
 #include <algorithm>
+#include <cstdlib>
 
 #include <fmt/format.h>
 
@@ -34,6 +35,14 @@ std::vector<std::string> mpirun_argv(const LaunchPlan& plan) {
     argv.insert(argv.end(), {"--bind-to", "none"});
   }
   if (plan.as_root) argv.emplace_back("--allow-run-as-root");
+  // When a rank dies, mpirun stops the others with SIGTERM and waits this
+  // long before SIGKILL (1 s by default, 2 s of recovery in all): they
+  // wait for the dead rank inside a collective and have nothing to save,
+  // so they go at once. A stop that lets ranks checkpoint signals them
+  // directly, not through mpirun. A value the user set is kept.
+  if (std::getenv("OMPI_MCA_odls_base_sigkill_timeout") == nullptr) {
+    argv.insert(argv.end(), {"--mca", "odls_base_sigkill_timeout", "0"});
+  }
   argv.emplace_back("--tag-output");
   for (const auto& [name, value] : plan.environment) argv.insert(argv.end(), {"-x", name});
   argv.insert(argv.end(), plan.program.begin(), plan.program.end());

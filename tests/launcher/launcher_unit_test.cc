@@ -1,4 +1,5 @@
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -70,6 +71,20 @@ TEST(Hostfile, ErrorsCarryTheLineNumber) {
   EXPECT_NE(usage_error([&] { parse_hostfile(path); }).find("names no host"), std::string::npos);
   std::filesystem::remove(path);
   EXPECT_NE(usage_error([&] { parse_hostfile(path); }).find("cannot read"), std::string::npos);
+}
+
+// mpirun kills the other ranks of a job with a dead rank at once, unless the
+// user chose a wait of their own.
+TEST(MpirunCommand, StopsTheRanksOfABrokenJobAtOnce) {
+  LaunchPlan plan;
+  plan.ranks = 2;
+  plan.program = {"./train"};
+  ::unsetenv("OMPI_MCA_odls_base_sigkill_timeout");
+  EXPECT_NE(shell_quote(mpirun_argv(plan)).find(" --mca odls_base_sigkill_timeout 0 "),
+            std::string::npos);
+  ::setenv("OMPI_MCA_odls_base_sigkill_timeout", "3", 1);
+  EXPECT_EQ(shell_quote(mpirun_argv(plan)).find("sigkill"), std::string::npos);
+  ::unsetenv("OMPI_MCA_odls_base_sigkill_timeout");
 }
 
 TEST(MpirunCommand, OversubscribesOnlyBeyondTheSlots) {
