@@ -41,6 +41,7 @@ struct RunOptions {
   std::string hostfile;
   int max_restarts = 3;
   double hang_timeout = 300;
+  double startup_timeout = 1800;
   double grace = 10;
   std::string run_dir = "lockstep-run";
   std::int64_t total_steps = 0;
@@ -258,6 +259,7 @@ launcher::SupervisorOptions plan_from(const RunOptions& options) {
   plan.run_dir = std::filesystem::absolute(options.run_dir);
   plan.max_restarts = options.max_restarts;
   plan.hang_timeout = options.hang_timeout;
+  plan.startup_timeout = options.startup_timeout;
   plan.grace = options.grace;
   plan.total_steps = options.total_steps;
   plan.status_interval = options.status_interval;
@@ -315,7 +317,15 @@ void add_run_command(CLI::App& app, int& exit_code) {
       ->check(whole_number_in(0, 1'000'000));
   command
       ->add_option("--hang-timeout", options->hang_timeout,
-                   "Seconds without a heartbeat from any rank before the job counts as hung")
+                   "Seconds without a heartbeat from any rank, once the first step was "
+                   "reported, before the job counts as hung")
+      ->capture_default_str()
+      ->check(seconds_in(0, kMaxSeconds, /*min_excluded=*/true));
+  command
+      ->add_option("--startup-timeout", options->startup_timeout,
+                   "Seconds from a start to the first step heartbeat (MPI/NCCL set-up, data, "
+                   "the restore) before the job counts as hung; with --allow-unmonitored, a "
+                   "program that never connects is not timed")
       ->capture_default_str()
       ->check(seconds_in(0, kMaxSeconds, /*min_excluded=*/true));
   command

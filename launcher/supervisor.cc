@@ -47,6 +47,9 @@ std::atomic<int> g_last_signal{0};
 // the rank died (about 2 s here) before the launcher stops it without that
 // report.
 constexpr auto kMpirunVerdictWait = std::chrono::seconds(10);
+// How long a job whose ranks all said they exit with code 0 may take to
+// end before its processes are stopped.
+constexpr auto kLingerAfterGoodbye = std::chrono::seconds(10);
 // The grace (SIGTERM to SIGKILL) of a job that lost a host: its other ranks
 // wait for the lost ones inside a collective and have nothing to save.
 constexpr double kLostHostGraceSeconds = 1;
@@ -190,6 +193,7 @@ struct RankState {
   Clock::time_point last_seen;  // any message, "alive" included
   std::int64_t last_step = -1;
   bool said_exit = false;
+  int exit_code = 0;  // what it said it exits with
   std::optional<Clock::time_point> died_at;
   std::vector<CollectiveReport> collectives;  // as last reported
 };
@@ -231,6 +235,11 @@ class Attempt {
   void inject(std::int64_t step, bool at_checkpoint);
   void request_stop(ChildProcess& job);
   void find_hung_rank();
+  // Whether the job counts as hung at `now`: no heartbeat for the hang
+  // timeout once steps began, else no first step within the start-up
+  // timeout.
+  bool hangs(Clock::time_point now) const;
+  std::string hang_reason() const;
   // What the ranks' collectives say about who holds the others up.
   std::optional<Laggard> laggard() const;
   // Stops the job when every rank of another host has been silent for the
@@ -265,6 +274,12 @@ class Attempt {
   LineSplitter out_lines_;
   LineSplitter err_lines_;
   Clock::time_point last_activity_;
+  bool any_hello_ = false;  // some rank connected: the program speaks to lockstep
+  // When every rank had said it exits with code 0; its processes may still
+  // hang in their teardown (PyTorch's process groups are known to).
+  std::optional<Clock::time_point> goodbye_at_;
+  bool lingering_ = false;  // such processes were stopped
+  bool any_step_ = false;   // start-up is over: the hang timeout applies
   int stop_requests_seen_ = 0;
   bool stop_asked_ = false;
   bool hang_ = false;
@@ -375,11 +390,13 @@ void Attempt::handle(const RankEvent& event) {
   last_activity_ = event.time;
   switch (event.kind) {
     case RankEvent::Kind::kHello:
+      any_hello_ = true;
       rank.pid = event.pid;
       rank.host = event.host;
       world_size_ = std::max(world_size_, event.world_size);
       break;
     case RankEvent::Kind::kStep:
+      any_step_ = true;
       rank.last_step = std::max(rank.last_step, event.step);
       if (event.rank == 0) {
         if (!record_.first_step_at) {
@@ -402,6 +419,13 @@ void Attempt::handle(const RankEvent& event) {
       break;
     case RankEvent::Kind::kExit:
       rank.said_exit = true;
+      rank.exit_code = event.exit_code;
+      if (!goodbye_at_ && world_size_ > 0 &&
+          std::count_if(ranks_.begin(), ranks_.end(), [](const auto& entry) {
+            return entry.second.said_exit && entry.second.exit_code == 0;
+          }) == world_size_) {
+        goodbye_at_ = event.time;
+      }
       ranks_stopped_ = ranks_stopped_ || event.stopped;
       if (event.rank == 0 && event.step > record_.last_step) {
         // Step heartbeats are rate-limited; the goodbye has the final step.
@@ -698,8 +722,7 @@ void Attempt::attribute_failure() {
   }
   if (hang_) {
     record_.failed_rank = hung_rank_;
-    record_.failure =
-        fmt::format("no heartbeat for {:.0f} s (hang); {}", options_.hang_timeout, hang_evidence_);
+    record_.failure = fmt::format("{} (hang); {}", hang_reason(), hang_evidence_);
   } else if (record_.failed_rank < 0 ||
              (!verdict.names(record_.failed_rank) && verdict.rank >= 0 &&
               (verdict.signal != 0 || verdict.called_abort || verdict.exit_code))) {
@@ -749,6 +772,22 @@ void Attempt::attribute_failure() {
   }
 }
 
+bool Attempt::hangs(Clock::time_point now) const {
+  if (goodbye_at_) return false;  // done: only its processes' exit is awaited
+  if (any_step_) return now - last_activity_ > duration_of(options_.hang_timeout);
+  // Start-up: timed from the start, unless no rank ever connected and the
+  // program may run unwatched (it does not speak to the launcher).
+  if (!any_hello_ && options_.allow_unmonitored) return false;
+  return now - record_.start > duration_of(options_.startup_timeout);
+}
+
+std::string Attempt::hang_reason() const {
+  if (any_step_) return fmt::format("no heartbeat for {:.0f} s", options_.hang_timeout);
+  return fmt::format(
+      "no step heartbeat {:.0f} s after the start (--startup-timeout; {} rank(s) connected)",
+      options_.startup_timeout, ranks_.size());
+}
+
 AttemptRecord Attempt::run(ChildProcess& job) {
   record_.start = Clock::now();
   starter_pid_ = job.pid();
@@ -772,6 +811,15 @@ AttemptRecord Attempt::run(ChildProcess& job) {
       while (job.stdout_fd() >= 0 || job.stderr_fd() >= 0) pump_output(job, 200);
       break;
     }
+    if (goodbye_at_ && !lingering_ && now - *goodbye_at_ > kLingerAfterGoodbye) {
+      lingering_ = true;
+      status_.print_line(
+          fmt::format("lockstep: every rank said it exits with code 0 {:.0f} s ago, but the job "
+                      "has not ended (a hang in the program's teardown?); stopping its processes",
+                      std::chrono::duration<double>(kLingerAfterGoodbye).count()),
+          true);
+      job.stop_all(std::chrono::milliseconds(1000));
+    }
     if (stopping) continue;
     if (record_.failure_at && !give_mpirun_until) {
       // mpirun notices a dead rank and ends the job itself, naming the rank
@@ -783,13 +831,11 @@ AttemptRecord Attempt::run(ChildProcess& job) {
           job.stop_all(std::chrono::milliseconds(static_cast<std::int64_t>(options_.grace * 1000)));
     }
     if (check_hosts(job, now)) continue;
-    if (!record_.failure_at && now - last_activity_ > duration_of(options_.hang_timeout)) {
+    if (!record_.failure_at && hangs(now)) {
       hang_ = true;
       record_.failure_at = now;
       find_hung_rank();
-      status_.print_line(fmt::format("lockstep: no heartbeat for {:.0f} s: the job hangs; "
-                                     "stopping it",
-                                     options_.hang_timeout),
+      status_.print_line(fmt::format("lockstep: {}: the job hangs; stopping it", hang_reason()),
                          true);
       record_.killed_after_grace =
           job.stop_all(std::chrono::milliseconds(static_cast<std::int64_t>(options_.grace * 1000)));
@@ -807,7 +853,9 @@ AttemptRecord Attempt::run(ChildProcess& job) {
     if (state.pid > 0) ++record_.ranks_reported;
   }
   record_.world_size = world_size_;
-  const bool clean = record_.mpirun_status && record_.mpirun_status->success() && !hang_;
+  // Ranks that said goodbye and were stopped lingering finished their work.
+  const bool clean =
+      ((record_.mpirun_status && record_.mpirun_status->success()) || lingering_) && !hang_;
   if (clean && !record_.failure_at) {
     // Ranks may be asked to stop without the launcher: Slurm's preemption
     // signals the job steps, not the batch script.

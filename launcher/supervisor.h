@@ -49,8 +49,13 @@ struct SupervisorOptions {
   LaunchPlan plan;
   std::filesystem::path run_dir;
   int max_restarts = 3;
-  double hang_timeout = 300;  // seconds without any heartbeat
-  double grace = 10;          // seconds between SIGTERM and SIGKILL
+  double hang_timeout = 300;  // seconds without any heartbeat, once steps began
+  // Seconds from an attempt's start to its first step heartbeat (start-up:
+  // MPI and NCCL, data, the restore) before the job counts as hung. A
+  // program no rank of which ever connects is not timed when unmonitored
+  // runs are allowed.
+  double startup_timeout = 1800;
+  double grace = 10;  // seconds between SIGTERM and SIGKILL
   std::int64_t total_steps = 0;
   double status_interval = 10;  // seconds between plain status lines
   bool multi_host = false;

@@ -41,7 +41,7 @@ ok "cluster started: ${LOCAL_CLUSTER_NODE_NAMES} on ${LOCAL_CLUSTER_HOST_NAMES}"
 memory=(LOCKSTEP_CHECKPOINT_MEMORY_DIR=/dev/shm/lockstep-lost-node-$$ LOCKSTEP_CHECKPOINT_DISK_EVERY=2)
 env "${memory[@]}" PATH=$launcher_path RUN_DIR=$scratch/run RUN_ARGS="-n 4" sbatch --parsable -N3 \
   --ntasks-per-node=2 --overcommit -o "$scratch/job.out" "$templates/train.sbatch" \
-  "${trainer[@]}" --step-ms 80 --weights-out "$scratch/slurm.bin" >"$scratch/sbatch.log"
+  "${trainer[@]}" --zero 1 --step-ms 80 --weights-out "$scratch/slurm.bin" >"$scratch/sbatch.log"
 job=$(job_id_in "$scratch/sbatch.log")
 
 # The node (other than the batch script's n1) whose ranks train, once a
@@ -91,7 +91,7 @@ check "summary.json lists $victim as left out (got '$left')" "[ '$left' = '$vict
 if [ -n "${spare:-}" ]; then
   env "${memory[@]}" PATH=$launcher_path RUN_DIR=$scratch/shrink sbatch --parsable -N2 -w "n1,$spare" \
     --ntasks-per-node=2 --overcommit -o "$scratch/shrink.out" "$templates/train.sbatch" \
-    "${trainer[@]}" --step-ms 80 >"$scratch/sbatch.log"
+    "${trainer[@]}" --zero 1 --step-ms 80 >"$scratch/sbatch.log"
   job=$(job_id_in "$scratch/sbatch.log")
   deadline=$((SECONDS + 180))
   until [ -d "$scratch/shrink/checkpoints/step-29" ] || [ $SECONDS -gt $deadline ]; do sleep 0.1; done
