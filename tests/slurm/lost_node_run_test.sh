@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `lockstep run` in slurm/train.sbatch on three nodes, each a namespace host,
 # with 4 ranks of 2 per node: one node is a spare. The memory tier is on, in
-# each host's own /dev/shm, with every second save on disk. Mid-run the host
+# each host's own /dev/shm, with every second save on disk, and Adam's state
+# is sharded (ZeRO-1). Mid-run the host
 # of a node with ranks dies (tests/support/hosts/hosts-lose.sh: every
 # process, slurmd too, killed, its link down, its /dev/shm gone). The
 # launcher names the lost node within seconds, leaves it out, takes the
