@@ -39,11 +39,15 @@ void StatusLine::on_step(std::int64_t step, const std::map<std::string, double>&
 }
 
 std::string StatusLine::text() const {
-  std::string line = step_ < 0 ? std::string("starting") : fmt::format("step {}", step_ + 1);
-  if (total_steps_ > 0) line += fmt::format("/{}", total_steps_);
+  // Step numbers are the program's own, as its heartbeats, checkpoints and
+  // logs name them; the total is a count of steps numbered from 0.
+  std::string line = step_ < 0 ? std::string("starting") : fmt::format("step {}", step_);
+  if (total_steps_ > 0 && step_ >= 0) {
+    line += fmt::format(" ({} of {} done)", step_ + 1, total_steps_);
+  }
   if (steps_per_second_ > 0) line += fmt::format(" | {:.2f} steps/s", steps_per_second_);
   for (const auto& [name, value] : metrics_) line += fmt::format(" | {} {:.4g}", name, value);
-  line += last_checkpoint_ ? fmt::format(" | ckpt {}", *last_checkpoint_ + 1) : " | no ckpt";
+  line += last_checkpoint_ ? fmt::format(" | ckpt step {}", *last_checkpoint_) : " | no ckpt";
   line += fmt::format(" | restarts {}", restarts_);
   if (total_steps_ > 0 && steps_per_second_ > 0 && step_ >= 0) {
     line += " | ETA " +

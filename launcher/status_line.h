@@ -29,7 +29,8 @@ class StatusLine {
   // Clears the live line for good.
   void finish();
 
-  // "step 120/1000 | 2.31 steps/s | loss 0.312 | ckpt 100 | restarts 1 | ETA 6m20s"
+  // "step 119 (120 of 1000 done) | 2.31 steps/s | loss 0.312 | ckpt step 99 | restarts 1 |
+  // ETA 6m20s": step numbers as the program reports them.
   std::string text() const;
 
  private:

@@ -228,6 +228,8 @@ class Attempt {
  private:
   void pump_output(ChildProcess& job, int timeout_ms);
   void print(const OutputLine& line);
+  // Prints the notice of mpirun's that print() gathered, in one line.
+  void flush_banner();
   // Keeps what a rank says when it cannot reach the launcher (its Runtime
   // logs "rank R on HOST cannot reach the launcher at ADDRESS (WHY)").
   void note_unreachable(std::string_view text);
@@ -277,6 +279,8 @@ class Attempt {
   bool any_hello_ = false;  // some rank connected: the program speaks to lockstep
   // When every rank had said it exits with code 0; its processes may still
   // hang in their teardown (PyTorch's process groups are known to).
+  std::optional<std::string> banner_;  // a notice of mpirun's being gathered
+  bool banner_stderr_ = false;
   std::optional<Clock::time_point> goodbye_at_;
   bool lingering_ = false;  // such processes were stopped
   bool any_step_ = false;   // start-up is over: the hang timeout applies
@@ -297,12 +301,46 @@ class Attempt {
   bool silent_host_lost_ = false;  // ... and it cannot be entered (or is under Slurm)
 };
 
+void Attempt::flush_banner() {
+  if (!banner_) return;
+  const std::string text = std::move(*banner_);
+  banner_.reset();
+  if (text.empty()) return;
+  status_.print_line((options_.plan.starter == Starter::kSrun ? "[srun] " : "[mpirun] ") + text,
+                     banner_stderr_);
+}
+
 void Attempt::print(const OutputLine& line) {
   tails_.add(line);
   note_unreachable(line.text);
   std::string prefix;
   if (line.rank < 0) {
     mpirun_messages_.feed(line.text);
+    // mpirun's notices come as paragraphs between lines of dashes: each is
+    // told in one line.
+    const std::string_view text = line.text;
+    const auto first = text.find_first_not_of(" \t");
+    const auto last = text.find_last_not_of(" \t\r");
+    const std::string_view body =
+        first == std::string_view::npos ? std::string_view() : text.substr(first, last - first + 1);
+    if (body.size() >= 20 && body.find_first_not_of('-') == std::string_view::npos) {
+      if (banner_) {
+        flush_banner();
+      } else {
+        banner_ = std::string();
+        banner_stderr_ = line.is_stderr;
+      }
+      return;
+    }
+    if (banner_) {
+      if (!body.empty()) {
+        if (!banner_->empty()) *banner_ += ' ';
+        *banner_ += body;
+      }
+      // A paragraph that never ends is not held back for ever.
+      if (banner_->size() > 2048) flush_banner();
+      return;
+    }
     prefix = options_.plan.starter == Starter::kSrun ? "[srun] " : "[mpirun] ";
   } else if (!line.text.starts_with(fmt::format("[{}/", line.rank))) {
     // Lines from lockstep's logger already carry "[rank/world host]".
@@ -809,6 +847,7 @@ AttemptRecord Attempt::run(ChildProcess& job) {
       record_.mpirun_status = *status;
       starter_killed_ = status->signal != 0 && !job.stopped_by_launcher();
       while (job.stdout_fd() >= 0 || job.stderr_fd() >= 0) pump_output(job, 200);
+      flush_banner();
       break;
     }
     if (goodbye_at_ && !lingering_ && now - *goodbye_at_ > kLingerAfterGoodbye) {

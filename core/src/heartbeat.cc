@@ -338,20 +338,36 @@ void HeartbeatClient::step(std::int64_t step, double step_seconds,
                            const std::map<std::string, double>& metrics) {
   if (!connected()) return;
   last_step_ = step;
+  std::string line = nlohmann::json{
+      {"type", "step"},
+      {"step", step},
+      {"step_time", step_seconds},
+      {"metrics",
+       metrics}}.dump();
   const auto now = std::chrono::steady_clock::now();
-  if (now - last_step_sent_ < min_interval_) return;
+  if (now - last_step_sent_ < min_interval_) {
+    held_step_ = std::move(line);
+    return;
+  }
   last_step_sent_ = now;
-  send_line(nlohmann::json{
-      {"type", "step"}, {"step", step}, {"step_time", step_seconds}, {"metrics", metrics}}
-                .dump());
+  held_step_.clear();
+  send_line(line);
+}
+
+void HeartbeatClient::send_held_step() {
+  if (held_step_.empty()) return;
+  send_line(held_step_);
+  held_step_.clear();
 }
 
 void HeartbeatClient::checkpoint(std::int64_t step, double stall_seconds) {
+  send_held_step();
   send_line(
       nlohmann::json{{"type", "checkpoint"}, {"step", step}, {"stall", stall_seconds}}.dump());
 }
 
 void HeartbeatClient::exit(int exit_code, bool stopped_on_request) {
+  send_held_step();
   send_line(nlohmann::json{{"type", "exit"},
                            {"code", exit_code},
                            {"last_step", last_step_},

@@ -15,6 +15,7 @@
 #include "mpirun_command.h"
 #include "output.h"
 #include "slurm_job.h"
+#include "status_line.h"
 #include "supervisor.h"
 
 namespace lockstep::launcher {
@@ -71,6 +72,23 @@ TEST(Hostfile, ErrorsCarryTheLineNumber) {
   EXPECT_NE(usage_error([&] { parse_hostfile(path); }).find("names no host"), std::string::npos);
   std::filesystem::remove(path);
   EXPECT_NE(usage_error([&] { parse_hostfile(path); }).find("cannot read"), std::string::npos);
+}
+
+// The status line names steps as the program does (the checkpoint's step
+// is its directory's, step-<N>), with the count done beside the total.
+TEST(StatusLine, NamesStepsAsTheProgramDoes) {
+  StatusLine status(1000, 10);
+  EXPECT_EQ(status.text().rfind("starting | no ckpt", 0), 0U) << status.text();
+  const auto start = std::chrono::steady_clock::now();
+  status.on_step(118, {{"loss", 0.5}}, start);
+  status.on_step(119, {{"loss", 0.25}}, start + std::chrono::seconds(1));
+  status.on_checkpoint(99);
+  const std::string line = status.text();
+  EXPECT_EQ(line.rfind("step 119 (120 of 1000 done) | 1.00 steps/s | loss 0.25 | ckpt step 99 | "
+                       "restarts 0 | ETA 14m40s",
+                       0),
+            0U)
+      << line;
 }
 
 // mpirun kills the other ranks of a job with a dead rank at once, unless the

@@ -41,6 +41,11 @@ expect_rc 0 $? "the run with a killed rank and a hung one completes"
 expect_grep "attempt 1 failed at step [0-9]+: .*rank 1 .*signal 9" "$scratch/chaos.log" \
   "the killed rank is named"
 expect_grep "no heartbeat for 5 s" "$scratch/chaos.log" "the hang is found by its heartbeats"
+expect_grep "^\[mpirun\] mpirun noticed that process rank 1 with PID [0-9]+ on node [^ ]+ exited on signal 9" \
+  "$scratch/chaos.log" "mpirun's notice of the kill is told in one line"
+expect_no_grep "^\[mpirun\] -----" "$scratch/chaos.log" "without its lines of dashes"
+expect_grep "^lockstep: step 59 \| .*loss 0\.5291 \| ckpt step 59 \|" "$scratch/reference.log" \
+  "the last status line has the last step's loss and checkpoint, numbered as the script numbers them"
 expect_grep "ddp: 2 ranks, steps 20\.\.60" "$scratch/chaos.log" \
   "after the kill the script resumed from its checkpoint of step 19"
 expect_grep "ddp: 2 ranks, steps 40\.\.60" "$scratch/chaos.log" \

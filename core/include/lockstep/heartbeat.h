@@ -75,11 +75,16 @@ class HeartbeatClient {
  private:
   struct Channel;
   void send_line(const std::string& line);
+  void send_held_step();
 
   std::unique_ptr<Channel> channel_;
   std::int64_t last_step_ = -1;
   std::chrono::steady_clock::time_point last_step_sent_{};
   std::chrono::milliseconds min_interval_{200};
+  // The newest step line that the rate limit held back, sent before the
+  // next checkpoint or the goodbye, so the launcher ends with the last
+  // step's metrics. The caller's thread only.
+  std::string held_step_;
 };
 
 }  // namespace lockstep
