@@ -49,7 +49,7 @@ std::atomic<int> g_last_signal{0};
 constexpr auto kMpirunVerdictWait = std::chrono::seconds(10);
 // How long a job whose ranks all said they exit with code 0 may take to
 // end before its processes are stopped.
-constexpr auto kLingerAfterGoodbye = std::chrono::seconds(10);
+constexpr auto kLingerAfterGoodbye = std::chrono::seconds(30);
 // The grace (SIGTERM to SIGKILL) of a job that lost a host: its other ranks
 // wait for the lost ones inside a collective and have nothing to save.
 constexpr double kLostHostGraceSeconds = 1;

@@ -34,6 +34,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 
@@ -88,10 +89,11 @@ class Run:
         self._last_step_time = None
         self._pending = None
         self.launcher_lost = False
-        if handle_signals:
-            self._install_handlers()
+        self._failed = False
         if not address:
             return
+        if handle_signals:
+            self._install_handlers()
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(
@@ -108,6 +110,14 @@ class Run:
         self._alive = threading.Thread(target=self._keep_alive, name="lockstep-alive",
                                        daemon=True)
         self._alive.start()
+        # An uncaught exception makes the goodbye at exit a failure's.
+        previous_hook = sys.excepthook
+
+        def note_failure(kind, value, traceback):
+            self._failed = True
+            previous_hook(kind, value, traceback)
+
+        sys.excepthook = note_failure
 
     # -- what the script calls -------------------------------------------
 
@@ -127,11 +137,12 @@ class Run:
         self._last_step = int(step)
         line = {"type": "step", "step": int(step), "step_time": float(step_time),
                 "metrics": {str(k): float(v) for k, v in metrics.items()}}
-        if now - self._last_sent < _MIN_STEP_INTERVAL:
-            self._pending = line
-            return
-        self._pending = None
-        self._last_sent = now
+        with self._lock:
+            if now - self._last_sent < _MIN_STEP_INTERVAL:
+                self._pending = line
+                return
+            self._pending = None
+            self._last_sent = now
         self._send(line)
 
     def checkpoint(self, step, stall=0.0):
@@ -155,9 +166,15 @@ class Run:
         Slurm time limit or a preemption asked. The same answer on every rank."""
         return self._agree(self._stop_asked)
 
-    def close(self, exit_code=0):
-        """Says goodbye: the launcher counts this rank as ended on purpose,
-        not as a crash. Called at exit when the script does not."""
+    def close(self, exit_code=None):
+        """Says goodbye with the code this rank exits with: 0 counts as ended
+        on purpose, not as a crash. Called at exit when the script does not,
+        with 1 after an uncaught exception and 0 otherwise: a script that
+        ends with sys.exit(N) calls close(N) first. Call it last: the
+        launcher stops processes that linger long after every rank said
+        goodbye with 0."""
+        if exit_code is None:
+            exit_code = 1 if self._failed else 0
         if self._sock is None or self._closed.is_set():
             return
         self._flush_pending()
@@ -172,7 +189,8 @@ class Run:
     # -- inside ------------------------------------------------------------
 
     def _flush_pending(self):
-        pending, self._pending = self._pending, None
+        with self._lock:
+            pending, self._pending = self._pending, None
         if pending is not None:
             self._send(pending)
 
@@ -209,9 +227,11 @@ class Run:
         signal.signal(signal.SIGUSR2, ask_stop)
 
     def _agree(self, flag):
-        """True on every rank when it is true on any (torch.distributed's
-        all-reduce when it is initialised; this rank's flag otherwise: the
-        launcher signals every rank alike)."""
+        """True on every rank when it is true on any: torch.distributed's
+        all-reduce when it is initialised. Otherwise this rank's flag: the
+        launcher signals every rank alike, but a signal may reach ranks at
+        different steps, so a script with collectives of its own (mpi4py)
+        must agree on it itself."""
         try:
             import torch
             import torch.distributed as dist
@@ -219,7 +239,10 @@ class Run:
             return bool(flag)
         if not (dist.is_available() and dist.is_initialized()):
             return bool(flag)
-        value = torch.tensor([1 if flag else 0], dtype=torch.int32)
+        device = "cpu"
+        if dist.get_backend() == "nccl":  # NCCL reduces GPU tensors only
+            device = torch.device("cuda", torch.cuda.current_device())
+        value = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
 
@@ -259,7 +282,15 @@ def init_torch_distributed(backend="gloo", timeout_seconds=300):
     import torch.distributed as dist
 
     rank, world = rank_and_world()
-    address = os.environ.get("MASTER_ADDR", "127.0.0.1")
+    address = os.environ.get("MASTER_ADDR")
+    if address is None:
+        local = os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE")
+        nodes = os.environ.get("SLURM_NNODES") or os.environ.get("SLURM_JOB_NUM_NODES")
+        if (local is not None and local != str(world)) or (nodes not in (None, "1")):
+            raise RuntimeError(
+                "the ranks run on several hosts: set MASTER_ADDR to rank 0's host (and "
+                "MASTER_PORT to a free port there) for torch.distributed's rendezvous")
+        address = "127.0.0.1"
     port = os.environ.get("MASTER_PORT")
     if port is None:
         seed = (os.environ.get("LOCKSTEP_MONITOR_TOKEN", "") + ":" +

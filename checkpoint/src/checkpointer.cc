@@ -412,7 +412,9 @@ void Checkpointer::save_to_disk(std::int64_t step, const State& state) {
 
 void Checkpointer::discard_memory_tier() {
   finish_in_flight(true);
-  if (options_.memory_dir.empty()) return;
+  // A directory that failed its checks is never touched (every rank
+  // agrees on that).
+  if (!memory_usable_) return;
   std::string error;
   if (node_comm_.rank() == 0) {
     try {

@@ -46,9 +46,16 @@ json node_holdings(FileEnv& env, const fs::path& node_dir) {
       if (!env.exists(step_dir / kMasterFile)) continue;
       const Metadata metadata =
           parse_metadata(read_metadata_text(env, step_dir), (step_dir / kMetadataFile).string());
+      // A rank file counts when it is a plain file of the size the
+      // metadata records: a truncated or linked one would hide the intact
+      // partner copy on another node.
       std::vector<int> files;
       for (const auto& name : env.list_directory(step_dir)) {
-        if (const auto rank = rank_of_file(name); rank && *rank < metadata.world_size) {
+        const auto rank = rank_of_file(name);
+        if (!rank || *rank >= metadata.world_size) continue;
+        const fs::path path = step_dir / name;
+        if (!env.is_symlink(path) &&
+            env.file_size(path) == metadata.rank_files[static_cast<std::size_t>(*rank)].size) {
           files.push_back(*rank);
         }
       }

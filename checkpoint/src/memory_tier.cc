@@ -181,9 +181,15 @@ MemoryTierLock prepare_memory_dir(FileEnv& env, const fs::path& dir, const fs::p
   const std::string record = owner_dir + "\n" + id + "\n";
   // Several nodes of one host may share `dir`: each writes through a name
   // of its own.
-  const fs::path temporary = dir / fmt::format("{}.tmp-{}", kOwnerFile, node);
-  write_durably(env, temporary, bytes_of(record));
-  env.rename(temporary, dir / kOwnerFile);
+  // Written only when it says something else: nodes of one host share
+  // `dir`, and a rename over the file another node's leader locked would
+  // leave its lock on a file that is gone.
+  if (const auto current = read_owner(dir);
+      !current || current->dir != owner_dir || current->id != id) {
+    const fs::path temporary = dir / fmt::format("{}.tmp-{}", kOwnerFile, node);
+    write_durably(env, temporary, bytes_of(record));
+    env.rename(temporary, dir / kOwnerFile);
+  }
   const int fd = ::open((dir / kOwnerFile).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0 || ::flock(fd, LOCK_SH) != 0) {
     const int failure = errno;
@@ -331,7 +337,18 @@ std::uint64_t write_and_commit_local(StagedSave& staged, MPI_Comm comm, MPI_Comm
   }
   if (leader) {
     try {
-      for (const auto step : steps_to_remove(committed_steps(env, dir), keep, 0)) {
+      // Steps numbered after this one are of a future the run went back
+      // from (a restore of an older step): they go first, or retention,
+      // which keeps the highest numbers, would drop the new saves instead.
+      std::vector<std::int64_t> kept;
+      for (const auto step : committed_steps(env, dir)) {
+        if (step > staged.step) {
+          env.remove_all(dir / step_directory_name(step));
+        } else {
+          kept.push_back(step);
+        }
+      }
+      for (const auto step : steps_to_remove(kept, keep, 0)) {
         env.remove_all(dir / step_directory_name(step));
       }
       remove_leftovers(env, dir);

@@ -332,8 +332,11 @@ TEST_F(MemoryTierTest, DirectoriesOthersCouldTamperWithAreRefused) {
       TestModel model = large_model();
       save_steps(checkpointer, model, 1, 2);
       EXPECT_TRUE(checkpointer.last_save_stats().on_disk) << memory;
+      // Nothing is removed through a refused directory either.
+      checkpointer.discard_memory_tier();
       if (rank() == 0) {
         EXPECT_EQ(committed(disk), (std::vector<std::int64_t>{1, 2})) << memory;
+        EXPECT_TRUE(fs::exists(memory / kNode / "step-9")) << memory;
       }
     }
     Checkpointer checkpointer(world(), tiered(disk, memory, 3));
@@ -418,6 +421,47 @@ TEST_F(MemoryTierTest, ADamagedPartnerCopyIsSkipped) {
   ASSERT_EQ(checkpointer.skipped_checkpoints().size(), 1U);
   EXPECT_NE(checkpointer.skipped_checkpoints()[0].find("checksum mismatch"), std::string::npos)
       << checkpointer.skipped_checkpoints()[0];
+}
+
+// A truncated own copy does not hide the partner copy on the other node:
+// the node fetches it in its place.
+TEST_F(MemoryTierTest, ATruncatedOwnCopyIsReplacedByThePartnerCopy) {
+  const fs::path disk = fresh_dir("memory-partner-truncated", world());
+  const fs::path memory = memory_dir("partner-truncated");
+  TestModel model = large_model();
+  {
+    Checkpointer checkpointer(world(), tiered(disk, memory, 100, two_nodes()));
+    save_steps(checkpointer, model, 1, 5);
+  }
+  MPI_Barrier(world());
+  if (rank() == 0) fs::resize_file(memory / "n1" / "step-5" / "rank-00002.h5", 100);
+  MPI_Barrier(world());
+  TestModel restored = large_model();
+  Checkpointer checkpointer(world(), tiered(disk, memory, 100, two_nodes()));
+  auto state = restored.state();
+  ASSERT_EQ(checkpointer.restore_latest(state), std::optional<std::int64_t>(5));
+  EXPECT_TRUE(checkpointer.last_restore_from_memory());
+  EXPECT_EQ(restored.mismatch(5), "");
+  EXPECT_TRUE(checkpointer.skipped_checkpoints().empty());
+}
+
+// After a restore of an older step, the memory tier's newer steps are of
+// an abandoned future: the next save removes them, rather than retention
+// (which keeps the highest numbers) removing the new save.
+TEST_F(MemoryTierTest, ASaveAfterGoingBackDropsTheAbandonedSteps) {
+  const fs::path disk = fresh_dir("memory-rollback", world());
+  const fs::path memory = memory_dir("rollback");
+  TestModel model = large_model();
+  Checkpointer checkpointer(world(), tiered(disk, memory, 1));
+  save_steps(checkpointer, model, 1, 5);  // memory: 4 and 5
+  auto state = model.state();
+  checkpointer.restore(2, state);
+  EXPECT_EQ(model.mismatch(2), "");
+  save_steps(checkpointer, model, 3, 3);
+  MPI_Barrier(world());
+  if (rank() == 0) {
+    EXPECT_EQ(committed(memory / kNode), (std::vector<std::int64_t>{3}));
+  }
 }
 
 // Both copies of a rank's file gone (two nodes lost at once): the memory
