@@ -11,6 +11,7 @@
 
 #include "collective_text.h"
 #include "directory.h"
+#include "lockstep/error.h"
 #include "lockstep/log.h"
 #include "lockstep/mpi_check.h"
 #include "metadata.h"
@@ -215,16 +216,11 @@ std::string fetch_missing_files(MPI_Comm comm, const NodeMap& nodes, FileEnv& en
   LOCKSTEP_CHECK_MPI(MPI_Comm_rank(comm, &rank));
   std::string token;
   std::string error;
-  if (rank == 0) {
-    try {
-      token = random_token();
-    } catch (const std::exception& failure) {
-      error = failure.what();
-    }
+  try {
+    token = shared_token(comm);
+  } catch (const IoError& failure) {
+    return failure.what();
   }
-  error = first_error(comm, error);
-  if (!error.empty()) return error;
-  broadcast_text(comm, 0, token);
   const fs::path step_dir = node_dir / step_directory_name(plan.step);
   const fs::path arrivals = node_dir / fmt::format("step-{}.fetch-{}", plan.step, token);
   std::vector<FileTransfer> transfers;

@@ -237,20 +237,13 @@ std::uint64_t write_and_commit_local(StagedSave& staged, MPI_Comm comm, MPI_Comm
   const int rank = staged.rank;
   const bool leader = rank_in(node_comm) == 0;
   std::string token;
+  try {
+    token = shared_token(comm);
+  } catch (const IoError& failure) {
+    throw IoError(fmt::format("step {} was not committed to the memory tier: {}", staged.step,
+                              failure.what()));
+  }
   std::string error;
-  if (rank == 0) {
-    try {
-      token = random_token();
-    } catch (const std::exception& failure) {
-      error = failure.what();
-    }
-  }
-  error = first_error(comm, error);
-  if (!error.empty()) {
-    throw IoError(
-        fmt::format("step {} was not committed to the memory tier: {}", staged.step, error));
-  }
-  broadcast_text(comm, 0, token);
   const fs::path temporary = dir / fmt::format("step-{}.tmp-{}", staged.step, token);
   const fs::path final_path = dir / step_directory_name(staged.step);
   const auto fail = [&](const std::string& why) {

@@ -109,6 +109,24 @@ std::string random_token() {
   return fmt::format("{:016x}", value);
 }
 
+std::string shared_token(MPI_Comm comm) {
+  int rank = 0;
+  LOCKSTEP_CHECK_MPI(MPI_Comm_rank(comm, &rank));
+  std::string token;
+  std::string error;
+  if (rank == 0) {
+    try {
+      token = random_token();
+    } catch (const std::exception& failure) {
+      error = failure.what();
+    }
+  }
+  error = first_error(comm, error);
+  if (!error.empty()) throw IoError(error);
+  broadcast_text(comm, 0, token);
+  return token;
+}
+
 void write_durably(FileEnv& env, const fs::path& path, std::span<const std::byte> bytes) {
   auto file = env.new_writable_file(path);
   for (std::size_t offset = 0; offset < bytes.size(); offset += kWriteChunk) {

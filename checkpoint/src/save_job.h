@@ -74,6 +74,10 @@ StagedSave stage(std::int64_t step, const State& state, FlatState flat,
 // A new random name for a save's temporary directory (16 hex digits).
 std::string random_token();
 
+// Collective over `comm`: rank 0's random_token() on every rank. Throws
+// IoError with rank 0's failure on every rank.
+std::string shared_token(MPI_Comm comm);
+
 // Writes `bytes` to `path` through `env` and makes them durable. A file
 // system that acknowledges fewer bytes than it was given is caught by the
 // size check, before anything is committed.

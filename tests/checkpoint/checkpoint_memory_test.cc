@@ -361,6 +361,17 @@ std::vector<int> rank_files(const fs::path& step_dir) {
   return ranks;
 }
 
+// Saves steps 1..5 as two nodes (memory: steps 4 and 5; disk: every
+// `disk_every`-th save) and waits until every node leader is done.
+void save_five_on_two_nodes(const fs::path& disk, const fs::path& memory, int disk_every = 100) {
+  TestModel model = large_model();
+  {
+    Checkpointer checkpointer(world(), tiered(disk, memory, disk_every, two_nodes()));
+    save_steps(checkpointer, model, 1, 5);
+  }
+  MPI_Barrier(world());
+}
+
 // Each node keeps its own ranks' files and a partner copy of the other
 // node's; a node lost with its memory gets its ranks' files back from the
 // partner copies, and the restore is exact.
@@ -401,12 +412,7 @@ TEST_F(MemoryTierTest, PartnerCopiesBringBackALostNode) {
 TEST_F(MemoryTierTest, ADamagedPartnerCopyIsSkipped) {
   const fs::path disk = fresh_dir("memory-partner-damaged", world());
   const fs::path memory = memory_dir("partner-damaged");
-  TestModel model = large_model();
-  {
-    Checkpointer checkpointer(world(), tiered(disk, memory, 100, two_nodes()));
-    save_steps(checkpointer, model, 1, 5);
-  }
-  MPI_Barrier(world());
+  save_five_on_two_nodes(disk, memory);
   if (rank() == 0) {
     fs::remove_all(memory / "n1");
     flip_in_largest_piece(memory / "n0" / "step-5", 3);  // the partner copy of rank 3
@@ -423,18 +429,20 @@ TEST_F(MemoryTierTest, ADamagedPartnerCopyIsSkipped) {
       << checkpointer.skipped_checkpoints()[0];
 }
 
-// A truncated own copy does not hide the partner copy on the other node:
-// the node fetches it in its place.
-TEST_F(MemoryTierTest, ATruncatedOwnCopyIsReplacedByThePartnerCopy) {
+// A truncated or linked own copy does not hide the partner copy on the
+// other node: the node fetches it in its place.
+TEST_F(MemoryTierTest, ATruncatedOrLinkedOwnCopyIsReplacedByThePartnerCopy) {
   const fs::path disk = fresh_dir("memory-partner-truncated", world());
   const fs::path memory = memory_dir("partner-truncated");
-  TestModel model = large_model();
-  {
-    Checkpointer checkpointer(world(), tiered(disk, memory, 100, two_nodes()));
-    save_steps(checkpointer, model, 1, 5);
+  save_five_on_two_nodes(disk, memory);
+  if (rank() == 0) {
+    fs::resize_file(memory / "n1" / "step-5" / "rank-00002.h5", 100);
+    // A link in place of an own copy, to a file of the right size and
+    // bytes, is not taken for the copy either.
+    const fs::path own = memory / "n1" / "step-5" / "rank-00003.h5";
+    fs::rename(own, memory / "elsewhere.h5");
+    fs::create_symlink(memory / "elsewhere.h5", own);
   }
-  MPI_Barrier(world());
-  if (rank() == 0) fs::resize_file(memory / "n1" / "step-5" / "rank-00002.h5", 100);
   MPI_Barrier(world());
   TestModel restored = large_model();
   Checkpointer checkpointer(world(), tiered(disk, memory, 100, two_nodes()));
@@ -469,12 +477,7 @@ TEST_F(MemoryTierTest, ASaveAfterGoingBackDropsTheAbandonedSteps) {
 TEST_F(MemoryTierTest, BothCopiesLostFallsBackToDisk) {
   const fs::path disk = fresh_dir("memory-partner-both", world());
   const fs::path memory = memory_dir("partner-both");
-  TestModel model = large_model();
-  {
-    Checkpointer checkpointer(world(), tiered(disk, memory, 3, two_nodes()));
-    save_steps(checkpointer, model, 1, 5);  // disk: steps 1 and 4
-  }
-  MPI_Barrier(world());
+  save_five_on_two_nodes(disk, memory, 3);  // disk: steps 1 and 4
   if (rank() == 0) {
     fs::remove_all(memory / "n1");
     for (const auto step : committed(memory / "n0")) {
@@ -496,12 +499,7 @@ TEST_F(MemoryTierTest, BothCopiesLostFallsBackToDisk) {
 TEST_F(MemoryTierTest, ASmallerWorldOnOneNodeRestoresFromMemory) {
   const fs::path disk = fresh_dir("memory-partner-smaller", world());
   const fs::path memory = memory_dir("partner-smaller");
-  TestModel model = large_model();
-  {
-    Checkpointer checkpointer(world(), tiered(disk, memory, 100, two_nodes()));
-    save_steps(checkpointer, model, 1, 5);
-  }
-  MPI_Barrier(world());
+  save_five_on_two_nodes(disk, memory);
   MPI_Comm half = MPI_COMM_NULL;
   MPI_Comm_split(world(), rank() < 2 ? 0 : 1, rank(), &half);
   if (rank() < 2) {
@@ -522,12 +520,7 @@ TEST_F(MemoryTierTest, ASmallerWorldOnOneNodeRestoresFromMemory) {
 TEST_F(MemoryTierTest, AnotherWorldSizeAcrossNodesFetchesEveryFile) {
   const fs::path disk = fresh_dir("memory-partner-resize", world());
   const fs::path memory = memory_dir("partner-resize");
-  TestModel model = large_model();
-  {
-    Checkpointer checkpointer(world(), tiered(disk, memory, 100, two_nodes()));
-    save_steps(checkpointer, model, 1, 5);
-  }
-  MPI_Barrier(world());
+  save_five_on_two_nodes(disk, memory);
   if (rank() == 0) {
     for (const char* name : {"rank-00000.h5", "rank-00001.h5"}) {
       fs::remove(memory / "n1" / "step-5" / name);
