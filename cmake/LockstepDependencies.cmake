@@ -9,6 +9,9 @@ find_package(spdlog REQUIRED)
 find_package(fmt REQUIRED)
 find_package(nlohmann_json REQUIRED)
 find_package(CLI11 REQUIRED)
+# libmicrohttpd serves `lockstep run --metrics-port` (Debian: libmicrohttpd-dev).
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(MICROHTTPD REQUIRED IMPORTED_TARGET libmicrohttpd)
 
 # Parallel HDF5 (Debian: libhdf5-openmpi-dev). The serial flavour cannot
 # write one shared file from many ranks, so it is refused.

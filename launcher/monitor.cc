@@ -29,6 +29,10 @@ constexpr std::size_t kMaxFaultText = 2048;
 // An alive line reports a few communicators with short descriptions.
 constexpr std::size_t kMaxCollectives = 8;
 constexpr std::size_t kMaxChannelText = 256;
+// A step reports a handful of metrics, each under a short name; /metrics
+// and the status line show every one (the first kMaxMetrics by name).
+constexpr std::size_t kMaxMetrics = 32;
+constexpr std::size_t kMaxMetricName = 64;
 
 // A member that is not an integer its field can hold: a float, text, or a
 // number out of range. Caught by parse_channel_line() like nlohmann's own
@@ -311,6 +315,13 @@ ChannelLine parse_channel_line(std::string_view line, bool authenticated, std::s
         event.metrics = message["metrics"].get<std::map<std::string, double>>();
       }
       if (event.step < 0) return parsed;
+      // Beyond the bounds, metrics are dropped, not the step: its heartbeat
+      // is what keeps the job from counting as hung.
+      std::erase_if(event.metrics, [](const auto& metric) {
+        return metric.first.empty() || metric.first.size() > kMaxMetricName;
+      });
+      while (event.metrics.size() > kMaxMetrics)
+        event.metrics.erase(std::prev(event.metrics.end()));
     } else if (type == "checkpoint") {
       event.kind = RankEvent::Kind::kCheckpoint;
       event.step = integer_value<std::int64_t>(message.at("step"));

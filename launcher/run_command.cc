@@ -61,6 +61,8 @@ struct RunOptions {
   std::string monitor_address;
   bool monitor_bind_all = false;
   bool allow_unmonitored = false;
+  int metrics_port = -1;
+  std::string metrics_address = "127.0.0.1";
   std::vector<std::string> program;
 };
 
@@ -277,6 +279,8 @@ launcher::SupervisorOptions plan_from(const RunOptions& options) {
   if (!endpoint.remote_hosts.empty()) plan.multi_host = true;
   plan.monitor = launcher::choose_monitor_endpoint(endpoint);
   plan.allow_unmonitored = options.allow_unmonitored;
+  plan.metrics_port = options.metrics_port;
+  plan.metrics_address = options.metrics_address;
   if (options.allow_unmonitored) plan.plan.environment["LOCKSTEP_ALLOW_UNMONITORED"] = "true";
   const int ranks = ranks_for(options);
   for (const std::string& text : options.inject) {
@@ -359,6 +363,19 @@ void add_run_command(CLI::App& app, int& exit_code) {
                     "Let ranks that cannot reach the launcher train on unwatched (no hang "
                     "detection, no restarts), and let a program that never reports end as a "
                     "success; without it both are errors");
+  auto* metrics_port =
+      command
+          ->add_option("--metrics-port", options->metrics_port,
+                       "Serve Prometheus metrics on http://ADDRESS:PORT/metrics while the run "
+                       "lasts (step, speed, loss, goodput, checkpoints, each rank's heartbeat); "
+                       "0 picks a free port, printed at the start")
+          ->check(whole_number_in(0, 65535));
+  command
+      ->add_option("--metrics-address", options->metrics_address,
+                   "The IPv4 address /metrics listens on: 127.0.0.1 keeps it to this host, "
+                   "0.0.0.0 opens it to every network this host is on")
+      ->capture_default_str()
+      ->needs(metrics_port);
   command->add_option("--mpirun", options->mpirun, "The mpirun to use")->capture_default_str();
   auto* slurm = command->add_flag(
       "--slurm", options->slurm,

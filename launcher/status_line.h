@@ -33,6 +33,13 @@ class StatusLine {
   // ETA 6m20s": step numbers as the program reports them.
   std::string text() const;
 
+  std::int64_t step() const { return step_; }  // -1: none yet
+  double steps_per_second() const { return steps_per_second_; }
+  const std::map<std::string, double>& metrics() const { return metrics_; }
+  std::optional<std::int64_t> last_checkpoint() const { return last_checkpoint_; }
+  int restarts() const { return restarts_; }
+  std::int64_t total_steps() const { return total_steps_; }  // 0: unknown
+
  private:
   void clear_live();
 

@@ -23,6 +23,8 @@
 #include "host_pool.h"
 #include "laggard.h"
 #include "lockstep/error.h"
+#include "metrics.h"
+#include "metrics_server.h"
 #include "monitor.h"
 #include "output.h"
 #include "preflight.h"
@@ -192,6 +194,7 @@ struct RankState {
   std::string host;
   Clock::time_point last_seen;  // any message, "alive" included
   std::int64_t last_step = -1;
+  double step_seconds = 0;  // its last reported step time
   bool said_exit = false;
   int exit_code = 0;  // what it said it exits with
   std::optional<Clock::time_point> died_at;
@@ -205,20 +208,30 @@ std::string local_host_name() {
   return name;
 }
 
+// What the attempts of a run share.
+struct RunShared {
+  Monitor& monitor;
+  StatusLine& status;
+  std::vector<CheckpointEvent>& checkpoints;
+  std::vector<InjectedFailure>& injected;
+  Notices& notices;
+  MetricsFeed& metrics;
+};
+
 // Everything about the attempt in progress.
 class Attempt {
  public:
-  Attempt(const SupervisorOptions& options, int index, const std::string& token, Monitor& monitor,
-          StatusLine& status, std::vector<CheckpointEvent>& checkpoints,
-          std::vector<InjectedFailure>& injected, Notices& notices)
+  Attempt(const SupervisorOptions& options, int index, const std::string& token,
+          const RunShared& shared)
       : options_(options),
         token_entry_("LOCKSTEP_MONITOR_TOKEN=" + token),
-        monitor_(monitor),
-        status_(status),
-        checkpoints_(checkpoints),
-        injected_(injected),
+        monitor_(shared.monitor),
+        status_(shared.status),
+        checkpoints_(shared.checkpoints),
+        injected_(shared.injected),
         tails_(20),
-        notices_(notices),
+        notices_(shared.notices),
+        metrics_(shared.metrics),
         local_host_(local_host_name()) {
     record_.index = index;
   }
@@ -234,6 +247,8 @@ class Attempt {
   // logs "rank R on HOST cannot reach the launcher at ADDRESS (WHY)").
   void note_unreachable(std::string_view text);
   void handle(const RankEvent& event);
+  // The ranks as /metrics shows them.
+  std::vector<RankView> rank_views(Clock::time_point now) const;
   void inject(std::int64_t step, bool at_checkpoint);
   void request_stop(ChildProcess& job);
   void find_hung_rank();
@@ -295,6 +310,7 @@ class Attempt {
   int world_size_ = 0;
   bool starter_killed_ = false;  // mpirun/srun ended by a signal lockstep did not send
   Notices& notices_;
+  MetricsFeed& metrics_;
   const std::string local_host_;
   std::string silent_host_;        // a host whose ranks all fell silent
   std::string silent_evidence_;    // what the launcher saw of it
@@ -436,6 +452,7 @@ void Attempt::handle(const RankEvent& event) {
     case RankEvent::Kind::kStep:
       any_step_ = true;
       rank.last_step = std::max(rank.last_step, event.step);
+      rank.step_seconds = event.step_time;
       if (event.rank == 0) {
         if (!record_.first_step_at) {
           record_.first_step_at = event.time;
@@ -490,6 +507,20 @@ void Attempt::handle(const RankEvent& event) {
     case RankEvent::Kind::kAlive:
       break;
   }
+}
+
+std::vector<RankView> Attempt::rank_views(Clock::time_point now) const {
+  std::vector<RankView> views;
+  views.reserve(ranks_.size());
+  for (const auto& [number, rank] : ranks_) {
+    views.push_back({.rank = number,
+                     .host = rank.host,
+                     .heartbeat_age = std::chrono::duration<double>(now - rank.last_seen).count(),
+                     .last_step = rank.last_step,
+                     .step_seconds = rank.step_seconds,
+                     .exited = rank.said_exit});
+  }
+  return views;
 }
 
 void Attempt::request_stop(ChildProcess& job) {
@@ -843,6 +874,7 @@ AttemptRecord Attempt::run(ChildProcess& job) {
     status_.tick(Clock::now());
     const auto now = Clock::now();
     notices_.check(Clock::now(), monitor_, status_);
+    if (metrics_.due(now)) metrics_.publish(now, record_, rank_views(now));
     if (const auto status = job.poll()) {
       record_.mpirun_status = *status;
       starter_killed_ = status->signal != 0 && !job.stopped_by_launcher();
@@ -1168,6 +1200,10 @@ int supervise(SupervisorOptions options) {
     files.rlim_cur = files.rlim_max;
     setrlimit(RLIMIT_NOFILE, &files);
   }
+  // First, so that a port in use stops the run before anything started.
+  std::optional<MetricsServer> metrics_server;
+  if (options.metrics_port >= 0)
+    metrics_server.emplace(options.metrics_address, options.metrics_port);
   std::filesystem::create_directories(options.run_dir);
   const std::string token = random_token();
   Monitor monitor(options.monitor.bind, token);
@@ -1181,9 +1217,14 @@ int supervise(SupervisorOptions options) {
                     options.monitor.bind == "0.0.0.0" ? "; listening on every address" : ""),
         true);
   }
+  if (metrics_server) {
+    status.print_line("lockstep: metrics at " + metrics_server->url(), true);
+  }
   std::vector<AttemptRecord> attempts;
   std::vector<CheckpointEvent> checkpoints;
   const Clock::time_point run_start = Clock::now();
+  MetricsFeed metrics(metrics_server ? &*metrics_server : nullptr, attempts, checkpoints, run_start,
+                      monitor, status);
   int exit_code = kRunFailed;
   int no_progress_streak = 0;
 
@@ -1208,7 +1249,8 @@ int supervise(SupervisorOptions options) {
     plan.environment["LOCKSTEP_MONITOR_TOKEN"] = token;
     status.set_restarts(index);
     ChildProcess job = ChildProcess::start(launch_argv(plan), plan.environment);
-    Attempt attempt(options, index, token, monitor, status, checkpoints, options.injected, notices);
+    Attempt attempt(options, index, token,
+                    {monitor, status, checkpoints, options.injected, notices, metrics});
     attempts.push_back(attempt.run(job));
     for (const Host& host : plan.hosts) attempts.back().hosts.push_back(host.name);
     if (pool && slurm) {

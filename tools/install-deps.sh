@@ -8,6 +8,8 @@ packages=(
   libopenmpi-dev openmpi-bin            # MPI: launcher, CPU collectives
   libhdf5-openmpi-dev hdf5-tools        # parallel HDF5 checkpoints, h5dump/h5ls
   libcli11-dev                          # the lockstep command line
+  libmicrohttpd-dev                     # lockstep run --metrics-port
+  prometheus curl                       # promtool and curl check /metrics in the tests
   googletest libgtest-dev               # tests
   libspdlog-dev libfmt-dev              # logging
   nlohmann-json3-dev                    # small metadata and reports

@@ -16,6 +16,7 @@
 #include <string>
 #include <thread>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "lockstep/error.h"
@@ -153,6 +154,28 @@ TEST(ChannelLine, ReadsIntegersExactly) {
         R"({"type":"exit","code":0,"last_step":1e19})"}) {
     EXPECT_EQ(verdict(line, true), ChannelLine::kMalformed) << line;
   }
+}
+
+// Metrics reach /metrics and the status line: of a step with very many of
+// them, the first 32 by name are kept; empty or long names are dropped. The
+// step itself counts: it is the heartbeat that keeps the job from hanging.
+TEST(ChannelLine, BoundsTheMetricsOfAStep) {
+  const auto step_with = [](int count, std::size_t name_length) {
+    std::string line = R"({"type":"step","step":1,"metrics":{"":1,)";
+    for (int i = 0; i < count; ++i) {
+      line += fmt::format(R"({}"{}{:02}":1)", i ? "," : "", std::string(name_length, 'm'), i);
+    }
+    return parse_channel_line(line + "}}", true, "t");
+  };
+  const ChannelLine many = step_with(40, 10);
+  ASSERT_EQ(many.verdict, ChannelLine::kEvent);
+  ASSERT_EQ(many.event.metrics.size(), 32u);
+  EXPECT_EQ(many.event.metrics.begin()->first, "mmmmmmmmmm00");
+  EXPECT_EQ(many.event.metrics.rbegin()->first, "mmmmmmmmmm31");
+  EXPECT_EQ(step_with(1, 62).event.metrics.size(), 1u);
+  const ChannelLine long_name = step_with(1, 63);
+  EXPECT_EQ(long_name.verdict, ChannelLine::kEvent);
+  EXPECT_TRUE(long_name.event.metrics.empty());
 }
 
 // Every second a rank says it is alive, with where its collectives are:
