@@ -60,6 +60,9 @@ struct AttemptRecord {
   // within 10 s)", one per rank, at most kMaxUnreachable.
   std::vector<std::string> unreachable;
   static constexpr std::size_t kMaxUnreachable = 16;
+  // What the ranks' flight recorders said about the collective the job
+  // stopped in (FlightVerdict::to_json()); null when they said nothing.
+  nlohmann::json flight;
 };
 
 struct CheckpointEvent {

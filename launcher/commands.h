@@ -25,4 +25,10 @@ void add_ckpt_command(CLI::App& app, int& exit_code);
 // `lockstep plan`: checkpoint interval and expected goodput of a run.
 void add_plan_command(CLI::App& app, int& exit_code);
 
+// `lockstep trace RUN_DIR`: the run's timeline as one Chrome Trace file.
+void add_trace_command(CLI::App& app, int& exit_code);
+
+// `lockstep report RUN_DIR`: one self-contained HTML page about the run.
+void add_report_command(CLI::App& app, int& exit_code);
+
 }  // namespace lockstep::cli

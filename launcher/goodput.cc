@@ -102,6 +102,7 @@ nlohmann::json to_json(const AttemptRecord& attempt, Clock::time_point run_start
     record["tail"] = attempt.tail;
   }
   if (!attempt.unreachable.empty()) record["unreachable"] = attempt.unreachable;
+  if (!attempt.flight.is_null()) record["flight_recorder"] = attempt.flight;
   return record;
 }
 

@@ -44,6 +44,8 @@ int main(int argc, char** argv) {
   add_config_command(app, exit_code);
   add_ckpt_command(app, exit_code);
   add_plan_command(app, exit_code);
+  add_trace_command(app, exit_code);
+  add_report_command(app, exit_code);
   if (const std::string command = unknown_command(app, argc, argv); !command.empty()) {
     const std::vector<std::string> names = command_names(app);
     const std::string closest = lockstep::closest_match(command, names);

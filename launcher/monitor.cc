@@ -126,6 +126,20 @@ Monitor::~Monitor() {
   if (thread_.joinable()) thread_.join();
 }
 
+void Monitor::request_dump() {
+  dump_requested_ = true;
+  const char byte = 0;
+  [[maybe_unused]] const ssize_t written = write(wake_write_.get(), &byte, 1);
+}
+
+void Monitor::send_to_ranks(std::string_view line) {
+  for (const auto& [fd, connection] : connections_) {
+    // A rank whose socket buffer is full is not waited for: the request is
+    // best effort, and this thread serves every rank.
+    if (connection.authenticated) send(fd, line.data(), line.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  }
+}
+
 std::vector<RankEvent> Monitor::drain() {
   MutexLock lock(mutex_);
   std::vector<RankEvent> events;
@@ -159,7 +173,13 @@ void Monitor::run() {
     if (count < 0 && errno != EINTR) break;
     for (std::size_t i = 0; i < static_cast<std::size_t>(std::max(count, 0)); ++i) {
       const int fd = ready[i].data.fd;
-      if (fd == wake_read_.get()) continue;  // stopping_ ends the loop
+      if (fd == wake_read_.get()) {
+        // Woken for stopping_ (which ends the loop) or a request to send.
+        char bytes[64];
+        while (read(wake_read_.get(), bytes, sizeof(bytes)) > 0) {
+        }
+        continue;
+      }
       if (fd == listen_fd_.get()) {
         if (!accept_new()) {
           // Out of descriptors or memory: stop listening for a moment
@@ -182,6 +202,7 @@ void Monitor::run() {
       epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, listen_fd_.get(), &interest);
     }
     expire_strangers(now);
+    if (dump_requested_.exchange(false)) send_to_ranks("{\"type\":\"dump\"}\n");
   }
   for (auto& [fd, connection] : connections_) connection.fd.reset();
   connections_.clear();

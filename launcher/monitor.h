@@ -109,6 +109,10 @@ class Monitor {
   // Events received since the last call, oldest first.
   std::vector<RankEvent> drain() LOCKSTEP_EXCLUDES(mutex_);
 
+  // Asks every connected rank to write its flight recorder's records (the
+  // job hangs); returns at once, the monitor thread sends the request.
+  void request_dump();
+
   // Connections closed for a missing or wrong token, for being too slow to
   // show it, or for arriving when the limits were reached.
   std::int64_t refused() const { return refused_.load(); }
@@ -146,6 +150,8 @@ class Monitor {
   bool read_from(Connection& connection);
   bool handle_line(Connection& connection, const std::string& line);
   void close_connection(int fd);
+  // Sends `line` to every authenticated connection, without waiting.
+  void send_to_ranks(std::string_view line);
   void push(RankEvent event) LOCKSTEP_EXCLUDES(mutex_);
   int next_timeout_ms(Clock::time_point now) const;
 
@@ -175,6 +181,7 @@ class Monitor {
   std::atomic<std::int64_t> accept_failures_{0};
   std::atomic<std::size_t> open_connections_{0};
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> dump_requested_{false};
   std::thread thread_;
 };
 

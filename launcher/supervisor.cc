@@ -20,8 +20,10 @@
 #include <fmt/ranges.h>
 
 #include "attempt.h"
+#include "flight_report.h"
 #include "host_pool.h"
 #include "laggard.h"
+#include "line_log.h"
 #include "lockstep/error.h"
 #include "metrics.h"
 #include "metrics_server.h"
@@ -31,6 +33,7 @@
 #include "process.h"
 #include "slurm_job.h"
 #include "status_line.h"
+#include "timeline.h"
 #include "unique_fd.h"
 
 namespace lockstep::launcher {
@@ -49,6 +52,9 @@ std::atomic<int> g_last_signal{0};
 // the rank died (about 2 s here) before the launcher stops it without that
 // report.
 constexpr auto kMpirunVerdictWait = std::chrono::seconds(10);
+// How long a hung job's ranks have to write their flight records before
+// the job is stopped.
+constexpr auto kFlightRecordWait = std::chrono::seconds(3);
 // How long a job whose ranks all said they exit with code 0 may take to
 // end before its processes are stopped.
 constexpr auto kLingerAfterGoodbye = std::chrono::seconds(30);
@@ -128,50 +134,6 @@ class Notices {
   std::int64_t failures_reported_ = 0;
 };
 
-// attempts.jsonl, one line per attempt. The file is reopened when it was
-// removed or replaced since the last line (the run directory deleted under
-// a running job), so that later attempts are not written into a file that
-// no longer has a name.
-class AttemptsLog {
- public:
-  explicit AttemptsLog(std::filesystem::path path) : path_(std::move(path)) {}
-
-  // Appends `line`; returns what went wrong, or "".
-  std::string append(const std::string& line) {
-    std::string note;
-    struct stat on_disk = {};
-    struct stat opened = {};
-    const bool same = file_ && stat(path_.c_str(), &on_disk) == 0 &&
-                      fstat(file_.get(), &opened) == 0 && on_disk.st_ino == opened.st_ino &&
-                      on_disk.st_dev == opened.st_dev;
-    if (!same) {
-      if (file_)
-        note = fmt::format(
-            "{} was removed while the job ran; earlier attempts in it are "
-            "lost, later ones go to a new file",
-            path_.string());
-      std::error_code error;
-      std::filesystem::create_directories(path_.parent_path(), error);
-      file_.reset(open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644));
-      if (!file_) return fmt::format("cannot write {}: {}", path_.string(), std::strerror(errno));
-    }
-    const std::string framed = line + "\n";
-    std::size_t done = 0;
-    while (done < framed.size()) {
-      const ssize_t wrote = write(file_.get(), framed.data() + done, framed.size() - done);
-      if (wrote < 0 && errno == EINTR) continue;
-      if (wrote <= 0)
-        return fmt::format("cannot write {}: {}", path_.string(), std::strerror(errno));
-      done += static_cast<std::size_t>(wrote);
-    }
-    return note;
-  }
-
- private:
-  std::filesystem::path path_;
-  UniqueFd file_;
-};
-
 // Writes `text` to `path` through a temporary file and a rename, so that a
 // reader never sees half a summary. Returns what went wrong, or "".
 std::string write_whole_file(const std::filesystem::path& path, const std::string& text) {
@@ -216,6 +178,7 @@ struct RunShared {
   std::vector<InjectedFailure>& injected;
   Notices& notices;
   MetricsFeed& metrics;
+  const std::filesystem::path& session_dir;  // the timeline's, of this start
 };
 
 // Everything about the attempt in progress.
@@ -232,6 +195,7 @@ class Attempt {
         tails_(20),
         notices_(shared.notices),
         metrics_(shared.metrics),
+        session_dir_(shared.session_dir),
         local_host_(local_host_name()) {
     record_.index = index;
   }
@@ -252,6 +216,11 @@ class Attempt {
   void inject(std::int64_t step, bool at_checkpoint);
   void request_stop(ChildProcess& job);
   void find_hung_rank();
+  // Where this attempt's ranks write their timelines and flight records.
+  std::filesystem::path attempt_dir() const;
+  // Asks the ranks of a hung job for their flight records and waits a few
+  // seconds for them.
+  void collect_flight_records(ChildProcess& job);
   // Whether the job counts as hung at `now`: no heartbeat for the hang
   // timeout once steps began, else no first step within the start-up
   // timeout.
@@ -306,11 +275,15 @@ class Attempt {
   int hung_rank_ = -1;
   std::string hang_evidence_;       // why hung_rank_ is blamed
   std::optional<RankEvent> fault_;  // the first fault a rank reported
+  // When the ranks' flight records were due (Unix ns): a rank that writes
+  // later does so after the stop resumed it.
+  std::optional<std::int64_t> flight_deadline_ns_;
   pid_t starter_pid_ = 0;
   int world_size_ = 0;
   bool starter_killed_ = false;  // mpirun/srun ended by a signal lockstep did not send
   Notices& notices_;
   MetricsFeed& metrics_;
+  const std::filesystem::path& session_dir_;
   const std::string local_host_;
   std::string silent_host_;        // a host whose ranks all fell silent
   std::string silent_evidence_;    // what the launcher saw of it
@@ -908,6 +881,7 @@ AttemptRecord Attempt::run(ChildProcess& job) {
       find_hung_rank();
       status_.print_line(fmt::format("lockstep: {}: the job hangs; stopping it", hang_reason()),
                          true);
+      collect_flight_records(job);
       record_.killed_after_grace =
           job.stop_all(std::chrono::milliseconds(static_cast<std::int64_t>(options_.grace * 1000)));
     }
@@ -936,8 +910,36 @@ AttemptRecord Attempt::run(ChildProcess& job) {
     if (!record_.failure_at) record_.failure_at = record_.end;
     attribute_failure();
     check_failed_host();
+    if (const auto verdict = read_flight_records(attempt_dir(), world_size_, flight_deadline_ns_)) {
+      record_.flight = verdict->to_json();
+      status_.print_line("lockstep: flight recorder: " + verdict->text(), true);
+    }
   }
   return record_;
+}
+
+std::filesystem::path Attempt::attempt_dir() const {
+  return session_dir_ / fmt::format("attempt-{}", record_.index);
+}
+
+void Attempt::collect_flight_records(ChildProcess& job) {
+  monitor_.request_dump();
+  const auto deadline = Clock::now() + kFlightRecordWait;
+  const auto written = [this] {
+    std::error_code error;
+    int count = 0;
+    for (const auto& entry : std::filesystem::directory_iterator(attempt_dir(), error)) {
+      count += entry.path().filename().string().starts_with("flight-rank-") ? 1 : 0;
+    }
+    return count;
+  };
+  while (Clock::now() < deadline && written() < std::max(1, world_size_)) {
+    pump_output(job, 100);
+    for (const RankEvent& event : monitor_.drain()) handle(event);
+  }
+  flight_deadline_ns_ = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count();
 }
 
 // Whether any rank of the run ever reported to the launcher.
@@ -1208,7 +1210,7 @@ int supervise(SupervisorOptions options) {
   const std::string token = random_token();
   Monitor monitor(options.monitor.bind, token);
   const std::string address = fmt::format("{}:{}", options.monitor.advertised, monitor.port());
-  AttemptsLog attempts_log(options.run_dir / "attempts.jsonl");
+  LineLog attempts_log(options.run_dir / "attempts.jsonl");
   Notices notices(options.run_dir, monitor.port());
   StatusLine status(options.total_steps, options.status_interval);
   if (options.multi_host || options.monitor.advertised != "127.0.0.1") {
@@ -1223,6 +1225,22 @@ int supervise(SupervisorOptions options) {
   std::vector<AttemptRecord> attempts;
   std::vector<CheckpointEvent> checkpoints;
   const Clock::time_point run_start = Clock::now();
+  LauncherTimeline timeline(
+      options.run_dir / "trace" /
+          session_name(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                           std::chrono::system_clock::now().time_since_epoch())
+                           .count(),
+                       getpid()),
+      run_start);
+  // The timeline is a view, not the record: a problem writing it is said
+  // once and the run goes on.
+  bool timeline_warned = false;
+  const auto on_timeline = [&](const std::string& problem) {
+    if (problem.empty() || timeline_warned) return;
+    timeline_warned = true;
+    status.print_line("lockstep: warning: the timeline is incomplete: " + problem, true);
+  };
+  on_timeline(timeline.start(options.slurm.job_id, options.slurm.restart_count));
   MetricsFeed metrics(metrics_server ? &*metrics_server : nullptr, attempts, checkpoints, run_start,
                       monitor, status);
   int exit_code = kRunFailed;
@@ -1247,10 +1265,12 @@ int supervise(SupervisorOptions options) {
     plan.environment["LOCKSTEP_RESTART_COUNT"] = std::to_string(index);
     plan.environment["LOCKSTEP_MONITOR_ADDRESS"] = address;
     plan.environment["LOCKSTEP_MONITOR_TOKEN"] = token;
+    plan.environment["LOCKSTEP_TRACE_DIR"] = timeline.session_dir().string();
     status.set_restarts(index);
     ChildProcess job = ChildProcess::start(launch_argv(plan), plan.environment);
-    Attempt attempt(options, index, token,
-                    {monitor, status, checkpoints, options.injected, notices, metrics});
+    Attempt attempt(
+        options, index, token,
+        {monitor, status, checkpoints, options.injected, notices, metrics, timeline.session_dir()});
     attempts.push_back(attempt.run(job));
     for (const Host& host : plan.hosts) attempts.back().hosts.push_back(host.name);
     if (pool && slurm) {
@@ -1262,6 +1282,7 @@ int supervise(SupervisorOptions options) {
         !problem.empty()) {
       status.print_line("lockstep: warning: " + problem, true);
     }
+    on_timeline(timeline.attempt(record, checkpoints));
     if (!record.unreachable.empty() && !options.allow_unmonitored) {
       // Not a fault that a restart would mend: the ranks are told an address
       // they cannot reach.
@@ -1280,6 +1301,10 @@ int supervise(SupervisorOptions options) {
         // so the job goes back to the queue and resumes from it.
         const std::string problem = requeue_job(options.slurm);
         requeued = problem.empty();
+        if (requeued) {
+          on_timeline(timeline.note("launcher",
+                                    fmt::format("requeued Slurm job {}", options.slurm.job_id)));
+        }
         status.print_line(
             requeued ? fmt::format("lockstep: stopped after a checkpoint at Slurm's warning "
                                    "signal; requeued job {}: it resumes when it starts again",
@@ -1334,6 +1359,8 @@ int supervise(SupervisorOptions options) {
                                   "newest committed checkpoint",
                                   index + 1, options.max_restarts),
                       true);
+    on_timeline(timeline.note(
+        "launcher", fmt::format("restarting ({} of {})", index + 1, options.max_restarts)));
   }
   const Goodput goodput = compute_goodput(attempts, checkpoints, run_start, Clock::now());
   nlohmann::json summary = to_json(goodput);

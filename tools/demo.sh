@@ -34,3 +34,7 @@ echo
 echo "== what happened, attempt by attempt ($run_dir/attempts.jsonl):"
 sed 's/"tail":\[[^]]*\]/"tail":[...]/' "$run_dir/attempts.jsonl"
 echo "== checkpoints kept (newest 3): $(ls "$run_dir/checkpoints" | tr '\n' ' ')"
+"$lockstep" report "$run_dir" 2>/dev/null
+"$lockstep" trace "$run_dir" 2>/dev/null
+echo "== the run's report, one page for any browser: $run_dir/report.html"
+echo "== its timeline, every rank and attempt: $run_dir/trace.json (open it in https://ui.perfetto.dev)"

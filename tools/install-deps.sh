@@ -10,6 +10,7 @@ packages=(
   libcli11-dev                          # the lockstep command line
   libmicrohttpd-dev                     # lockstep run --metrics-port
   prometheus curl                       # promtool and curl check /metrics in the tests
+  chromium python3-pil                  # the run report rendered and its screenshot checked
   googletest libgtest-dev               # tests
   libspdlog-dev libfmt-dev              # logging
   nlohmann-json3-dev                    # small metadata and reports

@@ -19,6 +19,7 @@
 #include "lockstep/knobs.h"
 #include "lockstep/log.h"
 #include "lockstep/mpi_check.h"
+#include "lockstep/trace.h"
 #include "memory_assembly.h"
 #include "memory_tier.h"
 #include "parallel_copy.h"
@@ -108,6 +109,7 @@ class Checkpointer::SaveJob {
     const auto start = Clock::now();
     try {
       if (tiers_.memory) {
+        const trace::Scope memory("checkpoint", fmt::format("memory tier step {}", staged_.step));
         try {
           stats_.bytes_written +=
               checkpoint::write_and_commit_local(staged_, comm, tiers_.node_comm, *tiers_.nodes,
@@ -122,6 +124,7 @@ class Checkpointer::SaveJob {
         }
       }
       if (tiers_.disk) {
+        const trace::Scope disk("checkpoint", fmt::format("disk step {}", staged_.step));
         stats_.disk_bytes = checkpoint::write_and_commit(staged_, comm, env, options);
         stats_.bytes_written += stats_.disk_bytes;
         stats_.on_disk = true;
@@ -136,7 +139,10 @@ class Checkpointer::SaveJob {
   }
 
   void start(MPI_Comm comm, FileEnv& env, const CheckpointOptions& options) {
-    thread_ = std::thread([this, comm, &env, &options] { run(comm, env, options, true); });
+    thread_ = std::thread([this, comm, &env, &options] {
+      trace::name_thread("checkpoint writer");
+      run(comm, env, options, true);
+    });
   }
 
   // Joins the thread, if any; returns the error of the save, if any.
@@ -331,6 +337,8 @@ void Checkpointer::finish_in_flight(bool rethrow) {
 
 void Checkpointer::save(std::int64_t step, const State& state) {
   const auto start = Clock::now();
+  // The stall: from here to the return.
+  const trace::Scope saving("checkpoint", fmt::format("save step {}", step));
   finish_in_flight(true);
   // The ranks agree on the state's layout, exchange their chunks of sharded
   // tensors, stage, and agree again before any writer starts: a rank whose
@@ -358,6 +366,7 @@ void Checkpointer::save(std::int64_t step, const State& state) {
   auto pieces = checkpoint::gather_pieces(flat, comm_.get());
   std::unique_ptr<SaveJob> job;
   try {
+    const trace::Scope staging("checkpoint", fmt::format("stage step {}", step));
     job = std::make_unique<SaveJob>(checkpoint::stage(
         step, state, std::move(flat), std::move(pieces), comm_.rank(), comm_.size(), options_.async,
         copy_threads_, staging_, rank_file_, master_file_));
@@ -449,6 +458,7 @@ std::vector<std::int64_t> Checkpointer::committed_steps() const {
 }
 
 std::optional<std::int64_t> Checkpointer::restore_latest(State& state) {
+  const trace::Scope restoring("checkpoint", "restore");
   finish_in_flight(true);
   skipped_.clear();
   // Rank 0's view of the directory decides for all, so that every rank
@@ -485,6 +495,8 @@ std::optional<std::int64_t> Checkpointer::restore_latest(State& state) {
     if (in_memory ? try_restore_from_memory(*plan, state, why, modified)
                   : try_restore(options_.dir, step, state, why, modified)) {
       restored_from_memory_ = in_memory;
+      trace::instant("checkpoint",
+                     fmt::format("restored step {} from {}", step, in_memory ? "memory" : "disk"));
       if (comm_.rank() == 0) {
         log::info(
             "restored step {} from {} in {:.2f} s", step,

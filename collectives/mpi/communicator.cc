@@ -120,6 +120,11 @@ std::shared_ptr<MpiWork> MpiCommunicator::enqueue(Wake wake, std::string descrip
     queue_.push_back(work);
     ++issued_;
   }
+  try {
+    watchdog_.queued(work->sequence_number(), work->describe());
+  } catch (const std::exception&) {
+    // Only the flight recorder misses it; the collective runs.
+  }
   if (wake == Wake::kNow) queue_changed_.notify_one();
   return work;
 }

@@ -8,6 +8,7 @@
 #include "device_element_ops.h"
 #include "lockstep/build_config.h"
 #include "lockstep/log.h"
+#include "lockstep/trace.h"
 
 namespace lockstep {
 
@@ -85,6 +86,7 @@ void GradSync::ready(const Tensor& gradient) {
           static_cast<char*>(bucket.buffer.data()) + slot.offset * wire_element,
           bucket.buffer.dtype(), static_cast<std::size_t>(slot.gradient.numel()), 1.0);
     }
+    if (bucket.first_ready_ns == 0 && trace::enabled()) bucket.first_ready_ns = trace::now_ns();
     if (--bucket.waiting_for == 0) launch_full_buckets();
   } catch (...) {
     abandon_step();
@@ -119,6 +121,7 @@ void GradSync::launch_full_buckets() {
     } else if (!tensors.empty()) {
       bucket.works.push_back(communicator_.allreduce_coalesced_async(std::move(tensors), options));
     }
+    if (bucket.first_ready_ns != 0) bucket.launched_ns = trace::now_ns();
     ++next_launch_;
   }
 }
@@ -134,11 +137,14 @@ void GradSync::wait() {
   }
   const int size = communicator_.size();
   const double inverse_size = 1.0 / size;
+  const trace::Scope waiting("gradsync", "GradSync::wait");
   try {
-    for (Bucket& bucket : buckets_) {
+    for (std::size_t b = 0; b < buckets_.size(); ++b) {
+      Bucket& bucket = buckets_[b];
       const double scale = bucket.buffer_averaged ? 1.0 : inverse_size;
       for (const std::shared_ptr<Work>& work : bucket.works) work->wait();
       bucket.works.clear();
+      trace_bucket(b);
       if (bucket.buffer_averaged && !device_.is_cpu() && size > 1) divide_summed(bucket);
       const std::size_t wire_element = dtype_size(bucket.buffer.dtype());
       for (std::size_t index : bucket.slots) {
@@ -157,11 +163,28 @@ void GradSync::wait() {
   start_step();
 }
 
+void GradSync::trace_bucket(std::size_t index) {
+  Bucket& bucket = buckets_[index];
+  if (bucket.launched_ns != 0) {
+    // Ids: this object's address and the bucket, unique among the live
+    // GradSyncs of the process.
+    const std::uint64_t id = (reinterpret_cast<std::uintptr_t>(this) << 16) ^ index;
+    trace::async_span("gradsync", fmt::format("bucket {} ready", index), id, bucket.first_ready_ns,
+                      bucket.launched_ns);
+    trace::async_span("gradsync", fmt::format("bucket {} all-reduce", index), id,
+                      bucket.launched_ns, trace::now_ns());
+  }
+  bucket.first_ready_ns = 0;
+  bucket.launched_ns = 0;
+}
+
 void GradSync::start_step() noexcept {
   for (Slot& slot : slots_) slot.ready = false;
   for (Bucket& bucket : buckets_) {
     bucket.works.clear();
     bucket.waiting_for = bucket.slots.size();
+    bucket.first_ready_ns = 0;
+    bucket.launched_ns = 0;
   }
   next_launch_ = 0;
 }

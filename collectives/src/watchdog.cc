@@ -1,6 +1,7 @@
 #include "watchdog.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <vector>
 
@@ -9,6 +10,7 @@
 #include <mpi.h>
 
 #include "lockstep/log.h"
+#include "lockstep/trace.h"
 
 namespace lockstep::detail {
 
@@ -17,6 +19,10 @@ namespace {
 // Reading the other ranks' progress needs MPI to work; if it hangs as well,
 // the job must still end.
 constexpr auto kReportGrace = std::chrono::seconds(10);
+
+// Each watchdog's collectives are told apart in the timeline by the
+// watchdog's number in the high bits of their id.
+std::atomic<std::uint64_t> g_next_watchdog{1};
 
 std::string join(const std::vector<int>& ranks) {
   return ranks.empty() ? std::string("none") : fmt::format("{}", fmt::join(ranks, ", "));
@@ -29,6 +35,7 @@ Watchdog::Watchdog(std::string backend, SequenceBoard& board, std::function<void
       board_(board),
       before_abort_(std::move(before_abort)),
       progress_(backend_),
+      trace_id_base_(g_next_watchdog.fetch_add(1) << 40),
       thread_([this] { watch(); }) {}
 
 Watchdog::~Watchdog() {
@@ -44,10 +51,11 @@ void Watchdog::started(std::uint64_t sequence, std::string description, Seconds 
   const auto deadline = std::chrono::steady_clock::now() +
                         std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
   progress_.started(sequence, description);
+  const std::int64_t begin_ns = trace::enabled() ? trace::now_ns() : 0;
   bool earlier = false;
   {
     MutexLock lock(mutex_);
-    pending_[sequence] = Pending{std::move(description), deadline, timeout};
+    pending_[sequence] = Pending{std::move(description), deadline, timeout, begin_ns};
     earlier = deadline < sleeping_until_;
   }
   // Waking the watchdog costs a thread switch per collective; it is needed
@@ -55,11 +63,27 @@ void Watchdog::started(std::uint64_t sequence, std::string description, Seconds 
   if (earlier) changed_.notify_all();
 }
 
+void Watchdog::queued(std::uint64_t sequence, const std::string& description) {
+  progress_.queued(sequence, description);
+}
+
 void Watchdog::finished(std::uint64_t sequence) {
   progress_.finished(sequence);
-  MutexLock lock(mutex_);
-  pending_.erase(sequence);
-  last_finished_ = std::max(last_finished_, sequence);
+  std::string description;
+  std::int64_t begin_ns = 0;
+  {
+    MutexLock lock(mutex_);
+    if (const auto it = pending_.find(sequence); it != pending_.end()) {
+      begin_ns = it->second.begin_ns;
+      if (begin_ns != 0) description = std::move(it->second.description);
+      pending_.erase(it);
+    }
+    last_finished_ = std::max(last_finished_, sequence);
+  }
+  if (begin_ns != 0) {
+    trace::async_span("collective", description, trace_id_base_ | sequence, begin_ns,
+                      trace::now_ns());
+  }
 }
 
 void Watchdog::watch() {
@@ -90,6 +114,8 @@ void Watchdog::watch() {
 void Watchdog::fire(std::uint64_t sequence, const Pending& pending, std::uint64_t last_finished) {
   log::error("watchdog: {} on backend {} did not finish within {:.3g} s (last finished: #{})",
              pending.description, backend_, pending.timeout.count(), last_finished);
+  dump_flight_records(fmt::format("the watchdog: {} on {} did not finish within {:.3g} s",
+                                  pending.description, backend_, pending.timeout.count()));
   std::thread([] {
     std::this_thread::sleep_for(kReportGrace);
     MPI_Abort(MPI_COMM_WORLD, kWatchdogExitCode);

@@ -38,6 +38,9 @@ class Watchdog {
   // sequence number), has started on this
   // rank and must finish within `timeout`. Thread-safe.
   void started(std::uint64_t sequence, std::string description, Seconds timeout);
+  // Collective `sequence` was issued and waits for its turn (for the
+  // flight recorder; the timeout starts when it starts). Thread-safe.
+  void queued(std::uint64_t sequence, const std::string& description);
   // Collective `sequence` has finished (successfully or not). Thread-safe.
   void finished(std::uint64_t sequence);
 
@@ -46,6 +49,7 @@ class Watchdog {
     std::string description;
     std::chrono::steady_clock::time_point deadline;
     Seconds timeout;
+    std::int64_t begin_ns = 0;  // for the timeline; 0 when it records nothing
   };
 
   void watch();
@@ -57,6 +61,7 @@ class Watchdog {
   std::function<void()> before_abort_;
   // What the heartbeat channel tells the launcher about this communicator.
   CollectiveProgress progress_;
+  const std::uint64_t trace_id_base_;
   Mutex mutex_;
   CondVar changed_;
   std::map<std::uint64_t, Pending> pending_ LOCKSTEP_GUARDED_BY(mutex_);

@@ -224,6 +224,16 @@ struct HeartbeatClient::Channel {
     }
   }
 
+  // A line from the launcher after its welcome: {"type":"dump"} asks for
+  // the flight recorder's records (the job hangs). Anything else is
+  // ignored: the launcher may know requests this rank does not.
+  static void on_request(const std::string& line) {
+    const nlohmann::json request = nlohmann::json::parse(line, nullptr, false);
+    if (request.is_object() && request.contains("type") && request["type"] == "dump") {
+      dump_flight_records("the launcher found the job hung and asked for them");
+    }
+  }
+
   void watch() {
     bool welcomed = false;
     std::string received;
@@ -249,7 +259,12 @@ struct HeartbeatClient::Channel {
       const ssize_t got = ::recv(socket, chunk, sizeof(chunk), MSG_DONTWAIT);
       if (got > 0) {
         received.append(chunk, static_cast<std::size_t>(got));
-        welcomed = welcomed || received.find('\n') != std::string::npos;
+        for (std::size_t end; (end = received.find('\n')) != std::string::npos;) {
+          // The first line is the welcome; later ones are requests.
+          if (welcomed) on_request(received.substr(0, end));
+          welcomed = true;
+          received.erase(0, end + 1);
+        }
         if (received.size() > 4096) received.clear();  // never grows
         continue;
       }

@@ -17,6 +17,7 @@
 #include "lockstep/knobs.h"
 #include "lockstep/log.h"
 #include "lockstep/mpi_check.h"
+#include "lockstep/progress.h"
 
 #if LOCKSTEP_HAVE_CUDA
 #include "cuda_probe.h"
@@ -49,6 +50,7 @@ std::atomic<FaultChannel*> g_fault_channel{nullptr};
     channel->heartbeat->fault(message, {channel->rank});
   }
   log::error("{}", message);
+  dump_flight_records(message);
   log::error("aborting every rank of the job (exit code {})", exit_code);
   log::logger().flush();
   if (mpi_alive()) MPI_Abort(MPI_COMM_WORLD, exit_code);
@@ -175,9 +177,37 @@ Runtime::Runtime(int& argc, char**& argv) : uncaught_at_start_(std::uncaught_exc
     g_fault_channel.store(&channel);
   }
 
+  start_trace();
   log::debug("lockstep {}: rank {}/{} local {}/{} node {}/{} device {} run dir {} restarts {}",
              LOCKSTEP_VERSION, rank_, world_size_, local_rank_, local_size_, node_index_,
              node_count_, device_.str(), run_dir_.string(), restart_count_);
+}
+
+void Runtime::start_trace() {
+  const std::string dir = config_.get(knobs::trace_dir);
+  const std::filesystem::path attempt_dir =
+      (dir.empty() ? run_dir_ / "trace" / "local" : std::filesystem::path(dir)) /
+      fmt::format("attempt-{}", restart_count_);
+  set_flight_capacity(static_cast<std::size_t>(config_.get(knobs::flight_records)));
+  set_flight_dump_target({.path = attempt_dir / fmt::format("flight-rank-{}.json", rank_),
+                          .rank = rank_,
+                          .attempt = restart_count_,
+                          .host = hostname_});
+  const std::string mode = config_.get(knobs::trace);
+  const bool under_launcher = !config_.get(knobs::monitor_address).empty();
+  if (mode == "off" || (mode == "auto" && !under_launcher)) return;
+  try {
+    trace_ = std::make_unique<trace::TraceWriter>(trace::TraceFile{
+        .path = attempt_dir / fmt::format("rank-{}.jsonl", rank_),
+        .rank = rank_,
+        .world_size = world_size_,
+        .attempt = restart_count_,
+        .host = hostname_,
+        .max_bytes = static_cast<std::uint64_t>(config_.get(knobs::trace_max_mb)) << 20});
+    trace::name_thread("main");
+  } catch (const IoError& error) {
+    log::warn("{}; training goes on without a timeline", error.what());
+  }
 }
 
 void Runtime::print_help_if_asked(int argc, char** argv) {
@@ -218,6 +248,7 @@ void Runtime::init_mpi(int* argc, char*** argv) {
 void Runtime::init_topology() {
   world_ = private_dup(MPI_COMM_WORLD);
   control_ = private_dup(MPI_COMM_WORLD);
+  control_progress_ = std::make_unique<CollectiveProgress>("runtime");
   node_ = MpiComm::split_shared(world_.get());
   LOCKSTEP_CHECK_MPI(MPI_Comm_set_errhandler(node_.get(), MPI_ERRORS_RETURN));
   rank_ = world_.rank();
@@ -309,7 +340,9 @@ Runtime::~Runtime() {
   g_fault_channel.store(nullptr);
   signals::uninstall();
   heartbeat_.exit(0, stop_pending_);
+  trace_.reset();
   control_ = MpiComm();
+  control_progress_.reset();
   node_ = MpiComm();
   world_ = MpiComm();
   if (owns_mpi_ && mpi_alive()) MPI_Finalize();
@@ -318,7 +351,12 @@ Runtime::~Runtime() {
 Decision Runtime::decide(std::int64_t step) {
   const std::uint32_t local = signals::take();
   std::uint32_t all = kRequestNone;
+  const std::uint64_t sequence = ++decisions_;
+  if (control_progress_) {
+    control_progress_->started(sequence, fmt::format("decision (4 bytes, u32, bor) #{}", sequence));
+  }
   LOCKSTEP_CHECK_MPI(MPI_Allreduce(&local, &all, 1, MPI_UINT32_T, MPI_BOR, control_.get()));
+  if (control_progress_) control_progress_->finished(sequence);
   const Decision decision = lockstep::decide(all, step, checkpoint_every_);
   stop_pending_ = decision.stop;
   stop_known_ = true;
@@ -338,6 +376,11 @@ void Runtime::heartbeat(std::int64_t step, const std::map<std::string, double>& 
   const double seconds = std::chrono::duration<double>(now - last_heartbeat_).count();
   last_heartbeat_ = now;
   heartbeat_.step(step, seconds, metrics);
+  if (trace::enabled()) {
+    const std::int64_t now_ns = trace::now_ns();
+    trace::span("step", fmt::format("step {}", step), last_step_ns_, now_ns);
+    last_step_ns_ = now_ns;
+  }
 }
 
 void Runtime::report_checkpoint(std::int64_t step, double stall_seconds) {

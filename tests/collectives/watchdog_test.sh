@@ -10,10 +10,12 @@ mpiexec=("$@")
 limit=40
 status=0
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+run_dir=$(mktemp -d)
+trap 'rm -rf "$log" "$run_dir"' EXIT
 
 start=$(date +%s)
-LOCKSTEP_COLLECTIVE_TIMEOUT=2 timeout 120 "${mpiexec[@]}" -n 4 "$binary" skip >"$log" 2>&1
+LOCKSTEP_RUN_DIR=$run_dir LOCKSTEP_COLLECTIVE_TIMEOUT=2 timeout 120 "${mpiexec[@]}" -n 4 "$binary" skip \
+  >"$log" 2>&1
 rc=$?
 end=$(date +%s)
 if [ "$rc" -eq 0 ] || [ "$rc" -eq 124 ]; then
@@ -28,8 +30,28 @@ else
     fi
   done
 fi
+# Before aborting, each waiting rank wrote its flight recorder's records:
+# #3 started and not done, the two before it done.
+for rank in 0 2 3; do
+  record=$run_dir/trace/local/attempt-0/flight-rank-$rank.json
+  if ! python3 -c '
+import json, sys
+dump = json.load(open(sys.argv[1]))
+assert dump["reason"].startswith("the watchdog: allreduce (4096 bytes, f32, sum) #3"), dump["reason"]
+records = next(c["records"] for c in dump["channels"] if c["channel"].startswith("mpi"))
+states = [(r["seq"], r["state"], r["op"], r["bytes"], r["dtype"]) for r in records]
+assert states == [(1, "done", "allreduce", 4096, "f32"), (2, "done", "allreduce", 4096, "f32"),
+                  (3, "started", "allreduce", 4096, "f32")], states
+' "$record" 2>"$log.check"; then
+    echo "FAIL skipped collective: rank $rank's flight record: $(tail -1 "$log.check")"; status=1
+  fi
+done
+rm -f "$log.check"
+if [ -e "$run_dir/trace/local/attempt-0/flight-rank-1.json" ]; then
+  echo "FAIL skipped collective: rank 1, which waited elsewhere, wrote a flight record"; status=1
+fi
 if [ "$status" -eq 0 ]; then
-  echo "ok   skipped collective: exit $rc after $((end - start)) s"
+  echo "ok   skipped collective: exit $rc after $((end - start)) s; flight records of ranks 0, 2, 3"
 else
   sed 's/^/     | /' "$log" | tail -30
 fi

@@ -62,6 +62,14 @@ expect_grep "finished 400 steps" "$scratch/job.out" "the run finished"
 check "final weights equal an uninterrupted run's" "cmp -s '$scratch/reference.bin' '$scratch/slurm.bin'"
 requeues=$(summary_field "$scratch/run/summary.json" 's["slurm"]["requeues"]')
 check "summary.json counts one requeue (got '$requeues')" "[ '$requeues' = 1 ]"
+# The run's timeline holds both starts, the requeue between them, and the
+# ranks of both; the report names the attempts of both starts.
+lockstep trace "$scratch/run" -o "$scratch/trace.json" >"$scratch/trace.out" 2>&1
+expect_grep "over 2 start\(s\) of lockstep run" "$scratch/trace.out" "lockstep trace merges both starts"
+expect_grep "requeued Slurm job $job" "$scratch/trace.json" "the requeue is on the launcher's track"
+expect_grep "Slurm job $job \(restart count 1\)" "$scratch/trace.json" "the second start says it was requeued"
+lockstep report "$scratch/run" >/dev/null 2>&1
+expect_grep "start 2, attempt 0" "$scratch/run/report.html" "the report names the second start's attempt"
 
 # Submits the slow run into RUN_DIR <name>, sends SIGTERM with `scancel
 # <options>` once the launcher has reported a step, and waits for the job to

@@ -112,10 +112,17 @@ class GradSync {
     // while unpacking.
     bool buffer_averaged = false;
     std::vector<std::shared_ptr<Work>> works;  // in flight since launch
+    // For the timeline (0 when it records nothing): when the bucket's first
+    // gradient was ready in this step, and when it was launched.
+    std::int64_t first_ready_ns = 0;
+    std::int64_t launched_ns = 0;
   };
 
   void plan_buckets();
   void launch_full_buckets();
+  // Records bucket `index`'s spans of this step in the timeline (when it
+  // records), once its all-reduce is done.
+  void trace_bucket(std::size_t index);
   // GPU buckets with in-place gradients: divides their sums by the size.
   void divide_summed(Bucket& bucket);
   void finish_in_flight() noexcept;

@@ -26,6 +26,12 @@ extern const Knob<bool> allow_unmonitored;
 extern const Knob<double> launcher_loss_grace;
 extern const Knob<double> host_timeout;
 
+// the timeline
+extern const Knob<std::string> trace;
+extern const Knob<std::string> trace_dir;
+extern const Knob<std::int64_t> trace_max_mb;
+extern const Knob<std::int64_t> flight_records;
+
 // collectives
 extern const Knob<std::int64_t> replica_check_every;
 extern const Knob<std::string> inject_bitflip;

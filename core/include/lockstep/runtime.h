@@ -8,14 +8,17 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "lockstep/config.h"
 #include "lockstep/heartbeat.h"
 #include "lockstep/mpi_comm.h"
+#include "lockstep/progress.h"
 #include "lockstep/signals.h"
 #include "lockstep/tensor.h"
+#include "lockstep/trace.h"
 
 namespace lockstep {
 
@@ -101,6 +104,10 @@ class Runtime {
   void print_help_if_asked(int argc, char** argv);
   void init_topology();
   void bind_device();
+  // Says where the flight recorder dumps, and starts this rank's timeline
+  // when LOCKSTEP_TRACE asks for one; a file that cannot be created is a
+  // warning, not an error.
+  void start_trace();
 
   bool owns_mpi_ = false;
   int uncaught_at_start_ = 0;
@@ -108,6 +115,10 @@ class Runtime {
   MpiComm world_;
   MpiComm node_;
   MpiComm control_;  // decisions only, never shared with user traffic
+  // The decisions' progress, for the launcher's hang analysis and the
+  // flight recorder ("runtime 1").
+  std::unique_ptr<CollectiveProgress> control_progress_;
+  std::uint64_t decisions_ = 0;
   int rank_ = 0;
   int world_size_ = 1;
   int local_rank_ = 0;
@@ -123,6 +134,10 @@ class Runtime {
   bool stop_known_ = false;    // whether stop_pending_ is fresh
   HeartbeatClient heartbeat_;
   std::chrono::steady_clock::time_point last_heartbeat_ = std::chrono::steady_clock::now();
+  // This rank's timeline (LOCKSTEP_TRACE); null when off. A step's span
+  // runs from the previous heartbeat (or the start) to its own.
+  std::unique_ptr<trace::TraceWriter> trace_;
+  std::int64_t last_step_ns_ = trace::now_ns();
 };
 
 }  // namespace lockstep
