@@ -235,9 +235,9 @@ std::string goodput_section(const std::optional<json>& summary, bool several_sta
     const char* color;
   };
   static constexpr Part kParts[] = {{"productive_seconds", "productive training", "#3a9d5d"},
-                                    {"lost_seconds", "lost (recomputed)", "#d04a3a"},
+                                    {"lost_recompute_seconds", "lost (recomputed)", "#d04a3a"},
                                     {"restart_seconds", "restarts", "#e08a1e"},
-                                    {"checkpoint_seconds", "checkpoint stall", "#4a78c8"},
+                                    {"checkpoint_stall_seconds", "checkpoint stall", "#4a78c8"},
                                     {"other_seconds", "start-up, shut-down", "#8a8f98"}};
   const double wall = std::max(1e-9, number_of(*summary, "wall_seconds"));
   std::string svg =

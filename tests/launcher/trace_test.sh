@@ -126,6 +126,10 @@ for name in "start 1, attempt 0" "start 1, attempt 1" "start 2, attempt 0"; do
 done
 expect_grep "rank 2 on [^:]+: killed by signal 9" "$scratch/report.dom" "and the root cause of the failed attempt"
 expect_grep "Goodput <b>[0-9.]+%" "$scratch/report.dom" "and the goodput"
+shares=$("$python" -c 'import re, sys; print(sum(float(x) for x in re.findall(r"<td>([0-9.]+)%</td>", open(sys.argv[1]).read())))' \
+  "$scratch/report.dom")
+check "the goodput's parts add up to the wall time ($shares %)" \
+  "\"$python\" -c 'import sys; sys.exit(0 if 99.4 < $shares < 100.6 else 1)'"
 timeout 120 "${browser[@]}" --dump-dom "file://$scratch/hang.html" >"$scratch/hang.dom" 2>/dev/null
 expect_grep "flight recorder:</i> collective #[0-9]+ on" "$scratch/hang.dom" "the hung run's page has the flight recorder's verdict"
 
