@@ -1,12 +1,13 @@
 #include "flight_report.h"
 
 #include <algorithm>
-#include <fstream>
+#include <limits>
 #include <map>
 #include <set>
-#include <sstream>
 
 #include <fmt/format.h>
+
+#include "lockstep/files.h"
 
 namespace lockstep::launcher {
 
@@ -15,7 +16,10 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-constexpr std::uintmax_t kMaxFile = 64 << 20;
+// A rank keeps at most LOCKSTEP_FLIGHT_RECORDS (2,000 by default) records
+// per communicator, about 250 bytes each in its file.
+constexpr std::uintmax_t kMaxFile = 16 << 20;
+constexpr std::size_t kMaxChannels = 64;
 constexpr int kMaxRanks = 1 << 24;
 
 // "0-2, 4, 6-7"
@@ -35,52 +39,113 @@ std::string ranks_text(const std::vector<int>& ranks) {
   return fmt::format("{} {}", ranks.size() == 1 ? "rank" : "ranks", ranges(ranks));
 }
 
-// One rank's records of one channel: state by sequence number.
-struct Channel {
-  std::map<std::uint64_t, std::string> state;
-  std::map<std::uint64_t, std::string> description;
+// A collective on one rank: its stage, when it started, what it was.
+struct Seen {
+  char stage = 'q';  // q: queued, s: started, d: done
+  std::int64_t started_ns = 0;
+  std::string description;
 };
+// One rank's records of one channel, by sequence number.
+using Channel = std::map<std::uint64_t, Seen>;
 
-// The channels of one rank's file; nothing when it is not a valid record.
-std::optional<std::pair<int, std::map<std::string, Channel>>> read_file(
-    const fs::path& path, std::optional<std::int64_t> written_before) {
-  std::error_code error;
-  const auto size = fs::file_size(path, error);
-  if (error || size > kMaxFile || !fs::is_regular_file(fs::symlink_status(path))) return {};
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  const json dump = json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+// The channels of one rank's file; nothing when it is not a valid record of
+// `rank`, or was written at or after `written_before`.
+std::optional<std::map<std::string, Channel>> read_file(
+    const fs::path& path, int rank, std::optional<std::int64_t> written_before) {
+  const std::optional<std::string> text = files::read_regular(path, kMaxFile);
+  if (!text) return std::nullopt;
+  const json dump = json::parse(*text, nullptr, /*allow_exceptions=*/false);
   if (!dump.is_object() || !dump.contains("rank") || !dump["rank"].is_number_integer() ||
-      !dump.contains("channels") || !dump["channels"].is_array()) {
-    return {};
+      dump["rank"].get<std::int64_t>() != rank || !dump.contains("channels") ||
+      !dump["channels"].is_array() || dump["channels"].size() > kMaxChannels) {
+    return std::nullopt;
   }
-  const auto rank = dump["rank"].get<std::int64_t>();
-  if (rank < 0 || rank >= kMaxRanks) return {};
   if (written_before && (!dump.contains("dumped_ns") || !dump["dumped_ns"].is_number_integer() ||
                          dump["dumped_ns"].get<std::int64_t>() >= *written_before)) {
-    return {};
+    return std::nullopt;
   }
   std::map<std::string, Channel> channels;
   for (const json& channel : dump["channels"]) {
     if (!channel.is_object() || !channel.contains("channel") || !channel["channel"].is_string() ||
         !channel.contains("records") || !channel["records"].is_array()) {
-      return {};
+      return std::nullopt;
     }
     Channel& mine = channels[channel["channel"].get<std::string>().substr(0, 64)];
     for (const json& record : channel["records"]) {
       if (!record.is_object() || !record.contains("seq") || !record["seq"].is_number_unsigned() ||
           !record.contains("state") || !record["state"].is_string()) {
-        return {};
+        return std::nullopt;
       }
-      const auto sequence = record["seq"].get<std::uint64_t>();
-      mine.state[sequence] = record["state"].get<std::string>();
+      const std::string state = record["state"].get<std::string>();
+      Seen& seen = mine[record["seq"].get<std::uint64_t>()];
+      seen.stage = state == "done" ? 'd' : state == "started" ? 's' : 'q';
+      if (record.contains("started_ns") && record["started_ns"].is_number_integer()) {
+        seen.started_ns = record["started_ns"].get<std::int64_t>();
+      }
       if (record.contains("description") && record["description"].is_string()) {
-        mine.description[sequence] = record["description"].get<std::string>().substr(0, 200);
+        seen.description = record["description"].get<std::string>().substr(0, 200);
       }
     }
   }
-  return std::make_pair(static_cast<int>(rank), std::move(channels));
+  return channels;
+}
+
+using Ranks = std::map<int, std::map<std::string, Channel>>;
+
+// The readable flight-rank-<R>.json files of ranks below `world_size`.
+Ranks read_ranks(const fs::path& attempt_dir, int world_size,
+                 std::optional<std::int64_t> written_before) {
+  Ranks ranks;
+  for (int rank = 0; rank < world_size; ++rank) {
+    const fs::path path = attempt_dir / fmt::format("flight-rank-{}.json", rank);
+    if (auto channels = read_file(path, rank, written_before)) ranks[rank] = std::move(*channels);
+  }
+  return ranks;
+}
+
+// The verdict on `name`'s oldest unfinished collective (the lowest number
+// some rank has not finished); nothing when every collective finished.
+std::optional<FlightVerdict> verdict_on(const Ranks& ranks, const std::string& name,
+                                        std::int64_t& started_ns) {
+  std::optional<std::uint64_t> stuck;
+  for (const auto& [rank, channels] : ranks) {
+    const auto it = channels.find(name);
+    if (it == channels.end()) continue;
+    for (const auto& [sequence, seen] : it->second) {
+      if (seen.stage == 'd') continue;
+      if (!stuck || sequence < *stuck) stuck = sequence;
+      break;
+    }
+  }
+  if (!stuck) return std::nullopt;
+  FlightVerdict found;
+  found.channel = name;
+  found.sequence = *stuck;
+  started_ns = std::numeric_limits<std::int64_t>::max();
+  for (const auto& [rank, channels] : ranks) {
+    const auto it = channels.find(name);
+    if (it == channels.end()) {
+      found.not_joined.push_back(rank);
+      continue;
+    }
+    const Channel& seen = it->second;
+    if (const auto record = seen.find(*stuck); record != seen.end()) {
+      if (found.description.empty()) found.description = record->second.description;
+      if (record->second.stage == 's') {
+        found.waiting.push_back(rank);
+        if (record->second.started_ns > 0) {
+          started_ns = std::min(started_ns, record->second.started_ns);
+        }
+      }
+      // Queued: issued, but the rank never got to start it.
+      if (record->second.stage == 'q') found.not_joined.push_back(rank);
+      continue;
+    }
+    // No record of it: the rank is behind when its records end before it
+    // (a ring that dropped it has passed it).
+    if (seen.empty() || seen.rbegin()->first < *stuck) found.not_joined.push_back(rank);
+  }
+  return found;
 }
 
 }  // namespace
@@ -88,18 +153,16 @@ std::optional<std::pair<int, std::map<std::string, Channel>>> read_file(
 std::string FlightVerdict::text() const {
   std::string line = fmt::format("collective #{} on {}", sequence, channel);
   if (!description.empty()) line += fmt::format(" ({})", description);
-  std::vector<int> absent = not_joined;
-  absent.insert(absent.end(), no_record.begin(), no_record.end());
-  std::sort(absent.begin(), absent.end());
-  line += absent.empty() ? " was started by every rank that left records, but did not finish"
-                         : fmt::format(" never joined by {}", ranks_text(absent));
-  if (!no_record.empty()) {
-    line += fmt::format(" (no flight record from {}: stopped, dead or unreachable)",
-                        ranks_text(no_record));
-  }
+  if (!not_joined.empty()) line += fmt::format(" never joined by {}", ranks_text(not_joined));
   if (!waiting.empty()) {
-    line +=
-        fmt::format("; {} {} in it", ranks_text(waiting), waiting.size() == 1 ? "waits" : "wait");
+    line += fmt::format("{}{} {} in it", not_joined.empty() ? ": " : "; ", ranks_text(waiting),
+                        waiting.size() == 1 ? "waits" : "wait");
+  }
+  if (not_joined.empty() && waiting.empty()) line += " did not finish";
+  if (!no_record.empty()) {
+    line += fmt::format(
+        "; no flight record from {} (stopped, dead, or its host keeps its own run directory)",
+        ranks_text(no_record));
   }
   return line;
 }
@@ -117,62 +180,22 @@ json FlightVerdict::to_json() const {
 
 std::optional<FlightVerdict> read_flight_records(const fs::path& attempt_dir, int world_size,
                                                  std::optional<std::int64_t> written_before) {
-  std::map<int, std::map<std::string, Channel>> ranks;
-  std::error_code error;
-  for (const fs::directory_entry& entry : fs::directory_iterator(attempt_dir, error)) {
-    const std::string name = entry.path().filename().string();
-    if (!name.starts_with("flight-rank-") || !name.ends_with(".json")) continue;
-    if (auto parsed = read_file(entry.path(), written_before)) {
-      ranks[parsed->first] = std::move(parsed->second);
-    }
-  }
-  if (ranks.empty()) return std::nullopt;
-  // The oldest collective some rank has started or queued but not finished,
-  // over every channel.
-  std::optional<FlightVerdict> verdict;
+  const Ranks ranks = read_ranks(attempt_dir, world_size, written_before);
+  // Of the channels with an unfinished collective, the one whose collective
+  // began first: sequence numbers of different channels do not compare.
   std::set<std::string> names;
   for (const auto& [rank, channels] : ranks) {
     for (const auto& [name, channel] : channels) names.insert(name);
   }
+  std::optional<FlightVerdict> verdict;
+  std::int64_t earliest = std::numeric_limits<std::int64_t>::max();
   for (const std::string& name : names) {
-    std::optional<std::uint64_t> stuck;
-    std::string description;
-    for (const auto& [rank, channels] : ranks) {
-      const auto it = channels.find(name);
-      if (it == channels.end()) continue;
-      for (const auto& [sequence, state] : it->second.state) {
-        if (state == "done") continue;
-        if (!stuck || sequence < *stuck) {
-          stuck = sequence;
-          const auto text = it->second.description.find(sequence);
-          description = text != it->second.description.end() ? text->second : "";
-        }
-        break;
-      }
+    std::int64_t started_ns = 0;
+    auto found = verdict_on(ranks, name, started_ns);
+    if (found && (!verdict || started_ns < earliest)) {
+      verdict = std::move(found);
+      earliest = started_ns;
     }
-    if (!stuck) continue;
-    FlightVerdict found;
-    found.channel = name;
-    found.sequence = *stuck;
-    found.description = description;
-    for (const auto& [rank, channels] : ranks) {
-      const auto it = channels.find(name);
-      if (it == channels.end()) {
-        found.not_joined.push_back(rank);
-        continue;
-      }
-      const auto& states = it->second.state;
-      if (const auto state = states.find(*stuck); state != states.end()) {
-        // Queued: issued, but the rank never got to start it.
-        if (state->second == "started") found.waiting.push_back(rank);
-        if (state->second == "queued") found.not_joined.push_back(rank);
-        continue;
-      }
-      // No record of it: the rank is behind when its records end before
-      // it (a ring that dropped it has passed it).
-      if (states.empty() || states.rbegin()->first < *stuck) found.not_joined.push_back(rank);
-    }
-    if (!verdict) verdict = std::move(found);
   }
   if (!verdict) return std::nullopt;
   verdict->dumps = static_cast<int>(ranks.size());

@@ -9,6 +9,8 @@
 
 #include <fmt/format.h>
 
+#include "lockstep/files.h"
+
 namespace lockstep::launcher {
 
 std::string LineLog::append(const std::string& line) {
@@ -29,13 +31,8 @@ std::string LineLog::append(const std::string& line) {
     file_.reset(open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644));
     if (!file_) return fmt::format("cannot write {}: {}", path_.string(), std::strerror(errno));
   }
-  const std::string framed = line + "\n";
-  std::size_t done = 0;
-  while (done < framed.size()) {
-    const ssize_t wrote = write(file_.get(), framed.data() + done, framed.size() - done);
-    if (wrote < 0 && errno == EINTR) continue;
-    if (wrote <= 0) return fmt::format("cannot write {}: {}", path_.string(), std::strerror(errno));
-    done += static_cast<std::size_t>(wrote);
+  if (!files::write_all(file_.get(), line + "\n")) {
+    return fmt::format("cannot write {}: {}", path_.string(), std::strerror(errno));
   }
   return note;
 }

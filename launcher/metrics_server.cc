@@ -53,8 +53,13 @@ MHD_Result answer(void* self, MHD_Connection* connection, const char* url, const
   }
   const std::string_view path(url);
   if (path == "/metrics") {
-    return reply(connection, MHD_HTTP_OK, static_cast<MetricsServer*>(self)->current(),
-                 kContentType);
+    // No exception may cross libmicrohttpd's C frames.
+    try {
+      return reply(connection, MHD_HTTP_OK, static_cast<MetricsServer*>(self)->current(),
+                   kContentType);
+    } catch (const std::exception&) {
+      return MHD_NO;  // closes the connection
+    }
   }
   if (path == "/") {
     return reply(connection, MHD_HTTP_OK, "lockstep run: metrics at /metrics\n", "text/plain");

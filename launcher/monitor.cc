@@ -202,7 +202,8 @@ void Monitor::run() {
       epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, listen_fd_.get(), &interest);
     }
     expire_strangers(now);
-    if (dump_requested_.exchange(false)) send_to_ranks("{\"type\":\"dump\"}\n");
+    // The newline first ends a request an earlier short send left cut.
+    if (dump_requested_.exchange(false)) send_to_ranks("\n{\"type\":\"dump\"}\n");
   }
   for (auto& [fd, connection] : connections_) connection.fd.reset();
   connections_.clear();

@@ -1,14 +1,15 @@
 #include "output_file.h"
 
+#include <ext/stdio_filebuf.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 
 #include <fmt/format.h>
 
 #include "lockstep/error.h"
+#include "lockstep/files.h"
 
 namespace lockstep::cli {
 
@@ -18,26 +19,32 @@ void write_output_file(const std::filesystem::path& output,
   if (fs::is_directory(output)) {
     throw UsageError(fmt::format("-o {}: is a directory; name a file", output.string()));
   }
-  const fs::path temporary =
-      output.parent_path() / fmt::format(".{}.tmp-{}", output.filename().string(), getpid());
+  // A fresh name (O_EXCL): nothing planted beside the output is written
+  // through.
+  fs::path temporary;
+  const int fd = files::create_beside(output, temporary);
+  if (fd < 0) {
+    throw UsageError(fmt::format("-o {}: cannot write there ({}); name a writable place",
+                                 output.string(), std::strerror(errno)));
+  }
   struct Cleanup {
     const fs::path& path;
+    bool armed = true;
     ~Cleanup() {
-      std::error_code ignored;
-      fs::remove(path, ignored);
+      if (armed) ::unlink(path.c_str());
     }
   } cleanup{temporary};
   {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    if (!out) {
-      throw UsageError(fmt::format("-o {}: cannot write there ({}); name a writable place",
-                                   output.string(), std::strerror(errno)));
-    }
+    __gnu_cxx::stdio_filebuf<char> buffer(fd, std::ios::out | std::ios::binary);  // closes fd
+    std::ostream out(&buffer);
     write(out);
     out.flush();
-    if (!out) throw IoError(fmt::format("writing {} failed (disk full?)", temporary.string()));
+    if (!out || buffer.close() == nullptr) {
+      throw IoError(fmt::format("writing {} failed (disk full?)", temporary.string()));
+    }
   }
   fs::rename(temporary, output);
+  cleanup.armed = false;
 }
 
 }  // namespace lockstep::cli

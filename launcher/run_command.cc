@@ -279,8 +279,6 @@ launcher::SupervisorOptions plan_from(const RunOptions& options) {
   if (!endpoint.remote_hosts.empty()) plan.multi_host = true;
   plan.monitor = launcher::choose_monitor_endpoint(endpoint);
   plan.allow_unmonitored = options.allow_unmonitored;
-  plan.metrics_port = options.metrics_port;
-  plan.metrics_address = options.metrics_address;
   if (options.allow_unmonitored) plan.plan.environment["LOCKSTEP_ALLOW_UNMONITORED"] = "true";
   const int ranks = ranks_for(options);
   for (const std::string& text : options.inject) {
@@ -434,7 +432,13 @@ void add_run_command(CLI::App& app, int& exit_code) {
       "Slurm SIGUSR1 also requeues the job).");
   command->callback([options, &exit_code] {
     check_environment();
-    const launcher::SupervisorOptions plan = plan_from(*options);
+    launcher::SupervisorOptions plan = plan_from(*options);
+    if (!options->dry_run && options->metrics_port >= 0) {
+      // Before the run directory: a port in use stops the run with nothing
+      // made.
+      plan.metrics = std::make_shared<launcher::MetricsServer>(options->metrics_address,
+                                                               options->metrics_port);
+    }
     if (!options->dry_run) make_run_dir(plan.run_dir);
     if (options->dry_run) {
       // Show the variables every attempt adds; their values exist only then.

@@ -2,12 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <set>
-#include <sstream>
 
 #include <fmt/format.h>
 
+#include "lockstep/files.h"
 #include "trace_merge.h"
 
 namespace lockstep::launcher {
@@ -18,6 +17,9 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 constexpr std::size_t kMaxStepsPerRank = 1'000'000;
+// More than any run has; what a damaged timeline adds beyond is not drawn.
+constexpr std::size_t kMaxAttempts = 10'000;
+constexpr std::size_t kMaxMarks = 100'000;
 constexpr std::uintmax_t kMaxSummary = 1 << 20;
 constexpr int kMaxRankLines = 16;  // step-time lines drawn; the slowest ranks
 constexpr double kWidth = 960;     // of the charts' plotting area, in SVG units
@@ -112,6 +114,7 @@ class Collector {
                             : failure;
       }
       attempt.flight = string_of(args, "flight_recorder");
+      if (data_.attempts.size() >= kMaxAttempts) return;
       data_.attempts.push_back(std::move(attempt));
       sessions_.push_back(session_);
     } else if (ph == "i") {
@@ -123,7 +126,7 @@ class Collector {
                                                   : "note";
         if (kind == "start") ++session_;
       }
-      data_.marks.push_back({.at = at, .kind = kind, .text = name});
+      if (data_.marks.size() < kMaxMarks) data_.marks.push_back({.at = at, .kind = kind, .text = name});
     }
   }
 
@@ -134,14 +137,9 @@ class Collector {
 };
 
 std::optional<json> read_summary(const fs::path& path) {
-  std::error_code error;
-  if (!fs::is_regular_file(fs::symlink_status(path)) || fs::file_size(path, error) > kMaxSummary) {
-    return std::nullopt;
-  }
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  json summary = json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+  const std::optional<std::string> text = files::read_regular(path, kMaxSummary);
+  if (!text) return std::nullopt;
+  json summary = json::parse(*text, nullptr, /*allow_exceptions=*/false);
   if (!summary.is_object()) return std::nullopt;
   return summary;
 }
@@ -263,7 +261,7 @@ std::string goodput_section(const std::optional<json>& summary, bool several_sta
       "{}{}</table>",
       100 * number_of(*summary, "productive_seconds") / wall, duration(wall),
       several_starts ? " (the latest start of lockstep run)" : "",
-      static_cast<int>(number_of(*summary, "restarts")),
+      static_cast<long long>(std::clamp(number_of(*summary, "restarts"), 0.0, 1e9)),
       duration(number_of(*summary, "mean_time_to_recovery_seconds")), svg, legend);
 }
 
@@ -298,7 +296,8 @@ std::string step_time_section(const ReportData& data, const TimeAxis& axis) {
     auto& mine = bins[rank];
     mine.assign(kBins, {0.0, 0});
     for (const auto& [at, seconds] : data.steps.at(rank)) {
-      const int bin = std::clamp(static_cast<int>(at / axis.span * kBins), 0, kBins - 1);
+      // Clamped as a double: a time from a damaged file may be anything.
+      const int bin = static_cast<int>(std::clamp(at / axis.span * kBins, 0.0, kBins - 1.0));
       mine[static_cast<std::size_t>(bin)].first += seconds;
       mine[static_cast<std::size_t>(bin)].second += 1;
     }

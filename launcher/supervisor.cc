@@ -25,6 +25,7 @@
 #include "laggard.h"
 #include "line_log.h"
 #include "lockstep/error.h"
+#include "lockstep/files.h"
 #include "metrics.h"
 #include "metrics_server.h"
 #include "monitor.h"
@@ -133,23 +134,6 @@ class Notices {
   std::int64_t refused_reported_ = 0;
   std::int64_t failures_reported_ = 0;
 };
-
-// Writes `text` to `path` through a temporary file and a rename, so that a
-// reader never sees half a summary. Returns what went wrong, or "".
-std::string write_whole_file(const std::filesystem::path& path, const std::string& text) {
-  std::error_code error;
-  std::filesystem::create_directories(path.parent_path(), error);
-  const std::filesystem::path temporary = path.string() + ".tmp";
-  {
-    std::ofstream file(temporary, std::ios::trunc);
-    file << text;
-    file.flush();
-    if (!file) return fmt::format("cannot write {}: {}", temporary.string(), std::strerror(errno));
-  }
-  std::filesystem::rename(temporary, path, error);
-  if (error) return fmt::format("cannot write {}: {}", path.string(), error.message());
-  return "";
-}
 
 struct RankState {
   int pid = 0;
@@ -925,15 +909,19 @@ std::filesystem::path Attempt::attempt_dir() const {
 void Attempt::collect_flight_records(ChildProcess& job) {
   monitor_.request_dump();
   const auto deadline = Clock::now() + kFlightRecordWait;
+  // The ranks that introduced themselves, each of which may answer.
   const auto written = [this] {
-    std::error_code error;
-    int count = 0;
-    for (const auto& entry : std::filesystem::directory_iterator(attempt_dir(), error)) {
-      count += entry.path().filename().string().starts_with("flight-rank-") ? 1 : 0;
+    std::size_t count = 0;
+    for (const auto& [rank, state] : ranks_) {
+      std::error_code error;
+      count += std::filesystem::exists(
+                   attempt_dir() / fmt::format("flight-rank-{}.json", rank), error)
+                   ? 1
+                   : 0;
     }
     return count;
   };
-  while (Clock::now() < deadline && written() < std::max(1, world_size_)) {
+  while (Clock::now() < deadline && written() < std::max<std::size_t>(1, ranks_.size())) {
     pump_output(job, 100);
     for (const RankEvent& event : monitor_.drain()) handle(event);
   }
@@ -1202,10 +1190,6 @@ int supervise(SupervisorOptions options) {
     files.rlim_cur = files.rlim_max;
     setrlimit(RLIMIT_NOFILE, &files);
   }
-  // First, so that a port in use stops the run before anything started.
-  std::optional<MetricsServer> metrics_server;
-  if (options.metrics_port >= 0)
-    metrics_server.emplace(options.metrics_address, options.metrics_port);
   std::filesystem::create_directories(options.run_dir);
   const std::string token = random_token();
   Monitor monitor(options.monitor.bind, token);
@@ -1219,9 +1203,7 @@ int supervise(SupervisorOptions options) {
                     options.monitor.bind == "0.0.0.0" ? "; listening on every address" : ""),
         true);
   }
-  if (metrics_server) {
-    status.print_line("lockstep: metrics at " + metrics_server->url(), true);
-  }
+  if (options.metrics) status.print_line("lockstep: metrics at " + options.metrics->url(), true);
   std::vector<AttemptRecord> attempts;
   std::vector<CheckpointEvent> checkpoints;
   const Clock::time_point run_start = Clock::now();
@@ -1241,7 +1223,7 @@ int supervise(SupervisorOptions options) {
     status.print_line("lockstep: warning: the timeline is incomplete: " + problem, true);
   };
   on_timeline(timeline.start(options.slurm.job_id, options.slurm.restart_count));
-  MetricsFeed metrics(metrics_server ? &*metrics_server : nullptr, attempts, checkpoints, run_start,
+  MetricsFeed metrics(options.metrics.get(), attempts, checkpoints, run_start,
                       monitor, status);
   int exit_code = kRunFailed;
   int no_progress_streak = 0;
@@ -1388,7 +1370,7 @@ int supervise(SupervisorOptions options) {
   summary["monitored"] = monitored(attempts);
   summary["heartbeat_accept_failures"] = monitor.accept_failures();
   if (const std::string problem =
-          write_whole_file(options.run_dir / "summary.json", summary.dump(2) + "\n");
+          files::replace_file(options.run_dir / "summary.json", summary.dump(2) + "\n");
       !problem.empty()) {
     status.print_line("lockstep: warning: " + problem, true);
   }

@@ -7,9 +7,11 @@
 #include <csignal>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "metrics_server.h"
 #include "monitor_address.h"
 #include "mpirun_command.h"
 
@@ -74,10 +76,8 @@ struct SupervisorOptions {
   // they are alive every second) before that host counts as lost; 0: never.
   double host_timeout = 4;
   std::vector<InjectedFailure> injected;
-  // Serve Prometheus metrics on metrics_address:metrics_port (0: a free
-  // port); -1: no metrics.
-  int metrics_port = -1;
-  std::string metrics_address = "127.0.0.1";
+  // Where /metrics is served while the run lasts; null: nowhere.
+  std::shared_ptr<MetricsServer> metrics;
   SlurmOptions slurm;  // used when plan.starter is Starter::kSrun
 };
 

@@ -1,9 +1,12 @@
 #include "trace_merge.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <array>
+#include <cerrno>
 #include <charconv>
 #include <cstdint>
-#include <fstream>
 #include <limits>
 #include <map>
 #include <optional>
@@ -13,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "lockstep/error.h"
+#include "lockstep/files.h"
 
 namespace lockstep::launcher {
 
@@ -28,17 +32,28 @@ constexpr std::int64_t kThreadsPerAttempt = kTraceThreadsPerAttempt;
 constexpr int kMaxRank = 1 << 24;
 constexpr int kLauncherPid = 0;
 
-// Reads lines of at most kMaxLine bytes; longer ones are skipped whole.
+// Reads lines of at most kMaxLine bytes from a regular file (never through
+// a link, never blocking on a FIFO); longer lines are skipped whole.
 class LineReader {
  public:
-  explicit LineReader(const fs::path& path) : in_(path, std::ios::binary) {}
-  bool is_open() const { return in_.is_open(); }
+  explicit LineReader(const fs::path& path) {
+    std::string why;
+    fd_ = files::open_regular(path, std::numeric_limits<std::uintmax_t>::max(), why);
+  }
+  ~LineReader() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  LineReader(const LineReader&) = delete;
+  LineReader& operator=(const LineReader&) = delete;
+
+  bool is_open() const { return fd_ >= 0; }
   // False at the end; `too_long` says the line was skipped.
   bool next(std::string& line, bool& too_long) {
     line.clear();
     too_long = false;
-    char c = 0;
-    while (in_.get(c)) {
+    while (true) {
+      if (position_ == filled_ && !refill()) return !line.empty() || too_long;
+      const char c = buffer_[position_++];
       if (c == '\n') return true;
       if (line.size() < kMaxLine) {
         line += c;
@@ -46,11 +61,24 @@ class LineReader {
         too_long = true;
       }
     }
-    return !line.empty() || too_long;
   }
 
  private:
-  std::ifstream in_;
+  bool refill() {
+    if (fd_ < 0) return false;
+    ssize_t n = 0;
+    do {
+      n = ::read(fd_, buffer_.data(), buffer_.size());
+    } while (n < 0 && errno == EINTR);
+    position_ = 0;
+    filled_ = n > 0 ? static_cast<std::size_t>(n) : 0;
+    return n > 0;
+  }
+
+  int fd_ = -1;
+  std::array<char, 65536> buffer_{};
+  std::size_t position_ = 0;
+  std::size_t filled_ = 0;
 };
 
 // The number in "attempt-12" or "rank-3.jsonl"; nullopt when the name is
@@ -70,14 +98,16 @@ std::optional<std::int64_t> number_in(const std::string& name, std::string_view 
 }
 
 // Entries of `dir` that are real directories (or regular files), by name;
-// symbolic links are not followed.
+// symbolic links are not followed. An entry that vanishes or cannot be read
+// ends the listing, never the command.
 std::vector<fs::path> entries(const fs::path& dir, bool directories) {
   std::vector<fs::path> found;
   std::error_code error;
-  for (const fs::directory_entry& entry : fs::directory_iterator(dir, error)) {
-    const fs::file_status status = entry.symlink_status(error);
+  for (fs::directory_iterator it(dir, error), end; !error && it != end; it.increment(error)) {
+    std::error_code status_error;
+    const fs::file_status status = it->symlink_status(status_error);
     if (directories ? fs::is_directory(status) : fs::is_regular_file(status)) {
-      found.push_back(entry.path());
+      found.push_back(it->path());
     }
   }
   std::sort(found.begin(), found.end());
@@ -142,7 +172,8 @@ class Merger {
       session.name = dir.filename().string();
       const fs::path launcher = dir / "launcher.jsonl";
       if (fs::is_regular_file(fs::symlink_status(launcher))) {
-        if (const auto header = header_of(launcher); header && integer(*header, "started")) {
+        if (const auto header = header_of(launcher); header && integer(*header, "started") &&
+                                                      *integer(*header, "started") > 0) {
           session.launcher = launcher;
           consider_zero(*integer(*header, "started"));
         } else {
@@ -192,6 +223,8 @@ class Merger {
  private:
   void consider_zero(std::int64_t ns) { zero_ = zero_ ? std::min(*zero_, ns) : ns; }
 
+  // `ns` is at or after the zero (records before it are refused), and both
+  // are positive: the difference cannot overflow.
   double micros(std::int64_t ns) const {
     return static_cast<double>(ns - zero_.value_or(0)) / 1000.0;
   }
@@ -200,7 +233,7 @@ class Merger {
     const auto header = header_of(path);
     const auto rank = header ? integer(*header, "rank") : std::nullopt;
     const auto started = header ? integer(*header, "started") : std::nullopt;
-    if (!rank || *rank < 0 || *rank >= kMaxRank || !started) {
+    if (!rank || *rank < 0 || *rank >= kMaxRank || !started || *started <= 0) {
       report_.problems.push_back(path.string() + ": no valid first line; left out");
       return std::nullopt;
     }
@@ -264,7 +297,9 @@ class Merger {
       return true;
     }
     const auto duration = integer(line, "dur");
-    if (!duration || *duration < 0) return false;
+    if (!duration || *duration < 0 || *duration > std::numeric_limits<std::int64_t>::max() - *ts) {
+      return false;
+    }
     if (*ph == "X") {
       event.update({{"ph", "X"}, {"dur", static_cast<double>(*duration) / 1000.0}});
       emit(event);

@@ -109,7 +109,7 @@ class Checkpointer::SaveJob {
     const auto start = Clock::now();
     try {
       if (tiers_.memory) {
-        const trace::Scope memory("checkpoint", fmt::format("memory tier step {}", staged_.step));
+        const trace::Scope memory("checkpoint", "memory tier step", staged_.step);
         try {
           stats_.bytes_written +=
               checkpoint::write_and_commit_local(staged_, comm, tiers_.node_comm, *tiers_.nodes,
@@ -124,7 +124,7 @@ class Checkpointer::SaveJob {
         }
       }
       if (tiers_.disk) {
-        const trace::Scope disk("checkpoint", fmt::format("disk step {}", staged_.step));
+        const trace::Scope disk("checkpoint", "disk step", staged_.step);
         stats_.disk_bytes = checkpoint::write_and_commit(staged_, comm, env, options);
         stats_.bytes_written += stats_.disk_bytes;
         stats_.on_disk = true;
@@ -338,7 +338,7 @@ void Checkpointer::finish_in_flight(bool rethrow) {
 void Checkpointer::save(std::int64_t step, const State& state) {
   const auto start = Clock::now();
   // The stall: from here to the return.
-  const trace::Scope saving("checkpoint", fmt::format("save step {}", step));
+  const trace::Scope saving("checkpoint", "save step", step);
   finish_in_flight(true);
   // The ranks agree on the state's layout, exchange their chunks of sharded
   // tensors, stage, and agree again before any writer starts: a rank whose
@@ -366,7 +366,7 @@ void Checkpointer::save(std::int64_t step, const State& state) {
   auto pieces = checkpoint::gather_pieces(flat, comm_.get());
   std::unique_ptr<SaveJob> job;
   try {
-    const trace::Scope staging("checkpoint", fmt::format("stage step {}", step));
+    const trace::Scope staging("checkpoint", "stage step", step);
     job = std::make_unique<SaveJob>(checkpoint::stage(
         step, state, std::move(flat), std::move(pieces), comm_.rank(), comm_.size(), options_.async,
         copy_threads_, staging_, rank_file_, master_file_));

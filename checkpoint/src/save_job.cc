@@ -388,12 +388,12 @@ std::uint64_t write_and_commit(StagedSave& staged, MPI_Comm comm, FileEnv& env,
   // Every rank writes and fsyncs its own file.
   std::uint64_t bytes_written = 0;
   const json outcome = [&] {
-    const trace::Scope writing("checkpoint", fmt::format("write step {}", staged.step));
+    const trace::Scope writing("checkpoint", "write step", staged.step);
     return write_own_file(staged, env, temporary, bytes_written);
   }();
   // Until the end of this function: waiting for the others, the metadata,
   // the rename.
-  const trace::Scope committing("checkpoint", fmt::format("commit step {}", staged.step));
+  const trace::Scope committing("checkpoint", "commit step", staged.step);
 
   // Rank 0 hears from every rank; only when all wrote and synced does it
   // write the metadata and commit.

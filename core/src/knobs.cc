@@ -170,7 +170,7 @@ const Knob<std::string> trace{{
     .doc = "Record this rank's timeline (steps, gradient buckets, collectives, checkpoint "
            "phases) for `lockstep trace RUN_DIR`: 'auto' when started by `lockstep run`, 'on' "
            "always (into <run dir>/trace/local/), 'off' never. Costs a few hundred nanoseconds "
-           "per span and 256 KiB per thread.",
+           "per span and 352 KiB per thread that records.",
     .choices = kTraceModes,
 }};
 

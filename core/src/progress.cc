@@ -1,6 +1,5 @@
 #include "lockstep/progress.h"
 
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +11,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "lockstep/files.h"
 #include "lockstep/log.h"
 #include "lockstep/mutex.h"
 #include "lockstep/trace.h"
@@ -165,6 +165,38 @@ std::vector<CollectiveState> collective_progress() {
   return states;
 }
 
+namespace {
+
+// The flight records of every communicator, as one line of JSON.
+std::string flight_dump_text(const FlightDumpTarget& target, const std::string& reason) {
+    nlohmann::json channels = nlohmann::json::array();
+  for (const FlightLog& log : flight_records()) {
+    nlohmann::json records = nlohmann::json::array();
+    for (const FlightRecord& record : log.records) {
+      nlohmann::json line = description_parts(record.description);
+      line.update({{"seq", record.sequence},
+                   {"description", record.description},
+                   {"state", stage_name(record.stage)},
+                   {"queued_ns", record.queued_ns},
+                   {"started_ns", record.started_ns},
+                   {"done_ns", record.done_ns}});
+      records.push_back(std::move(line));
+    }
+    channels.push_back({{"channel", log.channel}, {"records", std::move(records)}});
+  }
+  return nlohmann::json{{"rank", target.rank},
+                                          {"attempt", target.attempt},
+                                          {"host", target.host},
+                                          {"pid", getpid()},
+                                          {"reason", reason},
+                                          {"dumped_ns", trace::now_ns()},
+                                          {"channels", std::move(channels)}}
+                               .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
+                           "\n";
+}
+
+}  // namespace
+
 void set_flight_capacity(std::size_t records) {
   Table& shared = table();
   MutexLock lock(shared.mutex);
@@ -196,47 +228,15 @@ bool dump_flight_records(const std::string& reason) noexcept {
       target = shared.target;
     }
     if (target.path.empty()) return false;
-    nlohmann::json channels = nlohmann::json::array();
-    for (const FlightLog& log : flight_records()) {
-      nlohmann::json records = nlohmann::json::array();
-      for (const FlightRecord& record : log.records) {
-        nlohmann::json line = description_parts(record.description);
-        line.update({{"seq", record.sequence},
-                     {"description", record.description},
-                     {"state", stage_name(record.stage)},
-                     {"queued_ns", record.queued_ns},
-                     {"started_ns", record.started_ns},
-                     {"done_ns", record.done_ns}});
-        records.push_back(std::move(line));
-      }
-      channels.push_back({{"channel", log.channel}, {"records", std::move(records)}});
-    }
-    const std::string text = nlohmann::json{{"rank", target.rank},
-                                            {"attempt", target.attempt},
-                                            {"host", target.host},
-                                            {"pid", getpid()},
-                                            {"reason", reason},
-                                            {"dumped_ns", trace::now_ns()},
-                                            {"channels", std::move(channels)}}
-                                 .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
-                             "\n";
+    const std::string text = flight_dump_text(target, reason);
     std::error_code ignored;
     std::filesystem::create_directories(target.path.parent_path(), ignored);
-    const std::filesystem::path temporary = target.path.string() + fmt::format(".tmp-{}", getpid());
-    const int fd =
-        ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
-    bool written = fd >= 0;
-    for (std::size_t done = 0; written && done < text.size();) {
-      const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      written = n > 0;
-      if (written) done += static_cast<std::size_t>(n);
-    }
-    if (fd >= 0) ::close(fd);
-    if (!written || ::rename(temporary.c_str(), target.path.c_str()) != 0) {
-      log::warn("flight recorder: cannot write {} ({})", target.path.string(),
-                std::strerror(errno));
-      ::unlink(temporary.c_str());
+    // One dump at a time: the watchdog, the heartbeat channel and an error
+    // may all ask at once.
+    static Mutex dumping;
+    MutexLock lock(dumping);
+    if (const std::string problem = files::replace_file(target.path, text); !problem.empty()) {
+      log::warn("flight recorder: {}", problem);
       return false;
     }
     log::info("flight recorder: the last collectives of this rank are in {} ({})",

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "lockstep/error.h"
+#include "lockstep/files.h"
 #include "lockstep/log.h"
 #include "lockstep/mutex.h"
 
@@ -22,7 +23,7 @@ namespace lockstep::trace {
 
 namespace {
 
-constexpr std::size_t kRingRecords = 4096;  // per thread: 256 KiB
+constexpr std::size_t kRingRecords = 4096;  // per thread: 352 KiB (88-byte records)
 constexpr std::size_t kNameBytes = 48;
 constexpr auto kFlushPeriod = std::chrono::milliseconds(250);
 
@@ -34,6 +35,8 @@ struct Record {
   char kind = 'X';  // X: span, A: async span, i: instant, M: the thread's name
   std::array<char, kNameBytes> name{};
 };
+
+static_assert(sizeof(Record) <= 88, "a ring of 4,096 records stays within 352 KiB");
 
 // One thread's records. The thread alone writes records and `head`; the
 // trace writer alone reads them and writes `tail`.
@@ -69,10 +72,20 @@ class Registry {
     MutexLock lock(mutex_);
     return active_;
   }
+  // Takes back the ring of an ended thread, once it is empty; its drops
+  // stay counted.
   void recycle(Ring* ring) LOCKSTEP_EXCLUDES(mutex_) {
     MutexLock lock(mutex_);
     std::erase(active_, ring);
+    retired_drops_ += ring->dropped.exchange(0);
     free_.push_back(ring);
+  }
+  // Records dropped so far by every ring.
+  std::uint64_t dropped() const LOCKSTEP_EXCLUDES(mutex_) {
+    MutexLock lock(mutex_);
+    std::uint64_t total = retired_drops_;
+    for (const Ring* ring : active_) total += ring->dropped.load(std::memory_order_relaxed);
+    return total;
   }
 
  private:
@@ -80,6 +93,7 @@ class Registry {
   std::vector<std::unique_ptr<Ring>> all_ LOCKSTEP_GUARDED_BY(mutex_);
   std::vector<Ring*> active_ LOCKSTEP_GUARDED_BY(mutex_);
   std::vector<Ring*> free_ LOCKSTEP_GUARDED_BY(mutex_);
+  std::uint64_t retired_drops_ LOCKSTEP_GUARDED_BY(mutex_) = 0;
 };
 
 Registry& registry() {
@@ -88,20 +102,24 @@ Registry& registry() {
 }
 
 std::atomic<bool> g_enabled{false};
+std::atomic<bool> g_writer_exists{false};
 
 // The calling thread's ring, taken at its first record and handed back when
 // the thread ends.
 struct ThreadRing {
   Ring* ring = nullptr;
+  bool gone = false;  // the thread is ending: it records nothing more
   ~ThreadRing() {
+    gone = true;
     if (ring != nullptr) ring->orphaned.store(true, std::memory_order_release);
+    ring = nullptr;
   }
 };
 thread_local ThreadRing t_ring;
 
 void push(char kind, const char* category, std::string_view name, std::uint64_t id,
           std::int64_t begin, std::int64_t end) {
-  if (!enabled()) return;
+  if (!enabled() || t_ring.gone) return;
   if (t_ring.ring == nullptr) t_ring.ring = registry().acquire();
   Ring& ring = *t_ring.ring;
   const std::uint64_t head = ring.head.load(std::memory_order_relaxed);
@@ -163,6 +181,11 @@ void instant(const char* category, std::string_view name) {
 
 void name_thread(std::string_view name) { push('M', "", name, 0, 0, 0); }
 
+Scope::Scope(const char* category, std::string_view prefix, std::int64_t number)
+    : category_(category), begin_(enabled() ? now_ns() : 0) {
+  if (begin_ != 0) name_ = fmt::format("{} {}", prefix, number);
+}
+
 struct TraceWriter::State {
   TraceFile file;
   int fd = -1;
@@ -173,6 +196,7 @@ struct TraceWriter::State {
   bool closed LOCKSTEP_GUARDED_BY(mutex) = false;  // full, or a write failed
   std::uint64_t dropped_written LOCKSTEP_GUARDED_BY(mutex) = 0;
   std::atomic<std::uint64_t> dropped{0};
+  std::uint64_t dropped_before = 0;  // by earlier writers
   std::thread thread;
 
   void write_text(const std::string& text) LOCKSTEP_REQUIRES(mutex) {
@@ -187,24 +211,17 @@ struct TraceWriter::State {
           file.path.string(), static_cast<double>(file.max_bytes) / (1 << 20));
       return;
     }
-    std::size_t done = 0;
-    while (done < text.size()) {
-      const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        closed = true;
-        log::warn("trace: writing {} failed ({}); the rest of this attempt is not recorded",
-                  file.path.string(), std::strerror(errno));
-        return;
-      }
-      done += static_cast<std::size_t>(n);
+    if (!files::write_all(fd, text)) {
+      closed = true;
+      log::warn("trace: writing {} failed ({}); the rest of this attempt is not recorded",
+                file.path.string(), std::strerror(errno));
+      return;
     }
     written += text.size();
   }
 
   void drain() LOCKSTEP_REQUIRES(mutex) {
     std::string text;
-    std::uint64_t dropped_now = 0;
     for (Ring* ring : registry().active()) {
       const bool gone = ring->orphaned.load(std::memory_order_acquire);
       const std::uint64_t tail = ring->tail.load(std::memory_order_relaxed);
@@ -213,10 +230,11 @@ struct TraceWriter::State {
         text += dump(to_json(ring->records[i % kRingRecords], ring->index));
       }
       ring->tail.store(head, std::memory_order_release);
-      dropped_now += ring->dropped.load(std::memory_order_relaxed);
       if (gone) registry().recycle(ring);
     }
-    dropped.store(std::max(dropped.load(), dropped_now));
+    // Counted from the start of this writer.
+    const std::uint64_t dropped_now = registry().dropped() - dropped_before;
+    dropped.store(dropped_now);
     if (dropped_now > dropped_written) {
       text += dump({{"ph", "dropped"}, {"count", dropped_now}, {"ts", now_ns()}});
       dropped_written = dropped_now;
@@ -224,16 +242,32 @@ struct TraceWriter::State {
     if (!text.empty()) write_text(text);
   }
 
-  void run() LOCKSTEP_EXCLUDES(mutex) {
+  // The writer thread. Training must never stop for its timeline: a
+  // failure (no memory) ends recording, not the process.
+  void run() noexcept LOCKSTEP_EXCLUDES(mutex) {
     MutexLock lock(mutex);
     while (!stopping) {
       wake.wait_for(lock, kFlushPeriod, [this]() LOCKSTEP_REQUIRES(mutex) { return stopping; });
-      drain();
+      try {
+        drain();
+      } catch (const std::exception&) {
+        closed = true;
+        g_enabled.store(false);
+      }
     }
   }
 };
 
 TraceWriter::TraceWriter(TraceFile file) : state_(std::make_unique<State>()) {
+  if (g_writer_exists.exchange(true)) {
+    throw UsageError("trace: a TraceWriter already runs in this process; there is one per process");
+  }
+  struct Release {
+    bool armed = true;
+    ~Release() {
+      if (armed) g_writer_exists.store(false);
+    }
+  } release;
   std::error_code error;
   std::filesystem::create_directories(file.path.parent_path(), error);
   state_->fd =
@@ -252,11 +286,13 @@ TraceWriter::TraceWriter(TraceFile file) : state_(std::make_unique<State>()) {
                              {"pid", getpid()},
                              {"started", now_ns()}}));
   }
-  g_enabled.store(true);
+  state_->dropped_before = registry().dropped();
   state_->thread = std::thread([state = state_.get()] {
     name_thread("trace writer");
     state->run();
   });
+  g_enabled.store(true);
+  release.armed = false;
 }
 
 TraceWriter::~TraceWriter() {
@@ -269,9 +305,14 @@ TraceWriter::~TraceWriter() {
   state_->thread.join();
   {
     MutexLock lock(state_->mutex);
-    state_->drain();
+    try {
+      state_->drain();
+    } catch (const std::exception&) {
+      // What the rings held is lost; the file has what came before.
+    }
   }
   ::close(state_->fd);
+  g_writer_exists.store(false);
 }
 
 void TraceWriter::flush() {

@@ -40,6 +40,23 @@ expect_failure "uncaught exception message" - uncaught "uncaught exception: inje
 expect_failure "exception leaving Runtime scope" - scope "exception is leaving the scope of lockstep::Runtime on rank 1"
 expect_failure "bad configuration" LOCKSTEP_LOG_LEVEL=loud ok "LOCKSTEP_LOG_LEVEL='loud' is not a known choice"
 
+# The failing rank writes its flight recorder's records (the runtime's own
+# decisions) before it takes the job down, saying why.
+run_dir=$(mktemp -d)
+LOCKSTEP_RUN_DIR=$run_dir timeout 120 "${mpiexec[@]}" -n 4 "$binary" uncaught >/dev/null 2>&1
+record=$run_dir/trace/local/attempt-0/flight-rank-1.json
+if ! python3 -c '
+import json, sys
+dump = json.load(open(sys.argv[1]))
+assert "uncaught exception: injected failure on rank 1" in dump["reason"], dump["reason"]
+assert dump["rank"] == 1 and any(c["channel"] == "runtime 1" for c in dump["channels"]), dump
+' "$record" 2>/dev/null; then
+  echo "FAIL flight record of the failing rank: $record is missing or wrong"; status=1
+else
+  echo "ok   the failing rank wrote its flight record, with the exception as the reason"
+fi
+rm -rf "$run_dir"
+
 help=$(timeout 120 "${mpiexec[@]}" -n 2 "$binary" ok --lockstep-help 2>&1)
 if [ "$(grep -c 'LOCKSTEP_LOG_LEVEL' <<<"$help")" -ne 1 ]; then
   echo "FAIL --lockstep-help: the settings were not printed once"; status=1

@@ -1,6 +1,7 @@
 // Reading the ranks' flight records after a hang: the oldest collective a
 // rank waits in, who never joined it, who left no record; damaged files are
 // left out, not believed.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -62,8 +63,8 @@ TEST_F(FlightReport, NamesTheRanksThatNeverJoined) {
   EXPECT_EQ(verdict->dumps, 4);
   EXPECT_EQ(verdict->text(),
             "collective #11 on mpi 1 (allreduce (4096 bytes, f32, sum) #11) never joined by "
-            "ranks 1-2, 4-5 (no flight record from ranks 4-5: stopped, dead or unreachable); "
-            "ranks 0, 3 wait in it");
+            "ranks 1-2; ranks 0, 3 wait in it; no flight record from ranks 4-5 (stopped, dead, or "
+            "its host keeps its own run directory)");
   EXPECT_EQ(verdict->to_json()["not_joined"], nlohmann::json({1, 2}));
 }
 
@@ -77,6 +78,39 @@ TEST_F(FlightReport, LeavesOutRecordsWrittenAfterTheDeadline) {
   EXPECT_EQ(verdict->waiting, std::vector<int>{0});
   EXPECT_EQ(verdict->no_record, std::vector<int>{1});
   EXPECT_EQ(read_flight_records(dir_, 2)->waiting, (std::vector<int>{0, 1}));
+}
+
+// Sequence numbers of two communicators do not compare: the one whose
+// unfinished collective began first is named.
+TEST_F(FlightReport, NamesTheChannelThatStoppedFirst) {
+  for (int rank = 0; rank < 2; ++rank) {
+    const nlohmann::json dump = {
+        {"rank", rank},
+        {"dumped_ns", 1},
+        {"channels",
+         {{{"channel", "a 1"}, {"records", {{{"seq", 2}, {"state", "started"}, {"started_ns", 900}}}}},
+          {{"channel", "z 1"},
+           {"records", {{{"seq", 90}, {"state", "started"}, {"started_ns", 500}}}}}}}};
+    std::ofstream(dir_ / fmt::format("flight-rank-{}.json", rank)) << dump.dump();
+  }
+  const auto verdict = read_flight_records(dir_, 2);
+  ASSERT_TRUE(verdict.has_value());
+  EXPECT_EQ(verdict->channel, "z 1");
+  EXPECT_EQ(verdict->sequence, 90u);
+}
+
+// A file must be the record of the rank its name says, of this attempt's
+// ranks: one that claims another rank is left out.
+TEST_F(FlightReport, BelievesOnlyTheRankItsNameSays) {
+  write(0, {{3, "started"}});
+  write(1, {{3, "started"}});
+  fs::rename(dir_ / "flight-rank-1.json", dir_ / "flight-rank-7.json");
+  std::ofstream(dir_ / "flight-rank-1.json") << R"({"rank": 0, "channels": []})";
+  const auto verdict = read_flight_records(dir_, 2);
+  ASSERT_TRUE(verdict.has_value());
+  EXPECT_EQ(verdict->waiting, std::vector<int>{0});
+  EXPECT_EQ(verdict->no_record, std::vector<int>{1});
+  EXPECT_EQ(verdict->dumps, 1);
 }
 
 TEST_F(FlightReport, SaysNothingWhenEveryCollectiveFinished) {
@@ -98,6 +132,10 @@ TEST_F(FlightReport, LeavesOutFilesThatAreNotRecords) {
     ASSERT_TRUE(verdict.has_value()) << text;
     EXPECT_EQ(verdict->no_record, std::vector<int>{1}) << text;
   }
+  // Not opened: a FIFO in a record's place (reading it would wait forever).
+  fs::remove(dir_ / "flight-rank-1.json");
+  ASSERT_EQ(mkfifo((dir_ / "flight-rank-1.json").c_str(), 0600), 0);
+  EXPECT_EQ(read_flight_records(dir_, 2)->no_record, std::vector<int>{1});
   // Not followed: a link in a record's place.
   fs::remove(dir_ / "flight-rank-1.json");
   std::ofstream(dir_ / "elsewhere.json") << R"({"rank": 1, "channels": []})";

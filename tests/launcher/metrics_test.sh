@@ -49,7 +49,7 @@ expect_no_grep "toy_trainer|mpirun|prted" "$scratch/listeners.txt" "no rank or m
 expect_rc 2 $? "a port in use is a usage error"
 expect_grep "metrics-port $port on 127.0.0.1: cannot listen there \(Address already in use\); another program has the port" \
   "$scratch/second.log" "the error names the port and what to do"
-check "the second run started nothing" '[ ! -e "$scratch/second/attempts.jsonl" ]'
+check "the second run started nothing and made no run directory" '[ ! -e "$scratch/second" ]'
 
 # Hostile clients: idle connections, a huge request line, a POST, a wrong path.
 exec {idle1}<>"/dev/tcp/127.0.0.1/$port" {idle2}<>"/dev/tcp/127.0.0.1/$port" \

@@ -5,7 +5,7 @@
 //
 // Recording is cheap and never takes a lock: each thread owns a ring of
 // fixed-size records that it alone fills, and a writer thread alone empties
-// every ring into this rank's file once a second. A ring that is full drops
+// every ring into this rank's file four times a second. A ring that is full drops
 // the new record and counts it; memory stays bounded whatever the program
 // does. While no TraceWriter runs, recording is off and costs one relaxed
 // atomic load.
@@ -41,13 +41,16 @@ void instant(const char* category, std::string_view name);
 // Names the calling thread in the timeline ("checkpoint writer").
 void name_thread(std::string_view name);
 
-// A span from construction to destruction, on the calling thread.
+// A span from construction to destruction, on the calling thread. While
+// recording is off it costs a relaxed load and builds no name.
 class Scope {
  public:
   Scope(const char* category, std::string_view name)
       : category_(category), begin_(enabled() ? now_ns() : 0) {
     if (begin_ != 0) name_ = name;
   }
+  // Named "<prefix> <number>": "save step 41".
+  Scope(const char* category, std::string_view prefix, std::int64_t number);
   ~Scope() {
     if (begin_ != 0) span(category_, name_, begin_, now_ns());
   }
@@ -70,12 +73,12 @@ struct TraceFile {
   std::uint64_t max_bytes = 256ull << 20;  // the file stops growing here
 };
 
-// Turns recording on and appends the records to `file.path` once a second
-// (one JSON object per line, the first describing the rank), and at
-// destruction. One per process at a time. Throws IoError when the file
-// cannot be created (the directory is created; a symbolic link in the
-// file's place is refused). A write that fails later turns recording off
-// with one warning; training goes on.
+// Turns recording on and appends the records to `file.path` four times a
+// second (one JSON object per line, the first describing the rank), and at
+// destruction. One per process at a time: a second throws UsageError.
+// Throws IoError when the file cannot be created (the directory is
+// created; a symbolic link in the file's place is refused). A write that
+// fails later turns recording off with one warning; training goes on.
 class TraceWriter {
  public:
   explicit TraceWriter(TraceFile file);
@@ -85,7 +88,7 @@ class TraceWriter {
   TraceWriter& operator=(const TraceWriter&) = delete;
 
   // Writes what the rings hold now (the writer thread does it every
-  // second; a test or a rank about to stop may not wait).
+  // quarter second; a test or a rank about to stop may not wait).
   void flush();
   // Records dropped because a ring was full, since the start.
   std::uint64_t dropped() const;

@@ -1,0 +1,39 @@
+// Careful file access for files a hostile local user may have planted or
+// replaced (anything under a run directory): reads open only regular files,
+// never through a symbolic link, never blocking on a FIFO, and read at most
+// a bound; writes go to a fresh temporary file that is renamed into place,
+// so that a reader never sees half a file and a planted link is never
+// written through.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace lockstep::files {
+
+// Writes all of `data` to `fd`, through short writes and EINTR. False, with
+// errno set, when the descriptor fails.
+bool write_all(int fd, std::string_view data) noexcept;
+
+// Opens `path` for reading when it is a regular file (not a symbolic link,
+// FIFO, device or directory) of at most `max_bytes`. Returns the descriptor
+// (close-on-exec), or -1 with `why` saying what was wrong.
+int open_regular(const std::filesystem::path& path, std::uintmax_t max_bytes, std::string& why);
+
+// The whole of a regular file of at most `max_bytes`; nothing otherwise.
+std::optional<std::string> read_regular(const std::filesystem::path& path,
+                                        std::uintmax_t max_bytes);
+
+// Creates a new, empty file beside `target` with a name no one else can
+// have taken (O_EXCL), mode 0644, close-on-exec; `temporary` receives its
+// path. Returns the descriptor, or -1 with errno set.
+int create_beside(const std::filesystem::path& target, std::filesystem::path& temporary);
+
+// Replaces `path` with `text`: written to a fresh temporary file beside it,
+// then renamed over it. Returns "" or what went wrong; never throws.
+std::string replace_file(const std::filesystem::path& path, std::string_view text) noexcept;
+
+}  // namespace lockstep::files

@@ -1,0 +1,99 @@
+#include "lockstep/files.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include <fmt/format.h>
+
+namespace lockstep::files {
+
+bool write_all(int fd, std::string_view data) noexcept {
+  std::size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      if (n == 0) errno = EIO;
+      return false;
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+int open_regular(const std::filesystem::path& path, std::uintmax_t max_bytes, std::string& why) {
+  // O_NONBLOCK: opening a FIFO must not wait for a writer.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    why = errno == ELOOP ? "it is a symbolic link" : std::strerror(errno);
+    return -1;
+  }
+  struct stat info = {};
+  if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
+    why = "it is not a regular file";
+    ::close(fd);
+    return -1;
+  }
+  if (static_cast<std::uintmax_t>(info.st_size) > max_bytes) {
+    why = fmt::format("it is larger than {} bytes", max_bytes);
+    ::close(fd);
+    return -1;
+  }
+  // Reads of a regular file never block; clear the flag all the same.
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  return fd;
+}
+
+std::optional<std::string> read_regular(const std::filesystem::path& path,
+                                        std::uintmax_t max_bytes) {
+  std::string why;
+  const int fd = open_regular(path, max_bytes, why);
+  if (fd < 0) return std::nullopt;
+  std::string text;
+  char buffer[65536];
+  for (;;) {
+    const ssize_t n = ::read(fd, buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0 || text.size() + static_cast<std::size_t>(n) > max_bytes) {
+      ::close(fd);
+      return n == 0 ? std::optional<std::string>(std::move(text)) : std::nullopt;
+    }
+    text.append(buffer, static_cast<std::size_t>(n));
+  }
+}
+
+int create_beside(const std::filesystem::path& target, std::filesystem::path& temporary) {
+  std::string pattern =
+      (target.parent_path() / ("." + target.filename().string() + ".tmp-XXXXXX")).string();
+  const int fd = ::mkostemp(pattern.data(), O_CLOEXEC);
+  if (fd < 0) return -1;
+  ::fchmod(fd, 0644);
+  temporary = pattern;
+  return fd;
+}
+
+std::string replace_file(const std::filesystem::path& path, std::string_view text) noexcept {
+  try {
+    std::filesystem::path temporary;
+    const int fd = create_beside(path, temporary);
+    if (fd < 0) return fmt::format("cannot write {}: {}", path.string(), std::strerror(errno));
+    const bool written = write_all(fd, text);
+    const int error = errno;
+    ::close(fd);
+    if (!written || ::rename(temporary.c_str(), path.c_str()) != 0) {
+      const int cause = written ? errno : error;
+      ::unlink(temporary.c_str());
+      return fmt::format("cannot write {}: {}", path.string(), std::strerror(cause));
+    }
+    return "";
+  } catch (const std::exception& failure) {
+    return fmt::format("cannot write {}: {}", path.string(), failure.what());
+  }
+}
+
+}  // namespace lockstep::files
