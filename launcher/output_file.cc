@@ -1,7 +1,7 @@
 #include "output_file.h"
 
-#include <ext/stdio_filebuf.h>
 #include <unistd.h>
+#include <ext/stdio_filebuf.h>
 
 #include <cerrno>
 #include <cstring>

@@ -126,7 +126,8 @@ class Collector {
                                                   : "note";
         if (kind == "start") ++session_;
       }
-      if (data_.marks.size() < kMaxMarks) data_.marks.push_back({.at = at, .kind = kind, .text = name});
+      if (data_.marks.size() < kMaxMarks)
+        data_.marks.push_back({.at = at, .kind = kind, .text = name});
     }
   }
 

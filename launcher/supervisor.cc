@@ -914,10 +914,10 @@ void Attempt::collect_flight_records(ChildProcess& job) {
     std::size_t count = 0;
     for (const auto& [rank, state] : ranks_) {
       std::error_code error;
-      count += std::filesystem::exists(
-                   attempt_dir() / fmt::format("flight-rank-{}.json", rank), error)
-                   ? 1
-                   : 0;
+      if (std::filesystem::exists(attempt_dir() / fmt::format("flight-rank-{}.json", rank),
+                                  error)) {
+        ++count;
+      }
     }
     return count;
   };
@@ -1223,8 +1223,7 @@ int supervise(SupervisorOptions options) {
     status.print_line("lockstep: warning: the timeline is incomplete: " + problem, true);
   };
   on_timeline(timeline.start(options.slurm.job_id, options.slurm.restart_count));
-  MetricsFeed metrics(options.metrics.get(), attempts, checkpoints, run_start,
-                      monitor, status);
+  MetricsFeed metrics(options.metrics.get(), attempts, checkpoints, run_start, monitor, status);
   int exit_code = kRunFailed;
   int no_progress_streak = 0;
 

@@ -172,8 +172,8 @@ class Merger {
       session.name = dir.filename().string();
       const fs::path launcher = dir / "launcher.jsonl";
       if (fs::is_regular_file(fs::symlink_status(launcher))) {
-        if (const auto header = header_of(launcher); header && integer(*header, "started") &&
-                                                      *integer(*header, "started") > 0) {
+        if (const auto header = header_of(launcher);
+            header && integer(*header, "started") && *integer(*header, "started") > 0) {
           session.launcher = launcher;
           consider_zero(*integer(*header, "started"));
         } else {
@@ -231,15 +231,15 @@ class Merger {
 
   std::optional<RankFile> read_header(const fs::path& path) {
     const auto header = header_of(path);
-    const auto rank = header ? integer(*header, "rank") : std::nullopt;
-    const auto started = header ? integer(*header, "started") : std::nullopt;
-    if (!rank || *rank < 0 || *rank >= kMaxRank || !started || *started <= 0) {
+    const std::int64_t rank = header ? integer(*header, "rank").value_or(-1) : -1;
+    const std::int64_t started = header ? integer(*header, "started").value_or(0) : 0;
+    if (rank < 0 || rank >= kMaxRank || started <= 0) {
       report_.problems.push_back(path.string() + ": no valid first line; left out");
       return std::nullopt;
     }
-    consider_zero(*started);
+    consider_zero(started);
     return RankFile{.path = path,
-                    .rank = static_cast<int>(*rank),
+                    .rank = static_cast<int>(rank),
                     .host = text(*header, "host", 255).value_or("")};
   }
 

@@ -179,7 +179,7 @@ const Knob<std::string> trace_dir{{
     .env = "LOCKSTEP_TRACE_DIR",
     .type = KnobType::kString,
     .default_value = "",
-    .doc = "Set by `lockstep run`: the directory of this run's timelines, one per launcher "
+    .doc = "The directory of this run's timelines and flight records, one per launcher "
            "start (<run dir>/trace/<start time>-<pid>/).",
     .set_by_launcher = true,
 }};

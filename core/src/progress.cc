@@ -169,7 +169,7 @@ namespace {
 
 // The flight records of every communicator, as one line of JSON.
 std::string flight_dump_text(const FlightDumpTarget& target, const std::string& reason) {
-    nlohmann::json channels = nlohmann::json::array();
+  nlohmann::json channels = nlohmann::json::array();
   for (const FlightLog& log : flight_records()) {
     nlohmann::json records = nlohmann::json::array();
     for (const FlightRecord& record : log.records) {
@@ -185,14 +185,14 @@ std::string flight_dump_text(const FlightDumpTarget& target, const std::string& 
     channels.push_back({{"channel", log.channel}, {"records", std::move(records)}});
   }
   return nlohmann::json{{"rank", target.rank},
-                                          {"attempt", target.attempt},
-                                          {"host", target.host},
-                                          {"pid", getpid()},
-                                          {"reason", reason},
-                                          {"dumped_ns", trace::now_ns()},
-                                          {"channels", std::move(channels)}}
-                               .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
-                           "\n";
+                        {"attempt", target.attempt},
+                        {"host", target.host},
+                        {"pid", getpid()},
+                        {"reason", reason},
+                        {"dumped_ns", trace::now_ns()},
+                        {"channels", std::move(channels)}}
+             .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
+         "\n";
 }
 
 }  // namespace

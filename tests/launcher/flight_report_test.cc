@@ -88,7 +88,8 @@ TEST_F(FlightReport, NamesTheChannelThatStoppedFirst) {
         {"rank", rank},
         {"dumped_ns", 1},
         {"channels",
-         {{{"channel", "a 1"}, {"records", {{{"seq", 2}, {"state", "started"}, {"started_ns", 900}}}}},
+         {{{"channel", "a 1"},
+           {"records", {{{"seq", 2}, {"state", "started"}, {"started_ns", 900}}}}},
           {{"channel", "z 1"},
            {"records", {{{"seq", 90}, {"state", "started"}, {"started_ns", 500}}}}}}}};
     std::ofstream(dir_ / fmt::format("flight-rank-{}.json", rank)) << dump.dump();
