@@ -1,6 +1,7 @@
 #include "flight_report.h"
 
 #include <algorithm>
+#include <charconv>
 #include <limits>
 #include <map>
 #include <set>
@@ -92,13 +93,31 @@ std::optional<std::map<std::string, Channel>> read_file(
 
 using Ranks = std::map<int, std::map<std::string, Channel>>;
 
-// The readable flight-rank-<R>.json files of ranks below `world_size`.
+// The readable flight-rank-<R>.json files of ranks below `world_size`: the
+// directory is listed, not every rank probed (world_size is what the ranks
+// said, up to 2^24).
 Ranks read_ranks(const fs::path& attempt_dir, int world_size,
                  std::optional<std::int64_t> written_before) {
   Ranks ranks;
-  for (int rank = 0; rank < world_size; ++rank) {
-    const fs::path path = attempt_dir / fmt::format("flight-rank-{}.json", rank);
-    if (auto channels = read_file(path, rank, written_before)) ranks[rank] = std::move(*channels);
+  std::error_code error;
+  for (fs::directory_iterator it(attempt_dir, error), end; !error && it != end;
+       it.increment(error)) {
+    const std::string name = it->path().filename().string();
+    constexpr std::string_view kPrefix = "flight-rank-";
+    constexpr std::string_view kSuffix = ".json";
+    if (!name.starts_with(kPrefix) || !name.ends_with(kSuffix)) continue;
+    const std::string_view digits(name.data() + kPrefix.size(),
+                                  name.size() - kPrefix.size() - kSuffix.size());
+    int rank = -1;
+    const auto [stop, failed] = std::from_chars(digits.data(), digits.data() + digits.size(), rank);
+    if (failed != std::errc() || stop != digits.data() + digits.size() || rank < 0 ||
+        rank >= std::min(world_size, kMaxRanks) ||
+        name != fmt::format("flight-rank-{}.json", rank)) {
+      continue;
+    }
+    if (auto channels = read_file(it->path(), rank, written_before)) {
+      ranks[rank] = std::move(*channels);
+    }
   }
   return ranks;
 }

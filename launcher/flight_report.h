@@ -1,7 +1,8 @@
 // What the flight recorders of an attempt's ranks say about a hang: the
-// oldest collective that some rank waits in, and the ranks that never
-// joined it ("collective #12 on mpi 1, allreduce (25 MiB, f32, sum), never
-// joined by ranks 3, 7").
+// collective that stopped first, the ranks that wait in it, those whose
+// records show them elsewhere, and those that left none ("collective #12 on
+// mpi 1 (allreduce (26214400 bytes, f32, sum) #12) never joined by rank 3;
+// ranks 0-2 wait in it").
 #pragma once
 
 #include <cstdint>
@@ -23,8 +24,8 @@ struct FlightVerdict {
   std::vector<int> no_record;   // ranks of the attempt that wrote no records
   int dumps = 0;                // files read
 
-  // "collective #12 on mpi 1 (allreduce (...)) never joined by ranks 3, 7
-  // (no flight record from rank 7); ranks 0-2, 4-6 wait in it"
+  // "collective #12 on mpi 1 (allreduce (...)) never joined by rank 3; ranks
+  // 0-2, 4-6 wait in it; no flight record from rank 7 (stopped, dead, ...)"
   std::string text() const;
   nlohmann::json to_json() const;
 };

@@ -32,7 +32,8 @@ std::string LineLog::append(const std::string& line) {
     if (!file_) return fmt::format("cannot write {}: {}", path_.string(), std::strerror(errno));
   }
   if (!files::write_all(file_.get(), line + "\n")) {
-    return fmt::format("cannot write {}: {}", path_.string(), std::strerror(errno));
+    const int error = errno;
+    return fmt::format("cannot write {}: {}", path_.string(), std::strerror(error));
   }
   return note;
 }

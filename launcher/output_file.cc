@@ -36,6 +36,10 @@ void write_output_file(const std::filesystem::path& output,
   } cleanup{temporary};
   {
     __gnu_cxx::stdio_filebuf<char> buffer(fd, std::ios::out | std::ios::binary);  // closes fd
+    if (!buffer.is_open()) {
+      ::close(fd);
+      throw IoError(fmt::format("cannot write {}: no memory for its buffer", temporary.string()));
+    }
     std::ostream out(&buffer);
     write(out);
     out.flush();

@@ -117,15 +117,15 @@ std::shared_ptr<MpiWork> MpiCommunicator::enqueue(Wake wake, std::string descrip
     // The number is taken once the work is queued: a failed allocation has
     // issued nothing, and the next collective gets the number again.
     work = std::make_shared<MpiWork>(issued_ + 1, std::move(description), timeout, std::move(body));
+    queue_.push_back(work);
+    ++issued_;
     try {
-      // Before the communication thread can see it, so that the flight
-      // recorder has it queued before started, in issue order.
+      // Under the lock, before the communication thread can take it: the
+      // flight recorder has it queued before started, in issue order.
       watchdog_.queued(work->sequence_number(), work->describe());
     } catch (const std::exception&) {
       // Only the flight recorder misses it; the collective runs.
     }
-    queue_.push_back(work);
-    ++issued_;
   }
   if (wake == Wake::kNow) queue_changed_.notify_one();
   return work;

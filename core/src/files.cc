@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -67,12 +68,33 @@ std::optional<std::string> read_regular(const std::filesystem::path& path,
   }
 }
 
+namespace {
+
+// The process's umask, read without changing it (umask(2) cannot read it
+// alone, and setting it to read it races with other threads' files).
+mode_t current_umask() {
+  std::string status;
+  if (const int fd = ::open("/proc/self/status", O_RDONLY | O_CLOEXEC); fd >= 0) {
+    char buffer[4096];
+    const ssize_t n = ::read(fd, buffer, sizeof(buffer));
+    ::close(fd);
+    if (n > 0) status.assign(buffer, static_cast<std::size_t>(n));
+  }
+  const std::size_t at = status.find("Umask:");
+  if (at == std::string::npos) return 022;
+  return static_cast<mode_t>(std::strtoul(status.c_str() + at + 6, nullptr, 8));
+}
+
+}  // namespace
+
 int create_beside(const std::filesystem::path& target, std::filesystem::path& temporary) {
   std::string pattern =
       (target.parent_path() / ("." + target.filename().string() + ".tmp-XXXXXX")).string();
   const int fd = ::mkostemp(pattern.data(), O_CLOEXEC);
   if (fd < 0) return -1;
-  ::fchmod(fd, 0644);
+  // mkostemp makes it 0600; the file gets the mode open(2) would give it.
+  static const mode_t mask = current_umask();
+  ::fchmod(fd, 0666 & ~mask);
   temporary = pattern;
   return fd;
 }
@@ -82,13 +104,20 @@ std::string replace_file(const std::filesystem::path& path, std::string_view tex
     std::filesystem::path temporary;
     const int fd = create_beside(path, temporary);
     if (fd < 0) return fmt::format("cannot write {}: {}", path.string(), std::strerror(errno));
-    const bool written = write_all(fd, text);
-    const int error = errno;
-    ::close(fd);
-    if (!written || ::rename(temporary.c_str(), path.c_str()) != 0) {
-      const int cause = written ? errno : error;
+    bool written = write_all(fd, text);
+    int error = errno;
+    // close() may be where a write error (NFS) shows.
+    if (::close(fd) != 0 && written) {
+      written = false;
+      error = errno;
+    }
+    if (written && ::rename(temporary.c_str(), path.c_str()) != 0) {
+      written = false;
+      error = errno;
+    }
+    if (!written) {
       ::unlink(temporary.c_str());
-      return fmt::format("cannot write {}: {}", path.string(), std::strerror(cause));
+      return fmt::format("cannot write {}: {}", path.string(), std::strerror(error));
     }
     return "";
   } catch (const std::exception& failure) {

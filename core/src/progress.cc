@@ -221,20 +221,21 @@ void set_flight_dump_target(FlightDumpTarget target) {
 
 bool dump_flight_records(const std::string& reason) noexcept {
   try {
+    // One dump at a time, each a snapshot taken under this lock: the
+    // watchdog, the heartbeat channel and an error may all ask at once, and
+    // the last written is the newest.
+    static Mutex dumping;
+    MutexLock lock(dumping);
     FlightDumpTarget target;
     {
       Table& shared = table();
-      MutexLock lock(shared.mutex);
+      MutexLock table_lock(shared.mutex);
       target = shared.target;
     }
     if (target.path.empty()) return false;
     const std::string text = flight_dump_text(target, reason);
     std::error_code ignored;
     std::filesystem::create_directories(target.path.parent_path(), ignored);
-    // One dump at a time: the watchdog, the heartbeat channel and an error
-    // may all ask at once.
-    static Mutex dumping;
-    MutexLock lock(dumping);
     if (const std::string problem = files::replace_file(target.path, text); !problem.empty()) {
       log::warn("flight recorder: {}", problem);
       return false;

@@ -212,9 +212,10 @@ struct TraceWriter::State {
       return;
     }
     if (!files::write_all(fd, text)) {
+      const int error = errno;
       closed = true;
       log::warn("trace: writing {} failed ({}); the rest of this attempt is not recorded",
-                file.path.string(), std::strerror(errno));
+                file.path.string(), std::strerror(error));
       return;
     }
     written += text.size();
@@ -287,11 +288,16 @@ TraceWriter::TraceWriter(TraceFile file) : state_(std::make_unique<State>()) {
                              {"started", now_ns()}}));
   }
   state_->dropped_before = registry().dropped();
-  state_->thread = std::thread([state = state_.get()] {
-    name_thread("trace writer");
-    state->run();
-  });
-  g_enabled.store(true);
+  g_enabled.store(true);  // before the thread, which names itself first
+  try {
+    state_->thread = std::thread([state = state_.get()] {
+      name_thread("trace writer");
+      state->run();
+    });
+  } catch (...) {
+    g_enabled.store(false);
+    throw;
+  }
   release.armed = false;
 }
 
