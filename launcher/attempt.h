@@ -13,6 +13,7 @@
 
 #include "monitor.h"
 #include "process.h"
+#include "straggler.h"
 
 namespace lockstep::launcher {
 
@@ -63,6 +64,8 @@ struct AttemptRecord {
   // What the ranks' flight recorders said about the collective the job
   // stopped in (FlightVerdict::to_json()); null when they said nothing.
   nlohmann::json flight;
+  // The ranks named stragglers in this attempt (straggler.h).
+  std::vector<StragglerRecord> stragglers;
 };
 
 struct CheckpointEvent {

@@ -103,6 +103,13 @@ nlohmann::json to_json(const AttemptRecord& attempt, Clock::time_point run_start
   }
   if (!attempt.unreachable.empty()) record["unreachable"] = attempt.unreachable;
   if (!attempt.flight.is_null()) record["flight_recorder"] = attempt.flight;
+  if (!attempt.stragglers.empty()) {
+    nlohmann::json stragglers = nlohmann::json::array();
+    for (const StragglerRecord& straggler : attempt.stragglers) {
+      stragglers.push_back(to_json(straggler));
+    }
+    record["stragglers"] = stragglers;
+  }
   return record;
 }
 

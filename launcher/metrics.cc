@@ -1,5 +1,6 @@
 #include "metrics.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string_view>
 #include <utility>
@@ -137,6 +138,26 @@ std::string prometheus_text(const MetricsFacts& facts) {
     for (const RankView& rank : facts.ranks) out.sample(rank.step_seconds, rank_labels(rank));
     out.family("lockstep_rank_exited", "gauge", "1 when the rank said it exits.");
     for (const RankView& rank : facts.ranks) out.sample(rank.exited ? 1 : 0, rank_labels(rank));
+    const bool scored = std::any_of(facts.ranks.begin(), facts.ranks.end(),
+                                    [](const RankView& rank) { return rank.compute_seconds; });
+    if (scored) {
+      out.family("lockstep_rank_compute_seconds", "gauge",
+                 "Each rank's mean compute time per step (the step less its waits for other "
+                 "ranks) over the last straggler report interval.");
+      for (const RankView& rank : facts.ranks) {
+        if (rank.compute_seconds) out.sample(*rank.compute_seconds, rank_labels(rank));
+      }
+      out.family("lockstep_rank_relative_score", "gauge",
+                 "The median rank's compute time over each rank's (1: typical or faster; 0.5: "
+                 "twice as slow), at the last straggler report.");
+      for (const RankView& rank : facts.ranks) {
+        if (rank.relative_score) out.sample(*rank.relative_score, rank_labels(rank));
+      }
+    }
+    out.family("lockstep_stragglers", "gauge", "Ranks named stragglers now.")
+        .sample(static_cast<double>(
+            std::count_if(facts.ranks.begin(), facts.ranks.end(),
+                          [](const RankView& rank) { return rank.straggler; })));
   }
   out.family("lockstep_heartbeats_refused_total", "counter",
              "Heartbeat connections refused (no or a wrong token, too slow, over the limits).")

@@ -24,6 +24,11 @@ struct RankView {
   std::int64_t last_step = -1;  // -1: no step yet
   double step_seconds = 0;      // its last reported step time; 0: none yet
   bool exited = false;          // it said goodbye
+  // The last straggler report's figures (straggler.h); unset before the
+  // first report, or when the rank does not measure its compute time.
+  std::optional<double> compute_seconds;
+  std::optional<double> relative_score;
+  bool straggler = false;  // named a straggler now
 };
 
 struct MetricsFacts {

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <limits>
 
@@ -33,6 +34,10 @@ constexpr std::size_t kMaxChannelText = 256;
 // and the status line show every one (the first kMaxMetrics by name).
 constexpr std::size_t kMaxMetrics = 32;
 constexpr std::size_t kMaxMetricName = 64;
+// A step's compute time beyond a day, or a line covering more steps than a
+// run could take in a heartbeat interval, is not believed.
+constexpr double kMaxComputeSeconds = 86400;
+constexpr std::int64_t kMaxComputeSteps = 1'000'000'000;
 
 // A member that is not an integer its field can hold: a float, text, or a
 // number out of range. Caught by parse_channel_line() like nlohmann's own
@@ -344,6 +349,17 @@ ChannelLine parse_channel_line(std::string_view line, bool authenticated, std::s
       });
       while (event.metrics.size() > kMaxMetrics)
         event.metrics.erase(std::prev(event.metrics.end()));
+      // Like the metrics, a compute time out of bounds is dropped, not the step.
+      if (message.contains("compute") && message.contains("steps") &&
+          message["compute"].is_number() && message["steps"].is_number_integer()) {
+        const double compute = message["compute"].get<double>();
+        const auto steps = message["steps"].get<std::int64_t>();
+        if (std::isfinite(compute) && compute >= 0 && compute <= kMaxComputeSeconds && steps > 0 &&
+            steps <= kMaxComputeSteps) {
+          event.compute = compute;
+          event.compute_steps = steps;
+        }
+      }
     } else if (type == "checkpoint") {
       event.kind = RankEvent::Kind::kCheckpoint;
       event.step = integer_value<std::int64_t>(message.at("step"));

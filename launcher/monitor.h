@@ -47,6 +47,11 @@ struct RankEvent {
   // kStep, kCheckpoint, kExit (last_step)
   std::int64_t step = -1;
   double step_time = 0;
+  // kStep: the mean compute time (the step less its waits for other ranks)
+  // of the `compute_steps` steps since the rank's previous step line; 0
+  // steps when the rank does not measure it (or sent nonsense).
+  double compute = 0;
+  std::int64_t compute_steps = 0;
   std::map<std::string, double> metrics;
   double stall = 0;
   int exit_code = 0;

@@ -205,7 +205,8 @@ MeasuredCosts read_measured_costs(const std::filesystem::path& run_dir) {
   costs.restarts = static_cast<std::int64_t>(number("restarts"));
   const double stall = number("checkpoint_stall_seconds");
   const double recovery = number("mean_time_to_recovery_seconds");
-  if (costs.checkpoints > 0) costs.save_stall_seconds = stall / costs.checkpoints;
+  if (costs.checkpoints > 0)
+    costs.save_stall_seconds = stall / static_cast<double>(costs.checkpoints);
   if (costs.restarts > 0 && recovery > 0) costs.restart_cost_seconds = recovery;
   return costs;
 }

@@ -58,6 +58,10 @@ struct RunOptions {
   bool dry_run = false;
   std::vector<std::string> inject;
   std::string inject_bitflip;
+  std::string inject_slow;
+  double straggler_interval = 60;
+  double straggler_threshold = 0.7;
+  int straggler_reports = 3;
   std::string monitor_address;
   bool monitor_bind_all = false;
   bool allow_unmonitored = false;
@@ -93,6 +97,34 @@ void check_program(const std::string& name, const char* what) {
   if (access(found.c_str(), X_OK) != 0) {
     throw UsageError(fmt::format("{} '{}' is not executable (chmod +x {})", what, name, name));
   }
+}
+
+// --inject-slow RANK:FACTOR, checked here so that a typo is a usage error
+// before anything starts rather than a failure of every rank.
+std::pair<int, double> parse_injected_slowness(const std::string& text) {
+  const std::size_t colon = text.find(':');
+  int rank = -1;
+  double factor = 0;
+  if (colon != std::string::npos) {
+    const std::string rank_text = text.substr(0, colon);
+    const std::string factor_text = text.substr(colon + 1);
+    char* end = nullptr;
+    errno = 0;
+    const long parsed_rank = std::strtol(rank_text.c_str(), &end, 10);
+    if (!rank_text.empty() && *end == '\0' && errno == 0 && parsed_rank >= 0 &&
+        parsed_rank < kMaxRanks) {
+      rank = static_cast<int>(parsed_rank);
+    }
+    const double parsed_factor = std::strtod(factor_text.c_str(), &end);
+    if (!factor_text.empty() && *end == '\0') factor = parsed_factor;
+  }
+  if (rank < 0 || !(factor >= 1 && factor <= 1000)) {
+    throw UsageError(fmt::format(
+        "--inject-slow '{}' is not RANK:FACTOR with a rank >= 0 and a factor from 1 to 1000 "
+        "(e.g. 2:3 makes rank 2 compute three times as long)",
+        text));
+  }
+  return {rank, factor};
 }
 
 // Inside a Slurm allocation ranks start with srun, unless told otherwise.
@@ -258,6 +290,17 @@ launcher::SupervisorOptions plan_from(const RunOptions& options) {
     }
     plan.plan.environment["LOCKSTEP_INJECT_BITFLIP"] = fmt::format("{}:{}", flip.rank, flip.step);
   }
+  if (!options.inject_slow.empty()) {
+    const auto [rank, factor] = parse_injected_slowness(options.inject_slow);
+    if (rank >= ranks_for(options)) {
+      throw UsageError(fmt::format("--inject-slow {}: rank {} does not exist with {} ranks",
+                                   options.inject_slow, rank, ranks_for(options)));
+    }
+    plan.plan.environment["LOCKSTEP_INJECT_SLOW"] = fmt::format("{}:{}", rank, factor);
+  }
+  plan.stragglers.interval_seconds = options.straggler_interval;
+  plan.stragglers.threshold = options.straggler_threshold;
+  plan.stragglers.reports = options.straggler_reports;
   plan.run_dir = std::filesystem::absolute(options.run_dir);
   plan.max_restarts = options.max_restarts;
   plan.hang_timeout = options.hang_timeout;
@@ -423,6 +466,30 @@ void add_run_command(CLI::App& app, int& exit_code) {
       "Testing: flip one bit of RANK's parameters after STEP, as RANK:STEP "
       "(first attempt only), to see the replica check (LOCKSTEP_REPLICA_CHECK_EVERY) "
       "catch silent data corruption; the program must use a lockstep::ReplicaCheck");
+  command->add_option(
+      "--inject-slow", options->inject_slow,
+      "Testing: make RANK compute FACTOR times as long each step, as RANK:FACTOR (e.g. 2:3), "
+      "to see the straggler detection name it; the program must report its steps with "
+      "lockstep::Runtime::heartbeat");
+  command
+      ->add_option("--straggler-interval", options->straggler_interval,
+                   "Seconds per straggler report: each report compares every rank's mean "
+                   "compute time per step (the step less its waits for other ranks) with the "
+                   "median rank's")
+      ->capture_default_str()
+      ->check(seconds_in(0, kMaxSeconds, /*min_excluded=*/true));
+  command
+      ->add_option("--straggler-threshold", options->straggler_threshold,
+                   "A rank whose relative score (the median rank's compute time over its own) "
+                   "is below this straggles: 0.7 means about 1.4x slower than the median")
+      ->capture_default_str()
+      ->check(CLI::Range(0.01, 0.99));
+  command
+      ->add_option("--straggler-reports", options->straggler_reports,
+                   "Reports in a row a rank must straggle in before it is named (status line, "
+                   "log, summary.json, /metrics)")
+      ->capture_default_str()
+      ->check(whole_number_in(1, 1'000'000));
   command->add_option("program", options->program, "The program and its arguments, after --")
       ->required();
   command->footer(

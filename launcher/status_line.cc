@@ -49,6 +49,7 @@ std::string StatusLine::text() const {
   for (const auto& [name, value] : metrics_) line += fmt::format(" | {} {:.4g}", name, value);
   line += last_checkpoint_ ? fmt::format(" | ckpt step {}", *last_checkpoint_) : " | no ckpt";
   line += fmt::format(" | restarts {}", restarts_);
+  if (!stragglers_.empty()) line += " | " + stragglers_;
   if (total_steps_ > 0 && steps_per_second_ > 0 && step_ >= 0) {
     line += " | ETA " +
             duration_text(static_cast<double>(total_steps_ - step_ - 1) / steps_per_second_);

@@ -6,6 +6,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "monitor.h"
 
@@ -21,6 +22,8 @@ class StatusLine {
   void on_step(std::int64_t step, const std::map<std::string, double>& metrics,
                Clock::time_point at);
   void on_checkpoint(std::int64_t step) { last_checkpoint_ = step; }
+  // "straggler rank 2 (n1) 3.1x", shown until replaced; "" for none.
+  void set_stragglers(std::string text) { stragglers_ = std::move(text); }
 
   // Redraws the live line or prints a plain one when it is due.
   void tick(Clock::time_point now);
@@ -51,6 +54,7 @@ class StatusLine {
   std::int64_t step_ = -1;
   std::optional<std::int64_t> last_checkpoint_;
   std::map<std::string, double> metrics_;
+  std::string stragglers_;
   double steps_per_second_ = 0;
   std::optional<std::pair<std::int64_t, Clock::time_point>> previous_;
   Clock::time_point last_drawn_{};

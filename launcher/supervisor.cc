@@ -34,6 +34,7 @@
 #include "process.h"
 #include "slurm_job.h"
 #include "status_line.h"
+#include "straggler.h"
 #include "timeline.h"
 #include "unique_fd.h"
 
@@ -180,7 +181,8 @@ class Attempt {
         notices_(shared.notices),
         metrics_(shared.metrics),
         session_dir_(shared.session_dir),
-        local_host_(local_host_name()) {
+        local_host_(local_host_name()),
+        stragglers_(options.stragglers, Clock::now()) {
     record_.index = index;
   }
 
@@ -198,6 +200,9 @@ class Attempt {
   // The ranks as /metrics shows them.
   std::vector<RankView> rank_views(Clock::time_point now) const;
   void inject(std::int64_t step, bool at_checkpoint);
+  // Scores the ranks' compute times when a straggler report is due, and
+  // says which ranks are named or cleared.
+  void check_stragglers(Clock::time_point now);
   void request_stop(ChildProcess& job);
   void find_hung_rank();
   // Where this attempt's ranks write their timelines and flight records.
@@ -269,6 +274,7 @@ class Attempt {
   MetricsFeed& metrics_;
   const std::filesystem::path& session_dir_;
   const std::string local_host_;
+  StragglerDetector stragglers_;
   std::string silent_host_;        // a host whose ranks all fell silent
   std::string silent_evidence_;    // what the launcher saw of it
   bool silent_host_lost_ = false;  // ... and it cannot be entered (or is under Slurm)
@@ -410,6 +416,9 @@ void Attempt::handle(const RankEvent& event) {
       any_step_ = true;
       rank.last_step = std::max(rank.last_step, event.step);
       rank.step_seconds = event.step_time;
+      if (event.compute_steps > 0) {
+        stragglers_.on_step(event.rank, rank.host, event.compute, event.compute_steps);
+      }
       if (event.rank == 0) {
         if (!record_.first_step_at) {
           record_.first_step_at = event.time;
@@ -475,9 +484,43 @@ std::vector<RankView> Attempt::rank_views(Clock::time_point now) const {
                      .heartbeat_age = std::chrono::duration<double>(now - rank.last_seen).count(),
                      .last_step = rank.last_step,
                      .step_seconds = rank.step_seconds,
-                     .exited = rank.said_exit});
+                     .exited = rank.said_exit,
+                     .compute_seconds = std::nullopt,
+                     .relative_score = std::nullopt,
+                     .straggler = false});
+    const auto score = stragglers_.scores().find(number);
+    if (score != stragglers_.scores().end()) {
+      views.back().compute_seconds = score->second.compute_seconds;
+      views.back().relative_score = score->second.relative;
+    }
   }
+  std::set<int> straggling;
+  for (const StragglerRecord& straggler : stragglers_.current()) straggling.insert(straggler.rank);
+  for (RankView& view : views) view.straggler = straggling.contains(view.rank);
   return views;
+}
+
+void Attempt::check_stragglers(Clock::time_point now) {
+  const std::vector<StragglerDetector::Change> changes = stragglers_.tick(now, status_.step());
+  if (changes.empty()) return;
+  for (const StragglerDetector::Change& change : changes) {
+    const StragglerRecord& record = change.record;
+    status_.print_line(
+        change.named ? fmt::format("lockstep: straggler: {}; every rank waits for it each step",
+                                   describe(record))
+                     : fmt::format("lockstep: rank {}{} no longer straggles", record.rank,
+                                   record.host.empty() ? "" : " on " + record.host),
+        true);
+  }
+  const std::vector<StragglerRecord> current = stragglers_.current();
+  std::string text;
+  if (!current.empty()) {
+    const StragglerRecord& slowest = current.front();
+    text = fmt::format("straggler rank {}{} {:.1f}x", slowest.rank,
+                       slowest.host.empty() ? "" : " (" + slowest.host + ")", slowest.slowdown);
+    if (current.size() > 1) text += fmt::format(" and {} more", current.size() - 1);
+  }
+  status_.set_stragglers(text);
 }
 
 void Attempt::request_stop(ChildProcess& job) {
@@ -831,6 +874,7 @@ AttemptRecord Attempt::run(ChildProcess& job) {
     status_.tick(Clock::now());
     const auto now = Clock::now();
     notices_.check(Clock::now(), monitor_, status_);
+    check_stragglers(now);
     if (metrics_.due(now)) metrics_.publish(now, record_, rank_views(now));
     if (const auto status = job.poll()) {
       record_.mpirun_status = *status;
@@ -882,6 +926,8 @@ AttemptRecord Attempt::run(ChildProcess& job) {
     if (state.pid > 0) ++record_.ranks_reported;
   }
   record_.world_size = world_size_;
+  record_.stragglers = stragglers_.records();
+  status_.set_stragglers("");
   // Ranks that said goodbye and were stopped lingering finished their work.
   const bool clean =
       ((record_.mpirun_status && record_.mpirun_status->success()) || lingering_) && !hang_;
@@ -1368,6 +1414,15 @@ int supervise(SupervisorOptions options) {
   }
   summary["monitored"] = monitored(attempts);
   summary["heartbeat_accept_failures"] = monitor.accept_failures();
+  nlohmann::json stragglers = nlohmann::json::array();
+  for (const AttemptRecord& attempt : attempts) {
+    for (const StragglerRecord& straggler : attempt.stragglers) {
+      nlohmann::json entry = to_json(straggler);
+      entry["attempt"] = attempt.index;
+      stragglers.push_back(std::move(entry));
+    }
+  }
+  summary["stragglers"] = stragglers;
   if (const std::string problem =
           files::replace_file(options.run_dir / "summary.json", summary.dump(2) + "\n");
       !problem.empty()) {

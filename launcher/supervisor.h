@@ -14,6 +14,7 @@
 #include "metrics_server.h"
 #include "monitor_address.h"
 #include "mpirun_command.h"
+#include "straggler.h"
 
 namespace lockstep::launcher {
 
@@ -76,6 +77,7 @@ struct SupervisorOptions {
   // they are alive every second) before that host counts as lost; 0: never.
   double host_timeout = 4;
   std::vector<InjectedFailure> injected;
+  StragglerOptions stragglers;
   // Where /metrics is served while the run lasts; null: nowhere.
   std::shared_ptr<MetricsServer> metrics;
   SlurmOptions slurm;  // used when plan.starter is Starter::kSrun

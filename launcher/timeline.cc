@@ -64,6 +64,9 @@ std::string LauncherTimeline::attempt(const AttemptRecord& record,
   if (!record.failed_host.empty()) args["failed_host"] = record.failed_host;
   if (record.first_step >= 0) args["steps"] = {record.first_step, record.last_step};
   if (!record.flight.is_null()) args["flight_recorder"] = record.flight.value("text", "");
+  for (const StragglerRecord& straggler : record.stragglers) {
+    args["stragglers"].push_back(describe(straggler));
+  }
   std::string problem;
   const auto keep = [&problem](std::string found) {
     if (problem.empty()) problem = std::move(found);

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "lockstep/blocked_time.h"
+
 namespace lockstep::detail {
 
 MpiWork::MpiWork(std::uint64_t sequence, std::string description, CollectiveTimeout timeout,
@@ -18,6 +20,7 @@ bool MpiWork::test() {
 }
 
 void MpiWork::wait(std::chrono::duration<double> timeout) {
+  const blocked_time::Scope blocked;
   MutexLock lock(mutex_);
   const auto done = [this]() LOCKSTEP_REQUIRES(mutex_) { return done_; };
   if (timeout.count() < 0) {

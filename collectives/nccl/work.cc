@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "lockstep/blocked_time.h"
 #include "lockstep/cuda_check.h"
 #include "lockstep/nccl_check.h"
 
@@ -34,6 +35,7 @@ bool NcclWork::test() {
 }
 
 void NcclWork::wait(std::chrono::duration<double> timeout) {
+  const blocked_time::Scope blocked;
   const auto start = std::chrono::steady_clock::now();
   // Polling rather than cudaEventSynchronize: only polling can notice a
   // communicator error or give up after `timeout`.

@@ -350,15 +350,19 @@ void HeartbeatClient::send_line(const std::string& line) {
 }
 
 void HeartbeatClient::step(std::int64_t step, double step_seconds,
-                           const std::map<std::string, double>& metrics) {
+                           const std::map<std::string, double>& metrics,
+                           std::optional<double> compute_seconds) {
   if (!connected()) return;
   last_step_ = step;
-  std::string line = nlohmann::json{
-      {"type", "step"},
-      {"step", step},
-      {"step_time", step_seconds},
-      {"metrics",
-       metrics}}.dump();
+  nlohmann::json message = {
+      {"type", "step"}, {"step", step}, {"step_time", step_seconds}, {"metrics", metrics}};
+  if (compute_seconds) {
+    pending_compute_ += *compute_seconds;
+    ++pending_steps_;
+    message["compute"] = pending_compute_ / static_cast<double>(pending_steps_);
+    message["steps"] = pending_steps_;
+  }
+  std::string line = message.dump();
   const auto now = std::chrono::steady_clock::now();
   if (now - last_step_sent_ < min_interval_) {
     held_step_ = std::move(line);
@@ -366,6 +370,8 @@ void HeartbeatClient::step(std::int64_t step, double step_seconds,
   }
   last_step_sent_ = now;
   held_step_.clear();
+  pending_compute_ = 0;
+  pending_steps_ = 0;
   send_line(line);
 }
 
@@ -373,6 +379,8 @@ void HeartbeatClient::send_held_step() {
   if (held_step_.empty()) return;
   send_line(held_step_);
   held_step_.clear();
+  pending_compute_ = 0;
+  pending_steps_ = 0;
 }
 
 void HeartbeatClient::checkpoint(std::int64_t step, double stall_seconds) {

@@ -232,6 +232,16 @@ const Knob<std::string> inject_bitflip{{
            "--inject-bitflip`.",
 }};
 
+const Knob<std::string> inject_slow{{
+    .name = "inject_slow",
+    .env = "LOCKSTEP_INJECT_SLOW",
+    .type = KnobType::kString,
+    .default_value = "",
+    .doc = "Testing: RANK:FACTOR makes that rank compute FACTOR times as long per step (it "
+           "sleeps after each heartbeat), to see the launcher name it as a straggler. Set by "
+           "`lockstep run --inject-slow`.",
+}};
+
 const Knob<double> mpi_segment_mb{{
     .name = "mpi_segment_mb",
     .env = "LOCKSTEP_MPI_SEGMENT_MB",
@@ -393,7 +403,7 @@ const Knob<double> mtbf{{
 }  // namespace knobs
 
 std::span<const KnobSpec* const> all_knobs() {
-  static const std::array<const KnobSpec*, 34> table = {
+  static const std::array<const KnobSpec*, 35> table = {
       &knobs::log_level.spec,
       &knobs::run_dir.spec,
       &knobs::device.spec,
@@ -415,6 +425,7 @@ std::span<const KnobSpec* const> all_knobs() {
       &knobs::mpi_segment_mb.spec,
       &knobs::replica_check_every.spec,
       &knobs::inject_bitflip.spec,
+      &knobs::inject_slow.spec,
       &knobs::checkpoint_dir.spec,
       &knobs::checkpoint_keep.spec,
       &knobs::checkpoint_keep_every.spec,

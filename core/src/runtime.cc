@@ -2,16 +2,20 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <stdexcept>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
 
+#include "lockstep/blocked_time.h"
 #include "lockstep/build_config.h"
 #include "lockstep/cuda_check.h"
 #include "lockstep/knobs.h"
@@ -26,6 +30,33 @@
 namespace lockstep {
 
 namespace {
+
+// The factor LOCKSTEP_INJECT_SLOW ("RANK:FACTOR") slows `rank` by; 1 when
+// it names another rank or is empty.
+double injected_slowness(const std::string& text, int rank) {
+  if (text.empty()) return 1;
+  const std::size_t colon = text.find(':');
+  int slow_rank = -1;
+  double factor = 0;
+  try {
+    if (colon == std::string::npos) throw std::invalid_argument("no colon");
+    std::size_t used = 0;
+    slow_rank = std::stoi(text.substr(0, colon), &used);
+    if (used != colon) throw std::invalid_argument("rank");
+    const std::string factor_text = text.substr(colon + 1);
+    factor = std::stod(factor_text, &used);
+    if (used != factor_text.size()) throw std::invalid_argument("factor");
+  } catch (const std::logic_error&) {
+    factor = 0;
+  }
+  if (slow_rank < 0 || !(factor >= 1 && factor <= 1000)) {
+    throw ConfigError(fmt::format(
+        "LOCKSTEP_INJECT_SLOW='{}' is not RANK:FACTOR with a rank >= 0 and a factor from 1 to "
+        "1000 (e.g. 2:3 makes rank 2 three times slower)",
+        text));
+  }
+  return slow_rank == rank ? factor : 1;
+}
 
 bool mpi_alive() {
   int initialized = 0;
@@ -159,6 +190,7 @@ Runtime::Runtime(int& argc, char**& argv) : uncaught_at_start_(std::uncaught_exc
     }
   }
   checkpoint_every_ = config_.get(knobs::checkpoint_every);
+  slow_factor_ = injected_slowness(config_.get(knobs::inject_slow), rank_);
   if (config_.get(knobs::handle_signals)) signals::install();
   if (const std::string monitor = config_.get(knobs::monitor_address); !monitor.empty()) {
     // A rank whose launcher is gone asks for "checkpoint and stop", as a
@@ -355,7 +387,10 @@ Decision Runtime::decide(std::int64_t step) {
   if (control_progress_) {
     control_progress_->started(sequence, fmt::format("decision (4 bytes, u32, bor) #{}", sequence));
   }
-  LOCKSTEP_CHECK_MPI(MPI_Allreduce(&local, &all, 1, MPI_UINT32_T, MPI_BOR, control_.get()));
+  {
+    const blocked_time::Scope blocked;
+    LOCKSTEP_CHECK_MPI(MPI_Allreduce(&local, &all, 1, MPI_UINT32_T, MPI_BOR, control_.get()));
+  }
   if (control_progress_) control_progress_->finished(sequence);
   const Decision decision = lockstep::decide(all, step, checkpoint_every_);
   stop_pending_ = decision.stop;
@@ -375,15 +410,31 @@ void Runtime::heartbeat(std::int64_t step, const std::map<std::string, double>& 
   const auto now = std::chrono::steady_clock::now();
   const double seconds = std::chrono::duration<double>(now - last_heartbeat_).count();
   last_heartbeat_ = now;
-  heartbeat_.step(step, seconds, metrics);
+  // The step less what it waited for other ranks and for checkpoints. Work
+  // waited on by several threads at once could count more than the step.
+  const std::int64_t blocked_ns = blocked_time::total_ns();
+  const double waited =
+      static_cast<double>(blocked_ns - blocked_at_heartbeat_ns_) * 1e-9 + stalled_since_heartbeat_;
+  blocked_at_heartbeat_ns_ = blocked_ns;
+  stalled_since_heartbeat_ = 0;
+  const double compute = std::clamp(seconds - waited, 0.0, seconds);
+  heartbeat_.step(step, seconds, metrics, compute);
   if (trace::enabled()) {
     const std::int64_t now_ns = trace::now_ns();
     trace::span("step", fmt::format("step {}", step), last_step_ns_, now_ns);
     last_step_ns_ = now_ns;
   }
+  if (slow_factor_ > 1) {
+    // The next step computes (factor - 1) times this step's own compute
+    // longer: the delay added last time is not this step's own.
+    const double own = std::max(0.0, compute - injected_delay_);
+    injected_delay_ = own * (slow_factor_ - 1);
+    std::this_thread::sleep_for(std::chrono::duration<double>(injected_delay_));
+  }
 }
 
 void Runtime::report_checkpoint(std::int64_t step, double stall_seconds) {
+  stalled_since_heartbeat_ += std::max(0.0, stall_seconds);
   heartbeat_.checkpoint(step, stall_seconds);
 }
 

@@ -36,8 +36,19 @@ MetricsFacts hostile_facts() {
   facts.goodput.productive_seconds = 8;
   facts.checkpoint_step = 39;
   facts.checkpoint_age = 0.5;
-  facts.ranks = {{.rank = 0, .host = "node1", .heartbeat_age = 0.1, .last_step = 41},
-                 {.rank = 1, .host = "evil\"} 1\nlockstep_fake 2", .last_step = -1}};
+  facts.ranks = {{.rank = 0,
+                  .host = "node1",
+                  .heartbeat_age = 0.1,
+                  .last_step = 41,
+                  .compute_seconds = 0.01,
+                  .relative_score = 1},
+                 {.rank = 1,
+                  .host = "evil\"} 1\nlockstep_fake 2",
+                  .last_step = -1,
+                  .compute_seconds = 0.04,
+                  .relative_score = 0.25,
+                  .straggler = true},
+                 {.rank = 2, .host = "node2", .last_step = 40}};
   return facts;
 }
 
@@ -78,6 +89,17 @@ TEST(MetricsText, SamplesFollowTheirFamily) {
     }
   }
   EXPECT_GT(declared.size(), 15u);
+}
+
+TEST(MetricsText, ShowsTheStragglerScores) {
+  const std::string text = prometheus_text(hostile_facts());
+  EXPECT_NE(text.find("lockstep_rank_compute_seconds{rank=\"0\",host=\"node1\"} 0.01\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("lockstep_rank_relative_score{rank=\"1\","), std::string::npos) << text;
+  EXPECT_NE(text.find("lockstep_stragglers 1\n"), std::string::npos) << text;
+  // Rank 2 was not scored: no sample rather than a made-up one.
+  EXPECT_EQ(text.find("lockstep_rank_compute_seconds{rank=\"2\""), std::string::npos) << text;
 }
 
 TEST(MetricsText, LeavesOutWhatIsNotKnownYet) {

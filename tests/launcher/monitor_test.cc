@@ -178,6 +178,53 @@ TEST(ChannelLine, BoundsTheMetricsOfAStep) {
   EXPECT_TRUE(long_name.event.metrics.empty());
 }
 
+// A step line carries the mean compute time of the steps since the last
+// line; nonsense in it drops the compute time, never the step.
+TEST(ChannelLine, ReadsComputeTimesAndDropsNonsense) {
+  const auto compute_of = [](const std::string& fields) {
+    const ChannelLine parsed =
+        parse_channel_line(R"({"type":"step","step":7,)" + fields + "}", true, "t");
+    EXPECT_EQ(parsed.verdict, ChannelLine::kEvent) << fields;
+    EXPECT_EQ(parsed.event.step, 7) << fields;
+    return std::make_pair(parsed.event.compute, parsed.event.compute_steps);
+  };
+  EXPECT_EQ(compute_of(R"("compute":0.25,"steps":3)"), std::make_pair(0.25, std::int64_t{3}));
+  EXPECT_EQ(compute_of(R"("compute":0,"steps":1)"), std::make_pair(0.0, std::int64_t{1}));
+  for (const char* nonsense :
+       {R"("compute":-1,"steps":3)", R"("compute":1e300,"steps":3)", R"("compute":0.1,"steps":0)",
+        R"("compute":0.1,"steps":-2)", R"("compute":0.1,"steps":2.5)",
+        R"("compute":"0.1","steps":2)", R"("compute":null,"steps":2)", R"("compute":0.1)",
+        R"("steps":2)", R"("compute":0.1,"steps":1e18)", R"("compute":[1],"steps":2)"}) {
+    EXPECT_EQ(compute_of(nonsense).second, 0) << nonsense;
+  }
+}
+
+TEST(Monitor, StepLinesCarryTheMeanComputeOfTheStepsTheyCover) {
+  Monitor monitor("127.0.0.1", "t");
+  {
+    HeartbeatClient client("127.0.0.1:" + std::to_string(monitor.port()), "t", 1, 2, "node1", 0);
+    ASSERT_TRUE(client.connected());
+    client.step(0, 0.5, {}, 0.05);  // sent at once
+    client.step(1, 0.5, {}, 0.1);   // held back by the rate limit ...
+    client.step(2, 0.5, {}, 0.2);   // ... and replaced, covering both
+    client.exit(0, false);          // sends the held line first
+  }
+  std::vector<RankEvent> steps;
+  for (int i = 0; i < 300 && steps.size() < 2; ++i) {
+    for (RankEvent& event : monitor.drain()) {
+      if (event.kind == RankEvent::Kind::kStep) steps.push_back(std::move(event));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(steps.size(), 2u);
+  EXPECT_EQ(steps[0].step, 0);
+  EXPECT_DOUBLE_EQ(steps[0].compute, 0.05);
+  EXPECT_EQ(steps[0].compute_steps, 1);
+  EXPECT_EQ(steps[1].step, 2);
+  EXPECT_DOUBLE_EQ(steps[1].compute, 0.15);
+  EXPECT_EQ(steps[1].compute_steps, 2);
+}
+
 // Every second a rank says it is alive, with where its collectives are:
 // that is how the launcher tells a lost host from a slow one, and names a
 // rank that never entered a collective the others wait in.

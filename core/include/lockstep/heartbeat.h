@@ -22,6 +22,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -61,8 +62,13 @@ class HeartbeatClient {
   bool connected() const;
 
   // Step `step` (0-based) finished after `step_seconds`; `metrics` such as
-  // {"loss": 0.3}. Sent at most every `min_interval` unless `force`.
-  void step(std::int64_t step, double step_seconds, const std::map<std::string, double>& metrics);
+  // {"loss": 0.3}. `compute_seconds`, when known, is the part of the step
+  // not spent waiting for other ranks (lockstep/blocked_time.h), which the
+  // launcher compares across ranks to find stragglers. Sent at most every
+  // 200 ms: a line carries the newest step, and the mean compute time of
+  // every step since the last line sent, with how many steps that covers.
+  void step(std::int64_t step, double step_seconds, const std::map<std::string, double>& metrics,
+            std::optional<double> compute_seconds = std::nullopt);
   // A checkpoint of step `step` was taken; training stalled `stall_seconds`.
   void checkpoint(std::int64_t step, double stall_seconds);
   // This rank is leaving normally with `exit_code`; the launcher will not
@@ -85,6 +91,9 @@ class HeartbeatClient {
   // next checkpoint or the goodbye, so the launcher ends with the last
   // step's metrics. The caller's thread only.
   std::string held_step_;
+  // Compute time of the steps since the last step line sent, and how many.
+  double pending_compute_ = 0;
+  std::int64_t pending_steps_ = 0;
 };
 
 }  // namespace lockstep

@@ -35,6 +35,7 @@ extern const Knob<std::int64_t> flight_records;
 // collectives
 extern const Knob<std::int64_t> replica_check_every;
 extern const Knob<std::string> inject_bitflip;
+extern const Knob<std::string> inject_slow;
 extern const Knob<double> mpi_segment_mb;
 
 // checkpoint

@@ -134,6 +134,14 @@ class Runtime {
   bool stop_known_ = false;    // whether stop_pending_ is fresh
   HeartbeatClient heartbeat_;
   std::chrono::steady_clock::time_point last_heartbeat_ = std::chrono::steady_clock::now();
+  // For the compute time of a step: blocked time (lockstep/blocked_time.h)
+  // at the last heartbeat, and checkpoint stalls reported since.
+  std::int64_t blocked_at_heartbeat_ns_ = 0;
+  double stalled_since_heartbeat_ = 0;
+  // LOCKSTEP_INJECT_SLOW on this rank (1: not slowed), and the delay added
+  // after the last heartbeat.
+  double slow_factor_ = 1;
+  double injected_delay_ = 0;
   // This rank's timeline (LOCKSTEP_TRACE); null when off. A step's span
   // runs from the previous heartbeat (or the start) to its own.
   std::unique_ptr<trace::TraceWriter> trace_;
