@@ -24,6 +24,10 @@ namespace lockstep::launcher {
 namespace {
 
 constexpr std::size_t kMaxLine = 64 * 1024;
+// A relay's batch carries the messages of a node's ranks (it keeps its
+// lines under 256 KiB plus one message).
+constexpr std::size_t kMaxRelayLine = 1024 * 1024;
+constexpr std::size_t kMaxRanksPerRelay = 1 << 16;
 // More ranks than any machine has: a rank number beyond it is malformed.
 constexpr int kMaxRanks = 1 << 24;
 constexpr std::size_t kMaxFaultText = 2048;
@@ -296,7 +300,7 @@ bool Monitor::read_from(Connection& connection) {
       connection.buffer.erase(0, newline + 1);
       if (!handle_line(connection, line)) return false;
     }
-    if (connection.buffer.size() > kMaxLine) {
+    if (connection.buffer.size() > (connection.relay ? kMaxRelayLine : kMaxLine)) {
       ++malformed_;
       return false;
     }
@@ -304,8 +308,13 @@ bool Monitor::read_from(Connection& connection) {
 }
 
 ChannelLine parse_channel_line(std::string_view line, bool authenticated, std::string_view token) {
+  return parse_channel_message(nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false),
+                               authenticated, token);
+}
+
+ChannelLine parse_channel_message(const nlohmann::json& message, bool authenticated,
+                                  std::string_view token) {
   ChannelLine parsed;
-  nlohmann::json message = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
   if (!message.is_object() || !message.contains("type") || !message["type"].is_string()) {
     parsed.verdict = authenticated ? ChannelLine::kMalformed : ChannelLine::kGarbage;
     return parsed;
@@ -315,6 +324,18 @@ ChannelLine parse_channel_line(std::string_view line, bool authenticated, std::s
   event.time = Clock::now();
   parsed.verdict = ChannelLine::kMalformed;
   try {
+    if (!authenticated && type == "node") {
+      // A node's relay, with the token: its lines carry its ranks' messages.
+      if (!message.contains("token") || !message["token"].is_string() ||
+          !same_token(message["token"].get<std::string>(), token)) {
+        parsed.verdict = ChannelLine::kStranger;
+        return parsed;
+      }
+      event.host = message.value("host", std::string());
+      event.pid = integer_member(message, "pid", 0);
+      parsed.verdict = event.host.size() > 255 ? ChannelLine::kBadHello : ChannelLine::kRelay;
+      return parsed;
+    }
     if (!authenticated) {
       if (type != "hello" || !message.contains("token") || !message["token"].is_string() ||
           !same_token(message["token"].get<std::string>(), token)) {
@@ -417,8 +438,19 @@ ChannelLine parse_channel_line(std::string_view line, bool authenticated, std::s
 }
 
 bool Monitor::handle_line(Connection& connection, const std::string& line) {
+  if (connection.relay) return handle_batch(connection, line);
   ChannelLine parsed = parse_channel_line(line, connection.authenticated, token_);
   switch (parsed.verdict) {
+    case ChannelLine::kRelay: {
+      ++relays_;
+      connection.relay = true;
+      connection.authenticated = true;
+      --stranger_count_;
+      static constexpr char kWelcome[] = "{\"type\":\"welcome\"}\n";
+      [[maybe_unused]] const ssize_t sent =
+          send(connection.fd.get(), kWelcome, sizeof(kWelcome) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+      return true;
+    }
     case ChannelLine::kGarbage:
       ++malformed_;
       ++refused_;
@@ -454,19 +486,80 @@ bool Monitor::handle_line(Connection& connection, const std::string& line) {
   return true;
 }
 
+bool Monitor::handle_batch(Connection& connection, const std::string& line) {
+  const nlohmann::json batch = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (!batch.is_object() || !batch.contains("messages") || !batch["messages"].is_array()) {
+    ++malformed_;
+    return true;
+  }
+  for (const nlohmann::json& message : batch["messages"]) {
+    if (!message.is_object() || !message.contains("rank") || !message["rank"].is_number_integer() ||
+        message["rank"].get<std::int64_t>() < 0 ||
+        message["rank"].get<std::int64_t>() >= kMaxRanks) {
+      ++malformed_;
+      continue;
+    }
+    const int rank = message["rank"].get<int>();
+    const auto carried = connection.carried.find(rank);
+    if (message.contains("type") && message["type"] == "closed") {
+      // The rank's connection to the relay ended.
+      if (carried != connection.carried.end()) {
+        push_closed(rank, carried->second.restart_count, carried->second.said_exit);
+        connection.carried.erase(carried);
+      }
+      continue;
+    }
+    const bool known = carried != connection.carried.end();
+    ChannelLine parsed = parse_channel_message(message, known, token_);
+    if (parsed.verdict != ChannelLine::kEvent) {
+      ++malformed_;
+      if (!known) ++refused_;
+      continue;
+    }
+    RankEvent& event = parsed.event;
+    if (event.kind == RankEvent::Kind::kHello) {
+      if (event.rank != rank || connection.carried.size() >= kMaxRanksPerRelay) {
+        ++malformed_;
+        continue;
+      }
+      connection.carried[rank] = {.restart_count = event.restart_count, .said_exit = false};
+      const std::string welcome = fmt::format("{{\"type\":\"welcome\",\"rank\":{}}}\n", rank);
+      [[maybe_unused]] const ssize_t sent =
+          send(connection.fd.get(), welcome.data(), welcome.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    } else {
+      Connection::Carried& state = carried->second;
+      if (event.kind == RankEvent::Kind::kExit) state.said_exit = true;
+      event.rank = rank;
+      event.restart_count = state.restart_count;
+    }
+    push(std::move(event));
+  }
+  return true;
+}
+
+void Monitor::push_closed(int rank, std::int64_t restart_count, bool said_exit) {
+  RankEvent event;
+  event.kind = RankEvent::Kind::kClosed;
+  event.time = Clock::now();
+  event.rank = rank;
+  event.restart_count = restart_count;
+  event.exit_code = said_exit ? 0 : -1;
+  push(std::move(event));
+}
+
 void Monitor::close_connection(int fd) {
   const auto it = connections_.find(fd);
   if (it == connections_.end()) return;
   Connection& connection = it->second;
-  if (connection.authenticated) {
+  if (connection.relay) {
+    // A relay that ends takes its node's ranks with it: each one that did
+    // not say goodbye counts as died, now.
+    for (const auto& [rank, state] : connection.carried) {
+      push_closed(rank, state.restart_count, state.said_exit);
+    }
+  } else if (connection.authenticated) {
     // A rank whose connection ends without saying goodbye has died.
-    RankEvent event;
-    event.kind = RankEvent::Kind::kClosed;
-    event.time = Clock::now();
-    event.rank = connection.rank;
-    event.restart_count = connection.restart_count;
-    event.exit_code = connection.said_exit ? 0 : -1;
-    push(std::move(event));
+    push_closed(connection.rank, connection.restart_count, connection.said_exit);
   } else {
     --stranger_count_;
   }

@@ -19,6 +19,8 @@
 #include <utility>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "lockstep/mutex.h"
 #include "unique_fd.h"
 
@@ -71,6 +73,7 @@ struct ChannelLine {
     kGarbage,    // before authentication, not a message at all: closed
     kStranger,   // before authentication, a message but not a hello with the token
     kBadHello,   // a hello with the token but invalid fields
+    kRelay,      // before authentication, a node relay's hello with the token
   };
   Verdict verdict = kMalformed;
   RankEvent event;
@@ -80,6 +83,10 @@ struct ChannelLine {
 // hello carrying `token` is an event. Never throws: the input comes from
 // the network.
 ChannelLine parse_channel_line(std::string_view line, bool authenticated, std::string_view token);
+// The same for one message already parsed as JSON (a message of a relay's
+// batch).
+ChannelLine parse_channel_message(const nlohmann::json& message, bool authenticated,
+                                  std::string_view token);
 
 // Limits that keep strangers from starving the launcher.
 struct MonitorLimits {
@@ -125,6 +132,9 @@ class Monitor {
   std::int64_t malformed() const { return malformed_.load(); }
   // accept() calls that failed (out of descriptors or memory).
   std::int64_t accept_failures() const { return accept_failures_.load(); }
+  // Node relays that connected (lockstep/node_relay.h), over the monitor's
+  // life.
+  std::int64_t relays() const { return relays_.load(); }
   // Connections open now, authenticated or not.
   std::size_t open_connections() const { return open_connections_.load(); }
 
@@ -138,6 +148,14 @@ class Monitor {
     bool said_exit = false;
     std::string buffer;
     Clock::time_point opened;
+    // A node's relay (lockstep/node_relay.h): its lines are batches of the
+    // messages of the ranks it carries, each authenticated by its hello.
+    bool relay = false;
+    struct Carried {
+      std::int64_t restart_count = 0;
+      bool said_exit = false;
+    };
+    std::unordered_map<int, Carried> carried;
   };
 
   void run();
@@ -154,6 +172,10 @@ class Monitor {
   // Returns false when the connection must be closed.
   bool read_from(Connection& connection);
   bool handle_line(Connection& connection, const std::string& line);
+  // A relay's batch line; false when the relay must be closed.
+  bool handle_batch(Connection& connection, const std::string& line);
+  // Tells the monitor's user that `rank` ended (said goodbye first or not).
+  void push_closed(int rank, std::int64_t restart_count, bool said_exit);
   void close_connection(int fd);
   // Sends `line` to every authenticated connection, without waiting.
   void send_to_ranks(std::string_view line);
@@ -184,6 +206,7 @@ class Monitor {
   std::atomic<std::int64_t> refused_{0};
   std::atomic<std::int64_t> malformed_{0};
   std::atomic<std::int64_t> accept_failures_{0};
+  std::atomic<std::int64_t> relays_{0};
   std::atomic<std::size_t> open_connections_{0};
   std::atomic<bool> stopping_{false};
   std::atomic<bool> dump_requested_{false};

@@ -1414,6 +1414,7 @@ int supervise(SupervisorOptions options) {
   }
   summary["monitored"] = monitored(attempts);
   summary["heartbeat_accept_failures"] = monitor.accept_failures();
+  summary["heartbeat_relays"] = monitor.relays();
   nlohmann::json stragglers = nlohmann::json::array();
   for (const AttemptRecord& attempt : attempts) {
     for (const StragglerRecord& straggler : attempt.stragglers) {

@@ -19,6 +19,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "channel_socket.h"
 #include "lockstep/error.h"
 #include "lockstep/log.h"
 #include "lockstep/mutex.h"
@@ -27,12 +28,6 @@
 namespace lockstep {
 
 namespace {
-
-// A launcher whose host vanishes sends no FIN; keep-alive probes notice
-// that within idle + interval * count seconds.
-constexpr int kKeepAliveIdleSeconds = 5;
-constexpr int kKeepAliveIntervalSeconds = 2;
-constexpr int kKeepAliveProbes = 3;
 
 // How often a rank says it is alive, with its collectives' progress. The
 // launcher counts a host whose ranks all stay silent for its host timeout
@@ -43,6 +38,9 @@ constexpr std::chrono::milliseconds kAliveInterval{1000};
 // line that does not fit is dropped (a launcher that does not read must
 // not stall training or grow this rank's memory).
 constexpr std::size_t kMaxUnsent = 64 * 1024;
+
+// The node's relay is on this host: it answers at once or not at all.
+constexpr std::chrono::milliseconds kRelayTimeout{3000};
 
 // The "alive" line: this rank's communicators and where each one is.
 std::string alive_line() {
@@ -55,97 +53,6 @@ std::string alive_line() {
     if (collectives.size() == 8) break;  // a line stays small
   }
   return nlohmann::json{{"type", "alive"}, {"collectives", collectives}}.dump();
-}
-
-// A connected socket, or why there is none.
-struct Connection {
-  int fd = -1;
-  std::string problem;  // "connection refused", "no answer within 10 s", ...
-};
-
-// One connect() bounded by `deadline`; the socket is left blocking again.
-Connection try_connect(const addrinfo& candidate, std::chrono::steady_clock::time_point deadline) {
-  Connection result;
-  const int fd = ::socket(candidate.ai_family, candidate.ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                          candidate.ai_protocol);
-  if (fd < 0) {
-    result.problem = std::strerror(errno);
-    return result;
-  }
-  int error = 0;
-  if (::connect(fd, candidate.ai_addr, candidate.ai_addrlen) != 0) {
-    error = errno;
-    if (error == EINPROGRESS) {
-      pollfd writable = {fd, POLLOUT, 0};
-      int ready = 0;
-      do {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-            deadline - std::chrono::steady_clock::now());
-        ready = ::poll(&writable, 1, static_cast<int>(std::max<std::int64_t>(0, left.count())));
-      } while (ready < 0 && errno == EINTR);
-      socklen_t length = sizeof(error);
-      if (ready == 0) {
-        error = ETIMEDOUT;
-      } else if (ready < 0 || ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0) {
-        error = errno;
-      }
-    }
-  }
-  if (error != 0) {
-    ::close(fd);
-    result.problem = error == ETIMEDOUT ? "no answer" : std::strerror(error);
-    return result;
-  }
-  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-  result.fd = fd;
-  return result;
-}
-
-// Connects to the launcher at "host:port", trying every address the host
-// resolves to, and again every 200 ms until `timeout` has passed (a
-// launcher under a flood of connections may refuse for a moment).
-Connection connect_to(const std::string& address, std::chrono::milliseconds timeout) {
-  const std::size_t colon = address.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == address.size()) {
-    throw UsageError("LOCKSTEP_MONITOR_ADDRESS='" + address +
-                     "' is not host:port; it is set by `lockstep run`, unset it to run alone");
-  }
-  const std::string host = address.substr(0, colon);
-  const std::string port = address.substr(colon + 1);
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* found = nullptr;
-  if (const int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &found); rc != 0) {
-    return {.problem = fmt::format("cannot resolve {}: {}", host, gai_strerror(rc))};
-  }
-  const std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> owner(found, freeaddrinfo);
-  const auto start = std::chrono::steady_clock::now();
-  const auto deadline = start + timeout;
-  Connection result;
-  while (true) {
-    for (const addrinfo* candidate = found; candidate != nullptr; candidate = candidate->ai_next) {
-      result = try_connect(*candidate, deadline);
-      if (result.fd >= 0) break;
-    }
-    if (result.fd >= 0 ||
-        std::chrono::steady_clock::now() + std::chrono::milliseconds(200) >= deadline) {
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  }
-  if (result.fd < 0) {
-    result.problem = fmt::format("{} within {:g} s", result.problem,
-                                 std::chrono::duration<double>(timeout).count());
-    return result;
-  }
-  const int one = 1;
-  setsockopt(result.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  setsockopt(result.fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
-  setsockopt(result.fd, IPPROTO_TCP, TCP_KEEPIDLE, &kKeepAliveIdleSeconds, sizeof(int));
-  setsockopt(result.fd, IPPROTO_TCP, TCP_KEEPINTVL, &kKeepAliveIntervalSeconds, sizeof(int));
-  setsockopt(result.fd, IPPROTO_TCP, TCP_KEEPCNT, &kKeepAliveProbes, sizeof(int));
-  return result;
 }
 
 }  // namespace
@@ -299,10 +206,23 @@ HeartbeatClient::HeartbeatClient(const std::string& address, const std::string& 
                                  int world_size, const std::string& host,
                                  std::int64_t restart_count, LauncherLost on_launcher_lost,
                                  std::chrono::milliseconds exit_after,
-                                 std::chrono::milliseconds connect_timeout, bool required)
+                                 std::chrono::milliseconds connect_timeout, bool required,
+                                 const std::string& relay_address)
     : channel_(std::make_unique<Channel>()) {
   channel_->address = address;
-  Connection connection = connect_to(address, connect_timeout);
+  detail::ChannelSocket connection;
+  if (!relay_address.empty()) {
+    connection = detail::connect_channel(relay_address, std::min(connect_timeout, kRelayTimeout));
+    if (connection.fd >= 0) {
+      channel_->address = fmt::format("{} (through this node's relay)", address);
+    } else {
+      log::warn(
+          "rank {} cannot reach its node's heartbeat relay ({}); it reports to the "
+          "launcher directly",
+          rank, connection.problem);
+    }
+  }
+  if (connection.fd < 0) connection = detail::connect_channel(address, connect_timeout);
   if (connection.fd < 0) {
     channel_.reset();
     const std::string what = fmt::format("rank {} on {} cannot reach the launcher at {} ({})", rank,

@@ -174,6 +174,18 @@ const Knob<std::string> trace{{
     .choices = kTraceModes,
 }};
 
+const Knob<std::string> heartbeat_relay{{
+    .name = "heartbeat_relay",
+    .env = "LOCKSTEP_HEARTBEAT_RELAY",
+    .type = KnobType::kEnum,
+    .default_value = "auto",
+    .doc = "How the ranks of a node reach `lockstep run`: 'on' through one relay in the node's "
+           "first rank (one connection and one message a second per node to the launcher), "
+           "'off' each rank on its own connection, 'auto' through the relay when the job spans "
+           "several nodes.",
+    .choices = kTraceModes,
+}};
+
 const Knob<std::string> trace_dir{{
     .name = "trace_dir",
     .env = "LOCKSTEP_TRACE_DIR",
@@ -403,7 +415,7 @@ const Knob<double> mtbf{{
 }  // namespace knobs
 
 std::span<const KnobSpec* const> all_knobs() {
-  static const std::array<const KnobSpec*, 35> table = {
+  static const std::array<const KnobSpec*, 36> table = {
       &knobs::log_level.spec,
       &knobs::run_dir.spec,
       &knobs::device.spec,
@@ -418,6 +430,7 @@ std::span<const KnobSpec* const> all_knobs() {
       &knobs::allow_unmonitored.spec,
       &knobs::launcher_loss_grace.spec,
       &knobs::host_timeout.spec,
+      &knobs::heartbeat_relay.spec,
       &knobs::trace.spec,
       &knobs::trace_dir.spec,
       &knobs::trace_max_mb.spec,

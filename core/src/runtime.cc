@@ -21,6 +21,7 @@
 #include "lockstep/knobs.h"
 #include "lockstep/log.h"
 #include "lockstep/mpi_check.h"
+#include "lockstep/node_relay.h"
 #include "lockstep/progress.h"
 
 #if LOCKSTEP_HAVE_CUDA
@@ -30,6 +31,10 @@
 namespace lockstep {
 
 namespace {
+
+// How long the node's first rank waits, when it ends, for the node's other
+// ranks to close their channels through its relay.
+constexpr std::chrono::milliseconds kRelayLinger{10000};
 
 // The factor LOCKSTEP_INJECT_SLOW ("RANK:FACTOR") slows `rank` by; 1 when
 // it names another rank or is empty.
@@ -195,14 +200,13 @@ Runtime::Runtime(int& argc, char**& argv) : uncaught_at_start_(std::uncaught_exc
   if (const std::string monitor = config_.get(knobs::monitor_address); !monitor.empty()) {
     // A rank whose launcher is gone asks for "checkpoint and stop", as a
     // SIGTERM would; every rank loses the launcher at about the same time.
+    const std::string relay = start_relay(monitor);
     heartbeat_ = HeartbeatClient(
         monitor, config_.get(knobs::monitor_token), rank_, world_size_, hostname_, restart_count_,
         [](const std::string&) { signals::request(kRequestStop); },
         std::chrono::milliseconds(
             static_cast<std::int64_t>(config_.get(knobs::launcher_loss_grace) * 1000)),
-        std::chrono::milliseconds(
-            static_cast<std::int64_t>(config_.get(knobs::launcher_connect_timeout) * 1000)),
-        /*required=*/!config_.get(knobs::allow_unmonitored));
+        connect_timeout(), /*required=*/!config_.get(knobs::allow_unmonitored), relay);
     // One Runtime per process (the heartbeat member does not move).
     static FaultChannel channel;
     channel = FaultChannel{&heartbeat_, rank_};
@@ -213,6 +217,36 @@ Runtime::Runtime(int& argc, char**& argv) : uncaught_at_start_(std::uncaught_exc
   log::debug("lockstep {}: rank {}/{} local {}/{} node {}/{} device {} run dir {} restarts {}",
              LOCKSTEP_VERSION, rank_, world_size_, local_rank_, local_size_, node_index_,
              node_count_, device_.str(), run_dir_.string(), restart_count_);
+}
+
+std::chrono::milliseconds Runtime::connect_timeout() const {
+  return std::chrono::milliseconds(
+      static_cast<std::int64_t>(config_.get(knobs::launcher_connect_timeout) * 1000));
+}
+
+std::string Runtime::start_relay(const std::string& launcher) {
+  const std::string mode = config_.get(knobs::heartbeat_relay);
+  if (local_size_ < 2 || mode == "off" || (mode == "auto" && node_count_ < 2)) return "";
+  std::string address;
+  if (local_rank_ == 0) {
+    try {
+      relay_ =
+          std::make_unique<NodeRelay>(launcher, config_.get(knobs::monitor_token), hostname_,
+                                      NodeRelay::Options{.connect_timeout = connect_timeout()});
+      address = relay_->address();
+    } catch (const Error& error) {
+      log::warn("no heartbeat relay on {} ({}); its ranks report to the launcher directly",
+                hostname_, error.what());
+    }
+  }
+  // Every rank of the node learns where the relay is ("" when there is none).
+  int length = static_cast<int>(address.size());
+  LOCKSTEP_CHECK_MPI(MPI_Bcast(&length, 1, MPI_INT, 0, node_.get()));
+  address.resize(static_cast<std::size_t>(length));
+  if (length > 0) {
+    LOCKSTEP_CHECK_MPI(MPI_Bcast(address.data(), length, MPI_CHAR, 0, node_.get()));
+  }
+  return address;
 }
 
 void Runtime::start_trace() {
@@ -372,6 +406,11 @@ Runtime::~Runtime() {
   g_fault_channel.store(nullptr);
   signals::uninstall();
   heartbeat_.exit(0, stop_pending_);
+  // Every rank closes its channel before MPI_Finalize, so that the node's
+  // relay, which waits for them, never waits on a rank inside it.
+  heartbeat_ = HeartbeatClient();
+  if (relay_) relay_->finish(kRelayLinger);
+  relay_.reset();
   trace_.reset();
   control_ = MpiComm();
   control_progress_.reset();

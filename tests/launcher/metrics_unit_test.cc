@@ -41,14 +41,20 @@ MetricsFacts hostile_facts() {
                   .heartbeat_age = 0.1,
                   .last_step = 41,
                   .compute_seconds = 0.01,
-                  .relative_score = 1},
+                  .relative_score = 1,
+                  .straggler = false},
                  {.rank = 1,
                   .host = "evil\"} 1\nlockstep_fake 2",
                   .last_step = -1,
                   .compute_seconds = 0.04,
                   .relative_score = 0.25,
                   .straggler = true},
-                 {.rank = 2, .host = "node2", .last_step = 40}};
+                 {.rank = 2,
+                  .host = "node2",
+                  .last_step = 40,
+                  .compute_seconds = std::nullopt,
+                  .relative_score = std::nullopt,
+                  .straggler = false}};
   return facts;
 }
 

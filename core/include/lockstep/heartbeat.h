@@ -42,12 +42,15 @@ class HeartbeatClient {
   // logs why (resolution, refused, no answer) with the options that fix it
   // and throws IoError, so that a rank its launcher cannot watch never
   // trains; otherwise logs a warning and the client stays silent.
+  // `relay_address`, when given, is this node's NodeRelay
+  // ("unix:@NAME"): the client reports through it, and straight to the
+  // launcher when it cannot be reached within a few seconds.
   HeartbeatClient(const std::string& address, const std::string& token, int rank, int world_size,
                   const std::string& host, std::int64_t restart_count,
                   LauncherLost on_launcher_lost = {},
                   std::chrono::milliseconds exit_after = std::chrono::seconds(10),
                   std::chrono::milliseconds connect_timeout = std::chrono::seconds(10),
-                  bool required = false);
+                  bool required = false, const std::string& relay_address = "");
 
   // Owns a socket and a thread: not copyable; movable (the state lives on
   // the heap, so the thread never sees a moved object; the moved-from

@@ -25,6 +25,7 @@ extern const Knob<double> launcher_connect_timeout;
 extern const Knob<bool> allow_unmonitored;
 extern const Knob<double> launcher_loss_grace;
 extern const Knob<double> host_timeout;
+extern const Knob<std::string> heartbeat_relay;
 
 // the timeline
 extern const Knob<std::string> trace;

@@ -15,6 +15,7 @@
 #include "lockstep/config.h"
 #include "lockstep/heartbeat.h"
 #include "lockstep/mpi_comm.h"
+#include "lockstep/node_relay.h"
 #include "lockstep/progress.h"
 #include "lockstep/signals.h"
 #include "lockstep/tensor.h"
@@ -108,6 +109,11 @@ class Runtime {
   // when LOCKSTEP_TRACE asks for one; a file that cannot be created is a
   // warning, not an error.
   void start_trace();
+  // When LOCKSTEP_HEARTBEAT_RELAY asks for one, the node's first rank
+  // starts the node's relay; returns its address on every rank of the node
+  // ("" for none). Collective over the node.
+  std::string start_relay(const std::string& launcher);
+  std::chrono::milliseconds connect_timeout() const;
 
   bool owns_mpi_ = false;
   int uncaught_at_start_ = 0;
@@ -132,6 +138,9 @@ class Runtime {
   std::int64_t checkpoint_every_ = 0;
   bool stop_pending_ = false;  // answer of the last decide() not yet read
   bool stop_known_ = false;    // whether stop_pending_ is fresh
+  // This node's heartbeat relay, in its first rank only; declared before
+  // the channel, which must close first.
+  std::unique_ptr<NodeRelay> relay_;
   HeartbeatClient heartbeat_;
   std::chrono::steady_clock::time_point last_heartbeat_ = std::chrono::steady_clock::now();
   // For the compute time of a step: blocked time (lockstep/blocked_time.h)
