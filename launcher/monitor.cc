@@ -161,6 +161,13 @@ void Monitor::push(RankEvent event) {
   events_.push_back(std::move(event));
 }
 
+void Monitor::push_all(std::vector<RankEvent>& events) {
+  if (events.empty()) return;
+  MutexLock lock(mutex_);
+  for (RankEvent& event : events) events_.push_back(std::move(event));
+  events.clear();
+}
+
 int Monitor::next_timeout_ms(Clock::time_point now) const {
   Clock::time_point wake = now + std::chrono::milliseconds(500);
   if (listen_paused_until_) wake = std::min(wake, *listen_paused_until_);
@@ -307,6 +314,31 @@ bool Monitor::read_from(Connection& connection) {
   }
 }
 
+namespace {
+
+// The "collectives" of an alive report (or of a relayed step); false when
+// they are malformed. Throws what nlohmann::json throws for wrong types.
+bool read_collectives(const nlohmann::json& message, RankEvent& event) {
+  if (!message.contains("collectives")) return true;
+  const nlohmann::json& collectives = message.at("collectives");
+  if (!collectives.is_array() || collectives.size() > kMaxCollectives) return false;
+  for (const nlohmann::json& entry : collectives) {
+    CollectiveReport report;
+    report.channel = entry.at("channel").get<std::string>();
+    report.started = integer_value<std::int64_t>(entry.at("started"));
+    report.finished = integer_value<std::int64_t>(entry.at("finished"));
+    report.waiting_in = entry.value("waiting_in", std::string());
+    if (report.started < 0 || report.finished < 0 || report.channel.size() > kMaxChannelText ||
+        report.waiting_in.size() > kMaxChannelText) {
+      return false;
+    }
+    event.collectives.push_back(std::move(report));
+  }
+  return true;
+}
+
+}  // namespace
+
 ChannelLine parse_channel_line(std::string_view line, bool authenticated, std::string_view token) {
   return parse_channel_message(nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false),
                                authenticated, token);
@@ -370,6 +402,8 @@ ChannelLine parse_channel_message(const nlohmann::json& message, bool authentica
       });
       while (event.metrics.size() > kMaxMetrics)
         event.metrics.erase(std::prev(event.metrics.end()));
+      // A relay sends a rank's step and alive report as one message.
+      if (!read_collectives(message, event)) return parsed;
       // Like the metrics, a compute time out of bounds is dropped, not the step.
       if (message.contains("compute") && message.contains("steps") &&
           message["compute"].is_number() && message["steps"].is_number_integer()) {
@@ -401,23 +435,7 @@ ChannelLine parse_channel_message(const nlohmann::json& message, bool authentica
       }
     } else if (type == "alive") {
       event.kind = RankEvent::Kind::kAlive;
-      if (message.contains("collectives")) {
-        const nlohmann::json& collectives = message.at("collectives");
-        if (!collectives.is_array() || collectives.size() > kMaxCollectives) return parsed;
-        for (const nlohmann::json& entry : collectives) {
-          CollectiveReport report;
-          report.channel = entry.at("channel").get<std::string>();
-          report.started = integer_value<std::int64_t>(entry.at("started"));
-          report.finished = integer_value<std::int64_t>(entry.at("finished"));
-          report.waiting_in = entry.value("waiting_in", std::string());
-          if (report.started < 0 || report.finished < 0 ||
-              report.channel.size() > kMaxChannelText ||
-              report.waiting_in.size() > kMaxChannelText) {
-            return parsed;
-          }
-          event.collectives.push_back(std::move(report));
-        }
-      }
+      if (!read_collectives(message, event)) return parsed;
     } else if (type == "exit") {
       event.kind = RankEvent::Kind::kExit;
       event.exit_code = integer_member(message, "code", 0);
@@ -492,6 +510,9 @@ bool Monitor::handle_batch(Connection& connection, const std::string& line) {
     ++malformed_;
     return true;
   }
+  // The batch's events go to the supervisor together, under one lock.
+  std::vector<RankEvent> events;
+  events.reserve(batch["messages"].size());
   for (const nlohmann::json& message : batch["messages"]) {
     if (!message.is_object() || !message.contains("rank") || !message["rank"].is_number_integer() ||
         message["rank"].get<std::int64_t>() < 0 ||
@@ -504,7 +525,8 @@ bool Monitor::handle_batch(Connection& connection, const std::string& line) {
     if (message.contains("type") && message["type"] == "closed") {
       // The rank's connection to the relay ended.
       if (carried != connection.carried.end()) {
-        push_closed(rank, carried->second.restart_count, carried->second.said_exit);
+        events.push_back(
+            closed_event(rank, carried->second.restart_count, carried->second.said_exit));
         connection.carried.erase(carried);
       }
       continue;
@@ -532,19 +554,20 @@ bool Monitor::handle_batch(Connection& connection, const std::string& line) {
       event.rank = rank;
       event.restart_count = state.restart_count;
     }
-    push(std::move(event));
+    events.push_back(std::move(event));
   }
+  push_all(events);
   return true;
 }
 
-void Monitor::push_closed(int rank, std::int64_t restart_count, bool said_exit) {
+RankEvent Monitor::closed_event(int rank, std::int64_t restart_count, bool said_exit) {
   RankEvent event;
   event.kind = RankEvent::Kind::kClosed;
   event.time = Clock::now();
   event.rank = rank;
   event.restart_count = restart_count;
   event.exit_code = said_exit ? 0 : -1;
-  push(std::move(event));
+  return event;
 }
 
 void Monitor::close_connection(int fd) {
@@ -554,12 +577,14 @@ void Monitor::close_connection(int fd) {
   if (connection.relay) {
     // A relay that ends takes its node's ranks with it: each one that did
     // not say goodbye counts as died, now.
+    std::vector<RankEvent> events;
     for (const auto& [rank, state] : connection.carried) {
-      push_closed(rank, state.restart_count, state.said_exit);
+      events.push_back(closed_event(rank, state.restart_count, state.said_exit));
     }
+    push_all(events);
   } else if (connection.authenticated) {
     // A rank whose connection ends without saying goodbye has died.
-    push_closed(connection.rank, connection.restart_count, connection.said_exit);
+    push(closed_event(connection.rank, connection.restart_count, connection.said_exit));
   } else {
     --stranger_count_;
   }

@@ -61,7 +61,8 @@ struct RankEvent {
   // kFault: what the rank found, and the ranks it blames
   std::string what;
   std::vector<int> blamed;
-  // kAlive: sent every second by a live rank, whatever its training does
+  // kAlive: sent every second by a live rank, whatever its training does;
+  // kStep through a node relay, which sends the two as one message
   std::vector<CollectiveReport> collectives;
 };
 
@@ -174,12 +175,14 @@ class Monitor {
   bool handle_line(Connection& connection, const std::string& line);
   // A relay's batch line; false when the relay must be closed.
   bool handle_batch(Connection& connection, const std::string& line);
-  // Tells the monitor's user that `rank` ended (said goodbye first or not).
-  void push_closed(int rank, std::int64_t restart_count, bool said_exit);
+  // The event that says `rank` ended (said goodbye first or not).
+  static RankEvent closed_event(int rank, std::int64_t restart_count, bool said_exit);
   void close_connection(int fd);
   // Sends `line` to every authenticated connection, without waiting.
   void send_to_ranks(std::string_view line);
   void push(RankEvent event) LOCKSTEP_EXCLUDES(mutex_);
+  // Moves every event of `events` to the queue, in order, under one lock.
+  void push_all(std::vector<RankEvent>& events) LOCKSTEP_EXCLUDES(mutex_);
   int next_timeout_ms(Clock::time_point now) const;
 
   // Constant after construction.

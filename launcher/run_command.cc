@@ -315,9 +315,9 @@ launcher::SupervisorOptions plan_from(const RunOptions& options) {
     throw UsageError(fmt::format("--min-nodes {} exceeds the {} host(s) of the host list",
                                  options.min_nodes, plan.plan.hosts.size()));
   }
-  launcher::EndpointRequest endpoint{.requested = options.monitor_address,
-                                     .bind_all = options.monitor_bind_all};
-  endpoint.remote_hosts = remote_hosts(plan);
+  const launcher::EndpointRequest endpoint{.requested = options.monitor_address,
+                                           .remote_hosts = remote_hosts(plan),
+                                           .bind_all = options.monitor_bind_all};
   if (plan.plan.starter != launcher::Starter::kSrun) plan.remote_hosts = endpoint.remote_hosts;
   if (!endpoint.remote_hosts.empty()) plan.multi_host = true;
   plan.monitor = launcher::choose_monitor_endpoint(endpoint);

@@ -416,6 +416,7 @@ void Attempt::handle(const RankEvent& event) {
       any_step_ = true;
       rank.last_step = std::max(rank.last_step, event.step);
       rank.step_seconds = event.step_time;
+      if (!event.collectives.empty()) rank.collectives = event.collectives;
       if (event.compute_steps > 0) {
         stragglers_.on_step(event.rank, rank.host, event.compute, event.compute_steps);
       }

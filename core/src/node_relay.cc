@@ -112,6 +112,11 @@ struct NodeRelay::State {
         step["compute"] = entry.compute_sum / static_cast<double>(entry.compute_steps);
         step["steps"] = entry.compute_steps;
       }
+      // One message for both: half the launcher's work per rank.
+      if (entry.alive && entry.alive->contains("collectives")) {
+        step["collectives"] = std::move((*entry.alive)["collectives"]);
+        entry.alive.reset();
+      }
       batch.push_back(std::move(step));
     }
     if (entry.alive) {
