@@ -1,6 +1,7 @@
 // Fuzzes parse_channel_line(), which reads each line a connection to the
 // launcher's heartbeat port sends: anyone who can reach the port can send
-// anything.
+// anything; and parse_channel_message() on each message of a node relay's
+// batch line.
 //
 // Input: the first byte says whether the connection has shown the token
 // (low bit set) or not; the rest is the line. The token is kToken, which
@@ -13,12 +14,15 @@
 #include <cstdlib>
 #include <string_view>
 
+#include <nlohmann/json.hpp>
+
 #include "monitor.h"
 
 namespace {
 
 using lockstep::launcher::ChannelLine;
 using lockstep::launcher::parse_channel_line;
+using lockstep::launcher::parse_channel_message;
 using lockstep::launcher::RankEvent;
 
 constexpr std::string_view kToken = "fuzz-token";
@@ -55,5 +59,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const bool authenticated = (data[0] & 1) != 0;
   const std::string_view line(reinterpret_cast<const char*>(data) + 1, size - 1);
   check_contract(parse_channel_line(line, authenticated, kToken), authenticated);
+  // A node relay's batch: each of its messages is read as a rank's line.
+  const nlohmann::json batch = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (batch.is_object() && batch.contains("messages") && batch["messages"].is_array()) {
+    for (const nlohmann::json& message : batch["messages"]) {
+      check_contract(parse_channel_message(message, authenticated, kToken), authenticated);
+    }
+  }
   return 0;
 }

@@ -295,23 +295,27 @@ bool Monitor::accept_new() {
 }
 
 bool Monitor::read_from(Connection& connection) {
-  char chunk[4096];
-  while (true) {
-    const ssize_t got = read(connection.fd.get(), chunk, sizeof(chunk));
-    if (got == 0) return false;  // closed by the rank
-    if (got < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
-    connection.buffer.append(chunk, static_cast<std::size_t>(got));
-    std::size_t newline;
-    while ((newline = connection.buffer.find('\n')) != std::string::npos) {
-      const std::string line = connection.buffer.substr(0, newline);
-      connection.buffer.erase(0, newline + 1);
-      if (!handle_line(connection, line)) return false;
-    }
-    if (connection.buffer.size() > (connection.relay ? kMaxRelayLine : kMaxLine)) {
-      ++malformed_;
+  // One read per readiness: epoll is level-triggered and reports the
+  // connection again while data is left, and a system call saved per
+  // message is what 16,384 relays a second need most.
+  const ssize_t got = read(connection.fd.get(), chunk_.data(), chunk_.size());
+  if (got == 0) return false;  // closed by the rank
+  if (got < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+  connection.buffer.append(chunk_.data(), static_cast<std::size_t>(got));
+  std::size_t start = 0;
+  for (std::size_t newline; (newline = connection.buffer.find('\n', start)) != std::string::npos;
+       start = newline + 1) {
+    if (!handle_line(connection,
+                     std::string_view(connection.buffer).substr(start, newline - start))) {
       return false;
     }
   }
+  connection.buffer.erase(0, start);
+  if (connection.buffer.size() > (connection.relay ? kMaxRelayLine : kMaxLine)) {
+    ++malformed_;
+    return false;
+  }
+  return true;
 }
 
 namespace {
@@ -455,7 +459,7 @@ ChannelLine parse_channel_message(const nlohmann::json& message, bool authentica
   return parsed;
 }
 
-bool Monitor::handle_line(Connection& connection, const std::string& line) {
+bool Monitor::handle_line(Connection& connection, std::string_view line) {
   if (connection.relay) return handle_batch(connection, line);
   ChannelLine parsed = parse_channel_line(line, connection.authenticated, token_);
   switch (parsed.verdict) {
@@ -504,7 +508,7 @@ bool Monitor::handle_line(Connection& connection, const std::string& line) {
   return true;
 }
 
-bool Monitor::handle_batch(Connection& connection, const std::string& line) {
+bool Monitor::handle_batch(Connection& connection, std::string_view line) {
   const nlohmann::json batch = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
   if (!batch.is_object() || !batch.contains("messages") || !batch["messages"].is_array()) {
     ++malformed_;

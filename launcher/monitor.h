@@ -6,6 +6,7 @@
 // message does not grow with the number of ranks.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -172,9 +173,9 @@ class Monitor {
   void expire_strangers(Clock::time_point now);
   // Returns false when the connection must be closed.
   bool read_from(Connection& connection);
-  bool handle_line(Connection& connection, const std::string& line);
+  bool handle_line(Connection& connection, std::string_view line);
   // A relay's batch line; false when the relay must be closed.
-  bool handle_batch(Connection& connection, const std::string& line);
+  bool handle_batch(Connection& connection, std::string_view line);
   // The event that says `rank` ended (said goodbye first or not).
   static RankEvent closed_event(int rank, std::int64_t restart_count, bool said_exit);
   void close_connection(int fd);
@@ -196,6 +197,7 @@ class Monitor {
   int port_ = 0;
 
   // Used by the monitor thread only.
+  std::array<char, 64 * 1024> chunk_{};  // what one read() takes
   std::unordered_map<int, Connection> connections_;
   // Strangers by age: (fd, id) pairs; entries whose connection has since
   // closed or authenticated are skipped when met.

@@ -6,10 +6,9 @@
 // After a while every rank stops stepping (a hang) and the view must notice
 // within the hang timeout.
 //
-// Prints one line of "key value" pairs: the monitor process's CPU (cores)
-// while heartbeats flow, its peak memory, how late heartbeats reach the
-// view (p50, p99, max), and how long after the hang timeout the hang was
-// seen.
+// Prints one line of "key value" pairs: the CPU (cores) of the monitor
+// process and of the monitor's own thread while heartbeats flow, its peak memory, how late
+// heartbeats reach the view (p50, p99, max), and how long after the hang timeout the hang was seen.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -23,7 +22,9 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -63,6 +64,33 @@ double cpu_seconds() {
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
          static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) * 1e-6;
+}
+
+// CPU seconds of this process's threads other than the calling one: the
+// monitor's own thread.
+double other_threads_cpu_seconds() {
+  const long ticks = sysconf(_SC_CLK_TCK);
+  double total = 0;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    if (task.path().filename() == std::to_string(gettid())) continue;
+    std::ifstream stat(task.path() / "stat");
+    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    const std::size_t end = text.rfind(')');
+    if (end == std::string::npos) continue;
+    std::istringstream fields(text.substr(end + 2));
+    std::string field;
+    double user = 0;
+    double system = 0;
+    for (int i = 3; fields >> field; ++i) {
+      if (i == 14) user = std::stod(field);
+      if (i == 15) {
+        system = std::stod(field);
+        break;
+      }
+    }
+    total += (user + system) / static_cast<double>(ticks);
+  }
+  return total;
 }
 
 // VmHWM of this process, in MiB.
@@ -223,6 +251,8 @@ int main(int argc, char** argv) {
   std::optional<SteadyClock::time_point> all_in;
   double cpu_at_all_in = 0;
   double cpu_at_stop = 0;
+  double thread_cpu_at_all_in = 0;
+  double thread_cpu_at_stop = 0;
   std::optional<SteadyClock::time_point> stopped_at;
   SteadyClock::time_point last_step_event = SteadyClock::now();
   std::optional<double> detection_delay;
@@ -234,7 +264,7 @@ int main(int argc, char** argv) {
     const auto now = SteadyClock::now();
     const std::int64_t now_ns = monotonic_ns();
     for (const lockstep::launcher::RankEvent& event : monitor.drain()) {
-      ++events;
+      if (all_in && !stopped_at) ++events;  // while heartbeats flow
       if (event.rank < 0 || event.rank >= options.ranks) continue;
       View& rank = view[static_cast<std::size_t>(event.rank)];
       rank.last_seen = now;
@@ -251,10 +281,12 @@ int main(int argc, char** argv) {
     if (!all_in && hellos == options.ranks) {
       all_in = now;
       cpu_at_all_in = cpu_seconds();
+      thread_cpu_at_all_in = other_threads_cpu_seconds();
     }
     if (!stopped_at && now_ns >= stop_ns) {
       stopped_at = now;
       cpu_at_stop = cpu_seconds();
+      thread_cpu_at_stop = other_threads_cpu_seconds();
       connections = monitor.open_connections();
     }
     // The hang, as the supervisor sees it: no step for the hang timeout;
@@ -283,13 +315,15 @@ int main(int argc, char** argv) {
   for (const View& rank : view) stepped += rank.last_step >= 0 ? 1 : 0;
   fmt::print(
       "mode {} ranks {} nodes {} connections {} ranks_stepping {} events_per_s {:.0f} "
-      "monitor_cores {:.3f} memory_mib {:.1f} latency_p50_s {:.3f} latency_p99_s {:.3f} "
+      "monitor_cores {:.3f} monitor_thread_cores {:.3f} memory_mib {:.1f} latency_p50_s {:.3f} "
+      "latency_p99_s {:.3f} "
       "latency_max_s {:.3f} oldest_view_s {:.3f} hang_seen_after_timeout_s {:.2f} "
       "hang_worst_after_timeout_s {:.2f} malformed {} refused {}\n",
       mode, options.ranks, (options.ranks + options.ranks_per_node - 1) / options.ranks_per_node,
       connections, stepped, static_cast<double>(events) / flowing,
-      (cpu_at_stop - cpu_at_all_in) / flowing, peak_mib() - memory_before, quantile(0.5),
-      quantile(0.99), latencies.empty() ? -1.0 : latencies.back(),
+      (cpu_at_stop - cpu_at_all_in) / flowing,
+      (thread_cpu_at_stop - thread_cpu_at_all_in) / flowing, peak_mib() - memory_before,
+      quantile(0.5), quantile(0.99), latencies.empty() ? -1.0 : latencies.back(),
       // The oldest a rank's step can be in the view: the client holds a step
       // up to its 200 ms rate limit, a relay up to its 1 s interval, then
       // the trip measured here.
