@@ -15,6 +15,7 @@
 #include <iostream>
 #include <map>
 #include <set>
+#include <unordered_map>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -197,6 +198,8 @@ class Attempt {
   // logs "rank R on HOST cannot reach the launcher at ADDRESS (WHY)").
   void note_unreachable(std::string_view text);
   void handle(const RankEvent& event);
+  // The state of `rank`, made on first sight; O(1) once made.
+  RankState& rank_state(int rank);
   // The ranks as /metrics shows them.
   std::vector<RankView> rank_views(Clock::time_point now) const;
   void inject(std::int64_t step, bool at_checkpoint);
@@ -243,7 +246,10 @@ class Attempt {
   // wait for the next attempt, which replays the steps since the checkpoint.
   bool injected_one_ = false;
   AttemptRecord record_;
-  std::map<int, RankState> ranks_;
+  std::map<int, RankState> ranks_;  // in rank order, for reports
+  // The same ranks by number, for the work per heartbeat.
+  std::unordered_map<int, RankState*> rank_index_;
+  int clean_exits_ = 0;  // ranks that said they exit with code 0
   OutputTails tails_;
   MpirunMessageParser mpirun_messages_;
   LineSplitter out_lines_;
@@ -323,9 +329,9 @@ void Attempt::print(const OutputLine& line) {
     prefix = options_.plan.starter == Starter::kSrun ? "[srun] " : "[mpirun] ";
   } else if (!line.text.starts_with(fmt::format("[{}/", line.rank))) {
     // Lines from lockstep's logger already carry "[rank/world host]".
-    const auto it = ranks_.find(line.rank);
-    prefix = options_.multi_host && it != ranks_.end() && !it->second.host.empty()
-                 ? fmt::format("[rank {} {}] ", line.rank, it->second.host)
+    const auto it = rank_index_.find(line.rank);
+    prefix = options_.multi_host && it != rank_index_.end() && !it->second->host.empty()
+                 ? fmt::format("[rank {} {}] ", line.rank, it->second->host)
                  : fmt::format("[rank {}] ", line.rank);
   }
   status_.print_line(prefix + line.text, line.is_stderr);
@@ -394,9 +400,17 @@ void Attempt::inject(std::int64_t step, bool at_checkpoint) {
   }
 }
 
+RankState& Attempt::rank_state(int rank) {
+  const auto found = rank_index_.find(rank);
+  if (found != rank_index_.end()) return *found->second;
+  RankState& state = ranks_[rank];  // a map's elements never move
+  rank_index_.emplace(rank, &state);
+  return state;
+}
+
 void Attempt::handle(const RankEvent& event) {
   if (event.restart_count != record_.index) return;  // a straggler of an earlier attempt
-  RankState& rank = ranks_[event.rank];
+  RankState& rank = rank_state(event.rank);
   rank.last_seen = event.time;
   if (event.kind == RankEvent::Kind::kAlive) {
     // Says that the rank lives, not that the job gets anywhere: no hang
@@ -439,13 +453,14 @@ void Attempt::handle(const RankEvent& event) {
         inject(event.step, true);
       }
       break;
-    case RankEvent::Kind::kExit:
+    case RankEvent::Kind::kExit: {
+      // Counted as they come: counting every rank at each goodbye would be
+      // quadratic in the ranks at the end of every run.
+      const bool was_clean = rank.said_exit && rank.exit_code == 0;
       rank.said_exit = true;
       rank.exit_code = event.exit_code;
-      if (!goodbye_at_ && world_size_ > 0 &&
-          std::count_if(ranks_.begin(), ranks_.end(), [](const auto& entry) {
-            return entry.second.said_exit && entry.second.exit_code == 0;
-          }) == world_size_) {
+      clean_exits_ += (event.exit_code == 0 ? 1 : 0) - (was_clean ? 1 : 0);
+      if (!goodbye_at_ && world_size_ > 0 && clean_exits_ == world_size_) {
         goodbye_at_ = event.time;
       }
       ranks_stopped_ = ranks_stopped_ || event.stopped;
@@ -456,6 +471,7 @@ void Attempt::handle(const RankEvent& event) {
         status_.on_step(event.step, {}, event.time);
       }
       break;
+    }
     case RankEvent::Kind::kFault:
       // The first fault a rank found and reported is the cause of what
       // follows (its abort, the others' lost connections).
