@@ -147,9 +147,10 @@ std::string prometheus_text(const MetricsFacts& facts) {
       for (const RankView& rank : facts.ranks) {
         if (rank.compute_seconds) out.sample(*rank.compute_seconds, rank_labels(rank));
       }
-      out.family("lockstep_rank_relative_score", "gauge",
-                 "The median rank's compute time over each rank's (1: typical or faster; 0.5: "
-                 "twice as slow), at the last straggler report.");
+      out.family(
+          "lockstep_rank_relative_score", "gauge",
+          "The other ranks' median compute time over each rank's (1: typical or faster; 0.5: "
+          "twice as slow), at the last straggler report.");
       for (const RankView& rank : facts.ranks) {
         if (rank.relative_score) out.sample(*rank.relative_score, rank_labels(rank));
       }

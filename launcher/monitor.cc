@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -126,6 +127,8 @@ Monitor::Monitor(const std::string& bind_address, std::string token, MonitorLimi
       files.rlim_cur == RLIM_INFINITY ? std::size_t{1} << 20 : std::size_t(files.rlim_cur);
   max_connections_ = soft > limits_.reserved_fds * 2 ? soft - limits_.reserved_fds : soft / 2;
   thread_ = std::thread([this] { run(); });
+  // Named for top -H and the benchmarks, which count its CPU apart.
+  pthread_setname_np(thread_.native_handle(), "monitor");
 }
 
 Monitor::~Monitor() {
@@ -324,6 +327,7 @@ namespace {
 // they are malformed. Throws what nlohmann::json throws for wrong types.
 bool read_collectives(const nlohmann::json& message, RankEvent& event) {
   if (!message.contains("collectives")) return true;
+  event.has_collectives = true;
   const nlohmann::json& collectives = message.at("collectives");
   if (!collectives.is_array() || collectives.size() > kMaxCollectives) return false;
   for (const nlohmann::json& entry : collectives) {
@@ -466,6 +470,7 @@ bool Monitor::handle_line(Connection& connection, std::string_view line) {
     case ChannelLine::kRelay: {
       ++relays_;
       connection.relay = true;
+      connection.relay_pid = parsed.event.pid;
       connection.authenticated = true;
       --stranger_count_;
       static constexpr char kWelcome[] = "{\"type\":\"welcome\"}\n";
@@ -548,7 +553,8 @@ bool Monitor::handle_batch(Connection& connection, std::string_view line) {
         ++malformed_;
         continue;
       }
-      connection.carried[rank] = {.restart_count = event.restart_count, .said_exit = false};
+      connection.carried[rank] = {
+          .restart_count = event.restart_count, .said_exit = false, .pid = event.pid};
       const std::string welcome = fmt::format("{{\"type\":\"welcome\",\"rank\":{}}}\n", rank);
       [[maybe_unused]] const ssize_t sent =
           send(connection.fd.get(), welcome.data(), welcome.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -581,9 +587,15 @@ void Monitor::close_connection(int fd) {
   if (connection.relay) {
     // A relay that ends takes its node's ranks with it: each one that did
     // not say goodbye counts as died, now.
+    // The relay's own rank first: it is the one that died (or the relay
+    // with it); the others end with it, and come after.
     std::vector<RankEvent> events;
-    for (const auto& [rank, state] : connection.carried) {
-      events.push_back(closed_event(rank, state.restart_count, state.said_exit));
+    for (const bool relays_rank : {true, false}) {
+      for (const auto& [rank, state] : connection.carried) {
+        if ((state.pid == connection.relay_pid) == relays_rank) {
+          events.push_back(closed_event(rank, state.restart_count, state.said_exit));
+        }
+      }
     }
     push_all(events);
   } else if (connection.authenticated) {

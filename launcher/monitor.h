@@ -64,7 +64,9 @@ struct RankEvent {
   std::vector<int> blamed;
   // kAlive: sent every second by a live rank, whatever its training does;
   // kStep through a node relay, which sends the two as one message
+  // (`has_collectives` then says that the step carried them, even none).
   std::vector<CollectiveReport> collectives;
+  bool has_collectives = false;
 };
 
 // One line of the heartbeat channel, parsed.
@@ -156,7 +158,9 @@ class Monitor {
     struct Carried {
       std::int64_t restart_count = 0;
       bool said_exit = false;
+      int pid = 0;
     };
+    int relay_pid = 0;  // the process of the rank the relay runs in
     std::unordered_map<int, Carried> carried;
   };
 

@@ -475,13 +475,14 @@ void add_run_command(CLI::App& app, int& exit_code) {
       ->add_option("--straggler-interval", options->straggler_interval,
                    "Seconds per straggler report: each report compares every rank's mean "
                    "compute time per step (the step less its waits for other ranks) with the "
-                   "median rank's")
+                   "median of the other ranks'")
       ->capture_default_str()
       ->check(seconds_in(0, kMaxSeconds, /*min_excluded=*/true));
   command
-      ->add_option("--straggler-threshold", options->straggler_threshold,
-                   "A rank whose relative score (the median rank's compute time over its own) "
-                   "is below this straggles: 0.7 means about 1.4x slower than the median")
+      ->add_option(
+          "--straggler-threshold", options->straggler_threshold,
+          "A rank whose relative score (the other ranks' median compute time over its own) "
+          "is below this straggles: 0.7 means about 1.4x slower than the median")
       ->capture_default_str()
       ->check(CLI::Range(0.01, 0.99));
   command

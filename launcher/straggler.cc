@@ -22,8 +22,8 @@ nlohmann::json to_json(const StragglerRecord& record) {
 
 std::string describe(const StragglerRecord& record) {
   return fmt::format(
-      "rank {}{} computes {:.1f}x slower than the median rank ({:.3g} ms against {:.3g} ms a "
-      "step; relative score {:.2f}, individual {:.2f}) for {} reports in a row",
+      "rank {}{} computes {:.1f}x slower than the median of the other ranks ({:.3g} ms against "
+      "{:.3g} ms a step; relative score {:.2f}, individual {:.2f}) for {} reports in a row",
       record.rank, record.host.empty() ? "" : " on " + record.host, record.slowdown,
       record.compute_seconds * 1e3, record.median_seconds * 1e3, record.relative, record.individual,
       record.reports);
@@ -46,30 +46,39 @@ std::vector<StragglerDetector::Change> StragglerDetector::tick(Clock::time_point
       std::chrono::duration<double>(options_.interval_seconds));
   if (now - interval_start_ < interval) return {};
   interval_start_ = now;
-  std::vector<std::pair<int, double>> means;
+  // (mean, rank) of every rank with enough steps, slowest last.
+  std::vector<std::pair<double, int>> means;
+  std::vector<Change> changes;
   for (auto& [rank, state] : ranks_) {
     if (state.steps >= options_.min_steps) {
-      means.emplace_back(rank, state.compute_sum / static_cast<double>(state.steps));
+      means.emplace_back(state.compute_sum / static_cast<double>(state.steps), rank);
+    } else {
+      // Not scored (it ended, or the whole job barely stepped): a streak
+      // is of reports in a row, and a rank not seen straggling is not named.
+      state.streak = 0;
+      const auto record = records_.find(rank);
+      if (record != records_.end() && record->second.current) {
+        record->second.current = false;
+        changes.push_back({record->second, false});
+      }
     }
     state.compute_sum = 0;
     state.steps = 0;
   }
   scores_.clear();
-  std::vector<Change> changes;
   if (means.size() < 2) return changes;  // nobody to compare with
-  std::vector<double> values;
-  values.reserve(means.size());
-  for (const auto& entry : means) values.push_back(entry.second);
-  const std::size_t middle = values.size() / 2;
-  std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(middle),
-                   values.end());
-  double median = values[middle];
-  if (values.size() % 2 == 0) {
-    median = (median + *std::max_element(values.begin(),
-                                         values.begin() + static_cast<std::ptrdiff_t>(middle))) /
-             2;
-  }
-  for (const auto& [rank, mean] : means) {
+  std::sort(means.begin(), means.end());
+  // Each rank is compared with the median of the others, so that a slow
+  // rank does not pull its own yardstick up (with 2 ranks it would halve
+  // its slowdown). The k-th of the others is the k-th of all but one.
+  const std::size_t others = means.size() - 1;
+  const auto median_without = [&](std::size_t skipped) {
+    const auto kth = [&](std::size_t k) { return means[k < skipped ? k : k + 1].first; };
+    return others % 2 == 1 ? kth(others / 2) : (kth(others / 2 - 1) + kth(others / 2)) / 2;
+  };
+  for (std::size_t index = 0; index < means.size(); ++index) {
+    const auto [mean, rank] = means[index];
+    const double median = median_without(index);
     Rank& state = ranks_[rank];
     state.best = state.best > 0 ? std::min(state.best, mean) : mean;
     const double relative = mean > 0 ? std::min(1.0, median / mean) : 1.0;

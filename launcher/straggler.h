@@ -7,12 +7,14 @@
 //
 // Each report interval the detector takes every rank's mean compute time
 // per step over the interval and scores it:
-//   relative score   = the median rank's compute time / this rank's (at most
-//                      1; 0.5: twice as slow as the typical rank),
+//   relative score   = the median of the other ranks' compute times / this
+//                      rank's (at most 1; 0.5: twice as slow as the
+//                      typical rank),
 //   individual score = this rank's best interval so far / this interval (at
 //                      most 1; 0.5: twice as slow as it has been).
 // A rank whose relative score is below the threshold in `reports` intervals
-// in a row is named a straggler until an interval finds it above again.
+// in a row is named a straggler until an interval finds it above again, or
+// does not score it (it ended).
 // The individual score is reported beside it: a low one says the rank
 // slowed down, a high one that it has been slow all along.
 //
@@ -47,18 +49,18 @@ struct StragglerOptions {
 struct StragglerRecord {
   int rank = -1;
   std::string host;
-  double slowdown = 1;              // its compute time over the median rank's
+  double slowdown = 1;              // its compute time over the others' median
   double relative = 1;              // relative score then
   double individual = 1;            // individual score then
   double compute_seconds = 0;       // its mean compute time per step then
-  double median_seconds = 0;        // the median rank's
+  double median_seconds = 0;        // the median of the other ranks'
   int reports = 0;                  // intervals it straggled in, in a row, at most
   std::int64_t named_at_step = -1;  // the job's step when it was first named
   bool current = false;             // still straggling at the last report
 };
 
 nlohmann::json to_json(const StragglerRecord& record);
-// "rank 2 on n1 computes 3.1x slower than the median rank (3.2 ms against
+// "rank 2 on n1 computes 3.1x slower than the median of the other ranks (3.2 ms against
 // 1.0 ms a step; relative score 0.32, individual 0.95) for 3 reports"
 std::string describe(const StragglerRecord& record);
 

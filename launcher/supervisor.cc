@@ -197,7 +197,8 @@ class Attempt {
   // Keeps what a rank says when it cannot reach the launcher (its Runtime
   // logs "rank R on HOST cannot reach the launcher at ADDRESS (WHY)").
   void note_unreachable(std::string_view text);
-  void handle(const RankEvent& event);
+  // Takes what it keeps (the collectives) out of `event`.
+  void handle(RankEvent& event);
   // The state of `rank`, made on first sight; O(1) once made.
   RankState& rank_state(int rank);
   // The ranks as /metrics shows them.
@@ -210,8 +211,8 @@ class Attempt {
   void find_hung_rank();
   // Where this attempt's ranks write their timelines and flight records.
   std::filesystem::path attempt_dir() const;
-  // Asks the ranks of a hung job for their flight records and waits a few
-  // seconds for them.
+  // Waits a few seconds for the flight records that the ranks of a hung
+  // job were asked for (Monitor::request_dump).
   void collect_flight_records(ChildProcess& job);
   // Whether the job counts as hung at `now`: no heartbeat for the hang
   // timeout once steps began, else no first step within the start-up
@@ -408,14 +409,14 @@ RankState& Attempt::rank_state(int rank) {
   return state;
 }
 
-void Attempt::handle(const RankEvent& event) {
+void Attempt::handle(RankEvent& event) {
   if (event.restart_count != record_.index) return;  // a straggler of an earlier attempt
   RankState& rank = rank_state(event.rank);
   rank.last_seen = event.time;
   if (event.kind == RankEvent::Kind::kAlive) {
     // Says that the rank lives, not that the job gets anywhere: no hang
     // timeout is reset by it.
-    rank.collectives = event.collectives;
+    rank.collectives = std::move(event.collectives);
     return;
   }
   last_activity_ = event.time;
@@ -430,7 +431,7 @@ void Attempt::handle(const RankEvent& event) {
       any_step_ = true;
       rank.last_step = std::max(rank.last_step, event.step);
       rank.step_seconds = event.step_time;
-      if (!event.collectives.empty()) rank.collectives = event.collectives;
+      if (event.has_collectives) rank.collectives = std::move(event.collectives);
       if (event.compute_steps > 0) {
         stragglers_.on_step(event.rank, rank.host, event.compute, event.compute_steps);
       }
@@ -883,7 +884,7 @@ AttemptRecord Attempt::run(ChildProcess& job) {
   std::optional<Clock::time_point> give_mpirun_until;
   while (true) {
     pump_output(job, 100);
-    for (const RankEvent& event : monitor_.drain()) handle(event);
+    for (RankEvent& event : monitor_.drain()) handle(event);
     if (g_stop_requests.load() != stop_requests_seen_) {
       stopping = true;
       request_stop(job);
@@ -923,6 +924,9 @@ AttemptRecord Attempt::run(ChildProcess& job) {
     if (!record_.failure_at && hangs(now)) {
       hang_ = true;
       record_.failure_at = now;
+      // The request goes first: the ranks write while the launcher looks
+      // for the rank to blame, which at scale takes a moment.
+      monitor_.request_dump();
       find_hung_rank();
       status_.print_line(fmt::format("lockstep: {}: the job hangs; stopping it", hang_reason()),
                          true);
@@ -937,7 +941,7 @@ AttemptRecord Attempt::run(ChildProcess& job) {
   record_.killed_after_grace.insert(record_.killed_after_grace.end(), leftovers.begin(),
                                     leftovers.end());
   record_.survivors = descendants_of(getpid()).size();
-  for (const RankEvent& event : monitor_.drain()) handle(event);
+  for (RankEvent& event : monitor_.drain()) handle(event);
   record_.end = Clock::now();
   for (const auto& [rank, state] : ranks_) {
     if (state.pid > 0) ++record_.ranks_reported;
@@ -970,7 +974,6 @@ std::filesystem::path Attempt::attempt_dir() const {
 }
 
 void Attempt::collect_flight_records(ChildProcess& job) {
-  monitor_.request_dump();
   const auto deadline = Clock::now() + kFlightRecordWait;
   // The ranks that introduced themselves, each of which may answer.
   const auto written = [this] {
@@ -986,7 +989,7 @@ void Attempt::collect_flight_records(ChildProcess& job) {
   };
   while (Clock::now() < deadline && written() < std::max<std::size_t>(1, ranks_.size())) {
     pump_output(job, 100);
-    for (const RankEvent& event : monitor_.drain()) handle(event);
+    for (RankEvent& event : monitor_.drain()) handle(event);
   }
   flight_deadline_ns_ = std::chrono::duration_cast<std::chrono::nanoseconds>(
                             std::chrono::system_clock::now().time_since_epoch())

@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -119,8 +120,17 @@ int connect_to(int port) {
 // The ranks: connects, says hello, then sends steps and alive reports at the
 // real rates, spread evenly over each period, until `stop_ns`; then only
 // alive reports (every rank waits in a collective) until killed.
+// Seconds of the realtime clock, which a shell script reads too.
+double unix_seconds() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// `in_run`: the generator is the program of a real `lockstep run` (and
+// `stop_ns` counts from when it is connected); it says
+// when the ranks were all in, when they stopped, and when the launcher's
+// request for flight records (sent when it finds the job hung) arrived.
 [[noreturn]] void generate(const Options& options, int port, const std::string& token,
-                           std::int64_t stop_ns) {
+                           std::int64_t stop_ns, bool in_run) {
   prctl(PR_SET_NAME, "generator");  // apart from the monitor in profiles
   const int nodes = (options.ranks + options.ranks_per_node - 1) / options.ranks_per_node;
   const int connections = options.relay ? nodes : options.ranks;
@@ -161,9 +171,33 @@ int connect_to(int port) {
       options.relay ? 100 : std::max(1, static_cast<int>(100 / options.step_rate) / 1);
   const int alive_ticks = 100;
   const std::int64_t start_ns = monotonic_ns();
+  if (in_run) {
+    stop_ns += start_ns;  // given as a duration from here
+    std::printf("monitor_bench: all in at %.3f\n", unix_seconds());
+  }
+  bool said_stop = false;
+  bool said_dump = false;
+  std::string received;
   for (std::int64_t tick = 0;; ++tick) {
     const std::int64_t now = monotonic_ns();
     const bool stepping = now < stop_ns;
+    if (in_run && !stepping && !said_stop) {
+      said_stop = true;
+      std::printf("monitor_bench: stopped stepping at %.3f\n", unix_seconds());
+      std::fflush(stdout);
+    }
+    if (in_run && !said_dump) {
+      char chunk[4096];
+      const ssize_t got = recv(fds.front(), chunk, sizeof(chunk), MSG_DONTWAIT);
+      if (got > 0) received.append(chunk, static_cast<std::size_t>(got));
+      if (received.find("\"dump\"") != std::string::npos) {
+        said_dump = true;
+        std::printf("monitor_bench: the launcher asked for flight records at %.3f\n",
+                    unix_seconds());
+        std::fflush(stdout);
+      }
+      if (received.size() > 65536) received.erase(0, received.size() - 64);
+    }
     const std::int64_t step = (now - start_ns) / 200'000'000;  // 5 steps a second, everywhere
     const std::string alive_entry = fmt::format(
         R"("collectives":[{{"channel":"mpi 1","started":{},"finished":{},"waiting_in":""}}])", step,
@@ -231,6 +265,15 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   options.relay = mode == "relay";
   raise_descriptor_limit();
+  if (const char* address = std::getenv("LOCKSTEP_MONITOR_ADDRESS"); address != nullptr) {
+    // The program of a real `lockstep run` (bench/monitor/run.sh): play the
+    // ranks against it.
+    const std::string text = address;
+    const char* token = std::getenv("LOCKSTEP_MONITOR_TOKEN");
+    const int port = std::atoi(text.substr(text.rfind(':') + 1).c_str());
+    generate(options, port, token != nullptr ? token : "",
+             static_cast<std::int64_t>(options.seconds * 1e9), /*in_run=*/true);
+  }
   const std::string token = "bench-token";
   lockstep::launcher::Monitor monitor("127.0.0.1", token);
   const double memory_before = peak_mib();
@@ -241,7 +284,7 @@ int main(int argc, char** argv) {
   const std::int64_t stop_ns =
       monotonic_ns() + connect_allowance_ns + static_cast<std::int64_t>(options.seconds * 1e9);
   const pid_t child = fork();
-  if (child == 0) generate(options, monitor.port(), token, stop_ns);
+  if (child == 0) generate(options, monitor.port(), token, stop_ns, /*in_run=*/false);
 
   std::vector<View> view(static_cast<std::size_t>(options.ranks));
   std::vector<double> latencies;

@@ -71,6 +71,7 @@ struct HeartbeatClient::Channel {
   LauncherLost on_lost;
   std::chrono::milliseconds exit_after{0};
   std::atomic<bool> broken{false};  // sending failed: stop sending
+  bool relayed = false;             // connected to the node's relay, not the launcher
   Mutex send_mutex;
   std::string unsent LOCKSTEP_GUARDED_BY(send_mutex);
   std::thread watcher;
@@ -214,6 +215,7 @@ HeartbeatClient::HeartbeatClient(const std::string& address, const std::string& 
   if (!relay_address.empty()) {
     connection = detail::connect_channel(relay_address, std::min(connect_timeout, kRelayTimeout));
     if (connection.fd >= 0) {
+      channel_->relayed = true;
       channel_->address = fmt::format("{} (through this node's relay)", address);
     } else {
       log::warn(
@@ -264,6 +266,8 @@ HeartbeatClient& HeartbeatClient::operator=(HeartbeatClient&& other) noexcept = 
 HeartbeatClient::~HeartbeatClient() = default;
 
 bool HeartbeatClient::connected() const { return channel_ != nullptr && !channel_->broken; }
+
+bool HeartbeatClient::through_relay() const { return channel_ != nullptr && channel_->relayed; }
 
 void HeartbeatClient::send_line(const std::string& line) {
   if (channel_ != nullptr) channel_->send(line);

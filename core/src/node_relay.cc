@@ -64,7 +64,8 @@ bool same_token(const std::string& a, const std::string& b) {
 struct NodeRelay::State {
   struct Rank {
     int fd = -1;
-    int rank = -1;  // -1 until its hello showed the token
+    int rank = -1;          // -1 until its hello showed the token
+    bool welcomed = false;  // the launcher's welcome was passed on
     bool said_exit = false;
     std::chrono::steady_clock::time_point opened;
     std::string in;
@@ -127,14 +128,16 @@ struct NodeRelay::State {
   }
 
   // Queues `messages` for the launcher as batch lines of bounded size.
-  void send_batch(nlohmann::json& messages) {
+  // `droppable`: periodic batches give way when the launcher does not read;
+  // hellos, goodbyes and closings never do (they are few).
+  void send_batch(nlohmann::json& messages, bool droppable) {
     if (messages.empty()) return;
     nlohmann::json line = {{"type", "batch"}, {"messages", nlohmann::json::array()}};
     std::size_t bytes = 0;
     const auto emit = [&] {
       std::string text = line.dump();
       text += '\n';
-      if (upstream_out.size() + text.size() > kMaxUnsent) {
+      if (droppable && upstream_out.size() + text.size() > kMaxUnsent) {
         if (dropped_batches++ == 0) {
           log::warn("the launcher does not read this node's heartbeats; dropping them");
         }
@@ -192,13 +195,17 @@ struct NodeRelay::State {
     if (type == "welcome" && message.contains("rank") && message["rank"].is_number_integer()) {
       const int rank = message["rank"].get<int>();
       for (Rank& entry : ranks) {
-        if (entry.rank == rank) send_to(entry, "{\"type\":\"welcome\"}\n");
+        if (entry.rank == rank && !entry.welcomed) {
+          entry.welcomed = true;
+          send_to(entry, "{\"type\":\"welcome\"}\n");
+        }
       }
     } else if (type != "welcome") {
       // Requests ("dump") are for every rank.
       const std::string text = line + "\n";
+      // Only to welcomed ranks: a rank takes its first line for the welcome.
       for (Rank& entry : ranks) {
-        if (entry.rank >= 0) send_to(entry, text);
+        if (entry.welcomed) send_to(entry, text);
       }
     }
   }
@@ -282,6 +289,15 @@ struct NodeRelay::State {
     while (true) {
       const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) return;
+      // The abstract socket's name is visible to every user of the host
+      // (/proc/net/unix): only this user's processes may even try a token.
+      ucred peer{};
+      socklen_t length = sizeof(peer);
+      if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &length) != 0 ||
+          peer.uid != ::getuid()) {
+        ::close(fd);
+        continue;
+      }
       std::size_t strangers = 0;
       for (const Rank& rank : ranks) strangers += rank.rank < 0 ? 1u : 0u;
       if (ranks.size() >= options.max_connections || strangers >= kMaxUnauthenticated) {
@@ -296,10 +312,14 @@ struct NodeRelay::State {
       }
       ranks.push_back({.fd = fd,
                        .rank = -1,
+                       .welcomed = false,
                        .said_exit = false,
                        .opened = std::chrono::steady_clock::now(),
                        .in = {},
                        .out = {}});
+      // A rank's hello comes with its connection: read it now, so that a
+      // flood of strangers behind it cannot push it out.
+      if (!read_rank(ranks.back())) close_rank(ranks.size() - 1);
     }
   }
 
@@ -322,7 +342,7 @@ struct NodeRelay::State {
   void flush_all_pending() {
     nlohmann::json batch = nlohmann::json::array();
     while (!pending.empty()) take_pending(pending.begin()->first, batch);
-    send_batch(batch);
+    send_batch(batch, /*droppable=*/true);
   }
 
   void run() {
@@ -332,11 +352,12 @@ struct NodeRelay::State {
     bool launcher_lost = false;
     while (true) {
       const auto now = Clock::now();
+      // What could not wait is older than anything pending: it goes first.
+      send_batch(urgent, /*droppable=*/false);
       if (now >= next_batch) {
         flush_all_pending();
         next_batch = now + options.interval;
       }
-      send_batch(urgent);
       if (!flush_upstream()) {
         launcher_lost = true;
         break;
@@ -351,7 +372,10 @@ struct NodeRelay::State {
       if (const std::int64_t ms = finish_ms.load(); ms >= 0 && !finish_by) {
         finish_by = now + std::chrono::milliseconds(ms);
       }
-      if (finish_by && (ranks.empty() || now >= *finish_by)) break;
+      // Strangers do not hold the end: only ranks that showed the token.
+      const bool ranks_gone =
+          std::none_of(ranks.begin(), ranks.end(), [](const Rank& rank) { return rank.rank >= 0; });
+      if (finish_by && (ranks_gone || now >= *finish_by)) break;
       std::vector<pollfd> fds;
       fds.reserve(ranks.size() + 3);
       fds.push_back({wake[0], POLLIN, 0});
@@ -365,6 +389,7 @@ struct NodeRelay::State {
       if (::poll(fds.data(), fds.size(), timeout) < 0) {
         if (errno == EINTR) continue;
         log::error("heartbeat relay: poll: {}", std::strerror(errno));
+        launcher_lost = true;  // its ranks learn it, and report no more
         break;
       }
       if (fds[0].revents != 0) {
@@ -393,8 +418,8 @@ struct NodeRelay::State {
       return;
     }
     // Finishing: the last lines go out, within a moment.
+    send_batch(urgent, /*droppable=*/false);
     flush_all_pending();
-    send_batch(urgent);
     const auto deadline = Clock::now() + std::chrono::seconds(2);
     while (!upstream_out.empty() && Clock::now() < deadline && flush_upstream()) {
       pollfd writable = {upstream_fd, POLLOUT, 0};

@@ -33,8 +33,14 @@ namespace lockstep {
 namespace {
 
 // How long the node's first rank waits, when it ends, for the node's other
-// ranks to close their channels through its relay.
-constexpr std::chrono::milliseconds kRelayLinger{10000};
+// ranks to close their channels through its relay. A rank that takes longer
+// to end (a large save finishing) must not be cut off and counted as dead;
+// one that never ends is the launcher's to stop, as a hang in teardown.
+constexpr std::chrono::milliseconds kRelayLinger{std::chrono::hours(1)};
+
+// What a rank about to abort gives its node's relay to pass its last words
+// (the fault) on before mpirun takes the node's processes down.
+constexpr std::chrono::milliseconds kRelayLastWords{300};
 
 // The factor LOCKSTEP_INJECT_SLOW ("RANK:FACTOR") slows `rank` by; 1 when
 // it names another rank or is empty.
@@ -87,6 +93,12 @@ std::atomic<FaultChannel*> g_fault_channel{nullptr};
   }
   log::error("{}", message);
   dump_flight_records(message);
+  if (FaultChannel* channel = g_fault_channel.load();
+      channel != nullptr && channel->heartbeat->through_relay()) {
+    // A direct connection's kernel delivers the fault after the process is
+    // gone; a relay is a process of this job, which MPI_Abort ends too.
+    std::this_thread::sleep_for(kRelayLastWords);
+  }
   log::error("aborting every rank of the job (exit code {})", exit_code);
   log::logger().flush();
   if (mpi_alive()) MPI_Abort(MPI_COMM_WORLD, exit_code);

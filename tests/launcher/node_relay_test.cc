@@ -7,15 +7,20 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstddef>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "lockstep/error.h"
@@ -205,6 +210,113 @@ TEST(NodeRelay, StrangersAndStaleTokensGetNowhere) {
               std::string::npos)
         << error.what();
   }
+}
+
+// A raw connection to the relay's abstract socket; -1 when refused.
+int connect_relay(const NodeRelay& relay) {
+  const std::string name = relay.address().substr(std::string("unix:@").size());
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::memcpy(address.sun_path + 1, name.data(), name.size());
+  const auto length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&address), length) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// What a rank sent arrives in the order it sent it, even when it all comes
+// in one read: a checkpoint after the step it followed, the goodbye last.
+TEST(NodeRelay, KeepsARanksOrder) {
+  Monitor monitor("127.0.0.1", "t");
+  NodeRelay relay("127.0.0.1:" + std::to_string(monitor.port()), "t", "node3",
+                  NodeRelay::Options{.interval = 1ms});
+  const int fd = connect_relay(relay);
+  ASSERT_GE(fd, 0);
+  const std::string lines =
+      std::string(R"({"type":"hello","token":"t","rank":2,"world_size":4,"pid":5,"host":"n"})") +
+      "\n" + R"({"type":"step","step":10,"step_time":0.1})" + "\n" +
+      R"({"type":"checkpoint","step":10,"stall":0.5})" + "\n" +
+      R"({"type":"step","step":11,"step_time":0.1})" + "\n" +
+      R"({"type":"exit","code":0,"last_step":11})" + "\n";
+  ASSERT_EQ(send(fd, lines.data(), lines.size(), MSG_NOSIGNAL), static_cast<ssize_t>(lines.size()));
+  const auto events = collect(monitor, [](const std::vector<RankEvent>& seen) {
+    return count_of(seen, RankEvent::Kind::kExit) == 1;
+  });
+  close(fd);
+  std::vector<std::string> order;
+  for (const RankEvent& event : events) {
+    switch (event.kind) {
+      case RankEvent::Kind::kHello:
+        order.push_back("hello");
+        break;
+      case RankEvent::Kind::kStep:
+        order.push_back(fmt::format("step {}", event.step));
+        break;
+      case RankEvent::Kind::kCheckpoint:
+        order.push_back("checkpoint");
+        break;
+      case RankEvent::Kind::kExit:
+        order.push_back("exit");
+        break;
+      default:
+        break;
+    }
+  }
+  EXPECT_EQ(order, (std::vector<std::string>{"hello", "step 10", "checkpoint", "step 11", "exit"}));
+}
+
+// Strangers do not hold the relay's end; the node's ranks do.
+TEST(NodeRelay, FinishWaitsForRanksNotStrangers) {
+  Monitor monitor("127.0.0.1", "t");
+  NodeRelay relay("127.0.0.1:" + std::to_string(monitor.port()), "t", "node3");
+  const int stranger = connect_relay(relay);
+  ASSERT_GE(stranger, 0);
+  auto rank = rank_through(monitor, relay, 1);
+  collect(monitor, [](const std::vector<RankEvent>& seen) {
+    return count_of(seen, RankEvent::Kind::kHello) == 1;
+  });
+  std::thread leaving([&] {
+    std::this_thread::sleep_for(500ms);
+    rank.reset();
+  });
+  const auto start = std::chrono::steady_clock::now();
+  relay.finish(20s);
+  const double waited =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  leaving.join();
+  close(stranger);
+  EXPECT_GE(waited, 0.4) << "it waited for the rank";
+  EXPECT_LT(waited, 5.0) << "it did not wait for the stranger";
+}
+
+// The socket's name is visible to every user of the host: another user's
+// process is closed before it can even try a token.
+TEST(NodeRelay, RefusesOtherUsers) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to become another user";
+  Monitor monitor("127.0.0.1", "t");
+  NodeRelay relay("127.0.0.1:" + std::to_string(monitor.port()), "t", "node3");
+  const pid_t child = fork();
+  if (child == 0) {
+    if (setuid(65534) != 0) _exit(3);
+    const int fd = connect_relay(relay);
+    if (fd < 0) _exit(4);
+    const std::string hello =
+        R"({"type":"hello","token":"t","rank":6,"world_size":8,"pid":1,"host":"n"})"
+        "\n";
+    [[maybe_unused]] const ssize_t sent = send(fd, hello.data(), hello.size(), MSG_NOSIGNAL);
+    char byte = 0;
+    // Closed by the relay: recv sees the end (0) or a reset.
+    _exit(recv(fd, &byte, 1, 0) <= 0 ? 0 : 5);
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(count_of(monitor.drain(), RankEvent::Kind::kHello), 0u);
 }
 
 // A relay is trusted with its token, not beyond: its batches are checked

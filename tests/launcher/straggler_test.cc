@@ -46,15 +46,17 @@ TEST(StragglerDetector, NamesARankSlowInEnoughReportsInARow) {
   EXPECT_EQ(record.host, "host1");
   EXPECT_EQ(record.reports, 3);
   EXPECT_EQ(record.named_at_step, 30);
-  // The median of 10, 10, 11 and 30 ms is 10.5 ms.
-  EXPECT_NEAR(record.median_seconds, 0.0105, 1e-9);
-  EXPECT_NEAR(record.slowdown, 0.030 / 0.0105, 1e-9);
-  EXPECT_NEAR(record.relative, 0.0105 / 0.030, 1e-9);
+  // The median of the others, 10, 10 and 11 ms, is 10 ms.
+  EXPECT_NEAR(record.median_seconds, 0.010, 1e-9);
+  EXPECT_NEAR(record.slowdown, 3.0, 1e-9);
+  EXPECT_NEAR(record.relative, 0.010 / 0.030, 1e-9);
   EXPECT_NEAR(record.individual, 1.0, 1e-9);  // slow all along
   EXPECT_TRUE(record.current);
   ASSERT_EQ(detector.current().size(), 1u);
   const std::string text = describe(record);
-  EXPECT_NE(text.find("rank 2 on host1 computes 2.9x slower"), std::string::npos) << text;
+  EXPECT_NE(text.find("rank 2 on host1 computes 3.0x slower than the median of the other ranks"),
+            std::string::npos)
+      << text;
   // The scores of the last report, for /metrics.
   EXPECT_NEAR(detector.scores().at(0).relative, 1.0, 1e-9);
   EXPECT_NEAR(detector.scores().at(2).compute_seconds, 0.030, 1e-9);
@@ -136,6 +138,36 @@ TEST(StragglerDetector, NeedsPeersStepsAndAFullInterval) {
   EXPECT_TRUE(detector.tick(now + seconds(9), 0).empty());
   EXPECT_TRUE(detector.scores().empty());
   EXPECT_TRUE(detector.records().empty());
+}
+
+// With two ranks the other rank is the yardstick: a rank 4x slower is 4x
+// slower, not 1.6x (as against the median of both).
+TEST(StragglerDetector, TwoRanksCompareWithEachOther) {
+  Clock::time_point now{};
+  StragglerDetector detector(options(), now);
+  for (int i = 0; i < 3; ++i) report(detector, now, {0.01, 0.04});
+  const auto current = detector.current();
+  ASSERT_EQ(current.size(), 1u);
+  EXPECT_EQ(current[0].rank, 1);
+  EXPECT_NEAR(current[0].slowdown, 4.0, 1e-9);
+}
+
+// A rank no longer scored (it ended, or the job barely stepped) is no
+// longer named, and its streak starts again.
+TEST(StragglerDetector, ARankNotScoredIsNoLongerNamed) {
+  Clock::time_point now{};
+  StragglerDetector detector(options(), now);
+  for (int i = 0; i < 3; ++i) report(detector, now, {0.01, 0.01, 0.05});
+  ASSERT_EQ(detector.current().size(), 1u);
+  detector.on_step(0, "a", 0.01, 10);
+  detector.on_step(1, "a", 0.01, 10);
+  now += std::chrono::seconds(10);
+  const auto changes = detector.tick(now, 0);
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_FALSE(changes[0].named);
+  EXPECT_TRUE(detector.current().empty());
+  report(detector, now, {0.01, 0.01, 0.05});
+  EXPECT_TRUE(detector.current().empty()) << "one report is not a streak";
 }
 
 TEST(StragglerDetector, SeveralStragglersSlowestFirst) {

@@ -41,7 +41,7 @@ watch=(--straggler-interval 1 --straggler-reports 2 --status-interval 1)
 timeout 300 "$lockstep" run -n 4 --run-dir "$scratch/slow" "${watch[@]}" --inject-slow 2:4 -- \
   "${trainer[@]}" >"$scratch/slow.log" 2>&1
 expect_rc 0 $? "the run with a slow rank completes"
-expect_grep "lockstep: straggler: rank 2 on [^ ]+ computes [0-9.]+x slower than the median rank" \
+expect_grep "lockstep: straggler: rank 2 on [^ ]+ computes [0-9.]+x slower than the median of the other ranks" \
   "$scratch/slow.log" "the log names rank 2, its host and how much slower"
 expect_no_grep "straggler: rank [013] " "$scratch/slow.log" "no other rank is named"
 expect_grep "lockstep: step .*\| straggler rank 2 \([^)]+\) [0-9.]+x" "$scratch/slow.log" \

@@ -63,6 +63,8 @@ class HeartbeatClient {
   ~HeartbeatClient();
 
   bool connected() const;
+  // Whether it reports through this node's relay (NodeRelay).
+  bool through_relay() const;
 
   // Step `step` (0-based) finished after `step_seconds`; `metrics` such as
   // {"loss": 0.3}. `compute_seconds`, when known, is the part of the step
