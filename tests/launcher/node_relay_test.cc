@@ -298,15 +298,24 @@ TEST(NodeRelay, RefusesOtherUsers) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root to become another user";
   Monitor monitor("127.0.0.1", "t");
   NodeRelay relay("127.0.0.1:" + std::to_string(monitor.port()), "t", "node3");
+  // Everything the child needs is made before fork(): a child of a
+  // process with threads may only make system calls (no allocation, whose
+  // lock another thread may hold).
+  const std::string name = relay.address().substr(std::string("unix:@").size());
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::memcpy(address.sun_path + 1, name.data(), name.size());
+  const auto length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  const std::string hello =
+      R"({"type":"hello","token":"t","rank":6,"world_size":8,"pid":1,"host":"n"})"
+      "\n";
   const pid_t child = fork();
   if (child == 0) {
     if (setuid(65534) != 0) _exit(3);
-    const int fd = connect_relay(relay);
-    if (fd < 0) _exit(4);
-    const std::string hello =
-        R"({"type":"hello","token":"t","rank":6,"world_size":8,"pid":1,"host":"n"})"
-        "\n";
-    [[maybe_unused]] const ssize_t sent = send(fd, hello.data(), hello.size(), MSG_NOSIGNAL);
+    const int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0 || connect(fd, reinterpret_cast<const sockaddr*>(&address), length) != 0) _exit(4);
+    // Closed at once: sending fails, or the answer is the end.
+    if (send(fd, hello.data(), hello.size(), MSG_NOSIGNAL) < 0) _exit(0);
     char byte = 0;
     // Closed by the relay: recv sees the end (0) or a reset.
     _exit(recv(fd, &byte, 1, 0) <= 0 ? 0 : 5);
