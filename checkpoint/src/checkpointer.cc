@@ -9,6 +9,7 @@
 #include <exception>
 #include <functional>
 #include <thread>
+#include <utility>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -44,6 +45,21 @@ std::string default_node_name() {
   std::array<char, 256> name{};
   if (::gethostname(name.data(), name.size() - 1) != 0) return "localhost";
   return name.data();
+}
+
+// The exception being handled, as every rank of a save that one rank
+// could not stage rethrows it: the step named, a UsageError kept as one,
+// anything else an IoError.
+std::exception_ptr not_saved(std::int64_t step) {
+  try {
+    throw;
+  } catch (const UsageError& failure) {
+    return std::make_exception_ptr(
+        UsageError(fmt::format("step {} was not saved: {}", step, failure.what())));
+  } catch (const std::exception& failure) {
+    return std::make_exception_ptr(
+        IoError(fmt::format("step {} was not saved: {}", step, failure.what())));
+  }
 }
 
 }  // namespace
@@ -102,12 +118,25 @@ class Checkpointer::SaveJob {
 
   void set_tiers(Tiers tiers) { tiers_ = tiers; }
 
+  // The writer begins with the ranks' agreement that every rank staged
+  // this save (a rank that could not takes part from save()), so that
+  // save() need not wait for the slowest rank's copy.
+  void agree_first() { agreed_ = false; }
+
   // Runs the writing half, and retention after a commit when `retain`;
   // never throws (the error is kept for finish()). A save the memory tier
   // could not take goes to disk.
   void run(MPI_Comm comm, FileEnv& env, const CheckpointOptions& options, bool retain) noexcept {
     const auto start = Clock::now();
     try {
+      if (!agreed_) {
+        try {
+          checkpoint::agree_or_throw(comm, nullptr);
+        } catch (const std::exception&) {
+          error_ = not_saved(staged_.step);
+          return;
+        }
+      }
       if (tiers_.memory) {
         const trace::Scope memory("checkpoint", "memory tier step", staged_.step);
         try {
@@ -166,6 +195,7 @@ class Checkpointer::SaveJob {
  private:
   checkpoint::StagedSave staged_;
   Tiers tiers_;
+  bool agreed_ = true;
   std::thread thread_;
   std::exception_ptr error_;
   SaveStats stats_;
@@ -318,14 +348,17 @@ Checkpointer::~Checkpointer() {
 
 void Checkpointer::finish_in_flight(bool rethrow) {
   if (retention_.joinable()) retention_.join();
-  if (!in_flight_) return;
-  std::exception_ptr error = in_flight_->finish();
-  const std::int64_t step = in_flight_->step();
-  last_stats_ = in_flight_->stats();
-  staging_ = in_flight_->staging();
-  rank_file_ = in_flight_->rank_file();
-  master_file_ = in_flight_->master_file();
-  in_flight_.reset();
+  std::exception_ptr error = std::exchange(not_staged_, nullptr);
+  std::int64_t step = not_staged_step_;
+  if (in_flight_) {
+    error = in_flight_->finish();
+    step = in_flight_->step();
+    last_stats_ = in_flight_->stats();
+    staging_ = in_flight_->staging();
+    rank_file_ = in_flight_->rank_file();
+    master_file_ = in_flight_->master_file();
+    in_flight_.reset();
+  }
   if (!error) return;
   if (rethrow) std::rethrow_exception(error);
   try {
@@ -340,17 +373,25 @@ void Checkpointer::save(std::int64_t step, const State& state) {
   // The stall: from here to the return.
   const trace::Scope saving("checkpoint", "save step", step);
   finish_in_flight(true);
-  // The ranks agree on the state's layout, exchange their chunks of sharded
-  // tensors, stage, and agree again before any writer starts: a rank whose
-  // staging failed (a bad name, no memory) or that passed another step or
-  // another state than the others would leave their writers waiting for it
-  // forever, and their next save() waiting for those writers.
+  // The ranks agree that they pass the same step and state before they
+  // plan from it (and exchange their chunks of sharded tensors). Whether
+  // every rank then staged its copy, they agree in the writer, unless a
+  // collective check follows at once: save() returns after this rank's
+  // copy instead of the slowest rank's. A rank whose staging failed (no
+  // memory, a device error) takes part in that agreement here, and every
+  // rank rethrows the failure where it would a failed write's.
   std::exception_ptr failure;
   std::uint64_t fingerprint = 0;
   checkpoint::FlatState flat;
   try {
     if (step < 0) throw UsageError(fmt::format("checkpoint step {} is negative", step));
     flat = checkpoint::flatten(state);
+    for (const auto& item : state.items()) {
+      if (item.values != nullptr && !item.values->is_object()) {
+        throw UsageError(fmt::format("key/values '{}' must be a JSON object, found {}", item.name,
+                                     item.values->type_name()));
+      }
+    }
     fingerprint = checkpoint::save_fingerprint(step, flat);
   } catch (...) {
     failure = std::current_exception();
@@ -373,7 +414,22 @@ void Checkpointer::save(std::int64_t step, const State& state) {
   } catch (...) {
     failure = std::current_exception();
   }
-  checkpoint::agree_or_throw(comm_.get(), failure);
+  // The first save with the memory tier checks its budget collectively.
+  if (memory_on_ && !memory_checked_) {
+    checkpoint::agree_or_throw(comm_.get(), failure);
+  } else if (failure) {
+    try {
+      checkpoint::agree_or_throw(writer_comm_.get(), failure);
+    } catch (const std::exception&) {
+      not_staged_ = not_saved(step);
+      not_staged_step_ = step;
+    }
+    ++saves_;  // as on the ranks that staged it, for disk_every
+    if (!options_.async) finish_in_flight(true);
+    return;
+  } else {
+    job->agree_first();
+  }
   job->stats().step = step;
   // Every rank decides alike: the same counts, flags and collective checks.
   const bool memory = memory_on_ && (memory_checked_ || memory_tier_fits(job->rank_file_bytes()));

@@ -274,10 +274,6 @@ StagedSave stage(std::int64_t step, const State& state, FlatState flat,
   if (!copy) staged.tensors = std::move(flat.tensors);
   for (const auto& item : state.items()) {
     if (item.values == nullptr) continue;
-    if (!item.values->is_object()) {
-      throw UsageError(fmt::format("key/values '{}' must be a JSON object, found {}", item.name,
-                                   item.values->type_name()));
-    }
     staged.values[item.name] = *item.values;
   }
   return staged;

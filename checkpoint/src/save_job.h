@@ -65,7 +65,7 @@ std::vector<std::vector<Piece>> gather_pieces(const FlatState& flat, MPI_Comm co
 // `rank_file` is the plan of the previous save, reused when the layout is
 // the same (and built first otherwise, before the staging buffer grows, so
 // that the two never take memory at once on a first save). The key/values
-// come from `state`. Throws UsageError for key/values that are not objects.
+// come from `state` (JSON objects: save() checked them).
 StagedSave stage(std::int64_t step, const State& state, FlatState flat,
                  std::vector<std::vector<Piece>> pieces, int rank, int world_size, bool copy,
                  int threads, Tensor staging, std::shared_ptr<const RankFilePlan> rank_file,

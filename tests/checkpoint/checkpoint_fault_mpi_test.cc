@@ -2,8 +2,11 @@
 // rank reports the failure, nothing of the failed step is committed, and
 // after a restart the previous step loads and the debris is cleaned up.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <fstream>
 #include <functional>
 
 #include "checkpoint_test_util.h"
@@ -193,6 +196,63 @@ TEST(CheckpointFaults, AStagingFailureOfOneRankFailsTheSaveOnEveryRank) {
     EXPECT_EQ(checkpointer.restore_latest(state), 4);
     EXPECT_EQ(model.mismatch(4), "");
   }
+}
+
+// An asynchronous save that one rank cannot stage (no memory for its
+// plan or staging buffer, as under RLIMIT_AS) returns on every rank without
+// waiting for the slowest copy; every rank then throws the same IoError at
+// its next call, nothing of the step is committed, and the Checkpointer
+// saves normally afterwards.
+TEST(CheckpointFaults, ACopyThatFailsOnOneRankFailsTheSaveOnEveryRankAtTheNextCall) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "a sanitizer's allocator cannot run under an address-space limit";
+#else
+  const MPI_Comm world = runtime().comm();
+  const int odd_one = runtime().world_size() - 1;
+  const auto dir = fresh_dir("staging-memory", world);
+  Checkpointer checkpointer(world, {.dir = dir, .async = true});
+  TestModel model = large_model();
+  model.fill_all(1);
+  checkpointer.save(1, model.state());
+  checkpointer.wait();
+
+  // A state whose plan and staging buffer grow beyond 32 MB at up to 4
+  // ranks, which malloc takes from new address space (not from memory
+  // that earlier tests freed).
+  TestModel big = large_model();
+  big.model.push_back(Tensor::allocate("embedding", DType::kF32, {1 << 26}));
+  big.fill_all(2);
+  rlimit old_limit{};
+  ASSERT_EQ(::getrlimit(RLIMIT_AS, &old_limit), 0);
+  if (runtime().rank() == odd_one) {
+    std::ifstream statm("/proc/self/statm");
+    std::uint64_t pages = 0;
+    statm >> pages;
+    ASSERT_GT(pages, 0U);
+    rlimit tight = old_limit;
+    tight.rlim_cur = pages * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE)) + (8U << 20);
+    ASSERT_EQ(::setrlimit(RLIMIT_AS, &tight), 0);
+  }
+  const Thrown at_save = thrown_by([&] { checkpointer.save(2, big.state()); });
+  ASSERT_EQ(::setrlimit(RLIMIT_AS, &old_limit), 0);
+  EXPECT_EQ(at_save.type, "(nothing)") << at_save.message;
+  const Thrown at_wait = thrown_by([&] { checkpointer.wait(); });
+  EXPECT_EQ(at_wait.type, "IoError") << at_wait.message;
+  EXPECT_NE(at_wait.message.find("step 2 was not saved"), std::string::npos) << at_wait.message;
+  EXPECT_NE(at_wait.message.find(fmt::format("rank {}", odd_one)), std::string::npos)
+      << at_wait.message;
+  EXPECT_NE(at_wait.message.find("allocate"), std::string::npos) << at_wait.message;
+  EXPECT_EQ(checkpointer.committed_steps(), steps({1}));
+  // Thrown once: the next save goes ahead.
+  big.fill_all(3);
+  checkpointer.save(3, big.state());
+  checkpointer.wait();
+  EXPECT_EQ(checkpointer.committed_steps(), steps({1, 3}));
+  auto state = big.state();
+  big.fill_all(9);
+  EXPECT_EQ(checkpointer.restore_latest(state), 3);
+  EXPECT_EQ(big.mismatch(3), "");
+#endif
 }
 
 // A restore into a state that does not fit the checkpoint on one rank only

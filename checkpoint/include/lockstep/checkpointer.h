@@ -171,11 +171,15 @@ class Checkpointer {
   // is committed; their files are deleted in the background, and the next
   // call of this object waits for that. Throws UsageError for names that are
   // empty, hold "..", "." or control characters, or repeat, and for a step
-  // below 0. Whatever fails on one rank while staging fails the save on
-  // every rank, before anything is written: the first failing rank's error
-  // (UsageError, else IoError), or a UsageError when the ranks passed
-  // different steps or states. After it returns the caller may modify the
-  // tensors.
+  // below 0, and for key/values that are not JSON objects; such an error on
+  // one rank fails the save on every rank, before anything is written, as
+  // does a UsageError when the ranks passed different steps or states.
+  // save() returns once this rank's copy is made, not the slowest rank's: a
+  // rank that cannot make its copy (no memory, a device error) fails the
+  // save on every rank, with nothing written, and every rank throws that
+  // error ("step N was not saved: rank R: ...", IoError) where it would a
+  // failed write's, at once when sync, else at the next call. After it
+  // returns the caller may modify the tensors.
   void save(std::int64_t step, const State& state);
 
   // save() that also goes to disk, whatever disk_every says: the final state
@@ -257,6 +261,10 @@ class Checkpointer {
   MpiComm writer_comm_;   // the background writer's own collectives
   int copy_threads_ = 1;  // options_.copy_threads, resolved
   std::unique_ptr<SaveJob> in_flight_;
+  // The failure of a save this rank could not stage, rethrown where the
+  // other ranks rethrow it from their writers: at the next call.
+  std::exception_ptr not_staged_;
+  std::int64_t not_staged_step_ = -1;
   std::thread retention_;  // rank 0, after a synchronous save
   // Reused by every save (free whenever no save is in flight): fresh memory
   // for each save would cost more in page faults than the copies themselves.
