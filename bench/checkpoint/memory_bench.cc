@@ -10,7 +10,10 @@
 //   - the bytes written to the checkpoint directory on disk, per save and
 //     per hour of this loop (target: the memory tier <= 1/10 of disk only,
 //     with --disk-every 10).
-// Rank 0 prints a summary and one RESULT line per mode.
+// The three loops alternate for --rounds rounds, so that a machine whose
+// speed drifts charges every mode alike; loss and loop time are medians
+// over the rounds, the stall the median over every save. Rank 0 prints a
+// summary and one RESULT line per mode.
 //
 // Usage: mpiexec -n 4 bench_checkpoint_memory [options]; --help lists them.
 #include <unistd.h>
@@ -42,7 +45,8 @@ using lockstep::bench::seconds_since;
 struct Mode {
   explicit Mode(std::string mode_name) : name(std::move(mode_name)) {}
   std::string name;
-  double loop_s = 0;
+  std::vector<double> loops;   // seconds, one per round
+  std::vector<double> losses;  // against the loop without saves, one per round
   std::vector<double> stalls;
   std::uint64_t disk_bytes = 0;  // this rank's, all saves of the loop
   int saves = 0;
@@ -54,6 +58,7 @@ int main(int argc, char** argv) {
   lockstep::Runtime runtime(argc, argv);
   double megabytes = 100;
   int steps = 200;
+  int rounds = 3;
   int every = 10;
   int disk_every = 10;
   double step_ms = 100;
@@ -67,6 +72,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--steps", steps, "Steps of each loop")
       ->check(CLI::Range(10, 1000000))
+      ->capture_default_str();
+  app.add_option("--rounds", rounds, "Rounds of the three loops, alternating")
+      ->check(CLI::Range(1, 1000))
       ->capture_default_str();
   app.add_option("--every", every, "Save every N steps")
       ->check(CLI::Range(1, 1000000))
@@ -103,13 +111,14 @@ int main(int argc, char** argv) {
       static_cast<std::size_t>(total) * 4 / static_cast<std::size_t>(runtime.world_size());
   std::vector<std::byte> from(share, std::byte{1});
   std::vector<std::byte> to(share, std::byte{0});
-  std::vector<double> copies;
-  for (int i = 0; i < 5; ++i) {
-    const auto start = Clock::now();
-    std::memcpy(to.data(), from.data(), share);
-    copies.push_back(seconds_since(start));
-  }
-  const double memcpy_s = median(copies);
+  std::vector<double> copies;  // 5 at the start of every round
+  const auto measure_memcpy = [&] {
+    for (int i = 0; i < 5; ++i) {
+      const auto start = Clock::now();
+      std::memcpy(to.data(), from.data(), share);
+      copies.push_back(seconds_since(start));
+    }
+  };
 
   FakeStep step;
   if (runtime.rank() == 0) {
@@ -120,10 +129,12 @@ int main(int argc, char** argv) {
   }
   MPI_Bcast(&step.work, 1, MPI_INT, 0, runtime.comm());
 
-  const auto loop = [&](lockstep::Checkpointer* checkpointer, Mode& mode) {
+  // Steps [first, first + steps) of a training run.
+  const auto loop = [&](lockstep::Checkpointer* checkpointer, Mode& mode, int first) {
     lockstep::bench::settle_disk(runtime);
     const auto start = Clock::now();
-    for (int s = 0; s < steps; ++s) {
+    bool saved = false;
+    for (int s = first; s < first + steps; ++s) {
       step.run(runtime.comm());
       if (checkpointer == nullptr || (s + 1) % every != 0) continue;
       const auto saving = Clock::now();
@@ -131,14 +142,15 @@ int main(int argc, char** argv) {
       mode.stalls.push_back(seconds_since(saving));
       ++mode.saves;
       // The previous save's figures, now that this one waited for it.
-      if (mode.saves > 1) mode.disk_bytes += checkpointer->last_save_stats().disk_bytes;
+      if (saved) mode.disk_bytes += checkpointer->last_save_stats().disk_bytes;
+      saved = true;
     }
     if (checkpointer != nullptr) {
       checkpointer->wait();
       mode.disk_bytes += checkpointer->last_save_stats().disk_bytes;
     }
     MPI_Barrier(runtime.comm());
-    mode.loop_s = seconds_since(start);
+    mode.loops.push_back(seconds_since(start));
   };
 
   const auto env = lockstep::checkpoint_options(runtime).env;
@@ -147,53 +159,72 @@ int main(int argc, char** argv) {
   Mode plain("no saves");
   Mode disk("disk only");
   Mode tiered("memory tier");
-  loop(nullptr, plain);  // warm-up
-  plain = Mode("no saves");
-  loop(nullptr, plain);
-  {
-    lockstep::Checkpointer checkpointer(
-        runtime, {.dir = dir / "disk", .keep_last = 2, .async = true, .env = env});
-    loop(&checkpointer, disk);
+  lockstep::Checkpointer disk_checkpointer(
+      runtime, {.dir = dir / "disk", .keep_last = 2, .async = true, .env = env});
+  lockstep::Checkpointer tiered_checkpointer(
+      runtime, {.dir = dir / "tiered",
+                .keep_last = 2,
+                .async = true,
+                .env = env,
+                .memory_dir = memory / fmt::format("lockstep-bench-{}-{}", ::geteuid(), pid),
+                .disk_every = disk_every});
+  if (!tiered_checkpointer.memory_tier_on()) {
+    if (runtime.rank() == 0) lockstep::log::error("the memory tier is off; see the warning");
+    return 1;
   }
-  {
-    lockstep::Checkpointer checkpointer(
-        runtime, {.dir = dir / "tiered",
-                  .keep_last = 2,
-                  .async = true,
-                  .env = env,
-                  .memory_dir = memory / fmt::format("lockstep-bench-{}-{}", ::geteuid(), pid),
-                  .disk_every = disk_every});
-    if (!checkpointer.memory_tier_on()) {
-      if (runtime.rank() == 0) lockstep::log::error("the memory tier is off; see the warning");
-      return 1;
+  loop(nullptr, plain, 0);  // warm-up
+  plain.loops.clear();
+  for (int round = 0; round < rounds; ++round) {
+    measure_memcpy();
+    loop(nullptr, plain, round * steps);
+    loop(&disk_checkpointer, disk, round * steps);
+    loop(&tiered_checkpointer, tiered, round * steps);
+    for (Mode* mode : {&disk, &tiered}) {
+      mode->losses.push_back((mode->loops.back() - plain.loops.back()) / mode->loops.back());
     }
-    loop(&checkpointer, tiered);
-    checkpointer.discard_memory_tier();
+    if (runtime.rank() == 0) {
+      std::cout << fmt::format("round {}/{}: loops {:.3f} / {:.3f} / {:.3f} s\n", round + 1, rounds,
+                               plain.loops.back(), disk.loops.back(), tiered.loops.back())
+                << std::flush;
+    }
   }
+  tiered_checkpointer.discard_memory_tier();
+  const double memcpy_s = median(copies);
   std::uint64_t bytes[2] = {disk.disk_bytes, tiered.disk_bytes};
   MPI_Allreduce(MPI_IN_PLACE, bytes, 2, MPI_UINT64_T, MPI_SUM, runtime.comm());
   if (runtime.rank() == 0) {
     std::cout << fmt::format(
         "memory tier bench: {} ranks, {:.0f} MB state per rank (each writes 1/{}), a save every "
-        "{} steps of {:.0f} ms, {} steps; memcpy of a rank's share ({:.1f} MB) {:.4f} s\n",
-        runtime.world_size(), megabytes, runtime.world_size(), every, 1000 * plain.loop_s / steps,
-        steps, static_cast<double>(share) / 1e6, memcpy_s);
+        "{} steps of {:.0f} ms, {} steps, {} rounds; memcpy of a rank's share ({:.1f} MB) {:.4f} "
+        "s\n",
+        runtime.world_size(), megabytes, runtime.world_size(), every,
+        1000 * median(plain.loops) / steps, steps, rounds, static_cast<double>(share) / 1e6,
+        memcpy_s);
     for (const Mode* mode : {&disk, &tiered}) {
       const double stall = median(mode->stalls);
-      const double loss = (mode->loop_s - plain.loop_s) / mode->loop_s;
+      const double loss = median(mode->losses);
+      const double loop_s = median(mode->loops);
+      const double plain_s = median(plain.loops);
       const std::uint64_t job_bytes = mode == &disk ? bytes[0] : bytes[1];
-      const double per_hour = static_cast<double>(job_bytes) / mode->loop_s * 3600;
+      double all_loops = 0;
+      for (const double seconds : mode->loops) all_loops += seconds;
+      const double per_hour = static_cast<double>(job_bytes) / all_loops * 3600;
       std::cout << fmt::format(
           "  {:<11} stall {:.4f} s = {:.2f} x memcpy | loop {:.3f} s against {:.3f} s: loss "
           "{:.1f} % | on disk {:.1f} MB in {} saves, {:.1f} GB per hour\n",
-          mode->name, stall, stall / memcpy_s, mode->loop_s, plain.loop_s, 100 * loss,
+          mode->name, stall, stall / memcpy_s, loop_s, plain_s, 100 * loss,
           static_cast<double>(job_bytes) / 1e6, mode->saves, per_hour / 1e9);
       std::cout << fmt::format(
           "RESULT mode={} stall_s={:.5f} memcpy_s={:.5f} loop_s={:.4f} plain_s={:.4f} "
           "loss={:.5f} disk_bytes={} saves={} disk_gb_per_hour={:.3f}\n",
-          mode == &disk ? "disk" : "memory", stall, memcpy_s, mode->loop_s, plain.loop_s, loss,
-          job_bytes, mode->saves, per_hour / 1e9);
+          mode == &disk ? "disk" : "memory", stall, memcpy_s, loop_s, plain_s, loss, job_bytes,
+          mode->saves, per_hour / 1e9);
     }
+    const auto [fastest, slowest] = std::minmax_element(plain.loops.begin(), plain.loops.end());
+    std::cout << fmt::format(
+        "the loop without saves took {:.3f} to {:.3f} s over the rounds: losses smaller than "
+        "that spread ({:.1f} %) are noise\n",
+        *fastest, *slowest, 100 * (*slowest - *fastest) / *slowest);
     std::cout << fmt::format(
         "memory tier / disk only: bytes on disk {:.3f} (target <= 0.10 with --disk-every 10)\n",
         static_cast<double>(bytes[1]) / static_cast<double>(std::max<std::uint64_t>(1, bytes[0])));
