@@ -44,11 +44,16 @@ using lockstep::bench::seconds_since;
 
 struct Mode {
   explicit Mode(std::string mode_name) : name(std::move(mode_name)) {}
+  void add(const lockstep::SaveStats& save) {
+    disk_bytes += save.disk_bytes;
+    writes.push_back(save.write_seconds);
+  }
   std::string name;
   std::vector<double> loops;   // seconds, one per round
   std::vector<double> losses;  // against the loop without saves, one per round
   std::vector<double> stalls;
   std::uint64_t disk_bytes = 0;  // this rank's, all saves of the loop
+  std::vector<double> writes;    // the writer's time of each save, from staging to commit
   int saves = 0;
 };
 
@@ -142,12 +147,12 @@ int main(int argc, char** argv) {
       mode.stalls.push_back(seconds_since(saving));
       ++mode.saves;
       // The previous save's figures, now that this one waited for it.
-      if (saved) mode.disk_bytes += checkpointer->last_save_stats().disk_bytes;
+      if (saved) mode.add(checkpointer->last_save_stats());
       saved = true;
     }
     if (checkpointer != nullptr) {
       checkpointer->wait();
-      mode.disk_bytes += checkpointer->last_save_stats().disk_bytes;
+      mode.add(checkpointer->last_save_stats());
     }
     MPI_Barrier(runtime.comm());
     mode.loops.push_back(seconds_since(start));
@@ -209,16 +214,21 @@ int main(int argc, char** argv) {
       double all_loops = 0;
       for (const double seconds : mode->loops) all_loops += seconds;
       const double per_hour = static_cast<double>(job_bytes) / all_loops * 3600;
+      // What the stall alone takes of the steps between two saves.
+      const double stall_share = stall / (plain_s / steps * every);
+      const double write = median(mode->writes);
       std::cout << fmt::format(
-          "  {:<11} stall {:.4f} s = {:.2f} x memcpy | loop {:.3f} s against {:.3f} s: loss "
-          "{:.1f} % | on disk {:.1f} MB in {} saves, {:.1f} GB per hour\n",
-          mode->name, stall, stall / memcpy_s, loop_s, plain_s, 100 * loss,
-          static_cast<double>(job_bytes) / 1e6, mode->saves, per_hour / 1e9);
+          "  {:<11} stall {:.4f} s = {:.2f} x memcpy, {:.2f} % of {} steps; writer {:.3f} s | "
+          "loop {:.3f} s against {:.3f} s: loss {:.1f} % | on disk {:.1f} MB in {} saves, {:.1f} "
+          "GB per hour\n",
+          mode->name, stall, stall / memcpy_s, 100 * stall_share, every, write, loop_s, plain_s,
+          100 * loss, static_cast<double>(job_bytes) / 1e6, mode->saves, per_hour / 1e9);
       std::cout << fmt::format(
-          "RESULT mode={} stall_s={:.5f} memcpy_s={:.5f} loop_s={:.4f} plain_s={:.4f} "
-          "loss={:.5f} disk_bytes={} saves={} disk_gb_per_hour={:.3f}\n",
-          mode == &disk ? "disk" : "memory", stall, memcpy_s, loop_s, plain_s, loss, job_bytes,
-          mode->saves, per_hour / 1e9);
+          "RESULT mode={} stall_s={:.5f} memcpy_s={:.5f} stall_share={:.5f} write_s={:.4f} "
+          "loop_s={:.4f} plain_s={:.4f} loss={:.5f} disk_bytes={} saves={} "
+          "disk_gb_per_hour={:.3f}\n",
+          mode == &disk ? "disk" : "memory", stall, memcpy_s, stall_share, write, loop_s, plain_s,
+          loss, job_bytes, mode->saves, per_hour / 1e9);
     }
     const auto [fastest, slowest] = std::minmax_element(plain.loops.begin(), plain.loops.end());
     std::cout << fmt::format(

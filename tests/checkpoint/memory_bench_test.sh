@@ -26,9 +26,10 @@ check "a RESULT line for each mode" "[ -n '$disk' ] && [ -n '$memory' ]"
 rounds=$(grep -c '^round [12]/2: loops' <<<"$out")
 check "both rounds were run" "[ '$rounds' = 2 ]"
 check "every save was counted" "[ '$(field "$disk" saves) $(field "$memory" saves)' = '8 8' ]"
-check "stall and memcpy were measured" \
+check "stall, memcpy, the stall's share and the writer were measured" \
   "python3 -c 'import sys; sys.exit(0 if min(map(float, sys.argv[1:])) > 0 else 1)' \
-     '$(field "$memory" stall_s)' '$(field "$disk" stall_s)' '$(field "$memory" memcpy_s)'"
+     '$(field "$memory" stall_s)' '$(field "$disk" stall_s)' '$(field "$memory" memcpy_s)' \
+     '$(field "$memory" stall_share)' '$(field "$memory" write_s)' '$(field "$disk" write_s)'"
 check "every 2nd save of the memory tier went to disk: half the bytes" \
   "python3 -c 'import sys; r = int(sys.argv[1]) / int(sys.argv[2]); sys.exit(0 if 0.45 < r < 0.55 else 1)' \
      '$(field "$memory" disk_bytes)' '$(field "$disk" disk_bytes)'"
