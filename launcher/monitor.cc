@@ -18,6 +18,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "lockstep/channel_rules.h"
 #include "lockstep/error.h"
 
 namespace lockstep::launcher {
@@ -39,10 +40,6 @@ constexpr std::size_t kMaxChannelText = 256;
 // and the status line show every one (the first kMaxMetrics by name).
 constexpr std::size_t kMaxMetrics = 32;
 constexpr std::size_t kMaxMetricName = 64;
-// A step's compute time beyond a day, or a line covering more steps than a
-// run could take in a heartbeat interval, is not believed.
-constexpr double kMaxComputeSeconds = 86400;
-constexpr std::int64_t kMaxComputeSteps = 1'000'000'000;
 
 // A member that is not an integer its field can hold: a float, text, or a
 // number out of range. Caught by parse_channel_line() like nlohmann's own
@@ -71,16 +68,6 @@ T integer_value(const nlohmann::json& value) {
 template <typename T>
 T integer_member(const nlohmann::json& message, const char* key, T fallback) {
   return message.contains(key) ? integer_value<T>(message.at(key)) : fallback;
-}
-
-// Compares without an early exit so that timing does not leak the token.
-bool same_token(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  unsigned char difference = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    difference = static_cast<unsigned char>(difference | (a[i] ^ b[i]));
-  }
-  return difference == 0;
 }
 
 }  // namespace
@@ -367,7 +354,7 @@ ChannelLine parse_channel_message(const nlohmann::json& message, bool authentica
     if (!authenticated && type == "node") {
       // A node's relay, with the token: its lines carry its ranks' messages.
       if (!message.contains("token") || !message["token"].is_string() ||
-          !same_token(message["token"].get<std::string>(), token)) {
+          !channel::same_token(message["token"].get<std::string>(), token)) {
         parsed.verdict = ChannelLine::kStranger;
         return parsed;
       }
@@ -378,7 +365,7 @@ ChannelLine parse_channel_message(const nlohmann::json& message, bool authentica
     }
     if (!authenticated) {
       if (type != "hello" || !message.contains("token") || !message["token"].is_string() ||
-          !same_token(message["token"].get<std::string>(), token)) {
+          !channel::same_token(message["token"].get<std::string>(), token)) {
         parsed.verdict = ChannelLine::kStranger;
         return parsed;
       }
@@ -417,8 +404,7 @@ ChannelLine parse_channel_message(const nlohmann::json& message, bool authentica
           message["compute"].is_number() && message["steps"].is_number_integer()) {
         const double compute = message["compute"].get<double>();
         const auto steps = message["steps"].get<std::int64_t>();
-        if (std::isfinite(compute) && compute >= 0 && compute <= kMaxComputeSeconds && steps > 0 &&
-            steps <= kMaxComputeSteps) {
+        if (channel::plausible_compute(compute, steps)) {
           event.compute = compute;
           event.compute_steps = steps;
         }

@@ -10,8 +10,9 @@
 //   - the bytes written to the checkpoint directory on disk, per save and
 //     per hour of this loop (target: the memory tier <= 1/10 of disk only,
 //     with --disk-every 10).
-// The three loops alternate for --rounds rounds, so that a machine whose
-// speed drifts charges every mode alike; loss and loop time are medians
+// The three loops alternate for --rounds rounds, each round starting with
+// the next one, so that a machine whose speed drifts charges every mode
+// alike; loss and loop time are medians
 // over the rounds, the stall the median over every save. Rank 0 prints a
 // summary and one RESULT line per mode.
 //
@@ -181,9 +182,20 @@ int main(int argc, char** argv) {
   plain.loops.clear();
   for (int round = 0; round < rounds; ++round) {
     measure_memcpy();
-    loop(nullptr, plain, round * steps);
-    loop(&disk_checkpointer, disk, round * steps);
-    loop(&tiered_checkpointer, tiered, round * steps);
+    // Each round starts with another loop, so that none is always the one
+    // after the disk-only writes.
+    for (int turn = 0; turn < 3; ++turn) {
+      switch ((round + turn) % 3) {
+        case 0:
+          loop(nullptr, plain, round * steps);
+          break;
+        case 1:
+          loop(&disk_checkpointer, disk, round * steps);
+          break;
+        default:
+          loop(&tiered_checkpointer, tiered, round * steps);
+      }
+    }
     for (Mode* mode : {&disk, &tiered}) {
       mode->losses.push_back((mode->loops.back() - plain.loops.back()) / mode->loops.back());
     }

@@ -49,16 +49,21 @@ std::string default_node_name() {
 
 // The exception being handled, as every rank of a save that one rank
 // could not stage rethrows it: the step named, a UsageError kept as one,
-// anything else an IoError.
-std::exception_ptr not_saved(std::int64_t step) {
+// anything else an IoError; the exception itself when even that fails.
+std::exception_ptr not_saved(std::int64_t step) noexcept {
+  const std::exception_ptr caught = std::current_exception();
   try {
-    throw;
-  } catch (const UsageError& failure) {
-    return std::make_exception_ptr(
-        UsageError(fmt::format("step {} was not saved: {}", step, failure.what())));
-  } catch (const std::exception& failure) {
-    return std::make_exception_ptr(
-        IoError(fmt::format("step {} was not saved: {}", step, failure.what())));
+    try {
+      throw;
+    } catch (const UsageError& failure) {
+      return std::make_exception_ptr(
+          UsageError(fmt::format("step {} was not saved: {}", step, failure.what())));
+    } catch (const std::exception& failure) {
+      return std::make_exception_ptr(
+          IoError(fmt::format("step {} was not saved: {}", step, failure.what())));
+    }
+  } catch (...) {
+    return caught;
   }
 }
 
@@ -132,7 +137,7 @@ class Checkpointer::SaveJob {
       if (!agreed_) {
         try {
           checkpoint::agree_or_throw(comm, nullptr);
-        } catch (const std::exception&) {
+        } catch (...) {
           error_ = not_saved(staged_.step);
           return;
         }
@@ -368,6 +373,18 @@ void Checkpointer::finish_in_flight(bool rethrow) {
   }
 }
 
+bool Checkpointer::agree_staged(MPI_Comm comm, std::exception_ptr failure, std::int64_t step) {
+  try {
+    checkpoint::agree_or_throw(comm, std::move(failure));
+    return true;
+  } catch (...) {
+    not_staged_ = not_saved(step);
+    not_staged_step_ = step;
+  }
+  if (!options_.async) finish_in_flight(true);
+  return false;
+}
+
 void Checkpointer::save(std::int64_t step, const State& state) {
   const auto start = Clock::now();
   // The stall: from here to the return.
@@ -375,11 +392,11 @@ void Checkpointer::save(std::int64_t step, const State& state) {
   finish_in_flight(true);
   // The ranks agree that they pass the same step and state before they
   // plan from it (and exchange their chunks of sharded tensors). Whether
-  // every rank then staged its copy, they agree in the writer, unless a
-  // collective check follows at once: save() returns after this rank's
-  // copy instead of the slowest rank's. A rank whose staging failed (no
-  // memory, a device error) takes part in that agreement here, and every
-  // rank rethrows the failure where it would a failed write's.
+  // every rank then staged its copy, the writer threads agree before they
+  // write: save() returns after this rank's copy, not the slowest rank's.
+  // A rank without a writer (its staging failed, or its thread did not
+  // start) takes the writer's part from here, and every rank rethrows the
+  // failure where it would a failed write's.
   std::exception_ptr failure;
   std::uint64_t fingerprint = 0;
   checkpoint::FlatState flat;
@@ -414,34 +431,34 @@ void Checkpointer::save(std::int64_t step, const State& state) {
   } catch (...) {
     failure = std::current_exception();
   }
-  // The first save with the memory tier checks its budget collectively.
-  if (memory_on_ && !memory_checked_) {
-    checkpoint::agree_or_throw(comm_.get(), failure);
-  } else if (failure) {
+  // The first save with the memory tier checks its budget collectively,
+  // so whether every rank staged it is agreed here, on every rank alike.
+  if (memory_on_ && !memory_checked_ && !agree_staged(comm_.get(), failure, step)) return;
+  const bool memory =
+      !failure && memory_on_ && (memory_checked_ || memory_tier_fits(job->rank_file_bytes()));
+  const bool disk = !memory || force_disk_ || saves_ % options_.disk_every == 0;
+  ++saves_;  // on every rank, staged or not, for disk_every
+  if (!failure) {
     try {
-      checkpoint::agree_or_throw(writer_comm_.get(), failure);
-    } catch (const std::exception&) {
-      not_staged_ = not_saved(step);
-      not_staged_step_ = step;
+      job->agree_first();
+      job->stats().step = step;
+      job->set_tiers({.memory = memory,
+                      .disk = disk,
+                      .node_comm = node_comm_.get(),
+                      .nodes = nodes_.get(),
+                      .node_dir = node_dir_});
+      log::debug("step {}: staging {:.3f} s", step, seconds_since(start));
+      if (options_.async) job->start(writer_comm_.get(), *options_.env, options_);
+    } catch (...) {
+      failure = std::current_exception();
     }
-    ++saves_;  // as on the ranks that staged it, for disk_every
-    if (!options_.async) finish_in_flight(true);
-    return;
-  } else {
-    job->agree_first();
   }
-  job->stats().step = step;
-  // Every rank decides alike: the same counts, flags and collective checks.
-  const bool memory = memory_on_ && (memory_checked_ || memory_tier_fits(job->rank_file_bytes()));
-  job->set_tiers({.memory = memory,
-                  .disk = !memory || force_disk_ || saves_ % options_.disk_every == 0,
-                  .node_comm = node_comm_.get(),
-                  .nodes = nodes_.get(),
-                  .node_dir = node_dir_});
-  ++saves_;
-  log::debug("step {}: staging {:.3f} s", step, seconds_since(start));
+  if (failure) {
+    // This rank has no writer: it takes the writer's part in the agreement.
+    agree_staged(writer_comm_.get(), failure, step);
+    return;
+  }
   if (options_.async) {
-    job->start(writer_comm_.get(), *options_.env, options_);
     job->stats().stall_seconds = seconds_since(start);
     in_flight_ = std::move(job);
     return;

@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "channel_socket.h"
+#include "lockstep/channel_rules.h"
 #include "lockstep/error.h"
 #include "lockstep/log.h"
 
@@ -48,15 +49,6 @@ std::string random_name() {
   std::string name = "lockstep-relay-";
   for (const unsigned char byte : bytes) name += fmt::format("{:02x}", byte);
   return name;
-}
-
-bool same_token(const std::string& a, const std::string& b) {
-  if (a.size() != b.size()) return false;
-  unsigned char difference = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    difference |= static_cast<unsigned char>(a[i] ^ b[i]);
-  }
-  return difference == 0;
 }
 
 }  // namespace
@@ -219,8 +211,9 @@ struct NodeRelay::State {
     const std::string type = message["type"];
     if (rank.rank < 0) {
       if (type != "hello" || !message.contains("token") || !message["token"].is_string() ||
-          !same_token(message["token"].get<std::string>(), token) || !message.contains("rank") ||
-          !message["rank"].is_number_integer() || message["rank"].get<std::int64_t>() < 0 ||
+          !channel::same_token(message["token"].get<std::string>(), token) ||
+          !message.contains("rank") || !message["rank"].is_number_integer() ||
+          message["rank"].get<std::int64_t>() < 0 ||
           message["rank"].get<std::int64_t>() > (std::int64_t{1} << 24)) {
         return false;
       }
@@ -234,7 +227,7 @@ struct NodeRelay::State {
           message.contains("steps") && message["steps"].is_number_integer()) {
         const double compute = message["compute"].get<double>();
         const auto steps = message["steps"].get<std::int64_t>();
-        if (compute >= 0 && compute <= 86400 && steps > 0 && steps <= 1'000'000'000) {
+        if (channel::plausible_compute(compute, steps)) {
           entry.compute_sum += compute * static_cast<double>(steps);
           entry.compute_steps += steps;
         }

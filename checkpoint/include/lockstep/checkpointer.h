@@ -177,8 +177,9 @@ class Checkpointer {
   // save() returns once this rank's copy is made, not the slowest rank's: a
   // rank that cannot make its copy (no memory, a device error) fails the
   // save on every rank, with nothing written, and every rank throws that
-  // error ("step N was not saved: rank R: ...", IoError) where it would a
-  // failed write's, at once when sync, else at the next call. After it
+  // error ("step N was not saved: rank R: ...", an IoError unless it was a
+  // UsageError) where it would a failed write's: at once when sync, else at
+  // the next call. After it
   // returns the caller may modify the tensors.
   void save(std::int64_t step, const State& state);
 
@@ -251,6 +252,11 @@ class Checkpointer {
                                bool& modified);
   // "memory (own copies, DIR)", "memory (partner copy of ranks 2-3, DIR)".
   std::string memory_source(const checkpoint::MemoryPlan& plan) const;
+  // Collective over `comm`: whether every rank staged the save of `step`
+  // (`failure`: what this rank caught). When one did not, every rank keeps
+  // the first failing rank's error for the next call, or throws it now when
+  // saves are synchronous.
+  bool agree_staged(MPI_Comm comm, std::exception_ptr failure, std::int64_t step);
   // Collective, at the first save with the memory tier configured: whether
   // this save's files fit every node's budget (else a warning, and the tier
   // stays off).
