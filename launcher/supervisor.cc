@@ -14,8 +14,10 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <set>
 #include <unordered_map>
+#include <utility>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -91,7 +93,8 @@ std::string random_token() {
 // directory that disappeared under it.
 class Notices {
  public:
-  Notices(std::filesystem::path run_dir, int port) : run_dir_(std::move(run_dir)), port_(port) {}
+  Notices(std::filesystem::path run_dir, int port)
+      : run_dir_(std::move(run_dir)), port_(port), run_dir_id_(identity(run_dir_)) {}
 
   void check(Clock::time_point now, const Monitor& monitor, StatusLine& status) {
     if (now < next_check_) return;
@@ -114,23 +117,38 @@ class Notices {
       failures_reported_ = failures;
       next_refusal_line_ = now + kRefusalLineInterval;
     }
+    // Another writer (the timeline, a rank's flight record) may have made
+    // the directory again before this check: another directory is a
+    // removal too. Said once per change.
+    const auto found = identity(run_dir_);
+    if (found && found == run_dir_id_) return;
     std::error_code error;
-    if (!std::filesystem::is_directory(run_dir_, error)) {
-      std::filesystem::create_directories(run_dir_, error);
-      status.print_line(
-          fmt::format("lockstep: warning: the run directory {} was removed while the job ran; "
-                      "checkpoints and logs written there before are lost; {}",
-                      run_dir_.string(),
-                      error ? "it cannot be made again: " + error.message()
-                            : "made it again for what comes next"),
-          true);
-    }
+    if (!found) std::filesystem::create_directories(run_dir_, error);
+    const auto now_there = identity(run_dir_);
+    if (!now_there && !run_dir_id_) return;  // still gone; said already
+    run_dir_id_ = now_there;
+    status.print_line(
+        fmt::format("lockstep: warning: the run directory {} was removed while the job ran; "
+                    "checkpoints and logs written there before are lost; {}",
+                    run_dir_.string(),
+                    now_there ? "it is there again for what comes next"
+                              : "it cannot be made again: " +
+                                    (error ? error.message() : std::string("not a directory"))),
+        true);
   }
 
  private:
+  // The directory's device and inode; nullopt when it is not a directory.
+  static std::optional<std::pair<dev_t, ino_t>> identity(const std::filesystem::path& dir) {
+    struct stat info {};
+    if (::stat(dir.c_str(), &info) != 0 || !S_ISDIR(info.st_mode)) return std::nullopt;
+    return std::pair{info.st_dev, info.st_ino};
+  }
+
   static constexpr auto kRefusalLineInterval = std::chrono::seconds(30);
   std::filesystem::path run_dir_;
   int port_;
+  std::optional<std::pair<dev_t, ino_t>> run_dir_id_;
   Clock::time_point next_check_{};
   Clock::time_point next_refusal_line_{};
   std::int64_t refused_reported_ = 0;
