@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -98,14 +99,21 @@ inline void settle_disk(const lockstep::Runtime& runtime) {
 
 // A training step's stand-in: `work` passes of arithmetic over a buffer that
 // fits in cache (compute, like a forward/backward), then the gradient
-// all-reduce's synchronisation (a small all-reduce).
+// all-reduce's synchronisation (a small all-reduce). With `wait_seconds`
+// set, the step instead waits that long with its core idle, as the host
+// thread of a step computed by an accelerator does.
 struct FakeStep {
   std::vector<float> values = std::vector<float>(1 << 18, 1.0F);
   int work = 1;
+  double wait_seconds = 0;
 
   void run(MPI_Comm comm) {
-    for (int pass = 0; pass < work; ++pass) {
-      for (auto& value : values) value = value * 0.999F + 0.001F;
+    if (wait_seconds > 0) {
+      std::this_thread::sleep_for(std::chrono::duration<double>(wait_seconds));
+    } else {
+      for (int pass = 0; pass < work; ++pass) {
+        for (auto& value : values) value = value * 0.999F + 0.001F;
+      }
     }
     float sum = values[7];
     MPI_Allreduce(MPI_IN_PLACE, &sum, 1, MPI_FLOAT, MPI_SUM, comm);

@@ -10,6 +10,10 @@
 //   - the bytes written to the checkpoint directory on disk, per save and
 //     per hour of this loop (target: the memory tier <= 1/10 of disk only,
 //     with --disk-every 10).
+// The step computes on the CPU (--step cpu: the worst case, where the
+// writer's copies and checksums take cores from the ranks' compute) or
+// waits with its core idle (--step wait: the host side of a step computed
+// by an accelerator, where the writer runs on cores the step leaves free).
 // The three loops alternate for --rounds rounds, each round starting with
 // the next one, so that a machine whose speed drifts charges every mode
 // alike; loss and loop time are medians
@@ -53,6 +57,7 @@ struct Mode {
   std::vector<double> loops;   // seconds, one per round
   std::vector<double> losses;  // against the loop without saves, one per round
   std::vector<double> stalls;
+  std::vector<double> drains;    // the wait for the last save after each loop
   std::uint64_t disk_bytes = 0;  // this rank's, all saves of the loop
   std::vector<double> writes;    // the writer's time of each save, from staging to commit
   int saves = 0;
@@ -68,6 +73,7 @@ int main(int argc, char** argv) {
   int every = 10;
   int disk_every = 10;
   double step_ms = 100;
+  std::string step_kind = "cpu";
   fs::path dir = runtime.run_dir() / "bench-checkpoint-memory";
   fs::path memory = "/dev/shm";
   CLI::App app{
@@ -90,6 +96,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--step-ms", step_ms, "The fake step's time to calibrate to, ms")
       ->check(CLI::Range(1.0, 100000.0))
+      ->capture_default_str();
+  app.add_option("--step", step_kind,
+                 "cpu: the fake step computes on the CPU; wait: it waits with its core idle, as "
+                 "the host thread of a GPU step does")
+      ->check(CLI::IsMember({"cpu", "wait"}))
       ->capture_default_str();
   app.add_option("--dir", dir, "Scratch directory on disk (removed at the end)")
       ->capture_default_str();
@@ -127,7 +138,9 @@ int main(int argc, char** argv) {
   };
 
   FakeStep step;
-  if (runtime.rank() == 0) {
+  if (step_kind == "wait") {
+    step.wait_seconds = step_ms / 1000;
+  } else if (runtime.rank() == 0) {
     step.work = 100;
     const auto start = Clock::now();
     step.run(MPI_COMM_SELF);
@@ -151,12 +164,17 @@ int main(int argc, char** argv) {
       if (saved) mode.add(checkpointer->last_save_stats());
       saved = true;
     }
-    if (checkpointer != nullptr) {
-      checkpointer->wait();
-      mode.add(checkpointer->last_save_stats());
-    }
+    // The loop ends with its last step. The wait for the last save's
+    // writer comes once per run, not once per save: it is kept apart.
     MPI_Barrier(runtime.comm());
     mode.loops.push_back(seconds_since(start));
+    if (checkpointer != nullptr) {
+      const auto draining = Clock::now();
+      checkpointer->wait();
+      mode.add(checkpointer->last_save_stats());
+      MPI_Barrier(runtime.comm());
+      mode.drains.push_back(seconds_since(draining));
+    }
   };
 
   const auto env = lockstep::checkpoint_options(runtime).env;
@@ -212,11 +230,12 @@ int main(int argc, char** argv) {
   if (runtime.rank() == 0) {
     std::cout << fmt::format(
         "memory tier bench: {} ranks, {:.0f} MB state per rank (each writes 1/{}), a save every "
-        "{} steps of {:.0f} ms, {} steps, {} rounds; memcpy of a rank's share ({:.1f} MB) {:.4f} "
-        "s\n",
+        "{} steps of {:.0f} ms ({}), {} steps, {} rounds; memcpy of a rank's share ({:.1f} MB) "
+        "{:.4f} s\n",
         runtime.world_size(), megabytes, runtime.world_size(), every,
-        1000 * median(plain.loops) / steps, steps, rounds, static_cast<double>(share) / 1e6,
-        memcpy_s);
+        1000 * median(plain.loops) / steps,
+        step_kind == "wait" ? "waiting, the core idle" : "computing on the CPU", steps, rounds,
+        static_cast<double>(share) / 1e6, memcpy_s);
     for (const Mode* mode : {&disk, &tiered}) {
       const double stall = median(mode->stalls);
       const double loss = median(mode->losses);
@@ -231,16 +250,17 @@ int main(int argc, char** argv) {
       const double write = median(mode->writes);
       std::cout << fmt::format(
           "  {:<11} stall {:.4f} s = {:.2f} x memcpy, {:.2f} % of {} steps; writer {:.3f} s | "
-          "loop {:.3f} s against {:.3f} s: loss {:.1f} % | on disk {:.1f} MB in {} saves, {:.1f} "
-          "GB per hour\n",
+          "loop {:.3f} s against {:.3f} s: loss {:.1f} %, then {:.3f} s for the last save | on "
+          "disk {:.1f} MB in {} saves, {:.1f} GB per hour\n",
           mode->name, stall, stall / memcpy_s, 100 * stall_share, every, write, loop_s, plain_s,
-          100 * loss, static_cast<double>(job_bytes) / 1e6, mode->saves, per_hour / 1e9);
+          100 * loss, median(mode->drains), static_cast<double>(job_bytes) / 1e6, mode->saves,
+          per_hour / 1e9);
       std::cout << fmt::format(
-          "RESULT mode={} stall_s={:.5f} memcpy_s={:.5f} stall_share={:.5f} write_s={:.4f} "
-          "loop_s={:.4f} plain_s={:.4f} loss={:.5f} disk_bytes={} saves={} "
+          "RESULT mode={} step={} stall_s={:.5f} memcpy_s={:.5f} stall_share={:.5f} write_s={:.4f} "
+          "loop_s={:.4f} plain_s={:.4f} loss={:.5f} drain_s={:.4f} disk_bytes={} saves={} "
           "disk_gb_per_hour={:.3f}\n",
-          mode == &disk ? "disk" : "memory", stall, memcpy_s, stall_share, write, loop_s, plain_s,
-          loss, job_bytes, mode->saves, per_hour / 1e9);
+          mode == &disk ? "disk" : "memory", step_kind, stall, memcpy_s, stall_share, write, loop_s,
+          plain_s, loss, median(mode->drains), job_bytes, mode->saves, per_hour / 1e9);
     }
     const auto [fastest, slowest] = std::minmax_element(plain.loops.begin(), plain.loops.end());
     std::cout << fmt::format(
