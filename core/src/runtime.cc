@@ -213,12 +213,25 @@ Runtime::Runtime(int& argc, char**& argv) : uncaught_at_start_(std::uncaught_exc
     // A rank whose launcher is gone asks for "checkpoint and stop", as a
     // SIGTERM would; every rank loses the launcher at about the same time.
     const std::string relay = start_relay(monitor);
-    heartbeat_ = HeartbeatClient(
-        monitor, config_.get(knobs::monitor_token), rank_, world_size_, hostname_, restart_count_,
-        [](const std::string&) { signals::request(kRequestStop); },
-        std::chrono::milliseconds(
-            static_cast<std::int64_t>(config_.get(knobs::launcher_loss_grace) * 1000)),
-        connect_timeout(), /*required=*/!config_.get(knobs::allow_unmonitored), relay);
+    std::exception_ptr unreachable;
+    try {
+      heartbeat_ = HeartbeatClient(
+          monitor, config_.get(knobs::monitor_token), rank_, world_size_, hostname_,
+          restart_count_, [](const std::string&) { signals::request(kRequestStop); },
+          std::chrono::milliseconds(
+              static_cast<std::int64_t>(config_.get(knobs::launcher_loss_grace) * 1000)),
+          connect_timeout(), /*required=*/!config_.get(knobs::allow_unmonitored), relay);
+    } catch (const IoError&) {
+      // The client said why; that line must be out before any rank stops.
+      unreachable = std::current_exception();
+      log::logger().flush();
+    }
+    // Every rank has tried (and said why it failed) before any stops: the
+    // first to stop takes the job down, and the launcher names the ranks
+    // that cannot reach it from what they said.
+    int failed = unreachable ? 1 : 0;
+    LOCKSTEP_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_SUM, control_.get()));
+    if (unreachable) std::rethrow_exception(unreachable);
     // One Runtime per process (the heartbeat member does not move).
     static FaultChannel channel;
     channel = FaultChannel{&heartbeat_, rank_};
