@@ -10,6 +10,9 @@
 //   - the bytes written to the checkpoint directory on disk, per save and
 //     per hour of this loop (target: the memory tier <= 1/10 of disk only,
 //     with --disk-every 10).
+// The memory tier sees the ranks on --nodes nodes (the directories of one
+// host's tmpfs), so that each save also moves partner copies between them
+// over MPI, as it does across hosts.
 // The step computes on the CPU (--step cpu: the worst case, where the
 // writer's copies and checksums take cores from the ranks' compute) or
 // waits with its core idle (--step wait: the host side of a step computed
@@ -74,6 +77,7 @@ int main(int argc, char** argv) {
   int disk_every = 10;
   double step_ms = 100;
   std::string step_kind = "cpu";
+  int nodes = 2;
   fs::path dir = runtime.run_dir() / "bench-checkpoint-memory";
   fs::path memory = "/dev/shm";
   CLI::App app{
@@ -102,6 +106,11 @@ int main(int argc, char** argv) {
                  "the host thread of a GPU step does")
       ->check(CLI::IsMember({"cpu", "wait"}))
       ->capture_default_str();
+  app.add_option("--nodes", nodes,
+                 "Nodes the memory tier sees the ranks on (consecutive ranks share one), so that "
+                 "each save also sends partner copies to the next node; 1: no partner copies")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
   app.add_option("--dir", dir, "Scratch directory on disk (removed at the end)")
       ->capture_default_str();
   app.add_option("--memory", memory, "Base of the memory tier (a tmpfs)")->capture_default_str();
@@ -109,6 +118,13 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
     return runtime.rank() == 0 ? app.exit(error) : error.get_exit_code();
+  }
+  if (nodes > runtime.world_size()) {
+    if (runtime.rank() == 0) {
+      lockstep::log::error("--nodes {} is more than the {} ranks; give at most {}", nodes,
+                           runtime.world_size(), runtime.world_size());
+    }
+    return 2;
   }
   if (runtime.rank() == 0) fs::remove_all(dir);
   MPI_Barrier(runtime.comm());
@@ -191,6 +207,7 @@ int main(int argc, char** argv) {
                 .async = true,
                 .env = env,
                 .memory_dir = memory / fmt::format("lockstep-bench-{}-{}", ::geteuid(), pid),
+                .node = fmt::format("bench-node-{}", runtime.rank() * nodes / runtime.world_size()),
                 .disk_every = disk_every});
   if (!tiered_checkpointer.memory_tier_on()) {
     if (runtime.rank() == 0) lockstep::log::error("the memory tier is off; see the warning");
@@ -229,10 +246,10 @@ int main(int argc, char** argv) {
   MPI_Allreduce(MPI_IN_PLACE, bytes, 2, MPI_UINT64_T, MPI_SUM, runtime.comm());
   if (runtime.rank() == 0) {
     std::cout << fmt::format(
-        "memory tier bench: {} ranks, {:.0f} MB state per rank (each writes 1/{}), a save every "
-        "{} steps of {:.0f} ms ({}), {} steps, {} rounds; memcpy of a rank's share ({:.1f} MB) "
-        "{:.4f} s\n",
-        runtime.world_size(), megabytes, runtime.world_size(), every,
+        "memory tier bench: {} ranks on {} node(s), {:.0f} MB state per rank (each writes 1/{}), "
+        "a save every {} steps of {:.0f} ms ({}), {} steps, {} rounds; memcpy of a rank's share "
+        "({:.1f} MB) {:.4f} s\n",
+        runtime.world_size(), nodes, megabytes, runtime.world_size(), every,
         1000 * median(plain.loops) / steps,
         step_kind == "wait" ? "waiting, the core idle" : "computing on the CPU", steps, rounds,
         static_cast<double>(share) / 1e6, memcpy_s);
@@ -256,11 +273,12 @@ int main(int argc, char** argv) {
           100 * loss, median(mode->drains), static_cast<double>(job_bytes) / 1e6, mode->saves,
           per_hour / 1e9);
       std::cout << fmt::format(
-          "RESULT mode={} step={} stall_s={:.5f} memcpy_s={:.5f} stall_share={:.5f} write_s={:.4f} "
+          "RESULT mode={} step={} nodes={} stall_s={:.5f} memcpy_s={:.5f} stall_share={:.5f} "
+          "write_s={:.4f} "
           "loop_s={:.4f} plain_s={:.4f} loss={:.5f} drain_s={:.4f} disk_bytes={} saves={} "
           "disk_gb_per_hour={:.3f}\n",
-          mode == &disk ? "disk" : "memory", step_kind, stall, memcpy_s, stall_share, write, loop_s,
-          plain_s, loss, median(mode->drains), job_bytes, mode->saves, per_hour / 1e9);
+          mode == &disk ? "disk" : "memory", step_kind, nodes, stall, memcpy_s, stall_share, write,
+          loop_s, plain_s, loss, median(mode->drains), job_bytes, mode->saves, per_hour / 1e9);
     }
     const auto [fastest, slowest] = std::minmax_element(plain.loops.begin(), plain.loops.end());
     std::cout << fmt::format(

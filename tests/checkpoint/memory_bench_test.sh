@@ -2,7 +2,8 @@
 # The small version of bench/checkpoint's memory tier bench: 2 ranks, 8 MB,
 # two rounds of 20 steps with a save every 5 and every 2nd on disk, once
 # with steps that compute and once with steps that wait. Both modes must
-# print their figures, every save must be counted, the memory
+# print their figures (the memory tier's ranks on two nodes, so that partner
+# copies move), every save must be counted, the memory
 # tier must put half the bytes of disk-only saves on disk, and neither the
 # scratch directory nor the memory tier may be left behind.
 # Usage: memory_bench_test.sh <bench_checkpoint_memory> <scratch> <mpiexec...>
@@ -45,5 +46,9 @@ run_bench() {
 mpiexec=("$@")
 run_bench cpu
 run_bench wait
+out=$("${mpiexec[@]}" -n 2 "$bench" --nodes 3 --dir "$scratch/disk" 2>&1)
+expect_rc 2 $? "more nodes than ranks is refused"
+check "the error names the option and the limit" \
+  "grep -q -- '--nodes 3 is more than the 2 ranks; give at most 2' <<<\"\$out\""
 rm -rf "$scratch"
 finish
