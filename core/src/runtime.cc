@@ -216,8 +216,8 @@ Runtime::Runtime(int& argc, char**& argv) : uncaught_at_start_(std::uncaught_exc
     std::exception_ptr unreachable;
     try {
       heartbeat_ = HeartbeatClient(
-          monitor, config_.get(knobs::monitor_token), rank_, world_size_, hostname_,
-          restart_count_, [](const std::string&) { signals::request(kRequestStop); },
+          monitor, config_.get(knobs::monitor_token), rank_, world_size_, hostname_, restart_count_,
+          [](const std::string&) { signals::request(kRequestStop); },
           std::chrono::milliseconds(
               static_cast<std::int64_t>(config_.get(knobs::launcher_loss_grace) * 1000)),
           connect_timeout(), /*required=*/!config_.get(knobs::allow_unmonitored), relay);
