@@ -12,16 +12,18 @@
 //     with --disk-every 10).
 // The memory tier sees the ranks on --nodes nodes (the directories of one
 // host's tmpfs), so that each save also moves partner copies between them
-// over MPI, as it does across hosts.
+// over MPI: here through shared memory, across hosts through the network.
+// The saves fall half-way between the every-th steps, so that the last
+// one's writer also runs inside the timed loop.
 // The step computes on the CPU (--step cpu: the worst case, where the
 // writer's copies and checksums take cores from the ranks' compute) or
 // waits with its core idle (--step wait: the host side of a step computed
 // by an accelerator, where the writer runs on cores the step leaves free).
 // The three loops alternate for --rounds rounds, each round starting with
 // the next one, so that a machine whose speed drifts charges every mode
-// alike; loss and loop time are medians
-// over the rounds, the stall the median over every save. Rank 0 prints a
-// summary and one RESULT line per mode.
+// alike; loss and loop time are medians over the rounds, the stall the
+// median over every save. Rank 0 prints a summary and one RESULT line per
+// mode.
 //
 // Usage: mpiexec -n 4 bench_checkpoint_memory [options]; --help lists them.
 #include <unistd.h>
@@ -77,7 +79,7 @@ int main(int argc, char** argv) {
   int disk_every = 10;
   double step_ms = 100;
   std::string step_kind = "cpu";
-  int nodes = 2;
+  int nodes = 2;  // at most the ranks
   fs::path dir = runtime.run_dir() / "bench-checkpoint-memory";
   fs::path memory = "/dev/shm";
   CLI::App app{
@@ -110,7 +112,7 @@ int main(int argc, char** argv) {
                  "Nodes the memory tier sees the ranks on (consecutive ranks share one), so that "
                  "each save also sends partner copies to the next node; 1: no partner copies")
       ->check(CLI::Range(1, 100000))
-      ->capture_default_str();
+      ->default_str("2, or 1 with one rank");
   app.add_option("--dir", dir, "Scratch directory on disk (removed at the end)")
       ->capture_default_str();
   app.add_option("--memory", memory, "Base of the memory tier (a tmpfs)")->capture_default_str();
@@ -119,6 +121,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& error) {
     return runtime.rank() == 0 ? app.exit(error) : error.get_exit_code();
   }
+  if (app.count("--nodes") == 0) nodes = std::min(nodes, runtime.world_size());
   if (nodes > runtime.world_size()) {
     if (runtime.rank() == 0) {
       lockstep::log::error("--nodes {} is more than the {} ranks; give at most {}", nodes,
@@ -171,7 +174,7 @@ int main(int argc, char** argv) {
     bool saved = false;
     for (int s = first; s < first + steps; ++s) {
       step.run(runtime.comm());
-      if (checkpointer == nullptr || (s + 1) % every != 0) continue;
+      if (checkpointer == nullptr || (s - first + 1 + every / 2) % every != 0) continue;
       const auto saving = Clock::now();
       checkpointer->save(s, state);
       mode.stalls.push_back(seconds_since(saving));

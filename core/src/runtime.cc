@@ -209,11 +209,11 @@ Runtime::Runtime(int& argc, char**& argv) : uncaught_at_start_(std::uncaught_exc
   checkpoint_every_ = config_.get(knobs::checkpoint_every);
   slow_factor_ = injected_slowness(config_.get(knobs::inject_slow), rank_);
   if (config_.get(knobs::handle_signals)) signals::install();
+  std::exception_ptr unreachable;
   if (const std::string monitor = config_.get(knobs::monitor_address); !monitor.empty()) {
     // A rank whose launcher is gone asks for "checkpoint and stop", as a
     // SIGTERM would; every rank loses the launcher at about the same time.
     const std::string relay = start_relay(monitor);
-    std::exception_ptr unreachable;
     try {
       heartbeat_ = HeartbeatClient(
           monitor, config_.get(knobs::monitor_token), rank_, world_size_, hostname_, restart_count_,
@@ -221,22 +221,20 @@ Runtime::Runtime(int& argc, char**& argv) : uncaught_at_start_(std::uncaught_exc
           std::chrono::milliseconds(
               static_cast<std::int64_t>(config_.get(knobs::launcher_loss_grace) * 1000)),
           connect_timeout(), /*required=*/!config_.get(knobs::allow_unmonitored), relay);
-    } catch (const IoError&) {
-      // The client said why; that line must be out before any rank stops.
+      // One Runtime per process (the heartbeat member does not move).
+      static FaultChannel channel;
+      channel = FaultChannel{&heartbeat_, rank_};
+      g_fault_channel.store(&channel);
+    } catch (...) {
+      // The client logged why it could not reach the launcher (anything
+      // else is said by whoever catches it); that line must be out before
+      // any rank stops.
       unreachable = std::current_exception();
       log::logger().flush();
     }
-    // Every rank has tried (and said why it failed) before any stops: the
-    // first to stop takes the job down, and the launcher names the ranks
-    // that cannot reach it from what they said.
-    int failed = unreachable ? 1 : 0;
-    LOCKSTEP_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_SUM, control_.get()));
-    if (unreachable) std::rethrow_exception(unreachable);
-    // One Runtime per process (the heartbeat member does not move).
-    static FaultChannel channel;
-    channel = FaultChannel{&heartbeat_, rank_};
-    g_fault_channel.store(&channel);
   }
+  agree_on_start(unreachable != nullptr);
+  if (unreachable) std::rethrow_exception(unreachable);
 
   start_trace();
   log::debug("lockstep {}: rank {}/{} local {}/{} node {}/{} device {} run dir {} restarts {}",
@@ -442,6 +440,23 @@ Runtime::~Runtime() {
   node_ = MpiComm();
   world_ = MpiComm();
   if (owns_mpi_ && mpi_alive()) MPI_Finalize();
+}
+
+void Runtime::agree_on_start(bool failed) {
+  int failures = failed ? 1 : 0;
+  const std::uint64_t sequence = ++decisions_;
+  control_progress_->started(sequence,
+                             fmt::format("start-up check (4 bytes, i32, sum) #{}", sequence));
+  {
+    const blocked_time::Scope blocked;
+    LOCKSTEP_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &failures, 1, MPI_INT, MPI_SUM, control_.get()));
+  }
+  control_progress_->finished(sequence);
+  if (failures > 0 && !failed) {
+    throw IoError(
+        fmt::format("{} of {} ranks could not start (each said why); rank {} stops with them",
+                    failures, world_size_, rank_));
+  }
 }
 
 Decision Runtime::decide(std::int64_t step) {

@@ -37,6 +37,16 @@ run_bench() {
        '$(field "$memory" stall_s)' '$(field "$disk" stall_s)' '$(field "$memory" memcpy_s)' \
        '$(field "$memory" stall_share)' '$(field "$memory" write_s)' '$(field "$disk" write_s)' \
        '$(field "$memory" drain_s)' '$(field "$disk" drain_s)'"
+  check "$kind: the memory tier's ranks were on 2 nodes" "[ '$(field "$memory" nodes)' = 2 ]"
+  if grep -q "no partner copies" <<<"$out"; then
+    fail "$kind: the memory tier made no partner copies"
+  else
+    ok "$kind: the memory tier made partner copies"
+  fi
+  if [ "$kind" = wait ]; then
+    check "wait: the loop without saves waited 20 steps of 20 ms" \
+      "python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) >= 0.4 else 1)' '$(field "$memory" plain_s)'"
+  fi
   check "$kind: every 2nd save of the memory tier went to disk: half the bytes" \
     "python3 -c 'import sys; r = int(sys.argv[1]) / int(sys.argv[2]); sys.exit(0 if 0.45 < r < 0.55 else 1)' \
        '$(field "$memory" disk_bytes)' '$(field "$disk" disk_bytes)'"

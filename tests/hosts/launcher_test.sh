@@ -85,8 +85,11 @@ LOCKSTEP_LAUNCHER_CONNECT_TIMEOUT=3 "$lockstep" run --hostfile "$scratch/hostfil
 expect_rc 1 "$rc" "ranks that cannot reach the launcher fail the run"
 took=$((SECONDS - started))
 if [ $took -lt 40 ]; then ok "the error comes within seconds ($took s)"; else fail "it took $took s"; fi
-expect_grep "rank\(s\) cannot reach the launcher at 10\.78\.$HOSTS_SLOT\.1:[0-9]+" \
-  "$scratch/unreachable.log" "the launcher names the address"
+expect_grep "4 rank\(s\) cannot reach the launcher at 10\.78\.$HOSTS_SLOT\.1:[0-9]+" \
+  "$scratch/unreachable.log" "the launcher counts every rank and names the address"
+named=$(grep -oE "rank [0-9] on node[12] cannot reach the launcher" "$scratch/unreachable.log" |
+  sort -u | wc -l)
+check "each of the 4 ranks said so before any stopped ($named)" "[ '$named' = 4 ]"
 expect_grep "rank [0-9] on node[12] cannot reach the launcher at 10\.78\.$HOSTS_SLOT\.1:[0-9]+ \(Network is unreachable" \
   "$scratch/unreachable.log" "each rank is named with its host and the reason"
 expect_grep "monitor-address" "$scratch/unreachable.log" "the option to set is named"

@@ -326,7 +326,8 @@ silent)
     LOCKSTEP_MONITOR_ADDRESS=127.0.0.1:1 "$trainer" --steps 50
   expect_rc 1 $? "ranks that cannot reach the launcher fail the run"
   expect_grep "2 rank\(s\) cannot reach the launcher" "$dir.log" "the launcher counts them"
-  expect_grep "rank 1 on .* cannot reach the launcher at 127.0.0.1:1 \(Connection refused" "$dir.log" "each rank, its host, the address and why"
+  expect_grep "rank 0 on .* cannot reach the launcher at 127.0.0.1:1 \(Connection refused" "$dir.log" "each rank, its host, the address and why"
+  expect_grep "rank 1 on .* cannot reach the launcher at 127.0.0.1:1 \(Connection refused" "$dir.log" "the other rank too, before either stopped"
   expect_grep "monitor-address" "$dir.log" "the option to set is named"
   took=$((SECONDS - started))
   if [ $took -lt 30 ]; then ok "it ends within seconds ($took s)"; else fail "it took $took s"; fi

@@ -113,6 +113,11 @@ class Runtime {
   // starts the node's relay; returns its address on every rank of the node
   // ("" for none). Collective over the node.
   std::string start_relay(const std::string& launcher);
+  // Collective: whether every rank started (`failed`: this one did not,
+  // and has said why). Every rank waits here for all to have tried, so
+  // that none stops before the others have said what went wrong; a rank
+  // that started throws IoError when another did not.
+  void agree_on_start(bool failed);
   std::chrono::milliseconds connect_timeout() const;
 
   bool owns_mpi_ = false;
@@ -120,7 +125,7 @@ class Runtime {
   Config config_;
   MpiComm world_;
   MpiComm node_;
-  MpiComm control_;  // decisions only, never shared with user traffic
+  MpiComm control_;  // the start-up check and decisions only, never user traffic
   // The decisions' progress, for the launcher's hang analysis and the
   // flight recorder ("runtime 1").
   std::unique_ptr<CollectiveProgress> control_progress_;
