@@ -32,10 +32,13 @@ run_bench() {
   check "$kind: both rounds were run" "[ '$rounds' = 2 ]"
   check "$kind: every save was counted" \
     "[ '$(field "$disk" saves) $(field "$memory" saves)' = '8 8' ]"
-  check "$kind: stall, memcpy, the stall's share, the writer and the last save's wait were measured" \
+  check "$kind: stall, memcpy, the stall's share and the writer were measured" \
     "python3 -c 'import sys; sys.exit(0 if min(map(float, sys.argv[1:])) > 0 else 1)' \
        '$(field "$memory" stall_s)' '$(field "$disk" stall_s)' '$(field "$memory" memcpy_s)' \
-       '$(field "$memory" stall_share)' '$(field "$memory" write_s)' '$(field "$disk" write_s)' \
+       '$(field "$memory" stall_share)' '$(field "$memory" write_s)' '$(field "$disk" write_s)'"
+  # The last save's writer mostly ends inside the loop: its wait may round to 0.
+  check "$kind: the wait for the last save was measured" \
+    "python3 -c 'import sys; sys.exit(0 if min(map(float, sys.argv[1:])) >= 0 else 1)' \
        '$(field "$memory" drain_s)' '$(field "$disk" drain_s)'"
   check "$kind: the memory tier's ranks were on 2 nodes" "[ '$(field "$memory" nodes)' = 2 ]"
   if grep -q "no partner copies" <<<"$out"; then
