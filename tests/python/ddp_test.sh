@@ -48,8 +48,10 @@ expect_grep "^lockstep: step 59 \| .*loss 0\.5291 \| ckpt step 59 \|" "$scratch/
   "the last status line has the last step's loss and checkpoint, numbered as the script numbers them"
 expect_grep "ddp: 2 ranks, steps 20\.\.60" "$scratch/chaos.log" \
   "after the kill the script resumed from its checkpoint of step 19"
-expect_grep "ddp: 2 ranks, steps 40\.\.60" "$scratch/chaos.log" \
-  "after the hang it resumed from its checkpoint of step 39"
+# mpirun continues a stopped rank to end it, so the stop request may reach
+# it in time to save where it stands (steps 45-48) before it goes.
+expect_grep "ddp: 2 ranks, steps (40|4[6-9])\.\.60" "$scratch/chaos.log" \
+  "after the hang it resumed from its checkpoint of step 39, or of the step where it stopped"
 expect_grep '"restarts": 2' "$scratch/chaos/summary.json" "summary.json counts both restarts"
 check "the final weights equal the uninterrupted run's" \
   "'$python' -c 'import sys, torch; a, b = (torch.load(p) for p in sys.argv[1:]); sys.exit(0 if a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a) else 1)' '$scratch/reference.pt' '$scratch/chaos.pt'"
