@@ -277,9 +277,8 @@ int main(int argc, char** argv) {
           per_hour / 1e9);
       std::cout << fmt::format(
           "RESULT mode={} step={} nodes={} stall_s={:.5f} memcpy_s={:.5f} stall_share={:.5f} "
-          "write_s={:.4f} "
-          "loop_s={:.4f} plain_s={:.4f} loss={:.5f} drain_s={:.4f} disk_bytes={} saves={} "
-          "disk_gb_per_hour={:.3f}\n",
+          "write_s={:.4f} loop_s={:.4f} plain_s={:.4f} loss={:.5f} drain_s={:.4f} disk_bytes={} "
+          "saves={} disk_gb_per_hour={:.3f}\n",
           mode == &disk ? "disk" : "memory", step_kind, nodes, stall, memcpy_s, stall_share, write,
           loop_s, plain_s, loss, median(mode->drains), job_bytes, mode->saves, per_hour / 1e9);
     }

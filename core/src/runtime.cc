@@ -442,16 +442,22 @@ Runtime::~Runtime() {
   if (owns_mpi_ && mpi_alive()) MPI_Finalize();
 }
 
-void Runtime::agree_on_start(bool failed) {
-  int failures = failed ? 1 : 0;
+void Runtime::control_allreduce(const void* send, void* receive, MPI_Datatype type, MPI_Op op,
+                                std::string_view what) {
   const std::uint64_t sequence = ++decisions_;
-  control_progress_->started(sequence,
-                             fmt::format("start-up check (4 bytes, i32, sum) #{}", sequence));
+  if (control_progress_)
+    control_progress_->started(sequence, fmt::format("{} #{}", what, sequence));
   {
     const blocked_time::Scope blocked;
-    LOCKSTEP_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &failures, 1, MPI_INT, MPI_SUM, control_.get()));
+    LOCKSTEP_CHECK_MPI(MPI_Allreduce(send, receive, 1, type, op, control_.get()));
   }
-  control_progress_->finished(sequence);
+  if (control_progress_) control_progress_->finished(sequence);
+}
+
+void Runtime::agree_on_start(bool failed) {
+  const int local = failed ? 1 : 0;
+  int failures = 0;
+  control_allreduce(&local, &failures, MPI_INT, MPI_SUM, "start-up check (4 bytes, i32, sum)");
   if (failures > 0 && !failed) {
     throw IoError(
         fmt::format("{} of {} ranks could not start (each said why); rank {} stops with them",
@@ -462,15 +468,7 @@ void Runtime::agree_on_start(bool failed) {
 Decision Runtime::decide(std::int64_t step) {
   const std::uint32_t local = signals::take();
   std::uint32_t all = kRequestNone;
-  const std::uint64_t sequence = ++decisions_;
-  if (control_progress_) {
-    control_progress_->started(sequence, fmt::format("decision (4 bytes, u32, bor) #{}", sequence));
-  }
-  {
-    const blocked_time::Scope blocked;
-    LOCKSTEP_CHECK_MPI(MPI_Allreduce(&local, &all, 1, MPI_UINT32_T, MPI_BOR, control_.get()));
-  }
-  if (control_progress_) control_progress_->finished(sequence);
+  control_allreduce(&local, &all, MPI_UINT32_T, MPI_BOR, "decision (4 bytes, u32, bor)");
   const Decision decision = lockstep::decide(all, step, checkpoint_every_);
   stop_pending_ = decision.stop;
   stop_known_ = true;

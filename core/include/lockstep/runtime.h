@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "lockstep/config.h"
@@ -118,6 +119,10 @@ class Runtime {
   // that none stops before the others have said what went wrong; a rank
   // that started throws IoError when another did not.
   void agree_on_start(bool failed);
+  // One element all-reduced over the control communicator, recorded as
+  // `what` in its progress (for hang analysis and the flight recorder).
+  void control_allreduce(const void* send, void* receive, MPI_Datatype type, MPI_Op op,
+                         std::string_view what);
   std::chrono::milliseconds connect_timeout() const;
 
   bool owns_mpi_ = false;
