@@ -24,7 +24,7 @@ export LOCKSTEP_HEARTBEAT_RELAY=on
 
 # A relayed rank and then the relaying rank itself are killed.
 timeout 300 "$lockstep" run -n 4 --run-dir "$scratch/kills" --inject-failure 2:45 \
-  --inject-failure 0:85 -- "${trainer[@]}" --weights-out "$scratch/kills.bin" \
+  --inject-failure 0:85 -- "${trainer[@]}" --step-ms 10 --weights-out "$scratch/kills.bin" \
   >"$scratch/kills.log" 2>&1
 expect_rc 0 $? "the run through the relay survives two kills"
 summary=$scratch/kills/summary.json

@@ -21,7 +21,7 @@ start_cluster
 cat >"$scratch/job.sh" <<JOB
 #!/bin/bash
 #SBATCH -N2 --ntasks-per-node=2 --overcommit
-exec "$lockstep" run --run-dir "$scratch/run" --inject-failure 2:50 -- ${trainer[*]} \
+exec "$lockstep" run --run-dir "$scratch/run" --inject-failure 2:50 -- ${trainer[*]} --step-ms 10 \
   --weights-out "$scratch/slurm.bin"
 JOB
 rc=0
