@@ -10,6 +10,7 @@
 #include <iostream>
 #include <memory>
 #include <thread>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -18,6 +19,7 @@
 #include "host_list.h"
 #include "lockstep/config.h"
 #include "lockstep/error.h"
+#include "lockstep/files.h"
 #include "mpirun_command.h"
 #include "slurm_job.h"
 #include "supervisor.h"
@@ -181,9 +183,18 @@ void check_environment() {
 }
 
 // The run directory must exist before the ranks write into it; a path that
-// cannot be one is a usage error, not a failure of the job.
+// cannot be one, or one that another user could tamper with, is a usage
+// error, not a failure of the job.
 void make_run_dir(const std::filesystem::path& run_dir) {
   std::error_code error;
+  // The directories this call makes, deepest first: a refused run
+  // directory leaves nothing behind.
+  std::vector<std::filesystem::path> made;
+  for (auto path = std::filesystem::absolute(run_dir, error).lexically_normal();
+       !error && path.has_relative_path() && !std::filesystem::exists(path, error);
+       path = path.parent_path()) {
+    made.push_back(path);
+  }
   std::filesystem::create_directories(run_dir, error);
   if (!std::filesystem::is_directory(run_dir)) {
     const bool is_file = std::filesystem::exists(run_dir);
@@ -199,6 +210,16 @@ void make_run_dir(const std::filesystem::path& run_dir) {
         fmt::format("--run-dir {}: cannot write into it ({}); give a directory "
                     "that can be written to",
                     run_dir.string(), std::strerror(errno)));
+  }
+  // The launcher and the ranks write summaries, traces and checkpoints
+  // there, and read them back: no other user may be able to put links or
+  // files of theirs in it.
+  if (const std::string why = files::why_not_private(run_dir); !why.empty()) {
+    for (const auto& path : made) std::filesystem::remove(path, error);
+    throw UsageError(fmt::format(
+        "--run-dir {}: {}; give a directory that only you (and your group) can write to, "
+        "such as one in your home or project directory",
+        run_dir.string(), why));
   }
 }
 

@@ -17,6 +17,7 @@
 #include "collective_text.h"
 #include "directory.h"
 #include "layout.h"
+#include "lockstep/files.h"
 #include "lockstep/knobs.h"
 #include "lockstep/log.h"
 #include "lockstep/mpi_check.h"
@@ -234,6 +235,14 @@ Checkpointer::Checkpointer(MPI_Comm comm, CheckpointOptions options)
     try {
       options_.env->create_directories(options_.dir);
       options_.env->check_writable(options_.dir);
+      // A directory another user can write to could hold a step of theirs,
+      // which a restore would load as this run's.
+      if (const std::string why = files::why_not_private(options_.dir); !why.empty()) {
+        throw IoError(fmt::format(
+            "checkpoint directory: {}; choose a directory that only you (and your group) can "
+            "write to",
+            why));
+      }
       checkpoint::remove_leftovers(*options_.env, options_.dir);
     } catch (...) {
       failure = std::current_exception();

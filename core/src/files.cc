@@ -1,6 +1,7 @@
 #include "lockstep/files.h"
 
 #include <fcntl.h>
+#include <pwd.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -8,6 +9,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -122,6 +124,63 @@ std::string replace_file(const std::filesystem::path& path, std::string_view tex
     return "";
   } catch (const std::exception& failure) {
     return fmt::format("cannot write {}: {}", path.string(), failure.what());
+  }
+}
+
+namespace {
+
+// The user a file belongs to, for a message: "name (uid N)".
+std::string user_name(uid_t uid) {
+  std::vector<char> buffer(4096);
+  passwd entry{};
+  passwd* found = nullptr;
+  if (::getpwuid_r(uid, &entry, buffer.data(), buffer.size(), &found) == 0 && found != nullptr) {
+    return fmt::format("{} (uid {})", found->pw_name, uid);
+  }
+  return fmt::format("uid {}", uid);
+}
+
+bool trusted_owner(uid_t uid) { return uid == ::geteuid() || uid == 0; }
+
+}  // namespace
+
+std::string why_not_private(const std::filesystem::path& dir) noexcept {
+  try {
+    const std::filesystem::path path = std::filesystem::absolute(dir).lexically_normal();
+    struct stat link = {};
+    if (::lstat(path.c_str(), &link) != 0) return "";
+    if (S_ISLNK(link.st_mode) && !trusted_owner(link.st_uid)) {
+      return fmt::format("{} is a symbolic link that {} owns, who can point it elsewhere",
+                         path.string(), user_name(link.st_uid));
+    }
+    std::error_code error;
+    const std::filesystem::path real = std::filesystem::canonical(path, error);
+    if (error) return "";
+    struct stat info = {};
+    if (::stat(real.c_str(), &info) != 0 || !S_ISDIR(info.st_mode)) return "";
+    const std::string named = real == path
+                                  ? path.string()
+                                  : fmt::format("{} (that is, {})", path.string(), real.string());
+    if (!trusted_owner(info.st_uid)) {
+      return fmt::format("{} is owned by {}, not by this user, {}: the owner could put links there",
+                         named, user_name(info.st_uid), user_name(::geteuid()));
+    }
+    if ((info.st_mode & S_IWOTH) != 0) {
+      return fmt::format("{} may be written by every user (mode {:04o}), who could put links there",
+                         named, info.st_mode & 07777);
+    }
+    const std::filesystem::path parent = real.parent_path();
+    struct stat above = {};
+    if (real != parent && ::stat(parent.c_str(), &above) == 0 && (above.st_mode & S_IWOTH) != 0 &&
+        (above.st_mode & S_ISVTX) == 0) {
+      return fmt::format(
+          "{} lies in {}, which every user may write to without the sticky bit (mode {:04o}): "
+          "they could rename it and put their own in its place",
+          named, parent.string(), above.st_mode & 07777);
+    }
+    return "";
+  } catch (const std::exception& failure) {
+    return fmt::format("cannot check {}: {}", dir.string(), failure.what());
   }
 }
 

@@ -18,6 +18,7 @@
 #include "lockstep/blocked_time.h"
 #include "lockstep/build_config.h"
 #include "lockstep/cuda_check.h"
+#include "lockstep/files.h"
 #include "lockstep/knobs.h"
 #include "lockstep/log.h"
 #include "lockstep/mpi_check.h"
@@ -191,6 +192,12 @@ Runtime::Runtime(int& argc, char**& argv) : uncaught_at_start_(std::uncaught_exc
         fmt::format("cannot create the run directory {} ({}); set LOCKSTEP_RUN_DIR to "
                     "a writable directory",
                     run_dir_.string(), error.message()));
+  }
+  if (const std::string why = files::why_not_private(run_dir_); !why.empty()) {
+    throw IoError(fmt::format(
+        "the run directory {}: {}; set LOCKSTEP_RUN_DIR to a directory that only you (and your "
+        "group) can write to",
+        run_dir_.string(), why));
   }
 
   restart_count_ = config_.get(knobs::restart_count);

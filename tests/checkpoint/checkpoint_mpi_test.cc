@@ -1,6 +1,8 @@
 // Multi-rank tests of saving and restoring: every dtype and awkward shapes,
 // asynchronous snapshots, resharding, corruption fallback, retention, the
 // order of asynchronous commits, and errors for bad input.
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -560,6 +562,31 @@ TEST(CheckpointErrors, UnwritableDirectoryIsAnIoError) {
       error_of([&] { Checkpointer checkpointer(world(), {.dir = dir / "a-file" / "ckpt"}); });
   EXPECT_NE(error.find("a-file/ckpt"), std::string::npos) << error;
   EXPECT_THROW(Checkpointer(world(), {.dir = dir / "a-file" / "ckpt"}), IoError);
+}
+
+// A checkpoint directory another user could write into could hold a step
+// of theirs, which a restore would load: refused on every rank, before any
+// step is read, with the reason.
+TEST(CheckpointErrors, DirectoriesOthersCouldWriteToAreRefused) {
+  const auto dir = fresh_dir("others", world());
+  std::vector<std::pair<fs::path, std::string>> cases = {
+      {dir / "open", "every user (mode 0777)"}, {dir / "open" / "ckpt", "without the sticky bit"}};
+  if (::geteuid() == 0) cases.emplace_back(dir / "theirs", "(uid 65534), not by this user");
+  if (world_rank() == 0) {
+    fs::create_directories(dir / "open" / "ckpt");
+    fs::permissions(dir / "open", fs::perms::all);  // 0777, no sticky bit
+    if (::geteuid() == 0) {  // a directory of another user: only root can make one
+      fs::create_directories(dir / "theirs");
+      EXPECT_EQ(::chown((dir / "theirs").c_str(), 65534, 65534), 0);  // nobody
+    }
+  }
+  MPI_Barrier(world());
+  for (const auto& [path, reason] : cases) {
+    const std::string error = error_of([&] { Checkpointer checkpointer(world(), {.dir = path}); });
+    EXPECT_NE(error.find("checkpoint directory: " + path.string()), std::string::npos) << error;
+    EXPECT_NE(error.find(reason), std::string::npos) << error;
+    EXPECT_THROW(Checkpointer(world(), {.dir = path}), IoError);
+  }
 }
 
 TEST(CheckpointPolicyDecision, EveryRankGetsRankZerosAnswer) {

@@ -120,6 +120,34 @@ usage)
       "--run-dir under a read-only parent names the reason"
     umount "$scratch/read-only"
   fi
+  # A run directory another user could tamper with: refused before anything
+  # starts, with the reason and what to do.
+  mkdir -p "$scratch/theirs" "$scratch/open"
+  chmod 0777 "$scratch/open"
+  if chown nobody "$scratch/theirs" 2>/dev/null; then
+    run "$scratch/theirs" -n 2 -- "$trainer"
+    expect_rc 2 $? "--run-dir owned by another user is a usage error"
+    expect_grep "theirs is owned by nobody \(uid [0-9]+\), not by this user" "$scratch/theirs.log" \
+      "--run-dir owned by another user names the owner"
+    if [ -z "$(ls -A "$scratch/theirs")" ]; then ok "nothing was written into it"
+    else fail "the launcher wrote into another user's run directory: $(ls -A "$scratch/theirs")"; fi
+  fi
+  run "$scratch/open" -n 2 -- "$trainer"
+  expect_rc 2 $? "--run-dir that every user may write to is a usage error"
+  expect_grep "open may be written by every user \(mode 0777\).*give a directory that only you" \
+    "$scratch/open.log" "--run-dir that every user may write to says so and what to do"
+  run "$scratch/open/run" -n 2 -- "$trainer"
+  expect_rc 2 $? "--run-dir in a directory every user may write to is a usage error"
+  expect_grep "lies in .*/open, which every user may write to without the sticky bit" \
+    "$scratch/open/run.log" "--run-dir in an open directory names it"
+  if [ ! -e "$scratch/open/run" ]; then ok "the refused run directory was not left behind"
+  else fail "the refused run directory $scratch/open/run was left behind"; fi
+  LOCKSTEP_RUN_DIR="$scratch/open" "$trainer" --steps 1 >"$scratch/open-rank.log" 2>&1
+  rank_rc=$?
+  if [ "$rank_rc" -ne 0 ]; then ok "a rank started alone refuses such a run directory (exit $rank_rc)"
+  else fail "a rank started alone trained in a run directory every user may write to"; fi
+  expect_grep "the run directory .*open: .*every user.*set LOCKSTEP_RUN_DIR" \
+    "$scratch/open-rank.log" "and says which setting to change"
   mkdir -p "$scratch/hosts-dir"
   run "$dir" -n 2 --hostfile "$scratch/hosts-dir" -- "$trainer"
   expect_rc 2 $? "a hostfile that is a directory is a usage error"

@@ -36,4 +36,13 @@ int create_beside(const std::filesystem::path& target, std::filesystem::path& te
 // then renamed over it. Returns "" or what went wrong; never throws.
 std::string replace_file(const std::filesystem::path& path, std::string_view text) noexcept;
 
+// Why another local user could tamper with what this user writes into the
+// existing directory `dir`, or "" when no one can: `dir` (after symbolic
+// links) is owned by a user other than this one and root, or others may
+// write into it; `dir` itself is a symbolic link of another user's; or
+// the directory that holds it lets others write without the sticky bit
+// (they could rename it and put their own in its place). The group is
+// trusted, as a project's shared directory needs. Never throws.
+std::string why_not_private(const std::filesystem::path& dir) noexcept;
+
 }  // namespace lockstep::files
