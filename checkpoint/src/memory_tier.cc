@@ -275,7 +275,14 @@ std::uint64_t write_and_commit_local(StagedSave& staged, MPI_Comm comm, MPI_Comm
   std::vector<FileTransfer> copies;
   const std::string own_name = rank_file_name(rank);
   if (const int partner = nodes.partner(rank); partner >= 0) {
-    copies.push_back({.from = rank, .to = partner, .source = temporary / own_name});
+    FileTransfer& copy = copies.emplace_back(
+        FileTransfer{.from = rank, .to = partner, .source = temporary / own_name});
+    // Sent from the staged bytes just written, with the CRC taken while
+    // writing them: nothing is read back or checksummed again.
+    if (outcome.at("error").get<std::string>().empty()) {
+      copy.contents = rank_file_contents(*staged.rank_file, staged.sources);
+      copy.crc32c = outcome.at("crc32c").get<std::uint32_t>();
+    }
   }
   for (const int source : nodes.partners_of(rank)) {
     copies.push_back({.from = source, .to = rank, .target = temporary / rank_file_name(source)});

@@ -35,7 +35,10 @@ struct Side {
   std::uint64_t done = 0;
   std::unique_ptr<ReadableFile> in = nullptr;
   std::unique_ptr<WritableFile> out = nullptr;
-  std::vector<std::byte> buffer = {};
+  std::vector<std::byte> buffer = {};    // a part received, or read or gathered to send
+  std::span<const std::byte> part = {};  // sender: the part to send (in `buffer` or in place)
+  std::size_t segment = 0;               // sender with contents: where the next part begins
+  std::size_t segment_offset = 0;
   std::uint32_t crc = 0;
   std::uint64_t trailer = 0;  // the sender's verdict (bit 32) and CRC-32C
   std::string error = {};
@@ -53,10 +56,27 @@ void post(Side& side, void* data, int bytes, MPI_Comm comm, std::vector<MPI_Requ
   }
 }
 
+// The part in `side.part` (sender) or into `side.buffer` (receiver).
+void post_part(Side& side, MPI_Comm comm, std::vector<MPI_Request>& requests) {
+  MPI_Request& request = requests.emplace_back(MPI_REQUEST_NULL);
+  const int bytes = static_cast<int>(side.part.size());
+  if (side.sending) {
+    LOCKSTEP_CHECK_MPI(
+        MPI_Isend(side.part.data(), bytes, MPI_BYTE, side.peer(), kTag, comm, &request));
+  } else {
+    LOCKSTEP_CHECK_MPI(
+        MPI_Irecv(side.buffer.data(), bytes, MPI_BYTE, side.peer(), kTag, comm, &request));
+  }
+}
+
 void open_ends(Side& side, FileEnv& env) {
   const FileTransfer& transfer = *side.transfer;
   try {
-    if (side.sending) {
+    if (side.sending && !transfer.contents.empty()) {
+      side.size = 0;
+      for (const auto& segment : transfer.contents) side.size += segment.size();
+      side.crc = transfer.crc32c;
+    } else if (side.sending) {
       side.size = env.file_size(transfer.source);
       side.in = env.new_readable_file(transfer.source);
     } else {
@@ -68,12 +88,47 @@ void open_ends(Side& side, FileEnv& env) {
   }
 }
 
-// Reads (sender) the next part into the buffer, or makes room for it
-// (receiver); a sender that cannot read sends the part anyway, so that its
-// receiver is not left waiting, and fails the transfer at the end.
+// A sender's next part from the bytes it holds: in place when the part
+// lies inside one of them, else gathered into the buffer.
+void take_part(Side& side, std::size_t bytes) {
+  const auto& contents = side.transfer->contents;
+  while (side.segment_offset == contents[side.segment].size()) {
+    ++side.segment;
+    side.segment_offset = 0;
+  }
+  const auto here = contents[side.segment].subspan(side.segment_offset);
+  if (here.size() >= bytes) {
+    side.part = here.first(bytes);
+    side.segment_offset += bytes;
+    return;
+  }
+  side.buffer.resize(bytes);
+  for (std::size_t filled = 0; filled < bytes;) {
+    const auto from = contents[side.segment].subspan(side.segment_offset);
+    const std::size_t take = std::min(from.size(), bytes - filled);
+    std::copy_n(from.begin(), take, side.buffer.begin() + static_cast<std::ptrdiff_t>(filled));
+    filled += take;
+    side.segment_offset += take;
+    if (side.segment_offset == contents[side.segment].size() && filled < bytes) {
+      ++side.segment;
+      side.segment_offset = 0;
+    }
+  }
+  side.part = side.buffer;
+}
+
+// Reads (sender) the next part into the buffer, or takes it from the bytes
+// it holds, or makes room for it (receiver); a sender that cannot read
+// sends the part anyway, so that its receiver is not left waiting, and
+// fails the transfer at the end.
 void next_part(Side& side) {
-  const std::uint64_t bytes = std::min(kPartBytes, side.size - side.done);
-  side.buffer.resize(static_cast<std::size_t>(bytes));
+  const auto bytes = static_cast<std::size_t>(std::min(kPartBytes, side.size - side.done));
+  if (side.sending && !side.transfer->contents.empty()) {
+    take_part(side, bytes);
+    return;
+  }
+  side.buffer.resize(bytes);
+  side.part = side.buffer;
   if (!side.sending || !side.error.empty()) return;
   try {
     side.in->read_at(side.done, side.buffer);
@@ -203,14 +258,14 @@ std::string move_files(MPI_Comm comm, FileEnv& env, const std::vector<FileTransf
     for (Side& side : sides) {
       if (!side.moving()) continue;
       next_part(side);
-      post(side, side.buffer.data(), static_cast<int>(side.buffer.size()), comm, requests);
+      post_part(side, comm, requests);
     }
     if (requests.empty()) break;
     wait_idly(requests);
     for (Side& side : sides) {
       if (!side.moving()) continue;
       if (!side.sending) store_part(side);
-      side.done += side.buffer.size();
+      side.done += side.part.size();
     }
   }
   requests.clear();

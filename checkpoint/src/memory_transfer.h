@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -38,19 +39,26 @@ struct NodeMap {
 NodeMap node_map(MPI_Comm comm, const std::string& node_name);
 
 // One file moved from rank `from` (its file `source`) to rank `to` (into
-// its file `target`, created or truncated).
+// its file `target`, created or truncated). A sender that still holds the
+// file's bytes in memory gives them as `contents` (in file order, alive
+// and unchanged until move_files() returns) with their CRC-32C `crc32c`:
+// they are sent from where they are, and `source` only names the file in
+// messages.
 struct FileTransfer {
   int from = 0;
   int to = 0;
   std::filesystem::path source = {};
   std::filesystem::path target = {};
+  std::vector<std::span<const std::byte>> contents = {};
+  std::uint32_t crc32c = 0;
 };
 
 // Point to point over `comm`: moves every transfer this rank takes part in
 // (as sender or receiver), all at once, in parts of a few MiB; the sender
 // and the receiver of each must pass it in the same order among the
 // transfers between the two of them. Every byte is checked against the
-// sender's CRC-32C of what it read. Returns what failed on this rank's side
+// sender's CRC-32C of what it read (or of its `contents`, given with them).
+// Returns what failed on this rank's side
 // (a file that cannot be read or written, bytes that arrived damaged), or
 // an empty string; never leaves a peer waiting. Adds the bytes written to
 // `bytes_written`.

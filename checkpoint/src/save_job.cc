@@ -60,17 +60,9 @@ std::uint32_t write_rank_file(FileEnv& env, const fs::path& path, const RankFile
   piece_crcs.assign(sources.size(), 0);
   auto file = env.new_writable_file(path);
   std::uint32_t file_crc = 0;
-  for (const auto& segment : plan.segments) {
-    std::span<const std::byte> bytes;
-    if (segment.data) {
-      if (segment.piece >= sources.size() || sources[segment.piece].size() != segment.size) {
-        throw std::logic_error(
-            fmt::format("the plan of {} does not match the staged pieces", path.string()));
-      }
-      bytes = sources[segment.piece];
-    } else {
-      bytes = std::span<const std::byte>(plan.header_bytes).subspan(segment.offset, segment.size);
-    }
+  const auto contents = rank_file_contents(plan, sources);
+  for (std::size_t s = 0; s < contents.size(); ++s) {
+    const auto bytes = contents[s];
     std::uint32_t crc = 0;
     for (std::size_t offset = 0; offset < bytes.size(); offset += kWriteChunk) {
       const auto chunk = bytes.subspan(offset, std::min(kWriteChunk, bytes.size() - offset));
@@ -78,6 +70,7 @@ std::uint32_t write_rank_file(FileEnv& env, const fs::path& path, const RankFile
       file->append(chunk);
     }
     file_crc = crc32c_combine(file_crc, crc, bytes.size());
+    const auto& segment = plan.segments[s];
     if (segment.data) piece_crcs[segment.piece] = crc;
   }
   file->sync();
@@ -103,6 +96,23 @@ double seconds_between(std::chrono::steady_clock::time_point start,
 }
 
 }  // namespace
+
+std::vector<std::span<const std::byte>> rank_file_contents(
+    const RankFilePlan& plan, const std::vector<std::span<const std::byte>>& sources) {
+  std::vector<std::span<const std::byte>> contents;
+  contents.reserve(plan.segments.size());
+  for (const auto& segment : plan.segments) {
+    if (!segment.data) {
+      contents.push_back(
+          std::span<const std::byte>(plan.header_bytes).subspan(segment.offset, segment.size));
+    } else if (segment.piece < sources.size() && sources[segment.piece].size() == segment.size) {
+      contents.push_back(sources[segment.piece]);
+    } else {
+      throw std::logic_error("the plan of a rank file does not match the staged pieces");
+    }
+  }
+  return contents;
+}
 
 std::string random_token() {
   std::random_device device;

@@ -71,6 +71,12 @@ StagedSave stage(std::int64_t step, const State& state, FlatState flat,
                  int threads, Tensor staging, std::shared_ptr<const RankFilePlan> rank_file,
                  std::shared_ptr<const MasterFileTemplate> master_file);
 
+// This rank's file of `plan`, in file order: HDF5's bytes from the plan and
+// the staged pieces (`sources`, in tensor order), without copying any.
+// Throws std::logic_error when the pieces do not match the plan.
+std::vector<std::span<const std::byte>> rank_file_contents(
+    const RankFilePlan& plan, const std::vector<std::span<const std::byte>>& sources);
+
 // A new random name for a save's temporary directory (16 hex digits).
 std::string random_token();
 
