@@ -27,7 +27,7 @@ std::string LineLog::append(const std::string& line) {
           path_.string());
     }
     std::error_code error;
-    std::filesystem::create_directories(path_.parent_path(), error);
+    files::create_directories(path_.parent_path(), error);
     file_.reset(open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644));
     if (!file_) return fmt::format("cannot write {}: {}", path_.string(), std::strerror(errno));
   }

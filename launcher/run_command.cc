@@ -187,15 +187,9 @@ void check_environment() {
 // error, not a failure of the job.
 void make_run_dir(const std::filesystem::path& run_dir) {
   std::error_code error;
-  // The directories this call makes, deepest first: a refused run
-  // directory leaves nothing behind.
-  std::vector<std::filesystem::path> made;
-  for (auto path = std::filesystem::absolute(run_dir, error).lexically_normal();
-       !error && path.has_relative_path() && !std::filesystem::exists(path, error);
-       path = path.parent_path()) {
-    made.push_back(path);
-  }
-  std::filesystem::create_directories(run_dir, error);
+  // What this call makes, deepest first: a refused run directory leaves
+  // nothing behind.
+  const auto made = files::create_directories(run_dir, error);
   if (!std::filesystem::is_directory(run_dir)) {
     const bool is_file = std::filesystem::exists(run_dir);
     throw UsageError(
@@ -401,7 +395,8 @@ void add_run_command(CLI::App& app, int& exit_code) {
       ->check(seconds_in(0, kMaxGraceSeconds));
   command
       ->add_option("--run-dir", options->run_dir,
-                   "Directory for checkpoints, attempts.jsonl and summary.json")
+                   "Directory for checkpoints, attempts.jsonl and summary.json; it must be "
+                   "yours (not writable by other users)")
       ->capture_default_str();
   command
       ->add_option("--total-steps", options->total_steps,

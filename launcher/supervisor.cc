@@ -123,7 +123,7 @@ class Notices {
     const auto found = identity(run_dir_);
     if (found && found == run_dir_id_) return;
     std::error_code error;
-    if (!found) std::filesystem::create_directories(run_dir_, error);
+    if (!found) files::create_directories(run_dir_, error);
     const auto now_there = identity(run_dir_);
     if (!now_there && !run_dir_id_) return;  // still gone; said already
     run_dir_id_ = now_there;
@@ -1274,7 +1274,12 @@ int supervise(SupervisorOptions options) {
     files.rlim_cur = files.rlim_max;
     setrlimit(RLIMIT_NOFILE, &files);
   }
-  std::filesystem::create_directories(options.run_dir);
+  std::error_code made;
+  files::create_directories(options.run_dir, made);
+  if (made) {
+    throw IoError(fmt::format("cannot create the run directory {}: {}", options.run_dir.string(),
+                              made.message()));
+  }
   const std::string token = random_token();
   Monitor monitor(options.monitor.bind, token);
   const std::string address = fmt::format("{}:{}", options.monitor.advertised, monitor.port());

@@ -234,15 +234,16 @@ Checkpointer::Checkpointer(MPI_Comm comm, CheckpointOptions options)
   if (comm_.rank() == 0) {
     try {
       options_.env->create_directories(options_.dir);
-      options_.env->check_writable(options_.dir);
       // A directory another user can write to could hold a step of theirs,
-      // which a restore would load as this run's.
+      // which a restore would load as this run's; nothing is written into
+      // it, not even the probe below.
       if (const std::string why = files::why_not_private(options_.dir); !why.empty()) {
         throw IoError(fmt::format(
             "checkpoint directory: {}; choose a directory that only you (and your group) can "
             "write to",
             why));
       }
+      options_.env->check_writable(options_.dir);
       checkpoint::remove_leftovers(*options_.env, options_.dir);
     } catch (...) {
       failure = std::current_exception();

@@ -17,6 +17,7 @@
 
 #include "lockstep/error.h"
 #include "lockstep/file_env.h"
+#include "lockstep/files.h"
 
 namespace lockstep {
 
@@ -282,7 +283,7 @@ class PosixFileEnv final : public FileEnv {
 
   void create_directories(const fs::path& path) override {
     std::error_code error;
-    fs::create_directories(path, error);
+    files::create_directories(path, error);
     if (error) {
       throw IoError(
           fmt::format("cannot create directory '{}': {}", path.string(), error.message()));
@@ -348,8 +349,12 @@ class PosixFileEnv final : public FileEnv {
   void check_writable(const fs::path& path) override {
     // access(2) ignores read-only mounts for root and ACL subtleties; creating
     // a file is the only honest test.
+    // A new file of its own: never through a link, never over a file of
+    // someone else's (a leftover of a crashed probe is removed first).
     const fs::path probe = path / fmt::format(".write-probe-{}", ::getpid());
-    const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    ::unlink(probe.c_str());
+    const int fd =
+        ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
       const int error = errno;
       throw IoError(fmt::format("checkpoint directory '{}' is not writable: {}", path.string(),

@@ -1,11 +1,13 @@
 #include "lockstep/files.h"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <pwd.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -94,9 +96,10 @@ int create_beside(const std::filesystem::path& target, std::filesystem::path& te
       (target.parent_path() / ("." + target.filename().string() + ".tmp-XXXXXX")).string();
   const int fd = ::mkostemp(pattern.data(), O_CLOEXEC);
   if (fd < 0) return -1;
-  // mkostemp makes it 0600; the file gets the mode open(2) would give it.
+  // mkostemp makes it 0600; the file gets the mode open(2) would give it,
+  // but never writable by every user.
   static const mode_t mask = current_umask();
-  ::fchmod(fd, 0666 & ~mask);
+  ::fchmod(fd, 0666 & ~mask & ~static_cast<mode_t>(S_IWOTH));
   temporary = pattern;
   return fd;
 }
@@ -129,6 +132,8 @@ std::string replace_file(const std::filesystem::path& path, std::string_view tex
 
 namespace {
 
+namespace fs = std::filesystem;
+
 // The user a file belongs to, for a message: "name (uid N)".
 std::string user_name(uid_t uid) {
   std::vector<char> buffer(4096);
@@ -140,24 +145,92 @@ std::string user_name(uid_t uid) {
   return fmt::format("uid {}", uid);
 }
 
+std::string group_name(gid_t gid) {
+  std::vector<char> buffer(4096);
+  group entry{};
+  group* found = nullptr;
+  if (::getgrgid_r(gid, &entry, buffer.data(), buffer.size(), &found) == 0 && found != nullptr) {
+    return fmt::format("{} (gid {})", found->gr_name, gid);
+  }
+  return fmt::format("gid {}", gid);
+}
+
 bool trusted_owner(uid_t uid) { return uid == ::geteuid() || uid == 0; }
+
+bool in_my_groups(gid_t gid) {
+  if (gid == ::getegid()) return true;
+  std::vector<gid_t> groups(static_cast<std::size_t>(std::max(::getgroups(0, nullptr), 0)));
+  const int count = ::getgroups(static_cast<int>(groups.size()), groups.data());
+  groups.resize(static_cast<std::size_t>(std::max(count, 0)));
+  return std::find(groups.begin(), groups.end(), gid) != groups.end();
+}
+
+// Who besides this user and its groups may write into a directory with
+// `info`: "every user", a group this user is not in, or "" for no one.
+std::string other_writers(const struct stat& info) {
+  if ((info.st_mode & S_IWOTH) != 0) return "every user";
+  if ((info.st_mode & S_IWGRP) != 0 && !in_my_groups(info.st_gid)) {
+    return fmt::format("group {}, which this user is not in,", group_name(info.st_gid));
+  }
+  return "";
+}
+
+std::string cannot_check(const fs::path& path, int error) {
+  return fmt::format("cannot check {}: {}", path.string(), std::strerror(error));
+}
+
+// The first thing on the way to `path` (absolute and normal) that lets
+// another user swap what follows it: a directory others may write to
+// without the sticky bit, or a symbolic link of another user's. Stops at
+// the first component that does not exist.
+std::string check_way(const fs::path& path) {
+  fs::path current = path.root_path();
+  for (const auto& part : path.relative_path()) {
+    struct stat holder = {};
+    if (::stat(current.c_str(), &holder) != 0) return cannot_check(current, errno);
+    if (const std::string writers = other_writers(holder);
+        !writers.empty() && (holder.st_mode & S_ISVTX) == 0) {
+      return fmt::format(
+          "{} lies in {}, which {} may write to without the sticky bit (mode {:04o}): they could "
+          "rename what is in it and put their own in its place",
+          path.string(), current.string(), writers, holder.st_mode & 07777);
+    }
+    const fs::path next = current / part;
+    struct stat entry = {};
+    if (::lstat(next.c_str(), &entry) != 0) return errno == ENOENT ? "" : cannot_check(next, errno);
+    if (S_ISLNK(entry.st_mode) && !trusted_owner(entry.st_uid)) {
+      return fmt::format("{} is a symbolic link that {} owns, who can point it elsewhere",
+                         next.string(), user_name(entry.st_uid));
+    }
+    current = next;
+  }
+  return "";
+}
+
+// `path` absolute and normal, without a trailing '/'.
+fs::path plain(const fs::path& path) {
+  fs::path result = fs::absolute(path).lexically_normal();
+  if (!result.has_filename() && result.has_relative_path()) result = result.parent_path();
+  return result;
+}
 
 }  // namespace
 
 std::string why_not_private(const std::filesystem::path& dir) noexcept {
   try {
-    const std::filesystem::path path = std::filesystem::absolute(dir).lexically_normal();
+    const fs::path path = plain(dir);
     struct stat link = {};
-    if (::lstat(path.c_str(), &link) != 0) return "";
-    if (S_ISLNK(link.st_mode) && !trusted_owner(link.st_uid)) {
-      return fmt::format("{} is a symbolic link that {} owns, who can point it elsewhere",
-                         path.string(), user_name(link.st_uid));
-    }
+    if (::lstat(path.c_str(), &link) != 0) return errno == ENOENT ? "" : cannot_check(path, errno);
+    if (std::string why = check_way(path); !why.empty()) return why;
     std::error_code error;
-    const std::filesystem::path real = std::filesystem::canonical(path, error);
-    if (error) return "";
+    const fs::path real = fs::canonical(path, error);
+    if (error) return fmt::format("cannot check {}: {}", path.string(), error.message());
+    if (real != path) {
+      if (std::string why = check_way(real); !why.empty()) return why;
+    }
     struct stat info = {};
-    if (::stat(real.c_str(), &info) != 0 || !S_ISDIR(info.st_mode)) return "";
+    if (::stat(real.c_str(), &info) != 0) return cannot_check(real, errno);
+    if (!S_ISDIR(info.st_mode)) return "";  // not a directory: the caller says so
     const std::string named = real == path
                                   ? path.string()
                                   : fmt::format("{} (that is, {})", path.string(), real.string());
@@ -165,23 +238,39 @@ std::string why_not_private(const std::filesystem::path& dir) noexcept {
       return fmt::format("{} is owned by {}, not by this user, {}: the owner could put links there",
                          named, user_name(info.st_uid), user_name(::geteuid()));
     }
-    if ((info.st_mode & S_IWOTH) != 0) {
-      return fmt::format("{} may be written by every user (mode {:04o}), who could put links there",
-                         named, info.st_mode & 07777);
-    }
-    const std::filesystem::path parent = real.parent_path();
-    struct stat above = {};
-    if (real != parent && ::stat(parent.c_str(), &above) == 0 && (above.st_mode & S_IWOTH) != 0 &&
-        (above.st_mode & S_ISVTX) == 0) {
-      return fmt::format(
-          "{} lies in {}, which every user may write to without the sticky bit (mode {:04o}): "
-          "they could rename it and put their own in its place",
-          named, parent.string(), above.st_mode & 07777);
+    if (const std::string writers = other_writers(info); !writers.empty()) {
+      return fmt::format("{} may be written by {} (mode {:04o}), who could put links there", named,
+                         writers, info.st_mode & 07777);
     }
     return "";
   } catch (const std::exception& failure) {
     return fmt::format("cannot check {}: {}", dir.string(), failure.what());
   }
+}
+
+std::vector<std::filesystem::path> create_directories(const std::filesystem::path& dir,
+                                                      std::error_code& error) {
+  error.clear();
+  std::vector<fs::path> made;
+  try {
+    for (fs::path path = plain(dir); path.has_relative_path() && !fs::exists(path, error) && !error;
+         path = path.parent_path()) {
+      made.push_back(path);
+    }
+  } catch (const std::exception&) {
+    error = std::make_error_code(std::errc::invalid_argument);
+    return {};
+  }
+  if (error) return {};
+  fs::create_directories(dir, error);
+  for (const fs::path& path : made) {
+    struct stat info = {};
+    if (::lstat(path.c_str(), &info) == 0 && S_ISDIR(info.st_mode) &&
+        (info.st_mode & S_IWOTH) != 0) {
+      ::chmod(path.c_str(), info.st_mode & 07777 & ~static_cast<mode_t>(S_IWOTH));
+    }
+  }
+  return made;
 }
 
 }  // namespace lockstep::files

@@ -32,7 +32,8 @@ const Knob<std::string> run_dir{{
     .type = KnobType::kPath,
     .default_value = "lockstep-run",
     .doc = "Directory for this run's checkpoints, logs and reports; relative paths start at "
-           "the working directory. Created when missing.",
+           "the working directory. Created when missing (never writable by every user); one that "
+           "another local user could tamper with is refused.",
 }};
 
 const Knob<std::string> device{{

@@ -235,7 +235,7 @@ bool dump_flight_records(const std::string& reason) noexcept {
     if (target.path.empty()) return false;
     const std::string text = flight_dump_text(target, reason);
     std::error_code ignored;
-    std::filesystem::create_directories(target.path.parent_path(), ignored);
+    files::create_directories(target.path.parent_path(), ignored);
     if (const std::string problem = files::replace_file(target.path, text); !problem.empty()) {
       log::warn("flight recorder: {}", problem);
       return false;

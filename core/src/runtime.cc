@@ -186,7 +186,7 @@ Runtime::Runtime(int& argc, char**& argv) : uncaught_at_start_(std::uncaught_exc
 
   std::error_code error;
   run_dir_ = std::filesystem::absolute(config_.get(knobs::run_dir));
-  std::filesystem::create_directories(run_dir_, error);
+  files::create_directories(run_dir_, error);
   if (!std::filesystem::is_directory(run_dir_)) {
     throw IoError(
         fmt::format("cannot create the run directory {} ({}); set LOCKSTEP_RUN_DIR to "

@@ -270,7 +270,7 @@ TraceWriter::TraceWriter(TraceFile file) : state_(std::make_unique<State>()) {
     }
   } release;
   std::error_code error;
-  std::filesystem::create_directories(file.path.parent_path(), error);
+  files::create_directories(file.path.parent_path(), error);
   state_->fd =
       ::open(file.path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (state_->fd < 0) {

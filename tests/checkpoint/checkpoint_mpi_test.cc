@@ -571,21 +571,28 @@ TEST(CheckpointErrors, DirectoriesOthersCouldWriteToAreRefused) {
   const auto dir = fresh_dir("others", world());
   std::vector<std::pair<fs::path, std::string>> cases = {
       {dir / "open", "every user (mode 0777)"}, {dir / "open" / "ckpt", "without the sticky bit"}};
-  if (::geteuid() == 0) cases.emplace_back(dir / "theirs", "(uid 65534), not by this user");
+  // A directory of another user (nobody): only root can make one, and only
+  // where uid 65534 is mapped.
+  int given = 0;
   if (world_rank() == 0) {
     fs::create_directories(dir / "open" / "ckpt");
     fs::permissions(dir / "open", fs::perms::all);  // 0777, no sticky bit
-    if (::geteuid() == 0) {  // a directory of another user: only root can make one
-      fs::create_directories(dir / "theirs");
-      EXPECT_EQ(::chown((dir / "theirs").c_str(), 65534, 65534), 0);  // nobody
-    }
+    fs::create_directories(dir / "theirs");
+    given = ::geteuid() == 0 && ::chown((dir / "theirs").c_str(), 65534, 65534) == 0 ? 1 : 0;
   }
-  MPI_Barrier(world());
+  MPI_Bcast(&given, 1, MPI_INT, 0, world());
+  if (given == 1) cases.emplace_back(dir / "theirs", "uid 65534");
   for (const auto& [path, reason] : cases) {
     const std::string error = error_of([&] { Checkpointer checkpointer(world(), {.dir = path}); });
     EXPECT_NE(error.find("checkpoint directory: " + path.string()), std::string::npos) << error;
     EXPECT_NE(error.find(reason), std::string::npos) << error;
     EXPECT_THROW(Checkpointer(world(), {.dir = path}), IoError);
+  }
+  MPI_Barrier(world());
+  if (world_rank() == 0) {  // not even the probe of writability went in
+    EXPECT_EQ(directory_entries(dir / "open"), std::vector<std::string>{"ckpt"});
+    EXPECT_TRUE(directory_entries(dir / "open" / "ckpt").empty());
+    EXPECT_TRUE(directory_entries(dir / "theirs").empty());
   }
 }
 

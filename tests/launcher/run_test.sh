@@ -127,7 +127,7 @@ usage)
   if chown nobody "$scratch/theirs" 2>/dev/null; then
     run "$scratch/theirs" -n 2 -- "$trainer"
     expect_rc 2 $? "--run-dir owned by another user is a usage error"
-    expect_grep "theirs is owned by nobody \(uid [0-9]+\), not by this user" "$scratch/theirs.log" \
+    expect_grep "theirs is owned by (nobody \()?uid 65534\)?, not by this user" "$scratch/theirs.log" \
       "--run-dir owned by another user names the owner"
     if [ -z "$(ls -A "$scratch/theirs")" ]; then ok "nothing was written into it"
     else fail "the launcher wrote into another user's run directory: $(ls -A "$scratch/theirs")"; fi
@@ -148,6 +148,13 @@ usage)
   else fail "a rank started alone trained in a run directory every user may write to"; fi
   expect_grep "the run directory .*open: .*every user.*set LOCKSTEP_RUN_DIR" \
     "$scratch/open-rank.log" "and says which setting to change"
+  # Whatever the umask, no directory or report lockstep makes is writable
+  # by every user (the toy trainer's own files are its business).
+  (umask 000 && run "$scratch/umask" -n 2 -- "$trainer" --steps 3)
+  expect_rc 0 $? "a run under umask 000 completes"
+  open_entries=$(find "$scratch/umask" \( -type d -o -name '*.json*' \) -perm -o+w)
+  if [ -z "$open_entries" ]; then ok "under umask 000 nothing lockstep made is writable by every user"
+  else fail "writable by every user under umask 000: $open_entries"; fi
   mkdir -p "$scratch/hosts-dir"
   run "$dir" -n 2 --hostfile "$scratch/hosts-dir" -- "$trainer"
   expect_rc 2 $? "a hostfile that is a directory is a usage error"
